@@ -1,0 +1,42 @@
+# quantfleet — build, test and benchmark the Go workspace (go.work: libs, proto, services).
+GO        ?= go
+MODULES   := libs proto services
+BIN       := bin
+LDFLAGS   := -s -w
+# Static binaries: they run on any Linux, in scratch containers and on the GPU machines.
+export CGO_ENABLED ?= 0
+
+.PHONY: all build test test-short bench fuzz proto vet fmt clean demo
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	cd services && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/ ./quantfleet/ $(wildcard ./dispatcher/) $(wildcard ./worker/) $(wildcard ./assembler/)
+
+# The README's test command: every module's tests (they locate ../shared themselves).
+test: build
+	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test -count=1 -timeout 30m ./...); done
+
+vet:
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
+
+fmt:
+	@gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$') | tee /dev/stderr | (! read)
+
+bench:
+	cd libs && $(GO) test -run '^$$' -bench . -benchtime 3x ./ggml/ ./quantize/
+
+fuzz:
+	cd libs && $(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime 30s ./safetensors/
+	cd libs && $(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 30s ./gguf/
+
+proto:
+	cd proto && protoc --go_out=. --go_opt=module=quantfleet.dev/proto quantfleet/v1/*.proto
+
+# The README's main job: quantize the tiny model on this machine.
+demo: build
+	$(BIN)/quantfleet quantize --model ../shared/models/tiny-llama --format gguf --level Q4_K_M --output-dir out
+
+clean:
+	rm -rf $(BIN) out

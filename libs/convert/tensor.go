@@ -1,0 +1,145 @@
+package convert
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"quantfleet.dev/libs/ggml"
+	"quantfleet.dev/libs/hfmodel"
+	"quantfleet.dev/libs/safetensors"
+)
+
+// Source gives access to a checkpoint's tensors; *hfmodel.Model implements it.
+type Source interface {
+	Lookup(name string) (safetensors.Tensor, bool)
+	ReadRaw(t safetensors.Tensor) ([]byte, error)
+}
+
+var _ Source = (*hfmodel.Model)(nil)
+
+// RopeFreqs describes the rope_freqs tensor generated for rope_type llama3.
+type RopeFreqs struct {
+	Enabled                      bool    `json:"enabled"`
+	Dim                          int     `json:"dim"`
+	Base                         float64 `json:"base"`
+	Factor                       float64 `json:"factor"`
+	LowFreq                      float64 `json:"low_freq_factor"`
+	HighFreq                     float64 `json:"high_freq_factor"`
+	OriginalMaxPositionEmbedding float64 `json:"original_max_position_embeddings"`
+}
+
+func ropeFreqsFrom(c *hfmodel.Config) RopeFreqs {
+	if c.RopeType() != "llama3" {
+		return RopeFreqs{}
+	}
+	get := func(key string, def float64) float64 {
+		if v, ok := c.RopeFloat(key); ok {
+			return v
+		}
+		return def
+	}
+	return RopeFreqs{Enabled: true, Dim: c.RopeDim(), Base: get("rope_theta", 10000),
+		Factor: get("factor", 8), LowFreq: get("low_freq_factor", 1), HighFreq: get("high_freq_factor", 4),
+		OriginalMaxPositionEmbedding: get("original_max_position_embeddings", 8192)}
+}
+
+// values computes LlamaModel.generate_extra_tensors' rope factors in float32, as torch does.
+func (r RopeFreqs) values() []float32 {
+	out := make([]float32, r.Dim/2)
+	lowWavelen := r.OriginalMaxPositionEmbedding / r.LowFreq
+	highWavelen := r.OriginalMaxPositionEmbedding / r.HighFreq
+	for i := range out {
+		exp := float32(float32(2*i) / float32(r.Dim))
+		freq := float32(1 / float32(math.Pow(r.Base, float64(exp))))
+		wavelen := float32(2 * math.Pi / float64(freq))
+		switch {
+		case float64(wavelen) < highWavelen:
+			out[i] = 1
+		case float64(wavelen) > lowWavelen:
+			out[i] = float32(r.Factor)
+		default:
+			smooth := (float32(r.OriginalMaxPositionEmbedding)/wavelen - float32(r.LowFreq)) / float32(r.HighFreq-r.LowFreq)
+			out[i] = 1 / ((1-smooth)/float32(r.Factor) + smooth)
+		}
+	}
+	return out
+}
+
+// Produce computes the tensor's GGUF bytes (without padding): read, widen to float32, permute,
+// round through the converter's intermediate type, then convert or quantize to the target type.
+func (t TensorPlan) Produce(src Source, rope RopeFreqs) ([]byte, error) {
+	var data []float32
+	if t.Generated == "rope_freqs" {
+		data = rope.values()
+	} else {
+		st, ok := src.Lookup(t.Source)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s", safetensors.ErrNotFound, t.Source)
+		}
+		raw, err := src.ReadRaw(st)
+		if err != nil {
+			return nil, err
+		}
+		data = make([]float32, st.NumElements())
+		if err := safetensors.DecodeFloat32(st.DType, raw, data); err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", t.Source, err)
+		}
+		if err := ggml.ValidateRowData(ggml.F32, f32Bytes(data)); err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", t.Source, err)
+		}
+		if t.PermuteHeads > 0 {
+			cols := 1
+			if len(st.Shape) > 1 {
+				cols = int(st.NumElements() / st.Shape[0])
+			}
+			data = permuteRows(data, int(st.Shape[0]), cols, t.PermuteHeads)
+		}
+	}
+	inter, err := encodeFloat(t.Intermediate, data)
+	if err != nil {
+		return nil, fmt.Errorf("tensor %s: %w", t.Name, err)
+	}
+	if t.Type == t.Intermediate {
+		return inter, nil
+	}
+	if t.Intermediate != ggml.F32 {
+		if err := ggml.Dequantize(t.Intermediate, data, inter); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]byte, t.Size)
+	if t.Size == 0 {
+		out = make([]byte, ggml.Type(t.Type).RowSize(int64(len(data))))
+	}
+	if err := ggml.Quantize(t.Type, out, data, int(t.Ne[0])); err != nil {
+		return nil, fmt.Errorf("tensor %s to %s: %w", t.Name, t.Type, err)
+	}
+	if err := ggml.ValidateRowData(t.Type, out); err != nil {
+		return nil, fmt.Errorf("tensor %s: quantized data validation failed: %w", t.Name, err)
+	}
+	return out, nil
+}
+
+func f32Bytes(v []float32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, f := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
+	}
+	return b
+}
+
+// encodeFloat writes float32 values as F32, F16 or BF16 with ggml's rounding.
+func encodeFloat(t ggml.Type, v []float32) ([]byte, error) {
+	switch t {
+	case ggml.F32:
+		return f32Bytes(v), nil
+	case ggml.F16, ggml.BF16:
+		out := make([]byte, 2*len(v))
+		if err := ggml.Quantize(t, out, v, len(v)); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("intermediate type %s is not a float type", t)
+}

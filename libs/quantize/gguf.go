@@ -1,0 +1,204 @@
+// Package quantize runs a whole quantization job on one machine: it resolves the source model,
+// plans, produces every tensor, writes the artifact under a temporary name, validates it by
+// reading it back and renames it into place.
+package quantize
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"quantfleet.dev/libs/convert"
+	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/ggml"
+	"quantfleet.dev/libs/gguf"
+	"quantfleet.dev/libs/hfmodel"
+	"quantfleet.dev/libs/progress"
+)
+
+// ErrInvalidOutput reports an artifact that failed validation after it was written.
+var ErrInvalidOutput = errors.New("output failed validation")
+
+// GGUFRequest is one local GGUF conversion.
+type GGUFRequest struct {
+	Model     *hfmodel.Model
+	ModelDir  string // local directory holding the model's small files
+	RemoteID  string // Hub id when the model came from the Hub
+	Level     string
+	OutputDir string
+	// OutputName is the file name; empty derives "<model>-<level>.gguf".
+	OutputName   string
+	TokenizerPre string
+	Progress     progress.Reporter
+}
+
+// DefaultOutputName derives the output file name from the model name and level.
+func DefaultOutputName(model, level string, f domain.OutputFormat) string {
+	base := strings.NewReplacer("/", "-", " ", "-").Replace(model)
+	if f == domain.FormatGGUF {
+		return fmt.Sprintf("%s-%s.gguf", base, strings.ToUpper(level))
+	}
+	return fmt.Sprintf("%s-%s-%s", base, f, level)
+}
+
+// GGUF converts and quantizes the model and returns the record of the written file.
+func GGUF(ctx context.Context, req GGUFRequest) (*domain.QuantizedModel, error) {
+	rep := req.Progress
+	if rep == nil {
+		rep = progress.Nop()
+	}
+	plan, err := convert.NewPlan(req.Model, req.ModelDir, req.Level, convert.Options{
+		TokenizerPre: req.TokenizerPre, RemoteID: req.RemoteID,
+	})
+	if err != nil {
+		return nil, err
+	}
+	name := req.OutputName
+	if name == "" {
+		name = DefaultOutputName(req.Model.Name, plan.Level.Name, domain.FormatGGUF)
+	}
+	if err := os.MkdirAll(req.OutputDir, 0o755); err != nil {
+		return nil, fmt.Errorf("output directory %s: %w", req.OutputDir, err)
+	}
+	final := filepath.Join(req.OutputDir, name)
+	tmp, err := os.CreateTemp(req.OutputDir, "."+name+".*.partial")
+	if err != nil {
+		return nil, fmt.Errorf("output directory %s is not writable: %w", req.OutputDir, err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	defer tmp.Close()
+
+	rep.Start("quantize", int64(len(plan.Tensors)))
+	w, err := gguf.NewWriter(tmp, plan.Header)
+	if err != nil {
+		return nil, err
+	}
+	for i, t := range plan.Tensors {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		data, err := t.Produce(req.Model, plan.Rope)
+		if err != nil {
+			return nil, err
+		}
+		if err := w.WriteTensor(t.Name, data); err != nil {
+			return nil, err
+		}
+		rep.Update(t.Name, int64(i+1))
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	if err := tmp.Sync(); err != nil {
+		return nil, err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	rep.Finish("written")
+
+	rep.Start("validate", int64(len(plan.Tensors)))
+	if err := ValidateGGUF(tmp.Name(), plan.Header, rep); err != nil {
+		return nil, err
+	}
+	rep.Finish("valid")
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(final)
+	if err != nil {
+		return nil, err
+	}
+	abs, _ := filepath.Abs(final)
+	src := req.RemoteID
+	if src == "" {
+		src, _ = filepath.Abs(req.ModelDir)
+	}
+	return &domain.QuantizedModel{
+		OutputPath:       abs,
+		Format:           domain.FormatGGUF,
+		FileSize:         st.Size(),
+		CompressionRatio: float64(st.Size()) / float64(req.Model.WeightBytes()),
+		QuantizationMetadata: map[string]any{
+			"level":                plan.Level.Name,
+			"file_type":            plan.Level.FileType,
+			"architecture":         plan.Arch,
+			"tensor_count":         len(plan.Tensors),
+			"quantization_version": convert.QuantizationVersion,
+			"tensor_types":         typeCounts(plan),
+		},
+		CreatedAt:        time.Now().UTC(),
+		SourceModelPath:  src,
+		ValidationStatus: domain.ValidationValid,
+	}, nil
+}
+
+func typeCounts(p *convert.Plan) map[string]int {
+	m := map[string]int{}
+	for _, t := range p.Tensors {
+		m[t.Type.String()]++
+	}
+	return m
+}
+
+// ValidateGGUF re-reads a written file: its header must match want (when given) tensor by tensor,
+// and every tensor must dequantize without NaN or Inf.
+func ValidateGGUF(path string, want *gguf.Header, rep progress.Reporter) error {
+	if rep == nil {
+		rep = progress.Nop()
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
+	}
+	defer f.Close()
+	if want != nil {
+		if len(f.Header.Tensors) != len(want.Tensors) {
+			return fmt.Errorf("%w: %d tensors, want %d", ErrInvalidOutput, len(f.Header.Tensors), len(want.Tensors))
+		}
+		for i, t := range f.Header.Tensors {
+			w := want.Tensors[i]
+			if t.Name != w.Name || t.Type != w.Type || t.Offset != w.Offset || !equalDims(t.Dims, w.Dims) {
+				return fmt.Errorf("%w: tensor %d is %s %s %v @%d, want %s %s %v @%d", ErrInvalidOutput,
+					i, t.Name, t.Type, t.Dims, t.Offset, w.Name, w.Type, w.Dims, w.Offset)
+			}
+		}
+	}
+	for i, t := range f.Header.Tensors {
+		data, err := f.TensorData(t.Name)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
+		}
+		if err := ggml.ValidateRowData(t.Type, data); err != nil {
+			return fmt.Errorf("%w: tensor %s: %v", ErrInvalidOutput, t.Name, err)
+		}
+		vals := make([]float32, t.NumElements())
+		if err := ggml.Dequantize(t.Type, vals, data); err != nil {
+			return fmt.Errorf("%w: tensor %s: %v", ErrInvalidOutput, t.Name, err)
+		}
+		for j, v := range vals {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return fmt.Errorf("%w: tensor %s element %d is %v", ErrInvalidOutput, t.Name, j, v)
+			}
+		}
+		rep.Update(t.Name, int64(i+1))
+	}
+	return nil
+}
+
+func equalDims(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
