@@ -25,15 +25,8 @@ func nearestInt(f float32) int32 {
 	return int32(math.Float32bits(v)&0x007fffff) - 0x00400000
 }
 
-func clampI(v, lo, hi int32) int32 {
-	if v > hi { // MAX(lo, MIN(hi, v))
-		v = hi
-	}
-	if v < lo {
-		v = lo
-	}
-	return v
-}
+// clampI is MAX(lo, MIN(hi, v)).
+func clampI(v, lo, hi int32) int32 { return max(lo, min(hi, v)) }
 
 // makeQXQuants16 is make_qx_quants(16, nmax, x, L, rmse_type=1, qw=NULL).
 func makeQXQuants16(nmax int32, x *[16]float32, L *[16]int8) float32 {
@@ -193,7 +186,7 @@ func makeQKX2Quants(nmax int32, x, weights []float32, L []uint8, rmin, rdelta fl
 	scale = 1 / iscale
 	var bestError float32
 	for i, v := range x {
-		l := uint8(min32(max32(nearestInt(iscale*xm[i]), 0), nmax))
+		l := uint8(clampI(nearestInt(iscale*xm[i]), 0, nmax))
 		L[i] = l
 		diff := float32(float32(scale*float32(l))+min) - v
 		if useMad {
@@ -212,7 +205,7 @@ func makeQKX2Quants(nmax int32, x, weights []float32, L []uint8, rmin, rdelta fl
 		iscale = float32(rmin+float32(rdelta*float32(is))+fnmax) / (max - min)
 		var sumL, sumL2, sumXL float32
 		for i, w := range weights {
-			l := uint8(min32(max32(nearestInt(iscale*xm[i&31]), 0), nmax))
+			l := uint8(clampI(nearestInt(iscale*xm[i&31]), 0, nmax))
 			laux[i&31] = l
 			f := float32(l)
 			fl[i&31] = f
@@ -255,20 +248,6 @@ func makeQKX2Quants(nmax int32, x, weights []float32, L []uint8, rmin, rdelta fl
 		}
 	}
 	return scale, -min
-}
-
-func min32(a, b int32) int32 {
-	if a < b {
-		return a
-	}
-	return b
-}
-
-func max32(a, b int32) int32 {
-	if a > b {
-		return a
-	}
-	return b
 }
 
 // getScaleMinK4 unpacks the j-th 6-bit (scale, min) pair of a Q4_K/Q5_K scale field.

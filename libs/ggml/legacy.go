@@ -33,12 +33,31 @@ func abs32(v float32) float32 { return math.Float32frombits(math.Float32bits(v) 
 // minMax scans with strict comparisons from FLT_MAX / -FLT_MAX.
 func minMax(x *[qk]float32) (min, max float32) {
 	min, max = math.MaxFloat32, -math.MaxFloat32
-	for _, v := range x {
-		if v < min {
-			min = v
+	for i := 0; i < qk; i += 4 { // unrolled: same order, fewer loop branches
+		v0, v1, v2, v3 := x[i], x[i+1], x[i+2], x[i+3]
+		if v0 < min {
+			min = v0
 		}
-		if v > max {
-			max = v
+		if v0 > max {
+			max = v0
+		}
+		if v1 < min {
+			min = v1
+		}
+		if v1 > max {
+			max = v1
+		}
+		if v2 < min {
+			min = v2
+		}
+		if v2 > max {
+			max = v2
+		}
+		if v3 < min {
+			min = v3
+		}
+		if v3 > max {
+			max = v3
 		}
 	}
 	return min, max
@@ -167,18 +186,14 @@ func quantizeQ8_0(dst []byte, src []float32) {
 
 // roundf is C's roundf (half away from zero) followed by the x86-64 conversion to int32.
 func roundf(v float32) int32 {
-	t := cvtt(v)
-	if t == math.MinInt32 { // NaN, ±Inf or out of range
-		return t
+	if !(v > -2147483648 && v < 2147483648) { // NaN, ±Inf or out of range
+		return math.MinInt32
 	}
-	// Exact: below 2^23 in magnitude t keeps v's integer part, above it v is an integer.
-	r := v - float32(t)
-	if r >= 0.5 {
-		t++
-	} else if r <= -0.5 {
-		t--
-	}
-	return t
+	// Round |v| in float64, where the +0.5 is exact, then restore the sign without a branch.
+	b := math.Float32bits(v)
+	t := int32(float64(math.Float32frombits(b&^(1<<31))) + 0.5)
+	s := int32(b) >> 31
+	return t ^ s - s
 }
 
 // cvtt converts like x86-64's cvttss2si, which C's float-to-int casts compile to: truncation

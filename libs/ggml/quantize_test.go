@@ -208,7 +208,7 @@ func TestQuantizationError(t *testing.T) {
 		var sum float64
 		for i := range x {
 			d := float64(x[i]) - float64(y[i])
-			sum += d * d
+			sum += float64(d * d)
 		}
 		rmse := math.Sqrt(sum) / n
 		limit, ok := limits[typ]
