@@ -1,0 +1,60 @@
+package transformer
+
+import (
+	"errors"
+	"fmt"
+
+	"quantfleet.dev/libs/safetensors"
+)
+
+// ErrWeightNotFound is wrapped by a WeightSource when it has no tensor of that name.
+var ErrWeightNotFound = errors.New("weight not found")
+
+// WeightSource yields a checkpoint's tensors as float32 with their shapes. A GPTQ or AWQ
+// checkpoint reader implements it by dequantizing; a quantizer can wrap a source to
+// substitute weights. Names are Hugging Face's ("model.layers.0.self_attn.q_proj.weight").
+type WeightSource interface {
+	Float32(name string) ([]float32, []int64, error)
+}
+
+// SafetensorsSource reads BF16, F16 and F32 tensors of a safetensors checkpoint.
+type SafetensorsSource struct{ Model *safetensors.Model }
+
+// Float32 implements WeightSource.
+func (s SafetensorsSource) Float32(name string) ([]float32, []int64, error) {
+	t, ok := s.Model.Lookup(name)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: %s in %s", ErrWeightNotFound, name, s.Model.Dir())
+	}
+	data, err := s.Model.ReadFloat32(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, t.Shape, nil
+}
+
+// Close closes the checkpoint files.
+func (s SafetensorsSource) Close() error { return s.Model.Close() }
+
+// loadTensor reads name and checks its shape.
+func loadTensor(src WeightSource, name string, shape ...int) ([]float32, error) {
+	data, got, err := src.Float32(name)
+	if err != nil {
+		return nil, err
+	}
+	ok := len(got) == len(shape)
+	n := 1
+	for i := range shape {
+		n *= shape[i]
+		if ok && got[i] != int64(shape[i]) {
+			ok = false
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: tensor %s has shape %v, config.json implies %v", ErrBadConfig, name, got, shape)
+	}
+	if len(data) != n {
+		return nil, fmt.Errorf("transformer: tensor %s: source returned %d values for shape %v", name, len(data), shape)
+	}
+	return data, nil
+}
