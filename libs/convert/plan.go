@@ -249,7 +249,9 @@ func converterTensors(m *hfmodel.Model, arch string, inter ggml.Type, rope RopeF
 	return out, nil
 }
 
-func hasSuffix(s, suffix string) bool { return len(s) >= len(suffix) && s[len(s)-len(suffix):] == suffix }
+func hasSuffix(s, suffix string) bool {
+	return len(s) >= len(suffix) && s[len(s)-len(suffix):] == suffix
+}
 
 func paramCount(ts []TensorPlan) int64 {
 	var n int64

@@ -44,26 +44,37 @@ func ropeFreqsFrom(c *hfmodel.Config) RopeFreqs {
 		OriginalMaxPositionEmbedding: get("original_max_position_embeddings", 8192)}
 }
 
-// values computes LlamaModel.generate_extra_tensors' rope factors in float32, as torch does.
+// values computes LlamaModel.generate_extra_tensors' rope factors the way torch evaluates that
+// Python code on float32 tensors: Python scalars are rounded to float32 first, a scalar divided by
+// a tensor is the tensor's reciprocal times the scalar (Tensor.__rtruediv__), and every step
+// rounds to float32 (no fused multiply-adds).
 func (r RopeFreqs) values() []float32 {
 	out := make([]float32, r.Dim/2)
-	lowWavelen := r.OriginalMaxPositionEmbedding / r.LowFreq
-	highWavelen := r.OriginalMaxPositionEmbedding / r.HighFreq
+	lowWavelen := float32(r.OriginalMaxPositionEmbedding / r.LowFreq)
+	highWavelen := float32(r.OriginalMaxPositionEmbedding / r.HighFreq)
+	base, factor := float32(r.Base), float32(r.Factor)
+	twoPi, orig, low := float32(2*math.Pi), float32(r.OriginalMaxPositionEmbedding), float32(r.LowFreq)
+	span := float32(r.HighFreq - r.LowFreq)
 	for i := range out {
-		exp := float32(float32(2*i) / float32(r.Dim))
-		freq := float32(1 / float32(math.Pow(r.Base, float64(exp))))
-		wavelen := float32(2 * math.Pi / float64(freq))
+		freq := 1 / powf(base, float32(2*i)/float32(r.Dim))
+		wavelen := float32(1/freq) * twoPi
 		switch {
-		case float64(wavelen) < highWavelen:
+		case wavelen < highWavelen:
 			out[i] = 1
-		case float64(wavelen) > lowWavelen:
-			out[i] = float32(r.Factor)
+		case wavelen > lowWavelen:
+			out[i] = factor
 		default:
-			smooth := (float32(r.OriginalMaxPositionEmbedding)/wavelen - float32(r.LowFreq)) / float32(r.HighFreq-r.LowFreq)
-			out[i] = 1 / ((1-smooth)/float32(r.Factor) + smooth)
+			smooth := (float32(float32(1/wavelen)*orig) - low) / span
+			out[i] = 1 / (float32((1-smooth)/factor) + smooth)
 		}
 	}
 	return out
+}
+
+// powf stands for torch's float32 pow (SLEEF's powf, within one ulp) with the correctly rounded
+// result; the two can differ in the last bit (see TestRopeFreqsMatchConverter).
+func powf(x, y float32) float32 {
+	return float32(math.Pow(float64(x), float64(y)))
 }
 
 // Produce computes the tensor's GGUF bytes (without padding): read, widen to float32, permute,
