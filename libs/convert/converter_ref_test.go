@@ -13,6 +13,7 @@ import (
 	"quantfleet.dev/libs/convert/internal/synth"
 	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/hfmodel"
+	"quantfleet.dev/libs/sharedtest"
 )
 
 // converterCases pair a synthetic checkpoint and a convert_hf_to_gguf.py --outtype with the level
@@ -48,33 +49,9 @@ type synthModels struct {
 
 var synthCache synthModels
 
-// tinyLlamaDir is ../shared/models/tiny-llama beside the repository; without it the test skips,
-// except in CI.
-func tinyLlamaDir(t *testing.T) string {
-	t.Helper()
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := dir; d != filepath.Dir(d); d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			p := filepath.Join(filepath.Dir(d), "shared", "models", "tiny-llama")
-			if _, err := os.Stat(filepath.Join(p, "tokenizer.model")); err == nil {
-				return p
-			}
-			break
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("../shared/models/tiny-llama is missing")
-	}
-	t.Skip("../shared/models/tiny-llama is missing")
-	return ""
-}
-
 func synthModel(t *testing.T, name string) string {
 	t.Helper()
-	tiny := tinyLlamaDir(t)
+	tiny := sharedtest.Path(t, "models", "tiny-llama")
 	c := &synthCache
 	c.once.Do(func() {
 		c.dir, c.err = os.MkdirTemp("", "synth-models-")

@@ -14,32 +14,8 @@ import (
 	"testing"
 
 	"quantfleet.dev/libs/ggml"
+	"quantfleet.dev/libs/sharedtest"
 )
-
-// sharedDir finds <repo>/../shared by walking up from the package directory.
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		cand := filepath.Join(filepath.Dir(dir), "shared")
-		if _, err := os.Stat(filepath.Join(cand, "reference")); err == nil {
-			return cand
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("shared data (<repo>/../shared) not found")
-	}
-	t.Skip("shared data (<repo>/../shared) not found")
-	return ""
-}
 
 // safetensors is a minimal reader: 8-byte little-endian header length, JSON header, data.
 type safetensors struct {
@@ -141,7 +117,7 @@ type refTensor struct {
 // the SHA-256s of llama.cpp's own GGUF outputs (convert_hf_to_gguf.py --outtype bf16, then
 // llama-quantize) for every file type in shared/reference/tiny-llama.
 func TestTinyLlamaTensors(t *testing.T) {
-	shared := sharedDir(t)
+	shared := sharedtest.Dir(t)
 	model := filepath.Join(shared, "models", "tiny-llama")
 	st := readSafetensors(t, filepath.Join(model, "model.safetensors"))
 	var cfg struct {

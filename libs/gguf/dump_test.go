@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"quantfleet.dev/libs/ggml"
+	"quantfleet.dev/libs/sharedtest"
 )
 
 // python3 returns the interpreter; tests needing it skip without it unless CI is set.
@@ -175,7 +176,7 @@ func pyTestFile(t *testing.T) (string, *File) {
 }
 
 func dumpTool(t *testing.T) string {
-	return filepath.Join(sharedDir(t), "tools", "gguf_dump.py")
+	return filepath.Join(sharedtest.Dir(t), "tools", "gguf_dump.py")
 }
 
 func TestDumpMatchesPython(t *testing.T) {
@@ -267,7 +268,7 @@ func TestCompareMatchesPython(t *testing.T) {
 }
 
 func TestReferenceDumps(t *testing.T) {
-	paths, err := filepath.Glob(filepath.Join(sharedDir(t), "reference", "tiny-llama", "*.json"))
+	paths, err := filepath.Glob(filepath.Join(sharedtest.Dir(t), "reference", "tiny-llama", "*.json"))
 	if err != nil || len(paths) == 0 {
 		t.Fatalf("no reference dumps: %v", err)
 	}

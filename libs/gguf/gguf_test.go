@@ -15,34 +15,6 @@ import (
 	"quantfleet.dev/libs/ggml"
 )
 
-// sharedDir finds <repo>/../shared; it skips the test when absent unless CI is set.
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			s := filepath.Join(dir, "..", "shared")
-			if st, err := os.Stat(s); err == nil && st.IsDir() {
-				return s
-			}
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("shared data directory not found")
-	}
-	t.Skip("shared data directory not found")
-	return ""
-}
-
 // allKinds has one KV of every Go type the package maps to GGUF.
 func allKinds() []KV {
 	return []KV{

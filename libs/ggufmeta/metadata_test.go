@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"quantfleet.dev/libs/gguf"
+	"quantfleet.dev/libs/sharedtest"
 )
 
 type metadataCase struct {
@@ -198,7 +199,7 @@ func referenceGeneralKVs(t *testing.T, path string) []refKV {
 
 // The real tiny-llama directory must give exactly the metadata keys of llama.cpp's output.
 func TestTinyLlamaReference(t *testing.T) {
-	shared := sharedDir(t)
+	shared := sharedtest.Dir(t)
 	dir := filepath.Join(shared, "models", "tiny-llama")
 	total, sh, ex, n := CountParams(safetensorsShapes(t, filepath.Join(dir, "model.safetensors")))
 	got, err := Metadata(Options{Dir: dir, TotalParams: total, SharedParams: sh, ExpertParams: ex, ExpertCount: n})

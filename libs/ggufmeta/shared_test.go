@@ -3,32 +3,8 @@ package ggufmeta
 import (
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"testing"
 )
-
-// sharedDir finds the read-only team data: the "shared" directory next to the repository root.
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := wd; ; d = filepath.Dir(d) {
-		s := filepath.Join(d, "shared")
-		if fi, err := os.Stat(filepath.Join(s, "models")); err == nil && fi.IsDir() {
-			return s
-		}
-		if filepath.Dir(d) == d {
-			break
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("shared data directory not found next to the repository root")
-	}
-	t.Skip("shared data directory not found next to the repository root")
-	return ""
-}
 
 func readJSON(t *testing.T, path string, v any) {
 	t.Helper()

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+
+	"quantfleet.dev/libs/sharedtest"
 )
 
 type sizeLabelVectors struct {
@@ -59,7 +61,7 @@ func TestCountParams(t *testing.T) {
 // The real tiny-llama checkpoint: every tensor of model.safetensors is written to the GGUF, so
 // its size label must be the one in llama.cpp's own output.
 func TestTinyLlamaSizeLabel(t *testing.T) {
-	shared := sharedDir(t)
+	shared := sharedtest.Dir(t)
 	ts := safetensorsShapes(t, filepath.Join(shared, "models", "tiny-llama", "model.safetensors"))
 	total, sh, ex, n := CountParams(ts)
 	if total != sh || ex != 0 || n != 0 {

@@ -9,35 +9,14 @@ import (
 	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/safetensors"
+	"quantfleet.dev/libs/sharedtest"
 )
-
-// sharedDir finds the read-only shared data: a "shared" directory beside the repository root.
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if st, err := os.Stat(filepath.Join(dir, "shared", "models")); err == nil && st.IsDir() {
-			return filepath.Join(dir, "shared")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			if os.Getenv("CI") != "" {
-				t.Fatal("shared data not found")
-			}
-			t.Skip("shared data not found")
-		}
-		dir = parent
-	}
-}
 
 // TestTinyLlamaRTN quantizes every decoder linear of tiny-llama with RTN, writes a GPTQ
 // checkpoint with the other tensors copied, and reads it back: every quantized weight
 // equals the in-memory result, every other tensor equals the source bit for bit.
 func TestTinyLlamaRTN(t *testing.T) {
-	src := filepath.Join(sharedDir(t), "models", "tiny-llama")
+	src := filepath.Join(sharedtest.Dir(t), "models", "tiny-llama")
 	m, err := safetensors.OpenModel(src)
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 
 	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/hub/hubtest"
+	"quantfleet.dev/libs/sharedtest"
 )
 
 const (
@@ -685,7 +686,7 @@ func TestDownloadRevisionPinning(t *testing.T) {
 
 // The real tiny-llama checkpoint round-trips through the fake Hub.
 func TestDownloadSharedModel(t *testing.T) {
-	src := sharedDir(t, "models", "tiny-llama")
+	src := sharedtest.Path(t, "models", "tiny-llama")
 	srv := hubtest.New(t)
 	if _, err := srv.AddDir("TinyLlama/tiny-llama", src); err != nil {
 		t.Fatal(err)
@@ -703,26 +704,6 @@ func TestDownloadSharedModel(t *testing.T) {
 			t.Errorf("%s: differs from the source (%v)", e.Name(), err)
 		}
 	}
-}
-
-// sharedDir finds <repo>/../shared/<elem...> by walking up from the package.
-func sharedDir(t *testing.T, elem ...string) string {
-	t.Helper()
-	wd, _ := os.Getwd()
-	for d := wd; ; d = filepath.Dir(d) {
-		p := filepath.Join(append([]string{d, "shared"}, elem...)...)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		if filepath.Dir(d) == d {
-			break
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("shared data not found")
-	}
-	t.Skip("shared data not found")
-	return ""
 }
 
 // A server that ignores Range answers 200 with the whole file: the partial

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"quantfleet.dev/libs/sharedtest"
 	"quantfleet.dev/libs/tokenizer"
 	"quantfleet.dev/libs/transformer"
 )
@@ -119,28 +120,6 @@ func TestWindowsAndSamples(t *testing.T) {
 	}
 }
 
-// sharedDir finds the team's read-only data beside the repository (skip unless CI).
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, _ := filepath.Abs(".")
-	for {
-		cand := filepath.Join(dir, "shared")
-		if st, err := os.Stat(filepath.Join(cand, "models")); err == nil && st.IsDir() {
-			return cand
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("shared data directory not found beside the repository")
-	}
-	t.Skip("shared data directory not found beside the repository")
-	return ""
-}
-
 // reference is ../transformer/testdata/tinyllama_ref.json (transformers 5.17, see the
 // README there).
 type reference struct {
@@ -156,7 +135,7 @@ type reference struct {
 }
 
 func setup(t *testing.T) (*transformer.Model, [][]int, *reference) {
-	shared := sharedDir(t)
+	shared := sharedtest.Dir(t)
 	var ref reference
 	raw, err := os.ReadFile("../transformer/testdata/tinyllama_ref.json")
 	if err != nil {

@@ -10,35 +10,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-)
 
-// sharedDir finds <repo>/../shared; it skips the test when absent unless CI is set.
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			s := filepath.Join(dir, "..", "shared")
-			if st, err := os.Stat(s); err == nil && st.IsDir() {
-				return s
-			}
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("shared data directory not found")
-	}
-	t.Skip("shared data directory not found")
-	return ""
-}
+	"quantfleet.dev/libs/sharedtest"
+)
 
 // rawFile builds a safetensors file from a literal JSON header and dataLen zero bytes.
 func rawFile(header string, dataLen int) []byte {
@@ -382,7 +356,7 @@ func TestOpenModelGlob(t *testing.T) {
 }
 
 func TestTinyLlama(t *testing.T) {
-	dir := filepath.Join(sharedDir(t), "models", "tiny-llama")
+	dir := filepath.Join(sharedtest.Dir(t), "models", "tiny-llama")
 	m, err := OpenModel(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -11,34 +11,11 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"quantfleet.dev/libs/sharedtest"
 )
 
-func tinyLlamaModel(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		p := filepath.Join(dir, "shared", "models", "tiny-llama", "tokenizer.model")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("shared data directory not found")
-	}
-	t.Skip("shared data directory not found")
-	return ""
-}
-
 func TestLoadTinyLlama(t *testing.T) {
-	m, err := Load(tinyLlamaModel(t))
+	m, err := Load(sharedtest.Path(t, "models", "tiny-llama", "tokenizer.model"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +46,7 @@ func TestLoadTinyLlama(t *testing.T) {
 // TestEncodeTinyLlama compares with Python SentencePiece (testdata/tiny_llama_vectors.json, taken from
 // the tokenizer package's reference ids).
 func TestEncodeTinyLlama(t *testing.T) {
-	m, err := Load(tinyLlamaModel(t))
+	m, err := Load(sharedtest.Path(t, "models", "tiny-llama", "tokenizer.model"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"quantfleet.dev/libs/gguf"
+	"quantfleet.dev/libs/sharedtest"
 )
 
 // refSummary is how gguf_dump.py stores an array longer than 16 elements.
@@ -87,7 +88,7 @@ func matchesRef(got, ref any) error {
 // tokenizer.ggml.add_eos_token = false after add_sep_token. The first case checks that; the second
 // converts a copy whose tokenizer_config.json lacks the key and must equal the reference exactly.
 func TestGGUFMetadataTinyLlama(t *testing.T) {
-	shared := sharedDir(t)
+	shared := sharedtest.Dir(t)
 	model := filepath.Join(shared, "models", "tiny-llama")
 	ref := refTokenizerKVs(t, filepath.Join(shared, "reference", "tiny-llama", "Q4_K_M.json"))
 	if len(ref) != 10 {
@@ -186,7 +187,7 @@ func loadBPERef(t *testing.T) (bpeRef, string) {
 	readGzipJSON(t, filepath.Join("testdata", "bpe_ref.json.gz"), &ref)
 	dir := untarCases(t)
 	// The SentencePiece cases used the shared tiny-llama tokenizer.model, which is not duplicated here.
-	model := filepath.Join(sharedDir(t), "models", "tiny-llama", "tokenizer.model")
+	model := filepath.Join(sharedtest.Dir(t), "models", "tiny-llama", "tokenizer.model")
 	for _, c := range []string{"spextra", "qwen2sp"} {
 		copyFile(t, model, filepath.Join(dir, c, "tokenizer.model"))
 	}

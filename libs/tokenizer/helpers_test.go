@@ -13,37 +13,14 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
-)
 
-// sharedDir finds the read-only shared data (<repo>/../shared).
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		p := filepath.Join(dir, "shared")
-		if st, err := os.Stat(filepath.Join(p, "models", "tiny-llama")); err == nil && st.IsDir() {
-			return p
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("shared data directory not found")
-	}
-	t.Skip("shared data directory not found")
-	return ""
-}
+	"quantfleet.dev/libs/sharedtest"
+)
 
 // evalDocs splits eval.txt like the reference harness: on "\n\f\n", Python str.strip(), drop empty.
 func evalDocs(t testing.TB) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(sharedDir(t), "data", "eval.txt"))
+	b, err := os.ReadFile(filepath.Join(sharedtest.Dir(t), "data", "eval.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"quantfleet.dev/libs/sharedtest"
 )
 
 // evalRef is testdata/eval_ids.json.gz: Hugging Face's and SentencePiece's ids for tiny-llama
@@ -46,7 +48,7 @@ func TestTinyLlamaEval(t *testing.T) {
 	if len(docs) != ref.NDocs {
 		t.Fatalf("%d documents, reference has %d", len(docs), ref.NDocs)
 	}
-	model := filepath.Join(sharedDir(t), "models", "tiny-llama")
+	model := filepath.Join(sharedtest.Dir(t), "models", "tiny-llama")
 	hf, err := LoadHF(filepath.Join(model, "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +224,7 @@ func TestRegexSplitter(t *testing.T) {
 
 func BenchmarkEncodeEval(b *testing.B) {
 	docs := evalDocs(b)
-	model := filepath.Join(sharedDir(b), "models", "tiny-llama")
+	model := filepath.Join(sharedtest.Dir(b), "models", "tiny-llama")
 	hf, err := LoadHF(filepath.Join(model, "tokenizer.json"))
 	if err != nil {
 		b.Fatal(err)

@@ -6,10 +6,12 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"quantfleet.dev/libs/sharedtest"
 )
 
 func TestReadConfigTinyLlama(t *testing.T) {
-	c, err := ReadConfig(filepath.Join(sharedDir(t), "models", "tiny-llama"))
+	c, err := ReadConfig(filepath.Join(sharedtest.Dir(t), "models", "tiny-llama"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"quantfleet.dev/libs/sharedtest"
 )
 
 // tinyLlamaRef is testdata/tinyllama_ref.json: transformers 5.17 on the shared tiny-llama
@@ -45,7 +47,7 @@ func (c checksum) check(t *testing.T, what string, row []float32) {
 }
 
 func loadTinyLlama(t testing.TB) *Model {
-	m, err := Load(filepath.Join(sharedDir(t), "models", "tiny-llama"))
+	m, err := Load(filepath.Join(sharedtest.Dir(t), "models", "tiny-llama"))
 	if err != nil {
 		t.Fatal(err)
 	}

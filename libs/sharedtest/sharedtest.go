@@ -1,0 +1,52 @@
+// Package sharedtest locates the read-only data that lies beside the repository in ../shared: the
+// tiny-llama checkpoint, calibration and evaluation text, and llama.cpp's reference outputs.
+// Tests that need it skip without it, except under CI (env CI set), where its absence fails them.
+package sharedtest
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Dir returns the absolute path of ../shared, found by walking up from the working directory to
+// the workspace root (the directory holding go.work).
+func Dir(tb testing.TB) string {
+	tb.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+			s := filepath.Join(filepath.Dir(d), "shared")
+			if st, err := os.Stat(s); err == nil && st.IsDir() {
+				return s
+			}
+			break
+		}
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	missing(tb, "../shared")
+	return ""
+}
+
+// Path returns Dir joined with elem, which must exist.
+func Path(tb testing.TB, elem ...string) string {
+	tb.Helper()
+	p := filepath.Join(append([]string{Dir(tb)}, elem...)...)
+	if _, err := os.Stat(p); err != nil {
+		missing(tb, p)
+	}
+	return p
+}
+
+func missing(tb testing.TB, what string) {
+	tb.Helper()
+	if os.Getenv("CI") != "" {
+		tb.Fatalf("shared test data %s is missing", what)
+	}
+	tb.Skipf("shared test data %s is missing", what)
+}
