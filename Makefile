@@ -12,7 +12,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	cd services && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/ ./quantfleet/ $(wildcard ./dispatcher/) $(wildcard ./worker/) $(wildcard ./assembler/)
+	cd services && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/ ./quantfleet/ ./dispatcher/ ./worker/ ./assembler/
 
 # The README's test command: every module's tests (they locate ../shared themselves).
 test: build

@@ -10,9 +10,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"quantfleet.dev/libs/atomicfile"
 	"quantfleet.dev/libs/convert"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/ggml"
@@ -65,16 +67,14 @@ func GGUF(ctx context.Context, req GGUFRequest) (*domain.QuantizedModel, error) 
 	if err := os.MkdirAll(req.OutputDir, 0o755); err != nil {
 		return nil, fmt.Errorf("output directory %s: %w", req.OutputDir, err)
 	}
-	final := filepath.Join(req.OutputDir, name)
-	tmp, err := os.CreateTemp(req.OutputDir, "."+name+".*.partial")
+	out, err := atomicfile.Create(req.OutputDir, name)
 	if err != nil {
 		return nil, fmt.Errorf("output directory %s is not writable: %w", req.OutputDir, err)
 	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	defer tmp.Close()
+	defer out.Abort()
 
 	rep.Start("quantize", int64(len(plan.Tensors)))
-	w, err := gguf.NewWriter(tmp, plan.Header)
+	w, err := gguf.NewWriter(out, plan.Header)
 	if err != nil {
 		return nil, err
 	}
@@ -94,22 +94,20 @@ func GGUF(ctx context.Context, req GGUFRequest) (*domain.QuantizedModel, error) 
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
-	if err := tmp.Sync(); err != nil {
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
+	if err := out.Close(); err != nil {
 		return nil, err
 	}
 	rep.Finish("written")
 
 	rep.Start("validate", int64(len(plan.Tensors)))
-	if err := ValidateGGUF(tmp.Name(), plan.Header, rep); err != nil {
+	if err := ValidateGGUF(out.TempPath(), plan.Header, rep); err != nil {
 		return nil, err
 	}
 	rep.Finish("valid")
-	if err := os.Rename(tmp.Name(), final); err != nil {
+	if err := out.Commit(); err != nil {
 		return nil, err
 	}
+	final := out.FinalPath()
 	st, err := os.Stat(final)
 	if err != nil {
 		return nil, err
@@ -163,7 +161,7 @@ func ValidateGGUF(path string, want *gguf.Header, rep progress.Reporter) error {
 		}
 		for i, t := range f.Header.Tensors {
 			w := want.Tensors[i]
-			if t.Name != w.Name || t.Type != w.Type || t.Offset != w.Offset || !equalDims(t.Dims, w.Dims) {
+			if t.Name != w.Name || t.Type != w.Type || t.Offset != w.Offset || !slices.Equal(t.Dims, w.Dims) {
 				return fmt.Errorf("%w: tensor %d is %s %s %v @%d, want %s %s %v @%d", ErrInvalidOutput,
 					i, t.Name, t.Type, t.Dims, t.Offset, w.Name, w.Type, w.Dims, w.Offset)
 			}
@@ -174,31 +172,28 @@ func ValidateGGUF(path string, want *gguf.Header, rep progress.Reporter) error {
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
 		}
-		if err := ggml.ValidateRowData(t.Type, data); err != nil {
-			return fmt.Errorf("%w: tensor %s: %v", ErrInvalidOutput, t.Name, err)
-		}
-		vals := make([]float32, t.NumElements())
-		if err := ggml.Dequantize(t.Type, vals, data); err != nil {
-			return fmt.Errorf("%w: tensor %s: %v", ErrInvalidOutput, t.Name, err)
-		}
-		for j, v := range vals {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return fmt.Errorf("%w: tensor %s element %d is %v", ErrInvalidOutput, t.Name, j, v)
-			}
+		if err := CheckTensorData(t.Name, t.Type, data); err != nil {
+			return err
 		}
 		rep.Update(t.Name, int64(i+1))
 	}
 	return nil
 }
 
-func equalDims(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
+// CheckTensorData checks one tensor's bytes as llama.cpp's loader would (ggml_validate_row_data)
+// and that they dequantize without NaN or Inf.
+func CheckTensorData(name string, t ggml.Type, data []byte) error {
+	if err := ggml.ValidateRowData(t, data); err != nil {
+		return fmt.Errorf("%w: tensor %s: %v", ErrInvalidOutput, name, err)
 	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
+	vals := make([]float32, int64(len(data))/int64(t.TypeSize())*int64(t.BlockSize()))
+	if err := ggml.Dequantize(t, vals, data); err != nil {
+		return fmt.Errorf("%w: tensor %s: %v", ErrInvalidOutput, name, err)
+	}
+	for j, v := range vals {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("%w: tensor %s element %d is %v", ErrInvalidOutput, name, j, v)
 		}
 	}
-	return true
+	return nil
 }

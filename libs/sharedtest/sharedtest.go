@@ -9,15 +9,18 @@ import (
 	"testing"
 )
 
-// Dir returns the absolute path of ../shared, found by walking up from the working directory to
+// startDir is the working directory when the test binary started (the package directory). It is
+// read once, before any test runs: an embedded S3 gateway changes the working directory later.
+var startDir, startErr = os.Getwd()
+
+// Dir returns the absolute path of ../shared, found by walking up from the package directory to
 // the workspace root (the directory holding go.work).
 func Dir(tb testing.TB) string {
 	tb.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		tb.Fatal(err)
+	if startErr != nil {
+		tb.Fatal(startErr)
 	}
-	for d := wd; ; d = filepath.Dir(d) {
+	for d := startDir; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
 			s := filepath.Join(filepath.Dir(d), "shared")
 			if st, err := os.Stat(s); err == nil && st.IsDir() {

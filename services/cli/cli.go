@@ -50,6 +50,17 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"quantize", "quantize a model on this machine (GGUF, GPTQ, AWQ)", runQuantize},
+		{"eval", "measure a model's perplexity on a text (HF, GPTQ or AWQ directory)", runEval},
+		{"run", "quantize on a whole fleet inside this process (embedded NATS and S3)", runRun},
+		{"submit", "submit a job to a fleet (prints the job id; --wait follows it)", runSubmit},
+		{"status", "show a job", runStatus},
+		{"watch", "follow a job's progress until it ends", runWatch},
+		{"list", "list the fleet's jobs", runList},
+		{"cancel", "cancel a job (its tasks are dropped, its objects removed)", runCancel},
+		{"resume", "resume a job whose fleet stopped (only missing layers are redone)", runResume},
+		{"get", "download a job's result (--output-dir) or print a presigned URL (--url)", runGet},
+		{"upload", "store a local model in the fleet's object storage once; prints its s3:// URL", runUpload},
+		{"dev-servers", "run a NATS and an S3 server for a one-machine fleet (development, tests)", runDevServers},
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"quantfleet.dev/libs/convert"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/gguf"
+	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/quantize"
@@ -28,6 +29,11 @@ type quantizeFlags struct {
 	hfToken, tokenizerPre                       string
 	calibData                                   string
 	calibSamples, groupSize                     int
+	// gptq / awq
+	seqlen                      int
+	sym, actOrder, staticGroups bool
+	rtn, duoScaling             bool
+	damp                        float64
 }
 
 func (f *quantizeFlags) register(fs *flag.FlagSet) {
@@ -42,6 +48,13 @@ func (f *quantizeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.calibData, "calibration-data", "", "calibration text or JSONL file (gptq, awq)")
 	fs.IntVar(&f.calibSamples, "calibration-samples", domain.DefaultCalibrationSamples, "number of calibration samples, 1-1024")
 	fs.IntVar(&f.groupSize, "group-size", domain.DefaultGroupSize, "group size: 32, 64, 128 or 256 (gptq also -1)")
+	fs.IntVar(&f.seqlen, "seqlen", quantize.DefaultSeqLen, "tokens per calibration sample (gptq, awq)")
+	fs.BoolVar(&f.sym, "sym", true, "gptq: symmetric quantization (--sym=false: asymmetric, with zero points)")
+	fs.BoolVar(&f.actOrder, "act-order", false, "gptq: quantize columns by decreasing Hessian diagonal (desc_act)")
+	fs.BoolVar(&f.staticGroups, "static-groups", false, "gptq: compute group grids before the error feedback")
+	fs.Float64Var(&f.damp, "damp", gptq.DefaultDamp, "gptq: Hessian dampening, fraction of its mean diagonal (raised automatically if needed)")
+	fs.BoolVar(&f.rtn, "rtn", false, "gptq: round to nearest, no calibration")
+	fs.BoolVar(&f.duoScaling, "duo-scaling", false, "awq: AutoAWQ's scale grid mean|x|^r/mean|w|^(1-r) instead of llm-awq's mean|x|^r")
 }
 
 func newFlagSet(name string, env Env) *flag.FlagSet {
@@ -92,7 +105,7 @@ func runQuantize(ctx context.Context, env Env, args []string) error {
 		return usageError{err}
 	}
 	if format != domain.FormatGGUF {
-		return usagef("format %s is not available yet in this build", format)
+		return runLayeredQuantize(ctx, env, fs, &f, cfg)
 	}
 	log := logger(env, verb, f.json)
 	defer log.Sync()

@@ -1,0 +1,497 @@
+package quantize
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"quantfleet.dev/libs/awq"
+	"quantfleet.dev/libs/gptq"
+	"quantfleet.dev/libs/hfquant"
+	"quantfleet.dev/libs/safetensors"
+	"quantfleet.dev/libs/transformer"
+)
+
+// ErrLayerConfig reports an invalid LayerConfig.
+var ErrLayerConfig = errors.New("invalid layer quantization config")
+
+// LayerConfig selects how QuantizeLayer quantizes a decoder layer.
+type LayerConfig struct {
+	// Method is hfquant.GPTQ or hfquant.AWQ.
+	Method hfquant.Method
+	// RTN rounds every weight to the nearest point of the GPTQ grid without calibration
+	// (Method GPTQ only); QuantizeLayer then needs no inputs and returns no outputs.
+	RTN bool
+	// GPTQ configures GPTQ and RTN. V1Zeros is forced on for asymmetric grids, so that the
+	// "gptq" (v1) checkpoint format can store every zero point.
+	GPTQ gptq.Config
+	// AWQ configures AWQ.
+	AWQ awq.Config
+}
+
+func (c LayerConfig) check() error {
+	switch c.Method {
+	case hfquant.GPTQ:
+	case hfquant.AWQ:
+		if c.RTN {
+			return fmt.Errorf("%w: round-to-nearest is a GPTQ option", ErrLayerConfig)
+		}
+	default:
+		return fmt.Errorf("%w: method %q (want gptq or awq)", ErrLayerConfig, c.Method)
+	}
+	return nil
+}
+
+func (c LayerConfig) gptqConfig() gptq.Config {
+	g := c.GPTQ
+	if !g.Sym {
+		g.V1Zeros = true
+	}
+	return g
+}
+
+// Calibrated reports whether the method needs calibration inputs.
+func (c LayerConfig) Calibrated() bool { return !c.RTN }
+
+// LinearStats describes the quantization of one linear (GPTQ).
+type LinearStats struct {
+	Name string  `json:"name"`
+	Damp float64 `json:"damp"` // damp_percent used (raised if Cholesky failed)
+	Loss float64 `json:"loss"` // GPTQ objective as the reference reports it
+	Dead int     `json:"dead"` // input channels never non-zero in calibration
+}
+
+// ScaleStats describes one AWQ scaling group.
+type ScaleStats struct {
+	Prev    string   `json:"prev"`
+	Linears []string `json:"linears"`
+	Ratio   float64  `json:"ratio"` // chosen grid exponent
+	Loss    float64  `json:"loss"`  // output MSE with the chosen scales
+}
+
+// DenseTensor is an unquantized tensor that quantization changed (AWQ folds its scales into
+// the norms); it replaces the source tensor of the same name in the checkpoint.
+type DenseTensor struct {
+	Name  string
+	Shape []int64
+	Data  []float32
+	// DType is the stored type (F16 for AWQ's folded norms, as AutoAWQ stores them).
+	DType safetensors.DType
+}
+
+// LayerResult is what QuantizeLayer produces for one decoder layer: everything the
+// checkpoint needs from the layer, and the next layer's inputs.
+type LayerResult struct {
+	Index int
+	// Outputs are the calibration inputs of the next layer: for GPTQ the outputs of the
+	// quantized layer (quantization error propagates, as in the reference), for AWQ the
+	// outputs of the full-precision layer (as AutoAWQ and llm-awq). Nil for RTN.
+	Outputs *transformer.Tensor
+	// Linears are the quantized linears, named "model.layers.<i>.self_attn.q_proj" etc.
+	Linears []*hfquant.Linear
+	// Tensors are the dense tensors the quantization changed.
+	Tensors []DenseTensor
+	// Stats per linear (GPTQ) and per scaling group (AWQ).
+	Stats  []LinearStats
+	Scales []ScaleStats
+	// Damp is the largest damp_percent used in the layer (GPTQ).
+	Damp float64
+}
+
+// Names returns the names of the source tensors the result replaces (quantized weights and
+// their biases, changed dense tensors): the checkpoint copies every other source tensor.
+func (r *LayerResult) Names() []string {
+	var names []string
+	for _, l := range r.Linears {
+		names = append(names, l.Name+".weight", l.Name+".bias")
+	}
+	for _, t := range r.Tensors {
+		names = append(names, t.Name)
+	}
+	return names
+}
+
+// QuantizeLayer quantizes decoder layer l on its calibration inputs (Batch sequences × Seq
+// positions × hidden, the previous layer's Outputs or the embeddings for layer 0).
+//
+// It is the unit of work of a layer-sequential job: a fleet worker loads the layer's
+// weights (transformer.Model.Layer over any WeightSource) and the activations entering the
+// layer (e.g. from object storage), calls QuantizeLayer, stores r.Linears and r.Tensors
+// (WriteLayer adds them to a checkpoint writer) and r.Outputs as the next layer's
+// activations. The result depends only on l, inputs and cfg, bit for bit, whatever the
+// number of threads, so a layer interrupted by a crash can simply be run again elsewhere.
+//
+// GPTQ quantizes true-sequentially inside the layer (notes §1.8): q, k, v on the input
+// norm's output, then o_proj on the attention output of the quantized q/k/v, then gate and
+// up on the post-attention norm's output, then down_proj; each subset's Hessian comes from
+// the layer with the earlier subsets already quantized. AWQ (notes §2.2-2.6) captures every
+// linear's input from the full-precision layer, searches the scales of the groups input
+// norm → q,k,v; v → o (when v_proj and o_proj have the same shape); post-attention norm →
+// gate,up; up → down, folds them in, searches clipping and quantizes.
+//
+// The weights of l are modified: GPTQ replaces each linear by its dequantized value, AWQ
+// scales and clips them. Inputs are not modified. Calibration batches are processed a few
+// sequences at a time, so memory stays near the layer, the inputs and the outputs (AWQ also
+// keeps the inputs of every linear, as its searches need them all).
+func QuantizeLayer(ctx context.Context, l *transformer.Layer, inputs *transformer.Tensor, cfg LayerConfig) (*LayerResult, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if l == nil || l.Q == nil {
+		return nil, fmt.Errorf("%w: no layer weights", ErrLayerConfig)
+	}
+	res := &LayerResult{Index: l.Index}
+	if cfg.RTN {
+		if err := rtnLayer(ctx, l, cfg.gptqConfig(), res); err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
+	if inputs == nil || inputs.Rows() == 0 || inputs.Dim != l.Q.In || len(inputs.Data) != inputs.Rows()*inputs.Dim {
+		return nil, fmt.Errorf("%w: layer %d needs calibration inputs of %d features", ErrLayerConfig, l.Index, l.Q.In)
+	}
+	var err error
+	if cfg.Method == hfquant.GPTQ {
+		err = gptqLayer(ctx, l, inputs, cfg.gptqConfig(), res)
+	} else {
+		err = awqLayer(ctx, l, inputs, cfg.AWQ, res)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("layer %d: %w", l.Index, err)
+	}
+	return res, nil
+}
+
+func layerPrefix(i int) string { return fmt.Sprintf("model.layers.%d.", i) }
+
+// WriteLayer adds a layer's quantized linears and changed dense tensors to a checkpoint.
+func WriteLayer(w *hfquant.Writer, r *LayerResult) error {
+	for _, l := range r.Linears {
+		if err := w.AddLinear(l); err != nil {
+			return err
+		}
+	}
+	for _, t := range r.Tensors {
+		if err := w.AddFloat32(t.Name, t.DType, t.Shape, t.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckpointOptions returns the checkpoint settings for layers quantized with cfg.
+// config.json's dtype becomes float16 where the loaders' kernels need half precision
+// activations: AWQ, and GPTQ other than symmetric 4 or 8 bits (vLLM's exllama path).
+func CheckpointOptions(cfg LayerConfig, sourceDir string) hfquant.Options {
+	if cfg.Method == hfquant.AWQ {
+		gs := cfg.AWQ.GroupSize
+		if gs == 0 {
+			gs = awq.DefaultGroupSize
+		}
+		bits := cfg.AWQ.Bits
+		if bits == 0 {
+			bits = awq.DefaultBits
+		}
+		return hfquant.Options{Method: hfquant.AWQ, Bits: bits, GroupSize: gs, SourceDir: sourceDir, DType: "float16", Quantizer: Quantizer}
+	}
+	g := cfg.GPTQ
+	damp := g.Damp
+	if damp == 0 {
+		damp = gptq.DefaultDamp
+	}
+	o := hfquant.Options{
+		Method: hfquant.GPTQ, Bits: g.Bits, GroupSize: g.GroupSize, Sym: g.Sym, DescAct: g.ActOrder && !cfg.RTN,
+		DampPercent: damp, TrueSequential: true, StaticGroups: g.StaticGroups, SourceDir: sourceDir, Quantizer: Quantizer,
+	}
+	if !g.Sym || (g.Bits != 4 && g.Bits != 8) {
+		o.DType = "float16"
+	}
+	return o
+}
+
+// Quantizer names this tool in checkpoint metadata.
+const Quantizer = "quantfleet:0.1.0"
+
+// chunkRows bounds the rows (tokens) of the calibration batch processed at once.
+const chunkRows = 4096
+
+// eachChunk calls f on groups of whole sequences of x of about chunkRows rows; off is the
+// offset of the group in x.Data.
+func eachChunk(ctx context.Context, x *transformer.Tensor, f func(off int, xs *transformer.Tensor) error) error {
+	per := max(1, chunkRows/max(1, x.Seq))
+	for lo := 0; lo < x.Batch; lo += per {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := f(lo*x.Seq*x.Dim, x.Sequences(lo, min(x.Batch, lo+per))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func rtnLayer(ctx context.Context, l *transformer.Layer, cfg gptq.Config, res *LayerResult) error {
+	prefix := layerPrefix(l.Index)
+	for _, lin := range l.Linears() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		r, err := gptq.RTN(lin.Weight, lin.Out, lin.In, cfg)
+		if err != nil {
+			return fmt.Errorf("layer %d %s: %w", l.Index, lin.Name, err)
+		}
+		lin.Weight = r.Dequantize()
+		res.Linears = append(res.Linears, gptqLinear(prefix+lin.Name, r, lin.Bias))
+	}
+	return nil
+}
+
+func gptqLinear(name string, r *gptq.Result, bias []float32) *hfquant.Linear {
+	return &hfquant.Linear{Name: name, Rows: r.Rows, Cols: r.Cols, Bits: r.Bits, GroupSize: r.GroupSize,
+		QWeight: r.QWeight, Scales: r.Scales, Zeros: r.Zeros, GIdx: r.GIdx, Bias: bias}
+}
+
+// gptqLayer runs the four true-sequential subsets of notes §1.8, then the quantized layer.
+func gptqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, cfg gptq.Config, res *LayerResult) error {
+	prefix := layerPrefix(l.Index)
+	quantize := func(h *gptq.Hessian, lins ...*transformer.Linear) error {
+		f, err := gptq.Prepare(h, cfg)
+		if err != nil {
+			return fmt.Errorf("%s: %w", lins[0].Name, err)
+		}
+		for _, lin := range lins {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			r, err := f.Quantize(lin.Weight, lin.Out, lin.In)
+			if err != nil {
+				return fmt.Errorf("%s: %w", lin.Name, err)
+			}
+			// The rest of the layer sees the weight as loaders will reconstruct it.
+			lin.Weight = r.Dequantize()
+			res.Linears = append(res.Linears, gptqLinear(prefix+lin.Name, r, lin.Bias))
+			res.Stats = append(res.Stats, LinearStats{Name: prefix + lin.Name, Damp: r.Damp, Loss: r.Loss, Dead: r.Dead})
+			res.Damp = max(res.Damp, r.Damp)
+		}
+		return nil
+	}
+	// hookInto returns a hook adding the input of the linear group starting with name to h.
+	var hookErr error
+	hookInto := func(name string, h *gptq.Hessian) transformer.Hook {
+		return func(linears []string, in *transformer.Tensor) {
+			if linears[0] == name && hookErr == nil {
+				hookErr = h.Add(in.Data, in.Rows(), in.Batch)
+			}
+		}
+	}
+
+	// 1. q, k, v on input_layernorm(x).
+	h := gptq.NewHessian(l.Q.In)
+	err := eachChunk(ctx, x, func(_ int, xs *transformer.Tensor) error {
+		n, err := l.InputNorm.Forward(xs)
+		if err != nil {
+			return err
+		}
+		return h.Add(n.Data, n.Rows(), n.Batch)
+	})
+	if err != nil {
+		return err
+	}
+	if err := quantize(h, l.Q, l.K, l.V); err != nil {
+		return err
+	}
+
+	// 2. o_proj on the attention output of the quantized q, k, v.
+	h = gptq.NewHessian(l.O.In)
+	err = eachChunk(ctx, x, func(_ int, xs *transformer.Tensor) error {
+		n, err := l.InputNorm.Forward(xs)
+		if err != nil {
+			return err
+		}
+		_, err = l.Attention(n, hookInto(l.O.Name, h))
+		return errors.Join(err, hookErr)
+	})
+	if err != nil {
+		return err
+	}
+	if err := quantize(h, l.O); err != nil {
+		return err
+	}
+
+	// 3. gate, up on post_attention_layernorm(x + attention(x)); the residual stream after
+	// the quantized attention is kept in out.
+	out := transformer.NewTensor(x.Batch, x.Seq, x.Dim)
+	h = gptq.NewHessian(l.Gate.In)
+	err = eachChunk(ctx, x, func(off int, xs *transformer.Tensor) error {
+		n, err := l.InputNorm.Forward(xs)
+		if err != nil {
+			return err
+		}
+		a, err := l.Attention(n, nil)
+		if err != nil {
+			return err
+		}
+		hs := out.Data[off : off+len(xs.Data)]
+		for i, v := range xs.Data {
+			hs[i] = v + a.Data[i]
+		}
+		n2, err := l.PostAttentionNorm.Forward(&transformer.Tensor{Data: hs, Batch: xs.Batch, Seq: xs.Seq, Dim: xs.Dim})
+		if err != nil {
+			return err
+		}
+		return h.Add(n2.Data, n2.Rows(), n2.Batch)
+	})
+	if err != nil {
+		return err
+	}
+	if err := quantize(h, l.Gate, l.Up); err != nil {
+		return err
+	}
+
+	// 4. down_proj on silu(gate)·up of the quantized gate and up.
+	h = gptq.NewHessian(l.Down.In)
+	err = eachChunk(ctx, out, func(_ int, hs *transformer.Tensor) error {
+		n2, err := l.PostAttentionNorm.Forward(hs)
+		if err != nil {
+			return err
+		}
+		_, err = l.MLP(n2, hookInto(l.Down.Name, h))
+		return errors.Join(err, hookErr)
+	})
+	if err != nil {
+		return err
+	}
+	if err := quantize(h, l.Down); err != nil {
+		return err
+	}
+
+	// The quantized layer's outputs feed the next layer.
+	err = eachChunk(ctx, out, func(_ int, hs *transformer.Tensor) error {
+		n2, err := l.PostAttentionNorm.Forward(hs)
+		if err != nil {
+			return err
+		}
+		d, err := l.MLP(n2, nil)
+		if err != nil {
+			return err
+		}
+		for i, v := range d.Data {
+			hs.Data[i] += v
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	res.Outputs = out
+	return nil
+}
+
+// awqLayer runs AWQ on one layer (notes §2.6): capture, search, fold, clip, quantize.
+func awqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, cfg awq.Config, res *LayerResult) error {
+	prefix := layerPrefix(l.Index)
+	tokens := x.Rows()
+	// 1. Run the full-precision layer, keeping the input of every linear group; its
+	// outputs are the next layer's inputs.
+	captured := map[string]*transformer.Tensor{}
+	filled := map[string]int{}
+	for _, g := range [][]string{transformer.AttentionInputs, transformer.OutputInputs, transformer.MLPInputs, transformer.DownInputs} {
+		captured[g[0]] = transformer.NewTensor(x.Batch, x.Seq, l.Linear(g[0]).In)
+	}
+	out := transformer.NewTensor(x.Batch, x.Seq, x.Dim)
+	err := eachChunk(ctx, x, func(off int, xs *transformer.Tensor) error {
+		y, err := l.Forward(xs, func(linears []string, in *transformer.Tensor) {
+			t := captured[linears[0]]
+			filled[linears[0]] += copy(t.Data[filled[linears[0]]:], in.Data)
+		})
+		if err != nil {
+			return err
+		}
+		copy(out.Data[off:], y.Data)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for name, t := range captured {
+		if filled[name] != len(t.Data) {
+			return fmt.Errorf("awq: captured %d of %d input values of %s", filled[name], len(t.Data), name)
+		}
+	}
+
+	// 2. Describe the layer to package awq.
+	al := &awq.Layer{Linears: map[string]*awq.Linear{}, Inputs: map[string][]float32{}, Tokens: tokens,
+		Norms: map[string]*awq.Norm{
+			"input_layernorm":          {Weight: l.InputNorm.Weight},
+			"post_attention_layernorm": {Weight: l.PostAttentionNorm.Weight},
+		}}
+	inputOf := map[string]string{}
+	for _, g := range [][]string{transformer.AttentionInputs, transformer.OutputInputs, transformer.MLPInputs, transformer.DownInputs} {
+		for _, name := range g {
+			inputOf[name] = g[0]
+		}
+	}
+	for _, lin := range l.Linears() {
+		al.Linears[lin.Name] = &awq.Linear{Name: lin.Name, Rows: lin.Out, Cols: lin.In, Weight: lin.Weight, Bias: lin.Bias}
+		al.Inputs[lin.Name] = captured[inputOf[lin.Name]].Data
+	}
+	// inspect runs fn with the given linears' weights substituted.
+	inspect := func(lins []*transformer.Linear, in *transformer.Tensor, fn func(*transformer.Tensor, transformer.Hook) (*transformer.Tensor, error)) awq.InspectFunc {
+		return func(ctx context.Context, weights [][]float32) ([]float32, error) {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			saved := make([][]float32, len(lins))
+			for i, lin := range lins {
+				saved[i], lin.Weight = lin.Weight, weights[i]
+			}
+			defer func() {
+				for i, lin := range lins {
+					lin.Weight = saved[i]
+				}
+			}()
+			y, err := fn(in, nil)
+			if err != nil {
+				return nil, err
+			}
+			return y.Data, nil
+		}
+	}
+	al.Groups = []awq.LayerGroup{{
+		Prev:    "input_layernorm",
+		Linears: []string{l.Q.Name, l.K.Name, l.V.Name},
+		Inspect: inspect([]*transformer.Linear{l.Q, l.K, l.V}, captured[l.Q.Name], l.Attention),
+	}}
+	if l.V.Out == l.O.Out && l.V.In == l.O.In {
+		al.Groups = append(al.Groups, awq.LayerGroup{Prev: l.V.Name, Linears: []string{l.O.Name}})
+	}
+	al.Groups = append(al.Groups,
+		awq.LayerGroup{
+			Prev:    "post_attention_layernorm",
+			Linears: []string{l.Gate.Name, l.Up.Name},
+			Inspect: inspect([]*transformer.Linear{l.Gate, l.Up}, captured[l.Gate.Name], l.MLP),
+		},
+		awq.LayerGroup{Prev: l.Up.Name, Linears: []string{l.Down.Name}},
+	)
+
+	// 3. Search, fold, clip, quantize.
+	r, err := awq.QuantizeLayer(ctx, al, cfg)
+	if err != nil {
+		return err
+	}
+	for _, lin := range l.Linears() {
+		q := r.Quantized[lin.Name]
+		res.Linears = append(res.Linears, &hfquant.Linear{Name: prefix + lin.Name, Rows: q.Rows, Cols: q.Cols, Bits: q.Bits,
+			GroupSize: q.GroupSize, QWeight: q.QWeight, Scales: q.Scales, Zeros: q.Zeros, Bias: al.Linears[lin.Name].Bias})
+	}
+	for i, g := range al.Groups {
+		s := r.Scales[i]
+		res.Scales = append(res.Scales, ScaleStats{Prev: g.Prev, Linears: g.Linears, Ratio: s.Ratio, Loss: s.Loss})
+	}
+	for _, n := range []*transformer.Norm{l.InputNorm, l.PostAttentionNorm} {
+		res.Tensors = append(res.Tensors, DenseTensor{Name: prefix + n.Name + ".weight", Shape: []int64{int64(len(n.Weight))},
+			Data: al.Norms[n.Name].Weight, DType: safetensors.F16})
+	}
+	res.Outputs = out
+	return nil
+}

@@ -1,0 +1,291 @@
+package quantize
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/hfquant"
+	"quantfleet.dev/libs/progress"
+	"quantfleet.dev/libs/safetensors"
+	"quantfleet.dev/libs/tokenizer"
+	"quantfleet.dev/libs/transformer"
+)
+
+// Request is what a local GPTQ or AWQ quantization shares.
+type Request struct {
+	// ModelDir is the Hugging Face model directory (config.json, safetensors, tokenizer).
+	ModelDir string
+	// ModelName names the model in the default output name; RemoteID is its Hub id when it
+	// came from the Hub (recorded as the source).
+	ModelName, RemoteID string
+	// CalibrationData is a text file (documents separated by "\n\f\n") or JSONL ("text").
+	CalibrationData string
+	// CalibrationSamples samples of SeqLen tokens (0: domain.DefaultCalibrationSamples and
+	// DefaultSeqLen); see CalibrationSamples for how they are cut.
+	CalibrationSamples, SeqLen int
+	// OutputDir receives the checkpoint directory OutputName (default
+	// "<model>-<format>-<level>").
+	OutputDir, OutputName string
+	Progress              progress.Reporter
+}
+
+// layered quantizes a model layer by layer with QuantizeLayer and writes the checkpoint:
+// under a temporary name in OutputDir, validated by reading it back, then renamed.
+func layered(ctx context.Context, req Request, cfg LayerConfig, level string, format domain.OutputFormat) (*domain.QuantizedModel, error) {
+	start := time.Now()
+	rep := req.Progress
+	if rep == nil {
+		rep = progress.Nop()
+	}
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if req.CalibrationSamples == 0 {
+		req.CalibrationSamples = domain.DefaultCalibrationSamples
+	}
+	if req.SeqLen == 0 {
+		req.SeqLen = DefaultSeqLen
+	}
+	mcfg, err := transformer.ReadConfig(req.ModelDir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := safetensors.OpenModel(req.ModelDir)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	m := transformer.New(mcfg, transformer.SafetensorsSource{Model: st})
+
+	var x *transformer.Tensor
+	if cfg.Calibrated() {
+		if req.CalibrationData == "" {
+			return nil, fmt.Errorf("%w: %s needs calibration text (a text or JSONL file)", ErrNoCalibrationData, cfg.Method)
+		}
+		tok, err := tokenizer.Load(req.ModelDir)
+		if err != nil {
+			return nil, err
+		}
+		if x, err = CalibrationInputs(m, tok, req.CalibrationData, req.SeqLen, req.CalibrationSamples); err != nil {
+			return nil, err
+		}
+	}
+
+	name := req.OutputName
+	if name == "" {
+		name = DefaultOutputName(req.ModelName, level, format)
+	}
+	if err := os.MkdirAll(req.OutputDir, 0o755); err != nil {
+		return nil, fmt.Errorf("output directory %s: %w", req.OutputDir, err)
+	}
+	final := filepath.Join(req.OutputDir, name)
+	tmp, err := os.MkdirTemp(req.OutputDir, "."+name+".*.partial")
+	if err != nil {
+		return nil, fmt.Errorf("output directory %s is not writable: %w", req.OutputDir, err)
+	}
+	defer os.RemoveAll(tmp) // a no-op after the rename
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return nil, err
+	}
+	opts := CheckpointOptions(cfg, req.ModelDir)
+	w, err := hfquant.Create(tmp, opts)
+	if err != nil {
+		return nil, err
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			w.Abort()
+		}
+	}()
+
+	replaced := map[string]bool{}
+	var damps []float64
+	var stats []LinearStats
+	var scales [][]ScaleStats
+	n := mcfg.NumLayers
+	rep.Start("quantize", int64(n), progress.Unit("layers"))
+	for i := 0; i < n; i++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		l, err := m.Layer(i)
+		if err != nil {
+			return nil, err
+		}
+		r, err := QuantizeLayer(ctx, l, x, cfg)
+		l.Release()
+		if err != nil {
+			return nil, err
+		}
+		if err := WriteLayer(w, r); err != nil {
+			return nil, err
+		}
+		for _, name := range r.Names() {
+			replaced[name] = true
+		}
+		damps = append(damps, r.Damp)
+		stats = append(stats, r.Stats...)
+		if r.Scales != nil {
+			scales = append(scales, r.Scales)
+		}
+		x = r.Outputs
+		rep.Update(fmt.Sprintf("layer %d", i), int64(i+1))
+	}
+	x = nil
+	if err := CopyRemaining(w, st, replaced); err != nil {
+		return nil, err
+	}
+	closed = true
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	rep.Finish("written")
+
+	rep.Start("validate", int64(len(st.Tensors())))
+	if err := ValidateCheckpoint(tmp, st, rep); err != nil {
+		return nil, err
+	}
+	rep.Finish("valid")
+	if err := replaceDir(tmp, final); err != nil {
+		return nil, err
+	}
+
+	size, err := dirSize(final)
+	if err != nil {
+		return nil, err
+	}
+	var srcSize int64
+	for _, t := range st.Tensors() {
+		srcSize += t.Size()
+	}
+	abs, _ := filepath.Abs(final)
+	src := req.RemoteID
+	if src == "" {
+		src, _ = filepath.Abs(req.ModelDir)
+	}
+	meta := map[string]any{
+		"method":           string(cfg.Method),
+		"level":            level,
+		"architecture":     mcfg.Architecture,
+		"quantized_layers": n,
+		"seconds":          math.Round(time.Since(start).Seconds()*10) / 10,
+	}
+	if cfg.Method == hfquant.AWQ {
+		meta["bits"], meta["group_size"], meta["zero_point"], meta["version"] = opts.Bits, opts.GroupSize, true, "gemm"
+		meta["scale_groups"] = scales
+	} else {
+		if cfg.RTN {
+			meta["method"] = "rtn"
+		}
+		meta["bits"], meta["group_size"], meta["sym"], meta["desc_act"] = opts.Bits, opts.GroupSize, opts.Sym, opts.DescAct
+		meta["static_groups"], meta["true_sequential"] = opts.StaticGroups, opts.TrueSequential
+		meta["checkpoint_format"] = hfquant.FormatGPTQ
+		if !cfg.RTN {
+			meta["damp_percent"] = opts.DampPercent
+			meta["damp_used_per_layer"] = damps
+			meta["damp_used_max"] = slices.Max(damps)
+			meta["linears"] = stats
+		}
+	}
+	if cfg.Calibrated() {
+		meta["calibration_data"] = req.CalibrationData
+		meta["calibration_samples"] = req.CalibrationSamples
+		meta["seqlen"] = req.SeqLen
+	}
+	return &domain.QuantizedModel{
+		OutputPath:           abs,
+		Format:               format,
+		FileSize:             size,
+		CompressionRatio:     float64(size) / float64(srcSize),
+		QuantizationMetadata: meta,
+		CreatedAt:            time.Now().UTC(),
+		SourceModelPath:      src,
+		ValidationStatus:     domain.ValidationValid,
+	}, nil
+}
+
+// ValidateCheckpoint reads a written GPTQ/AWQ checkpoint back as its loaders would: the
+// quantization config must parse, and every tensor of the source model must be there with
+// its shape, dequantizing (quantized linears) to finite values.
+func ValidateCheckpoint(dir string, src *safetensors.Model, rep progress.Reporter) error {
+	if rep == nil {
+		rep = progress.Nop()
+	}
+	if _, err := transformer.ReadConfig(dir); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
+	}
+	c, err := hfquant.Open(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
+	}
+	defer c.Close()
+	if c.Config().Method == "" {
+		return fmt.Errorf("%w: %s has no quantization config", ErrInvalidOutput, dir)
+	}
+	names := c.Names()
+	if len(names) != len(src.Tensors()) {
+		return fmt.Errorf("%w: %d tensors, the source has %d", ErrInvalidOutput, len(names), len(src.Tensors()))
+	}
+	for i, t := range src.Tensors() {
+		data, shape, err := c.Float32(t.Name)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
+		}
+		if !slices.Equal(shape, t.Shape) {
+			return fmt.Errorf("%w: %s has shape %v, the source %v", ErrInvalidOutput, t.Name, shape, t.Shape)
+		}
+		for j, v := range data {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return fmt.Errorf("%w: %s element %d is %v", ErrInvalidOutput, t.Name, j, v)
+			}
+		}
+		rep.Update(t.Name, int64(i+1))
+	}
+	return nil
+}
+
+// replaceDir renames the directory tmp to final, replacing a previous final.
+func replaceDir(tmp, final string) error {
+	err := os.Rename(tmp, final)
+	if err == nil {
+		return nil
+	}
+	st, serr := os.Stat(final)
+	if serr != nil || !st.IsDir() {
+		return err
+	}
+	old := tmp + ".old"
+	if err := os.Rename(final, old); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return errors.Join(err, os.Rename(old, final))
+	}
+	return os.RemoveAll(old)
+}
+
+func dirSize(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += info.Size()
+		}
+		return nil
+	})
+	return n, err
+}

@@ -1,0 +1,469 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+	"quantfleet.dev/libs/domain"
+
+	"quantfleet.dev/services/fleet"
+	"quantfleet.dev/services/fleet/client"
+	"quantfleet.dev/services/fleet/modelstore"
+)
+
+// The fleet client commands: submit, status, watch, list, cancel, resume, get.
+
+// jobFlags are the flags that describe a job (shared by submit, run and resume).
+type jobFlags struct {
+	model, format, level, outputName, tokenizerPre, pool, modelName string
+}
+
+func (f *jobFlags) register(fs *flag.FlagSet, withModel bool) {
+	if withModel {
+		fs.StringVar(&f.model, "model", "", "local model directory, Hugging Face Hub id org/name[@revision], or s3://bucket/prefix (required)")
+		fs.StringVar(&f.tokenizerPre, "tokenizer-pre", "", "override tokenizer.ggml.pre for BPE tokenizers llama.cpp does not recognise")
+		fs.StringVar(&f.pool, "pool", "", "worker pool of the job's tasks (cpu or gpu; default: the dispatcher's)")
+		fs.StringVar(&f.modelName, "model-name", "", "model name in the file's metadata (default: the directory's base name, the Hub id, or the s3 prefix's last element)")
+	}
+	fs.StringVar(&f.format, "format", "gguf", "output format (the fleet runs gguf)")
+	fs.StringVar(&f.level, "level", "", "quantization level, e.g. Q4_K_M")
+	fs.StringVar(&f.outputName, "output-name", "", "file name of the result (default: <model>-<level>.gguf)")
+}
+
+// config validates the flags into a QuantizationConfig.
+func (f *jobFlags) config(v domain.Verbosity, jsonOut bool) (domain.QuantizationConfig, error) {
+	format, err := domain.ParseOutputFormat(f.format)
+	if err != nil {
+		return domain.QuantizationConfig{}, usageError{err}
+	}
+	cfg := domain.DefaultConfig(format, f.level)
+	cfg.OutputName, cfg.Verbosity = f.outputName, v
+	if jsonOut {
+		cfg.OutputFormat = domain.OutputJSON
+	}
+	if err := cfg.Normalize(); err != nil {
+		return cfg, usageError{err}
+	}
+	if format != domain.FormatGGUF {
+		return cfg, usagef("format %s is not available on the fleet yet (use quantfleet quantize)", format)
+	}
+	return cfg, nil
+}
+
+func asUsage(err error) error {
+	if err != nil && fleetUsage(err) {
+		return usageError{err}
+	}
+	return err
+}
+
+type submitFlags struct {
+	fleetFlags
+	job       jobFlags
+	wait      bool
+	outputDir string
+}
+
+func runSubmit(ctx context.Context, env Env, args []string) error {
+	var f submitFlags
+	fs := newFlagSet("submit", env)
+	f.fleetFlags.register(fs, env)
+	f.job.register(fs, true)
+	fs.BoolVar(&f.wait, "wait", false, "follow the job until it ends (exit 1 unless it completes)")
+	fs.StringVar(&f.outputDir, "output-dir", "", "with --wait: download the result into this directory")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	verb, err := f.parse()
+	if err != nil {
+		return err
+	}
+	if f.job.model == "" {
+		return usagef("--model is required")
+	}
+	cfg, err := f.job.config(verb, f.json)
+	if err != nil {
+		return err
+	}
+	log := logger(env, verb, f.json)
+	defer log.Sync()
+	c, closeFn, err := f.connect(ctx, log, true)
+	if err != nil {
+		return asUsage(err)
+	}
+	defer closeFn()
+	sub, err := c.Submit(ctx, client.SubmitRequest{Model: f.job.model, Name: f.job.modelName, Config: cfg, TokenizerPre: f.job.tokenizerPre,
+		Pool: f.job.pool, Upload: uploadProgress(env, verb, f.json)})
+	if err != nil {
+		return asUsage(err)
+	}
+	if !f.wait {
+		return printResult(env, f.json, sub, func(w io.Writer) { fmt.Fprintln(w, sub.JobID) })
+	}
+	if !f.json && verb != domain.VerbosityQuiet {
+		fmt.Fprintf(env.Stderr, "job %s submitted\n", sub.JobID)
+	}
+	return waitAndFetch(ctx, env, c, sub.JobID, verb, f.json, f.outputDir)
+}
+
+// waitAndFetch follows a job to its end, downloads the result into outputDir when given, and
+// prints the result (the job, or the local file's record).
+func waitAndFetch(ctx context.Context, env Env, c *client.Client, id string, verb domain.Verbosity, jsonOut bool, outputDir string) error {
+	w := newJobWatcher(env, verb, jsonOut)
+	j, err := c.Wait(ctx, id, w.update)
+	w.done()
+	if err != nil {
+		return asUsage(err)
+	}
+	if j.Status != domain.StatusCompleted {
+		msg := string(j.Status)
+		if j.ErrorMessage != "" {
+			msg += ": " + j.ErrorMessage
+		}
+		return fmt.Errorf("job %s %s", id, msg)
+	}
+	if outputDir == "" {
+		return printResult(env, jsonOut, j, func(w io.Writer) { fmt.Fprintf(w, "%s  %s\n", j.JobID, j.Result.OutputPath) })
+	}
+	res, err := c.Download(ctx, id, outputDir, "", nil)
+	if err != nil {
+		return asUsage(err)
+	}
+	return printResult(env, jsonOut, res, func(w io.Writer) { printModel(w, res, j.Config.QuantizationLevel) })
+}
+
+func printModel(w io.Writer, res *domain.QuantizedModel, level string) {
+	fmt.Fprintf(w, "%s  %s %s  %.1f MiB (%.1f%% of the source)  %s\n", res.OutputPath, res.Format, level,
+		float64(res.FileSize)/(1<<20), 100*res.CompressionRatio, res.ValidationStatus)
+}
+
+func runStatus(ctx context.Context, env Env, args []string) error {
+	var f fleetFlags
+	fs := newFlagSet("status", env)
+	f.register(fs, env)
+	id, err := parseWithJob(fs, args)
+	if err != nil {
+		return err
+	}
+	verb, err := f.parse()
+	if err != nil {
+		return err
+	}
+	log := logger(env, verb, f.json)
+	c, closeFn, err := f.connect(ctx, log, false)
+	if err != nil {
+		return asUsage(err)
+	}
+	defer closeFn()
+	j, err := c.Job(ctx, id)
+	if err != nil {
+		return asUsage(err)
+	}
+	return printResult(env, f.json, j, func(w io.Writer) { jobSummary(w, j) })
+}
+
+func runWatch(ctx context.Context, env Env, args []string) error {
+	var f fleetFlags
+	fs := newFlagSet("watch", env)
+	f.register(fs, env)
+	id, err := parseWithJob(fs, args)
+	if err != nil {
+		return err
+	}
+	verb, err := f.parse()
+	if err != nil {
+		return err
+	}
+	log := logger(env, verb, f.json)
+	c, closeFn, err := f.connect(ctx, log, false)
+	if err != nil {
+		return asUsage(err)
+	}
+	defer closeFn()
+	w := newJobWatcher(env, verb, f.json)
+	j, err := c.Wait(ctx, id, w.update)
+	w.done()
+	if err != nil {
+		return asUsage(err)
+	}
+	if err := printResult(env, f.json, j, func(w io.Writer) {
+		if j.Result != nil {
+			fmt.Fprintln(w, j.Result.OutputPath)
+		}
+	}); err != nil {
+		return err
+	}
+	if j.Status != domain.StatusCompleted {
+		return fmt.Errorf("job %s %s%s", id, j.Status, prefixed(": ", j.ErrorMessage))
+	}
+	return nil
+}
+
+func prefixed(p, s string) string {
+	if s == "" {
+		return ""
+	}
+	return p + s
+}
+
+func runList(ctx context.Context, env Env, args []string) error {
+	var f fleetFlags
+	fs := newFlagSet("list", env)
+	f.register(fs, env)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	verb, err := f.parse()
+	if err != nil {
+		return err
+	}
+	log := logger(env, verb, f.json)
+	c, closeFn, err := f.connect(ctx, log, false)
+	if err != nil {
+		return asUsage(err)
+	}
+	defer closeFn()
+	jobs, err := c.List(ctx)
+	if err != nil {
+		return err
+	}
+	if jobs == nil {
+		jobs = []*domain.QuantizationJob{}
+	}
+	return printResult(env, f.json, jobs, func(w io.Writer) {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "JOB\tSTATUS\tPROGRESS\tLEVEL\tMODEL\tCREATED")
+		for _, j := range jobs {
+			level, model := "", ""
+			if j.Config != nil {
+				level = j.Config.QuantizationLevel
+			}
+			if j.Source != nil {
+				model = j.Source.ModelPath
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d/%d %.0f%%\t%s\t%s\t%s\n", j.JobID, j.Status, j.CurrentLayer, j.TotalLayers,
+				j.ProgressPercentage, level, model, j.CreatedAt.Local().Format(time.DateTime))
+		}
+		tw.Flush()
+	})
+}
+
+func runCancel(ctx context.Context, env Env, args []string) error {
+	var f fleetFlags
+	fs := newFlagSet("cancel", env)
+	f.register(fs, env)
+	id, err := parseWithJob(fs, args)
+	if err != nil {
+		return err
+	}
+	verb, err := f.parse()
+	if err != nil {
+		return err
+	}
+	log := logger(env, verb, f.json)
+	c, closeFn, err := f.connect(ctx, log, false)
+	if err != nil {
+		return asUsage(err)
+	}
+	defer closeFn()
+	j, err := c.Cancel(ctx, id)
+	if err != nil {
+		return asUsage(err)
+	}
+	return printResult(env, f.json, j, func(w io.Writer) { fmt.Fprintf(w, "%s  %s\n", j.JobID, j.Status) })
+}
+
+type resumeFlags struct {
+	fleetFlags
+	job       jobFlags
+	dataDir   string
+	outputDir string
+	workers   int
+	wait      bool
+}
+
+func runResume(ctx context.Context, env Env, args []string) error {
+	var f resumeFlags
+	fs := newFlagSet("resume", env)
+	f.fleetFlags.register(fs, env)
+	f.job.register(fs, false)
+	fs.StringVar(&f.dataDir, "data-dir", "", "resume a job of `quantfleet run --data-dir DIR` in an embedded fleet on DIR")
+	fs.StringVar(&f.outputDir, "output-dir", "", "download the result into this directory (implies --wait)")
+	fs.IntVar(&f.workers, "workers", 2, "with --data-dir: worker slots of the embedded fleet")
+	fs.BoolVar(&f.wait, "wait", false, "follow the job until it ends")
+	id, err := parseWithJob(fs, args)
+	if err != nil {
+		return err
+	}
+	verb, err := f.parse()
+	if err != nil {
+		return err
+	}
+	// Only the flags given are compared with the checkpoint's snapshot.
+	var cfg *domain.QuantizationConfig
+	if f.job.level != "" {
+		c, err := f.job.config(verb, f.json)
+		if err != nil {
+			return err
+		}
+		cfg = &c
+	} else if f.job.outputName != "" || isFlagSet(fs, "format") {
+		return usagef("--format and --output-name need --level to compare with the job's configuration")
+	}
+	log := logger(env, verb, f.json)
+	defer log.Sync()
+	if f.dataDir != "" && f.outputDir == "" {
+		f.outputDir = "."
+	}
+	if f.outputDir != "" {
+		// Before an embedded fleet starts: its S3 gateway changes the working directory.
+		if f.outputDir, err = filepath.Abs(f.outputDir); err != nil {
+			return err
+		}
+	}
+	var c *client.Client
+	if f.dataDir != "" {
+		lf, err := startLocal(ctx, env, f.dataDir, f.workers, 0, log)
+		if err != nil {
+			return err
+		}
+		defer lf.Close()
+		c = &client.Client{RT: lf.RT}
+	} else {
+		var closeFn func()
+		if c, closeFn, err = f.connect(ctx, log, f.outputDir != ""); err != nil {
+			return asUsage(err)
+		}
+		defer closeFn()
+	}
+	j, err := c.Resume(ctx, id, cfg, 30*time.Second)
+	if err != nil {
+		return asUsage(err)
+	}
+	if !f.json && verb != domain.VerbosityQuiet {
+		fmt.Fprintf(env.Stderr, "job %s resumed: %d of %d layers done, the rest queued again\n", id, j.CurrentLayer, j.TotalLayers)
+	}
+	if f.wait || f.outputDir != "" {
+		return waitAndFetch(ctx, env, c, id, verb, f.json, f.outputDir)
+	}
+	return printResult(env, f.json, j, func(w io.Writer) { fmt.Fprintf(w, "%s  %s\n", j.JobID, j.Status) })
+}
+
+func isFlagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+type getFlags struct {
+	fleetFlags
+	outputDir  string
+	outputName string
+	url        bool
+	expiry     time.Duration
+}
+
+func runGet(ctx context.Context, env Env, args []string) error {
+	var f getFlags
+	fs := newFlagSet("get", env)
+	f.fleetFlags.register(fs, env)
+	fs.StringVar(&f.outputDir, "output-dir", "", "download the result into this directory")
+	fs.StringVar(&f.outputName, "output-name", "", "file name of the download (default: the result's name)")
+	fs.BoolVar(&f.url, "url", false, "print a presigned download URL instead of downloading")
+	fs.DurationVar(&f.expiry, "expiry", time.Hour, "validity of the --url link, 1s to 168h")
+	id, err := parseWithJob(fs, args)
+	if err != nil {
+		return err
+	}
+	verb, err := f.parse()
+	if err != nil {
+		return err
+	}
+	if f.url == (f.outputDir != "") {
+		return usagef("give exactly one of --output-dir DIR and --url")
+	}
+	log := logger(env, verb, f.json)
+	c, closeFn, err := f.connect(ctx, log, true)
+	if err != nil {
+		return asUsage(err)
+	}
+	defer closeFn()
+	if f.url {
+		u, exp, err := c.URL(ctx, id, f.expiry)
+		if err != nil {
+			return asUsage(err)
+		}
+		out := struct {
+			JobID     string    `json:"job_id"`
+			URL       string    `json:"url"`
+			ExpiresAt time.Time `json:"expires_at"`
+		}{id, u, exp}
+		return printResult(env, f.json, out, func(w io.Writer) {
+			fmt.Fprintln(w, u)
+			if verb != domain.VerbosityQuiet {
+				fmt.Fprintf(env.Stderr, "valid until %s (%s)\n", exp.Local().Format(time.DateTime), f.expiry)
+			}
+		})
+	}
+	j, err := c.Job(ctx, id)
+	if err != nil {
+		return asUsage(err)
+	}
+	res, err := c.Download(ctx, id, f.outputDir, f.outputName, nil)
+	if err != nil {
+		return asUsage(err)
+	}
+	level := ""
+	if j.Config != nil {
+		level = j.Config.QuantizationLevel
+	}
+	return printResult(env, f.json, res, func(w io.Writer) { printModel(w, res, level) })
+}
+
+// runUpload is `quantfleet upload`: put a local model into the fleet's object storage
+// (content-addressed, skipped when already there) and print its s3:// URL for --model.
+func runUpload(ctx context.Context, env Env, args []string) error {
+	var f fleetFlags
+	var model string
+	fs := newFlagSet("upload", env)
+	f.register(fs, env)
+	fs.StringVar(&model, "model", "", "local model directory (required)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	verb, err := f.parse()
+	if err != nil {
+		return err
+	}
+	if model == "" {
+		return usagef("--model is required")
+	}
+	log := logger(env, verb, f.json)
+	store, err := f.conn.OpenStore("")
+	if err != nil {
+		return asUsage(err)
+	}
+	prefix, uploaded, err := modelstore.UploadDir(ctx, store, model, uploadProgress(env, verb, f.json))
+	if err != nil {
+		if errors.Is(err, modelstore.ErrNotModelDir) || errors.Is(err, os.ErrNotExist) {
+			return usageError{err}
+		}
+		return err
+	}
+	log.Debug("model stored", zap.String("prefix", prefix), zap.Bool("uploaded", uploaded))
+	u := fleet.S3URL(f.conn.S3Bucket, strings.TrimSuffix(prefix, "/"))
+	out := struct {
+		URL      string `json:"url"`
+		Uploaded bool   `json:"uploaded"`
+	}{u, uploaded}
+	return printResult(env, f.json, out, func(w io.Writer) { fmt.Fprintln(w, u) })
+}

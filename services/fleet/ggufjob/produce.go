@@ -1,0 +1,136 @@
+package ggufjob
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"quantfleet.dev/libs/blob"
+	"quantfleet.dev/libs/convert"
+	"quantfleet.dev/libs/gguf"
+	"quantfleet.dev/libs/hfmodel"
+	"quantfleet.dev/services/fleet/objfs"
+)
+
+// Produce computes a task's shard: every tensor's GGUF bytes followed by its alignment padding.
+// tick, if not nil, is called after each tensor (workers use it for heartbeats and progress).
+func Produce(ctx context.Context, src convert.Source, p *Plan, t Task, tick func(tensor string)) ([]byte, error) {
+	if t.First < 0 || t.Count <= 0 || t.First+t.Count > len(p.Tensors) {
+		return nil, fmt.Errorf("%w: task %s covers tensors [%d,+%d) of %d", ErrBadPlan, t.ID, t.First, t.Count, len(p.Tensors))
+	}
+	buf := make([]byte, 0, t.Size)
+	rope := p.Rope
+	for _, tp := range p.Tensors[t.First : t.First+t.Count] {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if tp.Offset != t.Offset+uint64(len(buf)) {
+			return nil, fmt.Errorf("%w: tensor %s at %d, task %s reaches %d", ErrBadPlan, tp.Name, tp.Offset, t.ID, t.Offset+uint64(len(buf)))
+		}
+		data, err := tp.Produce(src, rope)
+		if err != nil {
+			return nil, err
+		}
+		if uint64(len(data)) != tp.Size {
+			return nil, fmt.Errorf("%w: tensor %s produced %d bytes, plan says %d", ErrBadPlan, tp.Name, len(data), tp.Size)
+		}
+		buf = append(buf, data...)
+		buf = append(buf, make([]byte, gguf.DataPadding(tp.Size))...)
+		if tick != nil {
+			tick(tp.Name)
+		}
+	}
+	if uint64(len(buf)) != t.Size {
+		return nil, fmt.Errorf("%w: task %s produced %d bytes, plan says %d", ErrBadPlan, t.ID, len(buf), t.Size)
+	}
+	return buf, nil
+}
+
+// OpenModel opens the checkpoint stored under prefix: only config.json and the safetensors
+// headers are read.
+func OpenModel(ctx context.Context, store blob.Store, prefix, name string) (*hfmodel.Model, *objfs.FS, error) {
+	fsys, err := objfs.New(ctx, store, prefix)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(fsys.Files()) == 0 {
+		return nil, nil, fmt.Errorf("%w: no objects under %q", ErrNoModel, prefix)
+	}
+	m, err := hfmodel.Open(fsys, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, fsys, nil
+}
+
+// smallFileLimit bounds the files PlanJob copies to a local directory for the metadata and
+// tokenizer readers.
+const smallFileLimit = 256 << 20
+
+// PlanOptions tune PlanJob.
+type PlanOptions struct {
+	RemoteID     string // Hub id of a Hub model
+	DirName      string // name of a local model directory (default: the model's name)
+	TokenizerPre string
+	// TempDir is where the small files are copied (default os.TempDir()); they are removed after.
+	TempDir string
+}
+
+// PlanJob plans the conversion of m at level: it copies the model's small top-level files (config,
+// tokenizer, README) from fsys to a temporary directory for convert.NewPlan, and returns the plan
+// and the encoded header.
+func PlanJob(ctx context.Context, jobID string, m *hfmodel.Model, fsys *objfs.FS, level string, o PlanOptions) (*Plan, []byte, error) {
+	dir, err := os.MkdirTemp(o.TempDir, "quantfleet-plan-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(dir)
+	for _, name := range fsys.Files() {
+		if strings.Contains(name, "/") || strings.HasSuffix(name, ".safetensors") {
+			continue
+		}
+		st, err := fsys.Stat(name)
+		if err != nil || st.Size() > smallFileLimit {
+			continue
+		}
+		if err := copyFile(ctx, fsys, name, filepath.Join(dir, path.Base(name))); err != nil {
+			return nil, nil, err
+		}
+	}
+	cp, err := convert.NewPlan(m, dir, level, convert.Options{RemoteID: o.RemoteID, DirName: o.DirName, TokenizerPre: o.TokenizerPre})
+	if err != nil {
+		return nil, nil, err
+	}
+	header, err := cp.Header.MarshalBinary()
+	if err != nil {
+		return nil, nil, err
+	}
+	p := NewPlan(jobID, cp, header, m.WeightBytes())
+	for i := range p.Tasks {
+		t := &p.Tasks[i]
+		for _, tp := range p.Tensors[t.First : t.First+t.Count] {
+			if st, ok := m.Lookup(tp.Source); ok && tp.Source != "" {
+				t.Inputs = append(t.Inputs, Input{Name: tp.Source, File: st.File, Offset: st.Begin, Length: st.Size()})
+			}
+		}
+	}
+	if err := p.Check(); err != nil {
+		return nil, nil, err
+	}
+	return p, header, nil
+}
+
+func copyFile(ctx context.Context, fsys *objfs.FS, name, dst string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return fmt.Errorf("reading %s%s: %w", fsys.Prefix(), name, err)
+	}
+	return os.WriteFile(dst, b, 0o644)
+}

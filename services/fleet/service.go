@@ -1,0 +1,100 @@
+package fleet
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// ServiceFlags are the flags every service binary takes: the connection settings, the HTTP
+// address of /metrics and /healthz, and the log level.
+type ServiceFlags struct {
+	Config
+	HTTPAddr string
+	LogLevel string
+}
+
+// Register adds the flags to fs (defaults from getenv; os.Getenv when nil).
+func (s *ServiceFlags) Register(fs *flag.FlagSet, getenv func(string) string, defaultHTTP string) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	s.Config.Register(fs, getenv)
+	retries := 10
+	if v, err := strconv.Atoi(getenv("S3_MAX_RETRIES")); err == nil && v > 0 {
+		retries = v
+	}
+	fs.IntVar(&s.S3MaxRetries, "s3-max-retries", retries, "attempts of one S3 request on transient errors (env S3_MAX_RETRIES)")
+	if v := getenv("HTTP_ADDR"); v != "" {
+		defaultHTTP = v
+	}
+	fs.StringVar(&s.HTTPAddr, "http-addr", defaultHTTP, "address of /metrics, /healthz and /livez (empty: none) (env HTTP_ADDR)")
+	level := getenv("LOG_LEVEL")
+	if level == "" {
+		level = "info"
+	}
+	fs.StringVar(&s.LogLevel, "log-level", level, "debug, info, warn or error (env LOG_LEVEL)")
+}
+
+// Service is a started service: logger, connection and metrics registry, with /metrics and
+// /healthz served.
+type Service struct {
+	Log      *zap.Logger
+	RT       *Runtime
+	Registry *prometheus.Registry
+}
+
+// Start builds the logger, connects (NATS must answer within --nats-connect-timeout) and serves
+// HTTP. name identifies the service in logs and NATS connection names.
+func (s *ServiceFlags) Start(ctx context.Context, name string) (*Service, error) {
+	log, err := NewLogger(s.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	log = log.With(zap.String("service", name))
+	log.Info("starting", s.Config.LogFields()...)
+	rt, err := Connect(ctx, s.Config, "quantfleet-"+name, log)
+	if err != nil {
+		return nil, err
+	}
+	reg := NewRegistry()
+	addr, err := ServeHTTP(ctx, s.HTTPAddr, reg, NATSHealth(rt.NC), log)
+	if err != nil {
+		rt.Close()
+		return nil, err
+	}
+	if addr != nil {
+		log.Info("serving /metrics and /healthz", zap.String("addr", addr.String()))
+	}
+	return &Service{Log: log, RT: rt, Registry: reg}, nil
+}
+
+// Close drains the connection and flushes the log.
+func (s *Service) Close() {
+	s.RT.Close()
+	_ = s.Log.Sync()
+}
+
+// EnvDuration reads a duration from the environment (0 when unset or invalid).
+func EnvDuration(name string) time.Duration {
+	d, err := time.ParseDuration(os.Getenv(name))
+	if err != nil {
+		return 0
+	}
+	return d
+}
+
+// Exit prints err (one line) and exits 1, or exits 0 for nil.
+func Exit(service string, err error) {
+	if err == nil {
+		os.Exit(0)
+	}
+	fmt.Fprintf(os.Stderr, "%s: %s\n", service, OneLine(err.Error(), 4000))
+	os.Exit(1)
+}

@@ -1,0 +1,37 @@
+package worker
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	tasks    *prometheus.CounterVec
+	seconds  *prometheus.HistogramVec
+	inFlight *prometheus.GaugeVec
+	slots    *prometheus.GaugeVec
+	read     prometheus.Counter
+	written  prometheus.Counter
+	memory   prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "quantfleet_worker_tasks_total",
+			Help: "Tasks settled by this worker, by pool, kind and result (ok, failed, malformed, dropped, duplicate, shutdown)."},
+			[]string{"pool", "kind", "result"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "quantfleet_worker_task_duration_seconds",
+			Help: "Wall time of successful tasks.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 18)}, []string{"pool", "kind"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "quantfleet_worker_tasks_in_flight",
+			Help: "Tasks being processed."}, []string{"pool"}),
+		slots: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "quantfleet_worker_slots",
+			Help: "Concurrent task slots."}, []string{"pool"}),
+		read: prometheus.NewCounter(prometheus.CounterOpts{Name: "quantfleet_worker_read_bytes_total",
+			Help: "Bytes read from object storage (checkpoint headers and tensor ranges)."}),
+		written: prometheus.NewCounter(prometheus.CounterOpts{Name: "quantfleet_worker_written_bytes_total",
+			Help: "Shard bytes written to object storage."}),
+		memory: prometheus.NewGauge(prometheus.GaugeOpts{Name: "quantfleet_worker_memory_bytes",
+			Help: "Resident memory after the last task."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.tasks, m.seconds, m.inFlight, m.slots, m.read, m.written, m.memory)
+	}
+	return m
+}

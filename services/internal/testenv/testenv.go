@@ -1,0 +1,53 @@
+// Package testenv locates the team's shared test data and starts the real servers the fleet's tests
+// run against (an embedded NATS server, the embedded S3 gateway).
+package testenv
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// SharedDir finds ../shared beside the repository root (the directory holding go.work). Without it
+// the test skips, except when CI is set.
+func SharedDir(t testing.TB) string {
+	t.Helper()
+	if d := FindShared(); d != "" {
+		return d
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("../shared (tiny-llama model) is missing")
+	}
+	t.Skip("../shared is missing")
+	return ""
+}
+
+// sharedAtInit is FindShared's answer at package initialisation, before anything (such as the
+// embedded S3 gateway, which chdirs to its data root) can change the working directory.
+var sharedAtInit = findShared()
+
+// FindShared returns <repo>/../shared, or "" when it has no tiny-llama model. The answer is the one
+// for the working directory the process started in.
+func FindShared() string { return sharedAtInit }
+
+func findShared() string {
+	dir, err := filepath.Abs(".")
+	if err != nil {
+		return ""
+	}
+	for d := dir; d != filepath.Dir(d); d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+			s := filepath.Join(filepath.Dir(d), "shared")
+			if _, err := os.Stat(filepath.Join(s, "models", "tiny-llama", "config.json")); err == nil {
+				return s
+			}
+			return ""
+		}
+	}
+	return ""
+}
+
+// TinyLlama returns the path of the tiny-llama checkpoint.
+func TinyLlama(t testing.TB) string {
+	return filepath.Join(SharedDir(t), "models", "tiny-llama")
+}

@@ -1,0 +1,52 @@
+// Command worker is quantfleet's stateless worker: it pulls one task per free slot from its pool,
+// reads only the byte ranges of the tensors it needs from object storage, writes one shard per
+// task with a checksum and records the completion. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"quantfleet.dev/libs/queue"
+	"quantfleet.dev/services/fleet"
+	"quantfleet.dev/services/fleet/worker"
+)
+
+func main() {
+	fleet.Exit("worker", run())
+}
+
+func run() error {
+	var sf fleet.ServiceFlags
+	var cfg worker.Config
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	sf.Register(fs, nil, ":8082")
+	pool := os.Getenv("POOL")
+	if pool == "" {
+		pool = queue.PoolCPU
+	}
+	fs.StringVar(&cfg.Pool, "pool", pool, "worker pool: cpu or gpu (env POOL)")
+	fs.IntVar(&cfg.Slots, "concurrency", 1, "tasks run at the same time (one pulled per free slot)")
+	fs.StringVar(&cfg.Name, "name", os.Getenv("WORKER_NAME"), "worker name in results and logs (default hostname-pid) (env WORKER_NAME)")
+	fs.IntVar(&cfg.Models, "model-cache", 4, "opened checkpoints kept between tasks")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	// A test knob, deliberately not a flag: hold every task this long (heartbeats continue).
+	cfg.TaskDelay = fleet.EnvDuration("QUANTFLEET_TEST_TASK_DELAY")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	svc, err := sf.Start(ctx, "worker")
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	return worker.New(svc.RT, cfg, svc.Registry, svc.Log).Run(ctx)
+}
