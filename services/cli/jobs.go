@@ -14,6 +14,8 @@ import (
 
 	"go.uber.org/zap"
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/gptq"
+	"quantfleet.dev/libs/quantize"
 
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/client"
@@ -25,6 +27,15 @@ import (
 // jobFlags are the flags that describe a job (shared by submit, run and resume).
 type jobFlags struct {
 	model, format, level, outputName, tokenizerPre, pool, modelName string
+	// gptq / awq, as `quantize`
+	withModel                   bool
+	calibData                   string
+	calibSamples, groupSize     int
+	seqlen                      int
+	sym, actOrder, staticGroups bool
+	rtn, duoScaling             bool
+	damp                        float64
+	fs                          *flag.FlagSet
 }
 
 func (f *jobFlags) register(fs *flag.FlagSet, withModel bool) {
@@ -33,8 +44,19 @@ func (f *jobFlags) register(fs *flag.FlagSet, withModel bool) {
 		fs.StringVar(&f.tokenizerPre, "tokenizer-pre", "", "override tokenizer.ggml.pre for BPE tokenizers llama.cpp does not recognise")
 		fs.StringVar(&f.pool, "pool", "", "worker pool of the job's tasks (cpu or gpu; default: the dispatcher's)")
 		fs.StringVar(&f.modelName, "model-name", "", "model name in the file's metadata (default: the directory's base name, the Hub id, or the s3 prefix's last element)")
+		fs.StringVar(&f.calibData, "calibration-data", "", "calibration text or JSONL file (gptq, awq); uploaded once")
+		fs.IntVar(&f.calibSamples, "calibration-samples", domain.DefaultCalibrationSamples, "number of calibration samples, 1-1024")
+		fs.IntVar(&f.groupSize, "group-size", domain.DefaultGroupSize, "group size: 32, 64, 128 or 256 (gptq also -1)")
+		fs.IntVar(&f.seqlen, "seqlen", quantize.DefaultSeqLen, "tokens per calibration sample (gptq, awq)")
+		fs.BoolVar(&f.sym, "sym", true, "gptq: symmetric quantization (--sym=false: asymmetric, with zero points)")
+		fs.BoolVar(&f.actOrder, "act-order", false, "gptq: quantize columns by decreasing Hessian diagonal (desc_act)")
+		fs.BoolVar(&f.staticGroups, "static-groups", false, "gptq: compute group grids before the error feedback")
+		fs.Float64Var(&f.damp, "damp", gptq.DefaultDamp, "gptq: Hessian dampening, fraction of its mean diagonal (raised automatically if needed)")
+		fs.BoolVar(&f.rtn, "rtn", false, "gptq: round to nearest, no calibration")
+		fs.BoolVar(&f.duoScaling, "duo-scaling", false, "awq: AutoAWQ's scale grid instead of llm-awq's")
 	}
-	fs.StringVar(&f.format, "format", "gguf", "output format (the fleet runs gguf)")
+	f.withModel, f.fs = withModel, fs
+	fs.StringVar(&f.format, "format", "gguf", "output format: gguf, gptq or awq")
 	fs.StringVar(&f.level, "level", "", "quantization level, e.g. Q4_K_M")
 	fs.StringVar(&f.outputName, "output-name", "", "file name of the result (default: <model>-<level>.gguf)")
 }
@@ -53,10 +75,77 @@ func (f *jobFlags) config(v domain.Verbosity, jsonOut bool) (domain.Quantization
 	if err := cfg.Normalize(); err != nil {
 		return cfg, usageError{err}
 	}
+	if format != domain.FormatGGUF && !f.withModel {
+		return cfg, usagef("format %s: resume checks gguf levels only; resume without --level", format)
+	}
 	if format != domain.FormatGGUF {
-		return cfg, usagef("format %s is not available on the fleet yet (use quantfleet quantize)", format)
+		cfg.CalibrationSamples, cfg.GroupSize = f.calibSamples, f.groupSize
+		if f.calibData != "" {
+			abs, err := filepath.Abs(f.calibData)
+			if err != nil {
+				return cfg, err
+			}
+			cfg.CalibrationDataPath = abs
+		}
+		if err := cfg.Normalize(); err != nil {
+			return cfg, usageError{err}
+		}
 	}
 	return cfg, nil
+}
+
+// layered returns a GPTQ/AWQ job's settings beyond cfg (nil for gguf), checked as `quantize`
+// checks them.
+func (f *jobFlags) layered(cfg domain.QuantizationConfig) (*fleet.LayerOptions, error) {
+	set := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if cfg.TargetFormat == domain.FormatGGUF {
+		for _, name := range []string{"calibration-data", "calibration-samples", "group-size", "seqlen", "sym", "act-order", "static-groups", "damp", "rtn", "duo-scaling"} {
+			if set[name] {
+				return nil, usagef("--%s applies to gptq and awq only", name)
+			}
+		}
+		return nil, nil
+	}
+	if set["tokenizer-pre"] {
+		return nil, usagef("--tokenizer-pre applies to gguf only")
+	}
+	if f.seqlen < 1 {
+		return nil, usagef("--seqlen %d must be positive", f.seqlen)
+	}
+	if cfg.TargetFormat == domain.FormatGPTQ && set["duo-scaling"] {
+		return nil, usagef("--duo-scaling applies to awq only")
+	}
+	if cfg.TargetFormat == domain.FormatAWQ {
+		for _, name := range []string{"act-order", "static-groups", "damp", "rtn"} {
+			if set[name] {
+				return nil, usagef("--%s applies to gptq only", name)
+			}
+		}
+		if set["sym"] && f.sym {
+			return nil, usagef("awq quantizes asymmetrically (zero points); --sym is not available")
+		}
+	}
+	if f.rtn && (set["calibration-data"] || set["calibration-samples"] || set["seqlen"] || set["act-order"] || set["damp"] || set["static-groups"]) {
+		return nil, usagef("--rtn uses no calibration: drop --calibration-data, --calibration-samples, --seqlen, --act-order, --static-groups and --damp")
+	}
+	if !f.rtn {
+		if cfg.CalibrationDataPath == "" {
+			return nil, usagef("%s needs calibration text: --calibration-data FILE", cfg.TargetFormat)
+		}
+		if _, err := os.Stat(cfg.CalibrationDataPath); err != nil {
+			return nil, usageError{fmt.Errorf("calibration data: %w", err)}
+		}
+	}
+	if !(f.damp > 0 && f.damp < 1) {
+		return nil, usagef("--damp %v must be in (0, 1)", f.damp)
+	}
+	o := &fleet.LayerOptions{Sym: f.sym, ActOrder: f.actOrder, StaticGroups: f.staticGroups, Damp: f.damp, RTN: f.rtn,
+		DuoScaling: f.duoScaling, SeqLen: f.seqlen}
+	if cfg.TargetFormat == domain.FormatAWQ {
+		o.Sym, o.Damp = false, 0
+	}
+	return o, nil
 }
 
 func asUsage(err error) error {
@@ -94,6 +183,10 @@ func runSubmit(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	layered, err := f.job.layered(cfg)
+	if err != nil {
+		return err
+	}
 	log := logger(env, verb, f.json)
 	defer log.Sync()
 	c, closeFn, err := f.connect(ctx, log, true)
@@ -102,7 +195,7 @@ func runSubmit(ctx context.Context, env Env, args []string) error {
 	}
 	defer closeFn()
 	sub, err := c.Submit(ctx, client.SubmitRequest{Model: f.job.model, Name: f.job.modelName, Config: cfg, TokenizerPre: f.job.tokenizerPre,
-		Pool: f.job.pool, Upload: uploadProgress(env, verb, f.json)})
+		Pool: f.job.pool, Upload: uploadProgress(env, verb, f.json), Layered: layered})
 	if err != nil {
 		return asUsage(err)
 	}

@@ -63,6 +63,10 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	layered, err := f.job.layered(cfg)
+	if err != nil {
+		return err
+	}
 	// The embedded S3 gateway changes the working directory while it runs: resolve every path now,
 	// keeping the name the user gave (it names the model in the file, as quantize does).
 	name := f.job.modelName
@@ -101,7 +105,7 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	}
 	defer lf.Close()
 	c := &client.Client{RT: lf.RT}
-	sub, err := c.Submit(ctx, client.SubmitRequest{Model: f.job.model, Name: name, Config: cfg, TokenizerPre: f.job.tokenizerPre})
+	sub, err := c.Submit(ctx, client.SubmitRequest{Model: f.job.model, Name: name, Config: cfg, TokenizerPre: f.job.tokenizerPre, Layered: layered})
 	if err != nil {
 		return asUsage(err)
 	}

@@ -57,7 +57,9 @@ type JobRequest struct {
 	TokenizerPre string                    `json:"tokenizer_pre,omitempty"`
 	Pool         string                    `json:"pool,omitempty"` // worker pool of the job's tasks
 	Config       domain.QuantizationConfig `json:"config"`
-	SubmittedAt  time.Time                 `json:"submitted_at"`
+	// Layered holds the GPTQ/AWQ settings beyond Config; nil for GGUF.
+	Layered     *LayerOptions `json:"layered,omitempty"`
+	SubmittedAt time.Time     `json:"submitted_at"`
 }
 
 var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
@@ -98,7 +100,7 @@ func CheckTask(t *pb.Task) error {
 		return fmt.Errorf("%w: task %s/%s has no plan", pb.ErrInvalidTask, t.JobId, t.TaskId)
 	}
 	switch t.Kind {
-	case pb.TaskKind_TASK_KIND_GGUF_TENSORS:
+	case pb.TaskKind_TASK_KIND_GGUF_TENSORS, pb.TaskKind_TASK_KIND_GPTQ_LAYER, pb.TaskKind_TASK_KIND_AWQ_LAYER:
 		if t.Output.Prefix != ShardPrefix(t.JobId) {
 			return fmt.Errorf("%w: %s", ErrForeignOutput, t.Output.Prefix)
 		}

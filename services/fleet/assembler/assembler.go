@@ -21,6 +21,7 @@ import (
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/ggufjob"
+	"quantfleet.dev/services/fleet/layerjob"
 )
 
 // Config tunes an Assembler. Zero fields take the defaults in brackets.
@@ -117,7 +118,7 @@ func (a *Assembler) handle(ctx context.Context, d *queue.Delivery) error {
 	stop()
 	if ended() {
 		log.Info("job ended during assembly: removing the output")
-		_ = a.rt.Store.Delete(context.WithoutCancel(ctx), out)
+		a.removeOutput(context.WithoutCancel(ctx), out)
 		return nil
 	}
 	if err != nil {
@@ -147,7 +148,7 @@ func (a *Assembler) handle(ctx context.Context, d *queue.Delivery) error {
 	if err != nil {
 		if errors.Is(err, errJobEnded) || errors.Is(err, domain.ErrIllegalTransition) || errors.Is(err, queue.ErrJobNotFound) {
 			log.Warn("job ended before it could complete: removing the output", zap.Error(err))
-			_ = a.rt.Store.Delete(context.WithoutCancel(ctx), out)
+			a.removeOutput(context.WithoutCancel(ctx), out)
 			return nil
 		}
 		return err
@@ -177,6 +178,9 @@ func (a *Assembler) assemble(ctx context.Context, t *pb.Task, log *zap.Logger) (
 	recs, err := a.rt.Done.ListJob(ctx, t.JobId)
 	if err != nil {
 		return nil, err
+	}
+	if plan.Layered != nil {
+		return a.assembleLayered(ctx, t, plan, recs, log)
 	}
 	sums := map[string]string{}
 	shardKeys := map[string]string{}
@@ -231,10 +235,68 @@ func (a *Assembler) assemble(ctx context.Context, t *pb.Task, log *zap.Logger) (
 	}, nil
 }
 
+// removeOutput removes a job's result: a file, or a checkpoint directory under out+"/".
+func (a *Assembler) removeOutput(ctx context.Context, out string) {
+	_ = a.rt.Store.Delete(ctx, out)
+	_, _ = a.rt.Store.DeletePrefix(ctx, out+"/")
+}
+
+// assembleLayered writes and validates a GPTQ/AWQ job's checkpoint directory under the output
+// key + "/" (layerjob.Assemble).
+func (a *Assembler) assembleLayered(ctx context.Context, t *pb.Task, plan *ggufjob.Plan, recs map[string][]byte, log *zap.Logger) (*domain.QuantizedModel, error) {
+	var keys []string
+	for _, task := range plan.Tasks {
+		b, ok := recs[task.ID]
+		if !ok {
+			return nil, fmt.Errorf("%w: task %s (%s) has no completion record", ggufjob.ErrShard, task.ID, task.Label)
+		}
+		r, err := fleet.DecodeResult(b)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, r.Shards[0].Key)
+	}
+	src, err := a.rt.StoreFor(plan.SourceBucket)
+	if err != nil {
+		return nil, err
+	}
+	m, fsys, err := ggufjob.OpenModel(ctx, src, plan.SourcePrefix, plan.ModelName)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	prefix := fleet.TaskOutputKey(t) + "/"
+	res, err := layerjob.Assemble(ctx, a.rt.Store, plan, m, fsys, keys, prefix, "")
+	if err != nil {
+		_, _ = a.rt.Store.DeletePrefix(context.WithoutCancel(ctx), prefix)
+		return nil, err
+	}
+	log.Info("checkpoint assembled", zap.String("prefix", prefix), zap.Int64("bytes", res.Size))
+	source := t.Params[fleet.ParamModelName]
+	if req, err := a.rt.Request(ctx, t.JobId); err == nil {
+		source = req.Model
+	}
+	meta := res.Meta
+	meta["files"] = res.Files
+	return &domain.QuantizedModel{
+		OutputPath:           fleet.S3URL(a.rt.Bucket, prefix),
+		Format:               domain.OutputFormat(plan.Layered.Format),
+		FileSize:             res.Size,
+		CompressionRatio:     float64(res.Size) / float64(plan.SourceBytes),
+		QuantizationMetadata: meta,
+		CreatedAt:            time.Now().UTC(),
+		SourceModelPath:      source,
+		ValidationStatus:     domain.ValidationValid,
+	}, nil
+}
+
 // cleanup removes what only served to build the file.
 func (a *Assembler) cleanup(ctx context.Context, job string, log *zap.Logger) {
 	if _, err := a.rt.Store.DeletePrefix(ctx, fleet.ShardPrefix(job)); err != nil {
 		log.Warn("removing shards failed", zap.Error(err))
+	}
+	if _, err := a.rt.Store.DeletePrefix(ctx, fleet.JobPrefix(job)+"act/"); err != nil {
+		log.Warn("removing activations failed", zap.Error(err))
 	}
 	if err := a.rt.Store.Delete(ctx, fleet.HeaderKey(job)); err != nil {
 		log.Warn("removing the header failed", zap.Error(err))

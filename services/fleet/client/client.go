@@ -54,8 +54,11 @@ type SubmitRequest struct {
 	Name         string
 	Config       domain.QuantizationConfig
 	TokenizerPre string
-	Pool         string              // worker pool; "" is the dispatcher's default
-	Upload       modelstore.Progress // told about a local model's upload; may be nil
+	Pool         string // worker pool; "" is the dispatcher's default
+	// Layered holds a GPTQ/AWQ job's settings beyond Config; its Calibration is filled from
+	// Config.CalibrationDataPath, a local file uploaded once (content-addressed).
+	Layered *fleet.LayerOptions
+	Upload  modelstore.Progress // told about a local model's upload; may be nil
 }
 
 // Submitted describes a new job.
@@ -72,15 +75,29 @@ func (c *Client) Submit(ctx context.Context, r SubmitRequest) (*Submitted, error
 	if err := cfg.Normalize(); err != nil {
 		return nil, err
 	}
-	if cfg.TargetFormat != domain.FormatGGUF {
-		return nil, fmt.Errorf("%w: format %s is not available on the fleet yet", domain.ErrInvalidConfig, cfg.TargetFormat)
-	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, err
 	}
 	req := &fleet.JobRequest{JobID: id.String(), TokenizerPre: r.TokenizerPre, Pool: r.Pool, Config: cfg,
 		SubmittedAt: time.Now().UTC()}
+	if cfg.TargetFormat != domain.FormatGGUF {
+		o := fleet.LayerOptions{}
+		if r.Layered != nil {
+			o = *r.Layered
+		}
+		if !o.RTN {
+			if cfg.CalibrationDataPath == "" {
+				return nil, fmt.Errorf("%w: %s needs calibration data", domain.ErrInvalidConfig, cfg.TargetFormat)
+			}
+			key, err := modelstore.UploadFile(ctx, c.RT.Store, cfg.CalibrationDataPath)
+			if err != nil {
+				return nil, fmt.Errorf("calibration data: %w", err)
+			}
+			o.Calibration, o.CalibrationName = &fleet.Location{Prefix: key}, filepath.Base(cfg.CalibrationDataPath)
+		}
+		req.Layered = &o
+	}
 	out := &Submitted{JobID: req.JobID, Request: req}
 	switch {
 	case strings.HasPrefix(r.Model, "s3://"):
@@ -290,6 +307,9 @@ func (c *Client) Download(ctx context.Context, id, dir, name string, progress fu
 	if err != nil {
 		return nil, err
 	}
+	if strings.HasSuffix(key, "/") {
+		return c.downloadDir(ctx, res, key, dir, name)
+	}
 	if name == "" {
 		name = path.Base(key)
 	}
@@ -363,3 +383,73 @@ func (c *Client) URL(ctx context.Context, id string, expiry time.Duration) (stri
 
 // IsNotFound reports an unknown job.
 func IsNotFound(err error) bool { return errors.Is(err, queue.ErrJobNotFound) }
+
+// downloadDir writes a checkpoint directory result into dir/name (name: the output's own name
+// unless set), checking every file's SHA-256 against the assembler's; the directory appears
+// complete or not at all.
+func (c *Client) downloadDir(ctx context.Context, res *domain.QuantizedModel, prefix, dir, name string) (*domain.QuantizedModel, error) {
+	if name == "" {
+		name = path.Base(strings.TrimSuffix(prefix, "/"))
+	}
+	files, _ := res.QuantizationMetadata["files"].(map[string]any)
+	if len(files) == 0 {
+		return nil, fmt.Errorf("job result %s lists no files", res.OutputPath)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("output directory %s: %w", dir, err)
+	}
+	tmp, err := os.MkdirTemp(dir, "."+name+".*.partial")
+	if err != nil {
+		return nil, fmt.Errorf("output directory %s is not writable: %w", dir, err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return nil, err
+	}
+	var total int64
+	for file, want := range files {
+		if file != path.Base(file) || strings.HasPrefix(file, ".") {
+			return nil, fmt.Errorf("job result %s lists a bad file name %q", res.OutputPath, file)
+		}
+		n, sum, err := c.getFile(ctx, prefix+file, filepath.Join(tmp, file))
+		if err != nil {
+			return nil, fmt.Errorf("downloading %s%s: %w", res.OutputPath, file, err)
+		}
+		if sum != want {
+			return nil, fmt.Errorf("downloaded %s%s has SHA-256 %s, the assembler validated %v", res.OutputPath, file, sum, want)
+		}
+		total += n
+	}
+	if total != res.FileSize {
+		return nil, fmt.Errorf("downloaded %d bytes of %s, the job recorded %d", total, res.OutputPath, res.FileSize)
+	}
+	final := filepath.Join(dir, name)
+	if err := os.RemoveAll(final); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return nil, err
+	}
+	abs, _ := filepath.Abs(final)
+	local := *res
+	local.OutputPath = abs
+	return &local, nil
+}
+
+func (c *Client) getFile(ctx context.Context, key, dst string) (int64, string, error) {
+	rc, _, err := c.RT.Store.Get(ctx, key)
+	if err != nil {
+		return 0, "", err
+	}
+	defer rc.Close()
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return 0, "", err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), rc)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), err
+}

@@ -25,6 +25,7 @@ import (
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/hub"
+	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/libs/queue"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
@@ -374,9 +375,6 @@ func (d *Dispatcher) prepare(ctx context.Context, st *jobState, log *zap.Logger)
 	if err := req.Config.Validate(); err != nil {
 		return err
 	}
-	if req.Config.TargetFormat != domain.FormatGGUF {
-		return fmt.Errorf("%w: format %s is not available on the fleet yet", domain.ErrInvalidConfig, req.Config.TargetFormat)
-	}
 	st.req = req
 	var plan *ggufjob.Plan
 	var sum string
@@ -420,13 +418,53 @@ func (d *Dispatcher) prepare(ctx context.Context, st *jobState, log *zap.Logger)
 			missing = append(missing, t)
 		}
 	}
+	runnable := ready(plan, st.done, missing)
 	st.mu.Unlock()
 	if err := d.writeCheckpoint(ctx, st); err != nil {
 		return err
 	}
 	log.Info("job planned", zap.Int("tasks", len(plan.Tasks)), zap.Int("done", len(plan.Tasks)-len(missing)),
 		zap.Uint32("generation", gen))
-	return d.publish(ctx, st, missing, gen)
+	return d.publish(ctx, st, runnable, gen)
+}
+
+// ready filters tasks that are not done to those that can run now: all of them, except in a
+// calibrated GPTQ/AWQ job, whose layers form a chain: there only the first layer not done whose
+// predecessor is done (its activations exist).
+func ready(p *ggufjob.Plan, done map[string]*pb.TaskResult, tasks []ggufjob.Task) []ggufjob.Task {
+	if p.Layered == nil || !p.Layered.Calibrated() {
+		return tasks
+	}
+	for _, t := range tasks {
+		if done[t.ID] == nil && (t.Block == 0 || done[ggufjob.LayerTaskID(t.Block-1)] != nil) {
+			return []ggufjob.Task{t}
+		}
+	}
+	return nil
+}
+
+// publishNext publishes the tasks of a layered job that became runnable (the next layer).
+func (d *Dispatcher) publishNext(ctx context.Context, st *jobState) {
+	st.mu.Lock()
+	if st.plan.Layered == nil || !st.plan.Layered.Calibrated() {
+		st.mu.Unlock()
+		return
+	}
+	var missing []ggufjob.Task
+	for _, t := range st.plan.Tasks {
+		if st.done[t.ID] == nil {
+			missing = append(missing, t)
+		}
+	}
+	next := ready(st.plan, st.done, missing)
+	gen := st.generation
+	st.mu.Unlock()
+	if len(next) == 0 {
+		return
+	}
+	if err := d.publish(ctx, st, next, gen); err != nil {
+		d.log.Warn("publishing the next layer failed; will retry", zap.String("job", st.id), zap.Error(err))
+	}
 }
 
 // publish enqueues tasks of generation gen (duplicates of earlier publishes are dropped by the
@@ -447,7 +485,7 @@ func (d *Dispatcher) publish(ctx context.Context, st *jobState, tasks []ggufjob.
 			return err
 		}
 		if !dup {
-			d.m.published.WithLabelValues("gguf_tensors").Inc()
+			d.m.published.WithLabelValues(taskKindLabel(msg.Kind)).Inc()
 		}
 	}
 	return nil
@@ -459,7 +497,14 @@ const maxInputsSize = 24 << 10
 
 func (d *Dispatcher) tensorTask(st *jobState, t ggufjob.Task, pool string, gen uint32) *pb.Task {
 	p := st.plan
-	msg := &pb.Task{JobId: st.id, TaskId: t.ID, Generation: gen, Kind: pb.TaskKind_TASK_KIND_GGUF_TENSORS, Pool: pool,
+	kind := pb.TaskKind_TASK_KIND_GGUF_TENSORS
+	if p.Layered != nil {
+		kind = pb.TaskKind_TASK_KIND_GPTQ_LAYER
+		if p.Layered.Format == string(domain.FormatAWQ) {
+			kind = pb.TaskKind_TASK_KIND_AWQ_LAYER
+		}
+	}
+	msg := &pb.Task{JobId: st.id, TaskId: t.ID, Generation: gen, Kind: kind, Pool: pool,
 		Plan:       &pb.PlanRef{Key: fleet.PlanKey(st.id), Sha256: st.planSum},
 		Output:     &pb.OutputSpec{Prefix: fleet.ShardPrefix(st.id), Alignment: gguf.Alignment},
 		LayerIndex: int32(t.Block), TotalTasks: int32(len(p.Tasks)), CreatedAt: timestamppb.Now(),
@@ -554,6 +599,7 @@ func (d *Dispatcher) handleEvent(ctx context.Context, m jetstream.Msg) {
 			}
 		}
 		d.progress(ctx, st, res)
+		d.publishNext(ctx, st)
 		d.maybeAssemble(ctx, st)
 	}
 	_ = m.Ack()
@@ -616,7 +662,7 @@ func (d *Dispatcher) maybeAssemble(ctx context.Context, st *jobState) {
 	}
 	name := st.req.Config.OutputName
 	if name == "" {
-		name = defaultOutputName(st.req.Name, st.plan.Level)
+		name = quantize.DefaultOutputName(st.req.Name, st.plan.Level, st.req.Config.TargetFormat)
 	}
 	p := st.plan
 	msg := &pb.Task{JobId: st.id, TaskId: "assemble", Generation: gen, Kind: pb.TaskKind_TASK_KIND_ASSEMBLE, Pool: queue.PoolAsm,
@@ -728,6 +774,7 @@ func (d *Dispatcher) reconcile(ctx context.Context, st *jobState) {
 			d.progress(ctx, st, r)
 		}
 	}
+	d.publishNext(ctx, st)
 	d.maybeAssemble(ctx, st)
 }
 
@@ -871,7 +918,16 @@ func (d *Dispatcher) resume(ctx context.Context, id string, cfg *domain.Quantiza
 	var missing []ggufjob.Task
 	for _, t := range plan.Tasks {
 		ok := done[t.ID] != nil
-		if ok {
+		if ok && plan.Layered != nil {
+			// A layer's result and the activations it wrote must both be there.
+			for _, sh := range done[t.ID].Shards {
+				oi, err := d.rt.Store.Stat(ctx, sh.Key)
+				ok = ok && err == nil && oi.Size == sh.Size
+			}
+			if !ok {
+				_ = d.taskKV.Purge(ctx, st.id+"."+t.ID)
+			}
+		} else if ok {
 			oi, err := d.rt.Store.Stat(ctx, fleet.ShardKey(st.id, t.ID))
 			ok = err == nil && uint64(oi.Size) == t.Size
 			if !ok {
@@ -886,6 +942,7 @@ func (d *Dispatcher) resume(ctx context.Context, id string, cfg *domain.Quantiza
 	for _, t := range missing {
 		delete(st.done, t.ID)
 	}
+	runnable := ready(plan, st.done, missing)
 	st.generation++
 	gen := st.generation
 	st.assembled = false // with every shard there, the assembly is queued again in this generation
@@ -894,11 +951,23 @@ func (d *Dispatcher) resume(ctx context.Context, id string, cfg *domain.Quantiza
 	if err := d.writeCheckpoint(ctx, st); err != nil {
 		return j.Status, err
 	}
-	if err := d.publish(ctx, st, missing, gen); err != nil {
+	if err := d.publish(ctx, st, runnable, gen); err != nil {
 		return j.Status, err
 	}
 	d.progress(ctx, st, nil)
 	d.maybeAssemble(ctx, st)
 	d.log.Info("job resumed", zap.String("job", st.id), zap.Int("requeued", len(missing)), zap.Uint32("generation", gen))
 	return domain.StatusRunning, nil
+}
+
+func taskKindLabel(k pb.TaskKind) string {
+	switch k {
+	case pb.TaskKind_TASK_KIND_GPTQ_LAYER:
+		return "gptq_layer"
+	case pb.TaskKind_TASK_KIND_AWQ_LAYER:
+		return "awq_layer"
+	case pb.TaskKind_TASK_KIND_ASSEMBLE:
+		return "assemble"
+	}
+	return "gguf_tensors"
 }

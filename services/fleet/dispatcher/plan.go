@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,11 +14,14 @@ import (
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/quantize"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/ggufjob"
+	"quantfleet.dev/services/fleet/layerjob"
 	"quantfleet.dev/services/fleet/modelstore"
+	"quantfleet.dev/services/fleet/objfs"
 )
 
 // plan resolves the job's checkpoint in object storage (mirroring a Hub model first), plans the
@@ -45,6 +49,9 @@ func (d *Dispatcher) plan(ctx context.Context, id string, req *fleet.JobRequest,
 		return nil, "", fmt.Errorf("model %s: %w", req.Model, err)
 	}
 	defer m.Close()
+	if req.Config.TargetFormat != domain.FormatGGUF {
+		return d.planLayered(ctx, id, req, loc, name, m, fsys, log)
+	}
 	p, header, err := ggufjob.PlanJob(ctx, id, m, fsys, req.Config.QuantizationLevel, ggufjob.PlanOptions{
 		RemoteID: remote, TokenizerPre: req.TokenizerPre, TempDir: d.cfg.TempDir})
 	if err != nil {
@@ -138,4 +145,52 @@ func (d *Dispatcher) writeCheckpoint(ctx context.Context, st *jobState) error {
 		LayerIndex: int32(ck.LayerIndex), TasksDone: int32(len(ck.LayerStates)), TotalTasks: int32(ck.TotalTasks)}}
 	_ = d.rt.PublishEvent(ctx, ev, "")
 	return nil
+}
+
+// planLayered plans a GPTQ/AWQ job: one task per decoder layer, and the calibration activations
+// entering layer 0 (layerjob.Plan).
+func (d *Dispatcher) planLayered(ctx context.Context, id string, req *fleet.JobRequest, loc *fleet.Location, name string,
+	m *hfmodel.Model, fsys *objfs.FS, log *zap.Logger) (*ggufjob.Plan, string, error) {
+	cfg := req.Config
+	bits, err := strconv.Atoi(strings.TrimSuffix(cfg.QuantizationLevel, "bit"))
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: level %s: want <n>bit", domain.ErrInvalidConfig, cfg.QuantizationLevel)
+	}
+	o := req.Layered
+	if o == nil {
+		o = &fleet.LayerOptions{}
+	}
+	spec := ggufjob.LayerSpec{Format: string(cfg.TargetFormat), Bits: bits, GroupSize: cfg.GroupSize, Sym: o.Sym, ActOrder: o.ActOrder,
+		StaticGroups: o.StaticGroups, Damp: o.Damp, RTN: o.RTN, DuoScaling: o.DuoScaling}
+	if !o.RTN {
+		if o.Calibration == nil || o.Calibration.Prefix == "" {
+			return nil, "", fmt.Errorf("%w: %s needs calibration data", domain.ErrInvalidConfig, cfg.TargetFormat)
+		}
+		spec.Samples, spec.SeqLen = cfg.CalibrationSamples, o.SeqLen
+		if spec.SeqLen == 0 {
+			spec.SeqLen = quantize.DefaultSeqLen
+		}
+		spec.CalibrationKey, spec.CalibrationName = o.Calibration.Prefix, o.CalibrationName
+	}
+	log.Info("planning a layered job", zap.String("format", spec.Format), zap.Int("bits", bits))
+	p, err := layerjob.Plan(ctx, d.rt.Store, id, m, fsys, spec, d.cfg.TempDir)
+	if err != nil {
+		return nil, "", err
+	}
+	p.SourceBucket, p.SourcePrefix, p.ModelName = loc.Bucket, loc.Prefix, name
+	sum, err := ggufjob.StorePlan(ctx, d.rt.Store, fleet.PlanKey(id), p)
+	if err != nil {
+		return nil, "", err
+	}
+	_, err = d.rt.Jobs.Update(ctx, id, func(j *domain.QuantizationJob) error {
+		src := domain.SourceModel{ModelPath: req.Model, ModelType: req.ModelType, Architecture: m.Config.Architecture,
+			ParameterCount: m.ParameterCount(), Dtype: m.DType()}
+		j.Source = &src
+		j.TotalLayers = len(p.Tasks)
+		return nil
+	})
+	if err != nil {
+		log.Warn("recording the source model failed", zap.Error(err))
+	}
+	return p, sum, nil
 }

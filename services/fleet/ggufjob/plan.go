@@ -55,6 +55,8 @@ type Plan struct {
 	Rope                convert.RopeFreqs    `json:"rope"`
 	Tensors             []convert.TensorPlan `json:"tensors"`
 	Tasks               []Task               `json:"tasks"`
+	// Layered is set for a GPTQ/AWQ job.
+	Layered *LayerSpec `json:"layered,omitempty"`
 }
 
 // FileSize is the size of the assembled file.
@@ -134,6 +136,9 @@ func NewPlan(jobID string, cp *convert.Plan, header []byte, sourceBytes int64) *
 func (p *Plan) Check() error {
 	if p.Version != PlanVersion {
 		return fmt.Errorf("%w: version %d, want %d", ErrBadPlan, p.Version, PlanVersion)
+	}
+	if p.Layered != nil {
+		return p.checkLayered()
 	}
 	var off uint64
 	next := 0

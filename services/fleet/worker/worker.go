@@ -26,6 +26,7 @@ import (
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/ggufjob"
+	"quantfleet.dev/services/fleet/layerjob"
 )
 
 // Config tunes a Worker. Zero fields take the defaults in brackets.
@@ -126,7 +127,9 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) error {
 		return queue.Malformed(err)
 	}
 	kind := kindName(t.Kind)
-	if t.Kind != pb.TaskKind_TASK_KIND_GGUF_TENSORS {
+	switch t.Kind {
+	case pb.TaskKind_TASK_KIND_GGUF_TENSORS, pb.TaskKind_TASK_KIND_GPTQ_LAYER, pb.TaskKind_TASK_KIND_AWQ_LAYER:
+	default:
 		w.m.tasks.WithLabelValues(w.cfg.Pool, kind, "malformed").Inc()
 		return queue.Malformed(fmt.Errorf("task kind %s is not handled by workers", t.Kind))
 	}
@@ -290,6 +293,9 @@ func (w *Worker) run(ctx context.Context, at *attempt, log *zap.Logger) (*pb.Tas
 		return nil, fmt.Errorf("opening the model at %s: %w", fleet.S3URL(bucketOr(loc.Bucket, w.rt.Bucket), loc.Prefix), err)
 	}
 	defer release()
+	if plan.Layered != nil {
+		return w.runLayer(ctx, at, plan, spec, m)
+	}
 	done, lastReport := 0, time.Now()
 	shard, err := ggufjob.Produce(ctx, m, plan, spec, func(tensor string) {
 		done++
@@ -325,6 +331,29 @@ func (w *Worker) run(ctx context.Context, at *attempt, log *zap.Logger) (*pb.Tas
 	return &pb.TaskResult{JobId: t.JobId, TaskId: t.TaskId, Generation: t.Generation, AttemptId: at.id, WorkerId: w.cfg.Name,
 		Delivery: at.delivery, Shards: []*pb.Shard{sh}, StartedAt: timestamppb.New(at.started), FinishedAt: timestamppb.Now(),
 		PeakMemoryBytes: peak, BytesRead: read, BytesWritten: int64(len(shard))}, nil
+}
+
+// runLayer runs a GPTQ/AWQ layer task (layerjob.RunLayer).
+func (w *Worker) runLayer(ctx context.Context, at *attempt, plan *ggufjob.Plan, spec ggufjob.Task, m *hfmodel.Model) (*pb.TaskResult, error) {
+	t := at.task
+	w.reportProgress(ctx, at, 0)
+	shards, read, err := layerjob.RunLayer(ctx, w.rt.Store, t.JobId, plan, m, spec.Block, fleet.TaskOutputKey(t))
+	if err != nil {
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	cur, peak := fleet.ProcessMemory()
+	w.m.memory.Set(float64(cur))
+	w.reportProgress(ctx, at, 1)
+	var written int64
+	for _, sh := range shards {
+		written += sh.Size
+	}
+	return &pb.TaskResult{JobId: t.JobId, TaskId: t.TaskId, Generation: t.Generation, AttemptId: at.id, WorkerId: w.cfg.Name,
+		Delivery: at.delivery, Shards: shards, StartedAt: timestamppb.New(at.started), FinishedAt: timestamppb.Now(),
+		PeakMemoryBytes: peak, BytesRead: read, BytesWritten: written}, nil
 }
 
 // reportProgress publishes the attempt's progress and this process's memory.

@@ -1,0 +1,96 @@
+package quantize
+
+import (
+	"bytes"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"quantfleet.dev/libs/hfquant"
+	"quantfleet.dev/libs/progress"
+	"quantfleet.dev/libs/safetensors"
+	"quantfleet.dev/libs/transformer"
+)
+
+// layerResultMagic starts the binary form of a LayerResult.
+const layerResultMagic = "QFLAYER\x01"
+
+// ErrBadLayerResult reports data that MarshalLayerResult did not produce.
+var ErrBadLayerResult = errors.New("quantize: not an encoded layer result")
+
+// storedLayer is what MarshalLayerResult keeps of a LayerResult: everything WriteLayer and the
+// checkpoint metadata need, not the next layer's inputs (stored apart, MarshalActivations).
+type storedLayer struct {
+	Index   int
+	Linears []*hfquant.Linear
+	Tensors []DenseTensor
+	Stats   []LinearStats
+	Scales  []ScaleStats
+	Damp    float64
+}
+
+// MarshalLayerResult encodes a layer's quantized linears, changed dense tensors and statistics
+// (not Outputs) for storage between a job's layer tasks and its assembly. Values are kept bit
+// for bit, so WriteLayer on the decoded result writes the same bytes as on r.
+func MarshalLayerResult(r *LayerResult) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteString(layerResultMagic)
+	s := storedLayer{Index: r.Index, Linears: r.Linears, Tensors: r.Tensors, Stats: r.Stats, Scales: r.Scales, Damp: r.Damp}
+	if err := gob.NewEncoder(&buf).Encode(&s); err != nil {
+		return nil, fmt.Errorf("encoding layer %d: %w", r.Index, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// UnmarshalLayerResult decodes what MarshalLayerResult produced; Outputs is nil.
+func UnmarshalLayerResult(b []byte) (*LayerResult, error) {
+	if len(b) < len(layerResultMagic) || string(b[:len(layerResultMagic)]) != layerResultMagic {
+		return nil, ErrBadLayerResult
+	}
+	var s storedLayer
+	if err := gob.NewDecoder(bytes.NewReader(b[len(layerResultMagic):])).Decode(&s); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadLayerResult, err)
+	}
+	return &LayerResult{Index: s.Index, Linears: s.Linears, Tensors: s.Tensors, Stats: s.Stats, Scales: s.Scales, Damp: s.Damp}, nil
+}
+
+// ValidateCheckpointTensors is ValidateCheckpoint against the source's tensor list (names and
+// shapes) rather than an opened local model: a fleet assembler knows the source only from its
+// headers in object storage.
+func ValidateCheckpointTensors(dir string, src []safetensors.Tensor, rep progress.Reporter) error {
+	if rep == nil {
+		rep = progress.Nop()
+	}
+	if _, err := transformer.ReadConfig(dir); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
+	}
+	c, err := hfquant.Open(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
+	}
+	defer c.Close()
+	if c.Config().Method == "" {
+		return fmt.Errorf("%w: %s has no quantization config", ErrInvalidOutput, dir)
+	}
+	if n := len(c.Names()); n != len(src) {
+		return fmt.Errorf("%w: %d tensors, the source has %d", ErrInvalidOutput, n, len(src))
+	}
+	for i, t := range src {
+		data, shape, err := c.Float32(t.Name)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
+		}
+		if !slices.Equal(shape, t.Shape) {
+			return fmt.Errorf("%w: %s has shape %v, the source %v", ErrInvalidOutput, t.Name, shape, t.Shape)
+		}
+		for j, v := range data {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return fmt.Errorf("%w: %s element %d is %v", ErrInvalidOutput, t.Name, j, v)
+			}
+		}
+		rep.Update(t.Name, int64(i+1))
+	}
+	return nil
+}

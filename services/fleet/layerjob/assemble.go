@@ -1,0 +1,191 @@
+package layerjob
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+
+	"quantfleet.dev/libs/blob"
+	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/hfmodel"
+	"quantfleet.dev/libs/hfquant"
+	"quantfleet.dev/libs/quantize"
+	"quantfleet.dev/services/fleet/ggufjob"
+	"quantfleet.dev/services/fleet/objfs"
+)
+
+// Result is an assembled checkpoint directory in object storage.
+type Result struct {
+	Prefix string            // "outputs/<job>/<name>/"
+	Files  map[string]string // file name → SHA-256
+	Size   int64
+	Meta   map[string]any
+}
+
+// Assemble writes the job's checkpoint directory into prefix (ending in "/") of store: the layer
+// results at layerKeys (in layer order) through the same writer calls as quantize's local
+// pipeline, then the source's other tensors unchanged, config.json with the
+// quantization_config and the source's tokenizer files. The directory is validated as
+// quantize.ValidateCheckpoint does before any of it is uploaded.
+func Assemble(ctx context.Context, store blob.Store, p *ggufjob.Plan, m *hfmodel.Model, fsys *objfs.FS, layerKeys []string, prefix, tempDir string) (*Result, error) {
+	s := p.Layered
+	if s == nil || len(layerKeys) != s.NumLayers {
+		return nil, fmt.Errorf("%w: %d layer results for a plan of %d layers", ggufjob.ErrBadPlan, len(layerKeys), len(p.Tasks))
+	}
+	tmp, err := os.MkdirTemp(tempDir, "quantfleet-assemble-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	srcDir, outDir := filepath.Join(tmp, "src"), filepath.Join(tmp, "out")
+	if err := os.Mkdir(srcDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := copySmallFiles(ctx, fsys, fsys.Files(), srcDir); err != nil {
+		return nil, err
+	}
+	cfg := LayerConfig(s)
+	opts := quantize.CheckpointOptions(cfg, srcDir)
+	w, err := hfquant.Create(outDir, opts)
+	if err != nil {
+		return nil, err
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			w.Abort()
+		}
+	}()
+	replaced := map[string]bool{}
+	var damps []float64
+	var stats []quantize.LinearStats
+	var scales [][]quantize.ScaleStats
+	for i, key := range layerKeys {
+		b, err := get(ctx, store, key)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", i, err)
+		}
+		r, err := quantize.UnmarshalLayerResult(b)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d (%s): %w", i, key, err)
+		}
+		if r.Index != i {
+			return nil, fmt.Errorf("%w: %s holds layer %d, not %d", ggufjob.ErrBadPlan, key, r.Index, i)
+		}
+		if err := quantize.WriteLayer(w, r); err != nil {
+			return nil, err
+		}
+		for _, name := range r.Names() {
+			replaced[name] = true
+		}
+		damps = append(damps, r.Damp)
+		stats = append(stats, r.Stats...)
+		if r.Scales != nil {
+			scales = append(scales, r.Scales)
+		}
+	}
+	// The other tensors in the order of a local safetensors.Model (shards by name, tensors by
+	// offset), as quantize.CopyRemaining adds them.
+	src := slices.Clone(m.Tensors)
+	sort.SliceStable(src, func(i, j int) bool {
+		if src[i].File != src[j].File {
+			return src[i].File < src[j].File
+		}
+		return src[i].Begin < src[j].Begin
+	})
+	for _, t := range src {
+		if replaced[t.Name] {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		raw, err := m.ReadRaw(t)
+		if err != nil {
+			return nil, err
+		}
+		if err := w.AddTensor(t.Name, t.DType, t.Shape, raw); err != nil {
+			return nil, err
+		}
+	}
+	closed = true
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	if err := quantize.ValidateCheckpointTensors(outDir, src, nil); err != nil {
+		return nil, err
+	}
+	res := &Result{Prefix: prefix, Files: map[string]string{}, Meta: meta(s, opts, p, damps, stats, scales)}
+	entries, err := os.ReadDir(outDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		sum, size, err := upload(ctx, store, filepath.Join(outDir, e.Name()), prefix+e.Name())
+		if err != nil {
+			return nil, err
+		}
+		res.Files[e.Name()], res.Size = sum, res.Size+size
+	}
+	return res, nil
+}
+
+func upload(ctx context.Context, store blob.Store, local, key string) (string, int64, error) {
+	f, err := os.Open(local)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", 0, err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", 0, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", 0, err
+	}
+	if _, err := store.Put(ctx, key, f, st.Size(), blob.PutOptions{}); err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), st.Size(), nil
+}
+
+// meta is the QuantizedModel's quantization_metadata, with the keys of the local pipeline's.
+func meta(s *ggufjob.LayerSpec, opts hfquant.Options, p *ggufjob.Plan, damps []float64, stats []quantize.LinearStats, scales [][]quantize.ScaleStats) map[string]any {
+	m := map[string]any{"method": s.Format, "level": p.Level, "architecture": p.Arch, "quantized_layers": s.NumLayers, "tasks": len(p.Tasks)}
+	if s.Format == string(domain.FormatAWQ) {
+		m["bits"], m["group_size"], m["zero_point"], m["version"] = opts.Bits, opts.GroupSize, true, "gemm"
+		m["scale_groups"] = scales
+	} else {
+		if s.RTN {
+			m["method"] = "rtn"
+		}
+		m["bits"], m["group_size"], m["sym"], m["desc_act"] = opts.Bits, opts.GroupSize, opts.Sym, opts.DescAct
+		m["static_groups"], m["true_sequential"] = opts.StaticGroups, opts.TrueSequential
+		m["checkpoint_format"] = hfquant.FormatGPTQ
+		if !s.RTN {
+			m["damp_percent"] = opts.DampPercent
+			m["damp_used_per_layer"] = damps
+			m["damp_used_max"] = slices.Max(damps)
+			m["linears"] = stats
+		}
+	}
+	if s.Calibrated() {
+		m["calibration_data"] = s.CalibrationName
+		m["calibration_samples"] = s.Samples
+		m["seqlen"] = s.SeqLen
+	}
+	return m
+}
