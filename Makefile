@@ -6,7 +6,7 @@ LDFLAGS   := -s -w
 # Static binaries: they run on any Linux, in scratch containers and on the GPU machines.
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-short bench fuzz proto vet fmt clean demo
+.PHONY: all build test bench fuzz proto vet fmt clean demo
 
 all: build
 
@@ -26,8 +26,13 @@ vet:
 fmt:
 	@gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$') | tee /dev/stderr | (! read)
 
+# Throughput of every block type (MB of f32 input per second, one core and all cores), whole-model
+# GGUF conversion, the forward pass (tokens/s, GFLOP/s) and whole GPTQ/AWQ jobs on tiny-llama.
 bench:
-	cd libs && $(GO) test -run '^$$' -bench . -benchtime 3x ./ggml/ ./quantize/
+	cd libs && $(GO) test -run '^$$' -bench 'Quantize$$' -benchtime 3x ./ggml/
+	cd libs && $(GO) test -run '^$$' -bench 'GGUFTinyLlama|ForwardTinyLlama' -benchtime 3x ./quantize/
+	cd libs && $(GO) test -run '^$$' -bench 'MatMul|Forward' -benchtime 3x ./transformer/
+	cd libs && $(GO) test -run '^$$' -bench 'CalibratedTinyLlama' -benchtime 1x -timeout 60m ./quantize/
 
 fuzz:
 	cd libs && $(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime 30s ./safetensors/
@@ -38,7 +43,7 @@ proto:
 
 # The README's main job: quantize the tiny model on this machine.
 demo: build
-	$(BIN)/quantfleet quantize --model ../shared/models/tiny-llama --format gguf --level Q4_K_M --output-dir out
+	$(BIN)/quantfleet run --model ../shared/models/tiny-llama --format gguf --level Q4_K_M --output-dir out
 
 clean:
 	rm -rf $(BIN) out

@@ -2,9 +2,11 @@ package quantize
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math"
 	"slices"
 
@@ -14,8 +16,12 @@ import (
 	"quantfleet.dev/libs/transformer"
 )
 
-// layerResultMagic starts the binary form of a LayerResult.
-const layerResultMagic = "QFLAYER\x01"
+// layerResultMagic starts the binary form of a LayerResult: the magic, the gob of a
+// storedLayer, and a CRC-32C of both (big endian). Gob alone decodes a flipped bit in a value,
+// or a blob with bytes appended, without complaint.
+const layerResultMagic = "QFLAYER\x02"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // ErrBadLayerResult reports data that MarshalLayerResult did not produce.
 var ErrBadLayerResult = errors.New("quantize: not an encoded layer result")
@@ -41,17 +47,25 @@ func MarshalLayerResult(r *LayerResult) ([]byte, error) {
 	if err := gob.NewEncoder(&buf).Encode(&s); err != nil {
 		return nil, fmt.Errorf("encoding layer %d: %w", r.Index, err)
 	}
-	return buf.Bytes(), nil
+	return binary.BigEndian.AppendUint32(buf.Bytes(), crc32.Checksum(buf.Bytes(), castagnoli)), nil
 }
 
 // UnmarshalLayerResult decodes what MarshalLayerResult produced; Outputs is nil.
 func UnmarshalLayerResult(b []byte) (*LayerResult, error) {
-	if len(b) < len(layerResultMagic) || string(b[:len(layerResultMagic)]) != layerResultMagic {
+	if len(b) < len(layerResultMagic)+4 || string(b[:len(layerResultMagic)]) != layerResultMagic {
 		return nil, ErrBadLayerResult
 	}
+	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
+		return nil, fmt.Errorf("%w: checksum mismatch (corrupted or truncated)", ErrBadLayerResult)
+	}
 	var s storedLayer
-	if err := gob.NewDecoder(bytes.NewReader(b[len(layerResultMagic):])).Decode(&s); err != nil {
+	dec := bytes.NewReader(body[len(layerResultMagic):])
+	if err := gob.NewDecoder(dec).Decode(&s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadLayerResult, err)
+	}
+	if dec.Len() != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after the layer", ErrBadLayerResult, dec.Len())
 	}
 	return &LayerResult{Index: s.Index, Linears: s.Linears, Tensors: s.Tensors, Stats: s.Stats, Scales: s.Scales, Damp: s.Damp}, nil
 }
