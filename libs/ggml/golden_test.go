@@ -65,38 +65,42 @@ func TestGoldenQuantize(t *testing.T) {
 	if len(g.Cases) == 0 {
 		t.Fatal("no golden cases")
 	}
-	for _, c := range g.Cases {
-		t.Run(c.Family+"/"+c.Type, func(t *testing.T) {
-			typ, err := ParseType(c.Type)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f, ok := fams[c.Family]
-			if !ok {
-				t.Fatalf("unknown family %q", c.Family)
-			}
-			q := make([]byte, typ.RowSize(int64(len(f.x))))
-			if err := Quantize(typ, q, f.x, QK_K); err != nil {
-				t.Fatal(err)
-			}
-			if c.Head != "" {
-				if got := hex.EncodeToString(q[:len(c.Head)/2]); got != c.Head {
-					t.Errorf("first blocks differ:\n got %s\nwant %s", got, c.Head)
+	for _, v := range kernelVariants {
+		restore := v.use()
+		for _, c := range g.Cases {
+			t.Run(v.name+"/"+c.Family+"/"+c.Type, func(t *testing.T) {
+				typ, err := ParseType(c.Type)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			if got := sha(q); got != c.QuantSHA256 {
-				t.Errorf("quantized sha256 %s, want %s%s", got, c.QuantSHA256, firstDiff(c.Family, c.Type, "q", q, typ.TypeSize()))
-			}
-			dq := make([]float32, len(f.x))
-			if err := Dequantize(typ, dq, q); err != nil {
-				t.Fatal(err)
-			}
-			// NaNs (from Inf scales) are hashed as 0x7fc00000: their sign bit is the CPU's choice
-			// (x86-64 produces 0xffc00000, arm64 0x7fc00000).
-			if got := sha(f32Bytes(canonicalNaN(dq))); got != c.DequantSHA256 {
-				t.Errorf("dequantized sha256 %s, want %s%s", got, c.DequantSHA256, firstDiff(c.Family, c.Type, "dq", f32Bytes(dq), 4))
-			}
-		})
+				f, ok := fams[c.Family]
+				if !ok {
+					t.Fatalf("unknown family %q", c.Family)
+				}
+				q := make([]byte, typ.RowSize(int64(len(f.x))))
+				if err := Quantize(typ, q, f.x, QK_K); err != nil {
+					t.Fatal(err)
+				}
+				if c.Head != "" {
+					if got := hex.EncodeToString(q[:len(c.Head)/2]); got != c.Head {
+						t.Errorf("first blocks differ:\n got %s\nwant %s", got, c.Head)
+					}
+				}
+				if got := sha(q); got != c.QuantSHA256 {
+					t.Errorf("quantized sha256 %s, want %s%s", got, c.QuantSHA256, firstDiff(c.Family, c.Type, "q", q, typ.TypeSize()))
+				}
+				dq := make([]float32, len(f.x))
+				if err := Dequantize(typ, dq, q); err != nil {
+					t.Fatal(err)
+				}
+				// NaNs (from Inf scales) are hashed as 0x7fc00000: their sign bit is the CPU's choice
+				// (x86-64 produces 0xffc00000, arm64 0x7fc00000).
+				if got := sha(f32Bytes(canonicalNaN(dq))); got != c.DequantSHA256 {
+					t.Errorf("dequantized sha256 %s, want %s%s", got, c.DequantSHA256, firstDiff(c.Family, c.Type, "dq", f32Bytes(dq), 4))
+				}
+			})
+		}
+		restore()
 	}
 }
 

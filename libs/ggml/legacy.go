@@ -63,7 +63,7 @@ func minMax(x *[qk]float32) (min, max float32) {
 	return min, max
 }
 
-func quantizeQ4_0(dst []byte, src []float32) {
+func quantizeQ4_0Go(dst []byte, src []float32) {
 	for len(src) >= qk && len(dst) >= 18 {
 		x := (*[qk]float32)(src)
 		y := (*[18]byte)(dst)
@@ -90,7 +90,7 @@ func min8s(m int8, v uint8) uint8 {
 	return uint8(m)
 }
 
-func quantizeQ4_1(dst []byte, src []float32) {
+func quantizeQ4_1Go(dst []byte, src []float32) {
 	for len(src) >= qk && len(dst) >= 20 {
 		x := (*[qk]float32)(src)
 		y := (*[20]byte)(dst)
@@ -111,7 +111,7 @@ func quantizeQ4_1(dst []byte, src []float32) {
 	}
 }
 
-func quantizeQ5_0(dst []byte, src []float32) {
+func quantizeQ5_0Go(dst []byte, src []float32) {
 	for len(src) >= qk && len(dst) >= 22 {
 		x := (*[qk]float32)(src)
 		y := (*[22]byte)(dst)
@@ -134,7 +134,7 @@ func quantizeQ5_0(dst []byte, src []float32) {
 	}
 }
 
-func quantizeQ5_1(dst []byte, src []float32) {
+func quantizeQ5_1Go(dst []byte, src []float32) {
 	for len(src) >= qk && len(dst) >= 24 {
 		x := (*[qk]float32)(src)
 		y := (*[24]byte)(dst)
@@ -160,7 +160,7 @@ func quantizeQ5_1(dst []byte, src []float32) {
 	}
 }
 
-func quantizeQ8_0(dst []byte, src []float32) {
+func quantizeQ8_0Go(dst []byte, src []float32) {
 	for len(src) >= qk && len(dst) >= 34 {
 		x := (*[qk]float32)(src)
 		y := (*[34]byte)(dst)

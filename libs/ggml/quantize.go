@@ -160,28 +160,58 @@ func dequantizeF32(dst []float32, src []byte) {
 
 func quantizeF16(dst []byte, src []float32) {
 	dst = dst[:2*len(src)]
-	for i, v := range src {
-		binary.LittleEndian.PutUint16(dst[2*i:], FP32ToFP16(v))
+	i := 0
+	for ; i+4 <= len(src); i += 4 { // four values per 8-byte store
+		s := (*[4]float32)(src[i:])
+		binary.LittleEndian.PutUint64(dst[2*i:], uint64(FP32ToFP16(s[0]))|uint64(FP32ToFP16(s[1]))<<16|
+			uint64(FP32ToFP16(s[2]))<<32|uint64(FP32ToFP16(s[3]))<<48)
+	}
+	for ; i < len(src); i++ {
+		binary.LittleEndian.PutUint16(dst[2*i:], FP32ToFP16(src[i]))
 	}
 }
 
 func dequantizeF16(dst []float32, src []byte) {
 	dst = dst[:len(src)/2]
-	for i := range dst {
+	i := 0
+	for ; i+4 <= len(dst); i += 4 { // four values per 8-byte load
+		v := binary.LittleEndian.Uint64(src[2*i:])
+		d := (*[4]float32)(dst[i:])
+		d[0] = fp16Table[uint16(v)]
+		d[1] = fp16Table[uint16(v>>16)]
+		d[2] = fp16Table[uint16(v>>32)]
+		d[3] = fp16Table[uint16(v>>48)]
+	}
+	for ; i < len(dst); i++ {
 		dst[i] = fp16Table[binary.LittleEndian.Uint16(src[2*i:])]
 	}
 }
 
 func quantizeBF16(dst []byte, src []float32) {
 	dst = dst[:2*len(src)]
-	for i, v := range src {
-		binary.LittleEndian.PutUint16(dst[2*i:], FP32ToBF16(v))
+	i := 0
+	for ; i+4 <= len(src); i += 4 { // four values per 8-byte store
+		s := (*[4]float32)(src[i:])
+		binary.LittleEndian.PutUint64(dst[2*i:], uint64(FP32ToBF16(s[0]))|uint64(FP32ToBF16(s[1]))<<16|
+			uint64(FP32ToBF16(s[2]))<<32|uint64(FP32ToBF16(s[3]))<<48)
+	}
+	for ; i < len(src); i++ {
+		binary.LittleEndian.PutUint16(dst[2*i:], FP32ToBF16(src[i]))
 	}
 }
 
 func dequantizeBF16(dst []float32, src []byte) {
 	dst = dst[:len(src)/2]
-	for i := range dst {
+	i := 0
+	for ; i+4 <= len(dst); i += 4 { // four values per 8-byte load
+		v := binary.LittleEndian.Uint64(src[2*i:])
+		d := (*[4]float32)(dst[i:])
+		d[0] = math.Float32frombits(uint32(v) << 16)
+		d[1] = math.Float32frombits(uint32(v>>16) << 16)
+		d[2] = math.Float32frombits(uint32(v>>32) << 16)
+		d[3] = math.Float32frombits(uint32(v>>48) << 16)
+	}
+	for ; i < len(dst); i++ {
 		dst[i] = BF16ToFP32(binary.LittleEndian.Uint16(src[2*i:]))
 	}
 }

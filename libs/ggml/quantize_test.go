@@ -162,7 +162,8 @@ func TestQuantizeParallelMatchesSerial(t *testing.T) {
 }
 
 func TestPlainTypesRoundTrip(t *testing.T) {
-	x := []float32{0, negZero, 1, -2.5, 1e-8, 3e38, 65504, 0.1}
+	// 11 values: the converters work four at a time, with a tail.
+	x := []float32{0, negZero, 1, -2.5, 1e-8, 3e38, 65504, 0.1, float32(math.Inf(-1)), 1.00390625, -1e-40}
 	for _, c := range []struct {
 		typ  Type
 		want func(float32) float32

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -29,7 +30,7 @@ type stTensor struct {
 	Offsets [2]int `json:"data_offsets"`
 }
 
-func readSafetensors(t *testing.T, path string) *safetensors {
+func readSafetensors(t testing.TB, path string) *safetensors {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -44,7 +45,7 @@ func readSafetensors(t *testing.T, path string) *safetensors {
 }
 
 // float32s returns a BF16 tensor widened to float32 (exact), and its shape.
-func (st *safetensors) float32s(t *testing.T, name string) ([]float32, []int) {
+func (st *safetensors) float32s(t testing.TB, name string) ([]float32, []int) {
 	t.Helper()
 	var ti stTensor
 	if err := json.Unmarshal(st.header[name], &ti); err != nil {
@@ -181,16 +182,71 @@ func TestTinyLlamaTensors(t *testing.T) {
 			case strings.HasSuffix(k.name, ".attn_k.weight"):
 				x = permuteQK(x, shape[0], cols, cfg.KVHeads)
 			}
-			q := make([]byte, typ.RowSize(int64(len(x))))
-			if err := ggml.Quantize(typ, q, x, cols); err != nil {
-				t.Fatal(err)
+			for _, v := range ggml.KernelVariants() { // every kernel set this machine can run
+				restore := v.Use()
+				q := make([]byte, typ.RowSize(int64(len(x))))
+				err := ggml.Quantize(typ, q, x, cols)
+				restore()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := ggml.ValidateRowData(typ, q); err != nil {
+					t.Errorf("%s kernels: validate: %v", v.Name, err)
+				}
+				sum := sha256.Sum256(q)
+				if got := hex.EncodeToString(sum[:]); got != want[k] {
+					t.Errorf("%s kernels: sha256 %s, llama.cpp wrote %s", v.Name, got, want[k])
+				}
 			}
-			if err := ggml.ValidateRowData(typ, q); err != nil {
-				t.Errorf("validate: %v", err)
-			}
-			sum := sha256.Sum256(q)
-			if got := hex.EncodeToString(sum[:]); got != want[k] {
-				t.Errorf("sha256 %s, llama.cpp wrote %s", got, want[k])
+		})
+	}
+}
+
+// BenchmarkTinyLlamaQ4KM quantizes every tensor of the tiny Llama checkpoint to the type
+// llama.cpp's Q4_K_M file gave it (reference/tiny-llama/Q4_K_M.json: Q4_K, Q6_K, F32): the
+// quantization part of a whole-model Q4_K_M conversion, without I/O. MB/s are of float32 input.
+func BenchmarkTinyLlamaQ4KM(b *testing.B) {
+	shared := sharedtest.Dir(b)
+	st := readSafetensors(b, filepath.Join(shared, "models", "tiny-llama", "model.safetensors"))
+	raw, err := os.ReadFile(filepath.Join(shared, "reference", "tiny-llama", "Q4_K_M.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ref struct{ Tensors []refTensor }
+	if err := json.Unmarshal(raw, &ref); err != nil {
+		b.Fatal(err)
+	}
+	type job struct {
+		typ  ggml.Type
+		x    []float32
+		cols int
+		out  []byte
+	}
+	var jobs []job
+	var elems int64
+	for _, rt := range ref.Tensors {
+		typ, err := ggml.ParseType(rt.Type)
+		if err != nil {
+			b.Fatal(err)
+		}
+		x, shape := st.float32s(b, hfName(rt.Name))
+		jobs = append(jobs, job{typ, x, shape[len(shape)-1], make([]byte, typ.RowSize(int64(len(x))))})
+		elems += int64(len(x))
+	}
+	for _, procs := range []int{1, runtime.GOMAXPROCS(0)} {
+		name := "allcores"
+		if procs == 1 {
+			name = "1core"
+		}
+		b.Run(name, func(b *testing.B) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			b.SetBytes(4 * elems)
+			for b.Loop() {
+				for _, j := range jobs {
+					if err := ggml.Quantize(j.typ, j.out, j.x, j.cols); err != nil {
+						b.Fatal(err)
+					}
+				}
 			}
 		})
 	}

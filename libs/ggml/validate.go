@@ -59,7 +59,17 @@ func ValidateRowData(t Type, data []byte) error {
 	}
 	switch t {
 	case F32:
-		for i := range nb {
+		// Two values per 8-byte word: e has a zero half exactly where a value's exponent is all
+		// ones (NaN or Inf); the word is then looked at value by value.
+		const exps = 0x7f8000007f800000
+		i := 0
+		for ; i+2 <= nb; i += 2 {
+			e := binary.LittleEndian.Uint64(data[4*i:])&exps ^ exps
+			if (e-0x0000000100000001)&^e&0x8000000080000000 != 0 {
+				break
+			}
+		}
+		for ; i < nb; i++ {
 			if b := binary.LittleEndian.Uint32(data[4*i:]); b&0x7f800000 == 0x7f800000 {
 				return bad(i, "value", b&0x007fffff != 0)
 			}
