@@ -18,6 +18,8 @@ import (
 	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/perplexity"
+	"quantfleet.dev/libs/safetensors"
+	"quantfleet.dev/libs/sharedtest"
 	"quantfleet.dev/libs/tokenizer"
 	"quantfleet.dev/libs/transformer"
 )
@@ -25,20 +27,7 @@ import (
 // shared returns ../shared beside the repository: skipped without it, except in CI.
 func shared(t testing.TB) string {
 	t.Helper()
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := dir; d != filepath.Dir(d); d = filepath.Dir(d) {
-		if st, err := os.Stat(filepath.Join(d, "shared", "models", "tiny-llama")); err == nil && st.IsDir() {
-			return filepath.Join(d, "shared")
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("../shared (tiny-llama and calibration text) is missing")
-	}
-	t.Skip("../shared is missing")
-	return ""
+	return sharedtest.Dir(t)
 }
 
 func TestCalibrationSamples(t *testing.T) {
@@ -640,7 +629,7 @@ func TestActivationsRoundTrip(t *testing.T) {
 // TestQuantizeLayerDeterministic checks what resuming a job on another worker relies on:
 // the same layer and inputs give bit-identical results, whatever the number of threads.
 func TestQuantizeLayerDeterministic(t *testing.T) {
-	_, m, x := tinyInputs(t, 4, 128)
+	_, m, x := tinyInputs(t, 2, 128)
 	for _, cfg := range []LayerConfig{
 		{Method: hfquant.GPTQ, GPTQ: gptq.Config{Bits: 4, GroupSize: 128, ActOrder: true}},
 		{Method: hfquant.AWQ, AWQ: DefaultAWQConfig()},
@@ -671,6 +660,68 @@ func TestQuantizeLayerDeterministic(t *testing.T) {
 			if !slices.Equal(a.Tensors[i].Data, b.Tensors[i].Data) {
 				t.Errorf("%s: %s differs between 1 and 3 threads", cfg.Method, a.Tensors[i].Name)
 			}
+		}
+	}
+}
+
+func TestValidateCheckpoint(t *testing.T) {
+	src := filepath.Join(shared(t), "models", "tiny-llama")
+	st, err := safetensors.OpenModel(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m, err := transformer.Load(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cfg := LayerConfig{Method: hfquant.GPTQ, RTN: true, GPTQ: gptq.Config{Bits: 4, GroupSize: 128}}
+	write := func(layers int, rest bool) string {
+		dir := t.TempDir()
+		w, err := hfquant.Create(dir, CheckpointOptions(cfg, src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		replaced := map[string]bool{}
+		for i := range m.Config.NumLayers {
+			l, _ := m.Layer(i)
+			r, err := QuantizeLayer(context.Background(), l, nil, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range r.Names() {
+				replaced[n] = true
+			}
+			if i < layers {
+				if err := WriteLayer(w, r); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if rest {
+			if err := CopyRemaining(w, st, replaced); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	n := m.Config.NumLayers
+	for _, tc := range []struct {
+		name string
+		dir  string
+		want error
+	}{
+		{"complete", write(n, true), nil},
+		{"a layer missing", write(n-1, true), ErrInvalidOutput},
+		{"embeddings missing", write(n, false), ErrInvalidOutput},
+		{"not quantized", src, ErrInvalidOutput},
+	} {
+		if err := ValidateCheckpoint(tc.dir, st, nil); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
 	}
 }

@@ -122,10 +122,11 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		}
 		r, err := QuantizeLayer(ctx, l, x, cfg)
 		l.Release()
-		if err != nil {
-			return nil, err
+		if err == nil {
+			err = WriteLayer(w, r)
 		}
-		if err := WriteLayer(w, r); err != nil {
+		if err != nil {
+			rep.Error(err)
 			return nil, err
 		}
 		for _, name := range r.Names() {
@@ -151,6 +152,7 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 
 	rep.Start("validate", int64(len(st.Tensors())))
 	if err := ValidateCheckpoint(tmp, st, rep); err != nil {
+		rep.Error(err)
 		return nil, err
 	}
 	rep.Finish("valid")
