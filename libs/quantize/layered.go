@@ -173,35 +173,15 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	if src == "" {
 		src, _ = filepath.Abs(req.ModelDir)
 	}
-	meta := map[string]any{
-		"method":           string(cfg.Method),
-		"level":            level,
-		"architecture":     mcfg.Architecture,
-		"quantized_layers": n,
-		"seconds":          math.Round(time.Since(start).Seconds()*10) / 10,
-	}
-	if cfg.Method == hfquant.AWQ {
-		meta["bits"], meta["group_size"], meta["zero_point"], meta["version"] = opts.Bits, opts.GroupSize, true, "gemm"
-		meta["scale_groups"] = scales
-	} else {
-		if cfg.RTN {
-			meta["method"] = "rtn"
-		}
-		meta["bits"], meta["group_size"], meta["sym"], meta["desc_act"] = opts.Bits, opts.GroupSize, opts.Sym, opts.DescAct
-		meta["static_groups"], meta["true_sequential"] = opts.StaticGroups, opts.TrueSequential
-		meta["checkpoint_format"] = hfquant.FormatGPTQ
-		if !cfg.RTN {
-			meta["damp_percent"] = opts.DampPercent
-			meta["damp_used_per_layer"] = damps
-			meta["damp_used_max"] = slices.Max(damps)
-			meta["linears"] = stats
-		}
-	}
+	calib := ""
 	if cfg.Calibrated() {
-		meta["calibration_data"] = req.CalibrationData
-		meta["calibration_samples"] = req.CalibrationSamples
-		meta["seqlen"] = req.SeqLen
+		calib = req.CalibrationData
 	}
+	meta := CheckpointMetadata(cfg, opts, CheckpointStats{
+		Level: level, Arch: mcfg.Architecture, Layers: n, Damps: damps, Linears: stats, Scales: scales,
+		CalibrationData: calib, Samples: req.CalibrationSamples, SeqLen: req.SeqLen,
+	})
+	meta["seconds"] = math.Round(time.Since(start).Seconds()*10) / 10
 	return &domain.QuantizedModel{
 		OutputPath:           abs,
 		Format:               format,
@@ -290,4 +270,44 @@ func dirSize(dir string) (int64, error) {
 		return nil
 	})
 	return n, err
+}
+
+// CheckpointStats is what a GPTQ/AWQ run learned, for its QuantizedModel record.
+type CheckpointStats struct {
+	Level, Arch     string
+	Layers          int
+	Damps           []float64 // GPTQ: the damping used per layer
+	Linears         []LinearStats
+	Scales          [][]ScaleStats // AWQ: the chosen scales per layer
+	CalibrationData string         // empty for round-to-nearest
+	Samples, SeqLen int
+}
+
+// CheckpointMetadata is the QuantizedModel.quantization_metadata of a GPTQ/AWQ checkpoint; the local
+// pipeline and the fleet's assembler record the same keys.
+func CheckpointMetadata(cfg LayerConfig, opts hfquant.Options, st CheckpointStats) map[string]any {
+	m := map[string]any{"method": string(cfg.Method), "level": st.Level, "architecture": st.Arch, "quantized_layers": st.Layers}
+	if cfg.Method == hfquant.AWQ {
+		m["bits"], m["group_size"], m["zero_point"], m["version"] = opts.Bits, opts.GroupSize, true, "gemm"
+		m["scale_groups"] = st.Scales
+	} else {
+		if cfg.RTN {
+			m["method"] = "rtn"
+		}
+		m["bits"], m["group_size"], m["sym"], m["desc_act"] = opts.Bits, opts.GroupSize, opts.Sym, opts.DescAct
+		m["static_groups"], m["true_sequential"] = opts.StaticGroups, opts.TrueSequential
+		m["checkpoint_format"] = hfquant.FormatGPTQ
+		if !cfg.RTN && len(st.Damps) > 0 {
+			m["damp_percent"] = opts.DampPercent
+			m["damp_used_per_layer"] = st.Damps
+			m["damp_used_max"] = slices.Max(st.Damps)
+			m["linears"] = st.Linears
+		}
+	}
+	if cfg.Calibrated() {
+		m["calibration_data"] = st.CalibrationData
+		m["calibration_samples"] = st.Samples
+		m["seqlen"] = st.SeqLen
+	}
+	return m
 }

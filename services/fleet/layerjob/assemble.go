@@ -12,7 +12,6 @@ import (
 	"sort"
 
 	"quantfleet.dev/libs/blob"
-	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/quantize"
@@ -121,7 +120,11 @@ func Assemble(ctx context.Context, store blob.Store, p *ggufjob.Plan, m *hfmodel
 	if err := quantize.ValidateCheckpointTensors(outDir, src, nil); err != nil {
 		return nil, err
 	}
-	res := &Result{Prefix: prefix, Files: map[string]string{}, Meta: meta(s, opts, p, damps, stats, scales)}
+	res := &Result{Prefix: prefix, Files: map[string]string{}, Meta: quantize.CheckpointMetadata(cfg, opts, quantize.CheckpointStats{
+		Level: p.Level, Arch: p.Arch, Layers: s.NumLayers, Damps: damps, Linears: stats, Scales: scales,
+		CalibrationData: s.CalibrationName, Samples: s.Samples, SeqLen: s.SeqLen,
+	})}
+	res.Meta["tasks"] = len(p.Tasks)
 	entries, err := os.ReadDir(outDir)
 	if err != nil {
 		return nil, err
@@ -160,32 +163,4 @@ func upload(ctx context.Context, store blob.Store, local, key string) (string, i
 		return "", 0, err
 	}
 	return hex.EncodeToString(h.Sum(nil)), st.Size(), nil
-}
-
-// meta is the QuantizedModel's quantization_metadata, with the keys of the local pipeline's.
-func meta(s *ggufjob.LayerSpec, opts hfquant.Options, p *ggufjob.Plan, damps []float64, stats []quantize.LinearStats, scales [][]quantize.ScaleStats) map[string]any {
-	m := map[string]any{"method": s.Format, "level": p.Level, "architecture": p.Arch, "quantized_layers": s.NumLayers, "tasks": len(p.Tasks)}
-	if s.Format == string(domain.FormatAWQ) {
-		m["bits"], m["group_size"], m["zero_point"], m["version"] = opts.Bits, opts.GroupSize, true, "gemm"
-		m["scale_groups"] = scales
-	} else {
-		if s.RTN {
-			m["method"] = "rtn"
-		}
-		m["bits"], m["group_size"], m["sym"], m["desc_act"] = opts.Bits, opts.GroupSize, opts.Sym, opts.DescAct
-		m["static_groups"], m["true_sequential"] = opts.StaticGroups, opts.TrueSequential
-		m["checkpoint_format"] = hfquant.FormatGPTQ
-		if !s.RTN {
-			m["damp_percent"] = opts.DampPercent
-			m["damp_used_per_layer"] = damps
-			m["damp_used_max"] = slices.Max(damps)
-			m["linears"] = stats
-		}
-	}
-	if s.Calibrated() {
-		m["calibration_data"] = s.CalibrationName
-		m["calibration_samples"] = s.Samples
-		m["seqlen"] = s.SeqLen
-	}
-	return m
 }
