@@ -86,7 +86,7 @@ func Run(ctx context.Context, env Env, args []string) int {
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: quantfleet <command> [flags]\n\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nrun quantfleet <command> --help for the command's flags")
 }
