@@ -20,6 +20,14 @@ var ErrBadConfig = errors.New("bad config.json")
 // Architectures lists the supported `architectures[0]` values of config.json.
 var Architectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
 
+// modelTypes resolves config.json's model_type when it has no "architectures" entry.
+var modelTypes = map[string]string{
+	"llama":   "LlamaForCausalLM",
+	"mistral": "MistralForCausalLM",
+	"qwen2":   "Qwen2ForCausalLM",
+	"qwen3":   "Qwen3ForCausalLM",
+}
+
 // archDefaults are the transformers 5 config-class defaults that AutoConfig fills in for keys a
 // config.json leaves out. Keys whose default is derived from other keys are handled in ParseConfig.
 var archDefaults = map[string]map[string]any{
@@ -90,14 +98,21 @@ func ParseConfig(data []byte) (*Config, error) {
 			params[k] = v
 		}
 	}
-	archs, _ := params["architectures"].([]any)
-	if len(archs) == 0 {
-		return nil, fmt.Errorf("%w: no \"architectures\" entry", ErrBadConfig)
+	modelType, _ := params["model_type"].(string)
+	var arch string
+	if archs, _ := params["architectures"].([]any); len(archs) > 0 {
+		arch, _ = archs[0].(string)
+	} else if a, ok := modelTypes[modelType]; ok {
+		// Hand-written configs may name only the model_type; resolve it to its causal-LM class.
+		arch = a
 	}
-	arch, _ := archs[0].(string)
 	defaults, ok := archDefaults[arch]
 	if !ok {
-		return nil, fmt.Errorf("%w %s (supported: %s)", ErrUnsupportedArchitecture, arch, strings.Join(Architectures, ", "))
+		name := arch
+		if arch == "" {
+			name = fmt.Sprintf("with model_type %q", modelType)
+		}
+		return nil, fmt.Errorf("%w %s (supported: %s)", ErrUnsupportedArchitecture, name, strings.Join(Architectures, ", "))
 	}
 	for k, v := range defaults {
 		if params[k] == nil {
@@ -105,7 +120,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		}
 	}
 	c := &Config{Params: params, Architecture: arch}
-	c.ModelType, _ = params["model_type"].(string)
+	c.ModelType = modelType
 	var err error
 	intField := func(key string, dst *int) {
 		if err != nil {

@@ -7,26 +7,27 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
+
+	"quantfleet.dev/libs/hfmodel"
 )
 
 // ErrUnsupported reports a model this runtime cannot run (architecture, activation,
-// rotary scaling type). Callers branch on it with errors.Is.
+// rotary scaling type). Callers branch on it with errors.Is; an unsupported architecture
+// also matches hfmodel.ErrUnsupportedArchitecture.
 var ErrUnsupported = errors.New("unsupported")
 
-// ErrBadConfig reports a config.json that is malformed or inconsistent.
-var ErrBadConfig = errors.New("bad model config")
+// ErrBadConfig reports a config.json that is malformed or inconsistent. It is
+// hfmodel.ErrBadConfig, so errors.Is works with either name.
+var ErrBadConfig = hfmodel.ErrBadConfig
 
 // Architectures lists the supported values of config.json's "architectures".
-var Architectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+var Architectures = hfmodel.Architectures
 
-var modelTypes = map[string]string{
-	"llama":   "LlamaForCausalLM",
-	"mistral": "MistralForCausalLM",
-	"qwen2":   "Qwen2ForCausalLM",
-	"qwen3":   "Qwen3ForCausalLM",
-}
+// unsupportedArch is hfmodel's unsupported-architecture error, matching ErrUnsupported too.
+type unsupportedArch struct{ err error }
+
+func (e unsupportedArch) Error() string   { return e.err.Error() }
+func (e unsupportedArch) Unwrap() []error { return []error{e.err, ErrUnsupported} }
 
 // Config is the part of a Hugging Face config.json the decoder needs, with the defaults
 // of transformers' LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config applied.
@@ -83,176 +84,142 @@ func ReadConfig(dir string) (*Config, error) {
 	return cfg, nil
 }
 
-// jsonConfig mirrors config.json; pointers tell absent keys from zero values.
-type jsonConfig struct {
-	Architectures         []string         `json:"architectures"`
-	ModelType             string           `json:"model_type"`
-	HiddenSize            *int             `json:"hidden_size"`
-	IntermediateSize      *int             `json:"intermediate_size"`
-	NumLayers             *int             `json:"num_hidden_layers"`
-	NumHeads              *int             `json:"num_attention_heads"`
-	NumKVHeads            json.RawMessage  `json:"num_key_value_heads"`
-	HeadDim               json.RawMessage  `json:"head_dim"`
-	VocabSize             *int             `json:"vocab_size"`
-	MaxPositionEmbeddings *int             `json:"max_position_embeddings"`
-	RMSNormEps            *float64         `json:"rms_norm_eps"`
-	TieWordEmbeddings     *bool            `json:"tie_word_embeddings"`
-	AttentionBias         *bool            `json:"attention_bias"`
-	MLPBias               *bool            `json:"mlp_bias"`
-	HiddenAct             *string          `json:"hidden_act"`
-	RopeTheta             *float64         `json:"rope_theta"`
-	RopeScaling           map[string]any   `json:"rope_scaling"`
-	RopeParameters        map[string]any   `json:"rope_parameters"`
-	PartialRotaryFactor   *float64         `json:"partial_rotary_factor"`
-	SlidingWindow         json.RawMessage  `json:"sliding_window"`
-	UseSlidingWindow      *bool            `json:"use_sliding_window"`
-	MaxWindowLayers       *int             `json:"max_window_layers"`
-	LayerTypes            []string         `json:"layer_types"`
-	BOSTokenID            json.RawMessage  `json:"bos_token_id"`
-	EOSTokenID            json.RawMessage  `json:"eos_token_id"`
-	Quantization          json.RawMessage  `json:"quantization_config"`
-	TextConfig            *json.RawMessage `json:"text_config"`
+// rawConfig holds what hfmodel's parameter map cannot tell: keys whose explicit null
+// means something other than the class default, and quantization_config verbatim.
+type rawConfig struct {
+	NumKVHeads    json.RawMessage `json:"num_key_value_heads"`
+	HeadDim       json.RawMessage `json:"head_dim"`
+	SlidingWindow json.RawMessage `json:"sliding_window"`
+	Quantization  json.RawMessage `json:"quantization_config"`
 }
 
-// ParseConfig parses a config.json.
+func isNull(raw json.RawMessage) bool { return string(raw) == "null" }
+
+// ParseConfig parses a config.json. The architecture, the class defaults and the sizes come
+// from hfmodel.ParseConfig; this adds what only the runtime needs.
 func ParseConfig(raw []byte) (*Config, error) {
-	var j jsonConfig
+	hc, err := hfmodel.ParseConfig(raw)
+	if err != nil {
+		if errors.Is(err, hfmodel.ErrUnsupportedArchitecture) {
+			return nil, unsupportedArch{err}
+		}
+		return nil, err
+	}
+	var j rawConfig
 	if err := json.Unmarshal(raw, &j); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
 	}
-	arch := ""
-	if len(j.Architectures) > 0 {
-		arch = j.Architectures[0]
-	} else if a, ok := modelTypes[j.ModelType]; ok {
-		arch = a
-	}
-	if !slices.Contains(Architectures, arch) {
-		name := arch
-		if name == "" {
-			name = fmt.Sprintf("with model_type %q", j.ModelType)
-		}
-		return nil, fmt.Errorf("%w architecture %s (supported: %s)", ErrUnsupported, name, strings.Join(Architectures, ", "))
-	}
-	// Defaults of the transformers config classes.
-	type defaults struct {
-		vocab, hidden, inter, layers, heads, kv, maxPos int
-		kvFromHeads                                     bool
-		headDim                                         int // 0: hidden/heads
-		eps, theta                                      float64
-	}
-	var d defaults
-	switch arch {
-	case "LlamaForCausalLM":
-		d = defaults{32000, 4096, 11008, 32, 32, 0, 2048, true, 0, 1e-6, 10000}
-	case "MistralForCausalLM":
-		d = defaults{32000, 4096, 14336, 32, 32, 8, 131072, false, 0, 1e-6, 10000}
-	case "Qwen2ForCausalLM":
-		d = defaults{151936, 4096, 22016, 32, 32, 32, 32768, false, 0, 1e-6, 10000}
-	case "Qwen3ForCausalLM":
-		d = defaults{151936, 4096, 22016, 32, 32, 32, 32768, false, 128, 1e-6, 10000}
-	}
-	intOr := func(p *int, def int) int {
-		if p != nil {
-			return *p
-		}
-		return def
-	}
 	c := &Config{
-		Architecture:          arch,
-		VocabSize:             intOr(j.VocabSize, d.vocab),
-		HiddenSize:            intOr(j.HiddenSize, d.hidden),
-		IntermediateSize:      intOr(j.IntermediateSize, d.inter),
-		NumLayers:             intOr(j.NumLayers, d.layers),
-		NumHeads:              intOr(j.NumHeads, d.heads),
-		MaxPositionEmbeddings: intOr(j.MaxPositionEmbeddings, d.maxPos),
-		RMSNormEps:            d.eps,
+		Architecture:          hc.Architecture,
+		VocabSize:             hc.VocabSize,
+		HiddenSize:            hc.HiddenSize,
+		IntermediateSize:      hc.IntermediateSize,
+		NumLayers:             hc.NumLayers,
+		NumHeads:              hc.NumHeads,
+		NumKVHeads:            hc.NumKVHeads,
+		MaxPositionEmbeddings: hc.MaxPositionEmbeddings,
+		RMSNormEps:            hc.RMSNormEps,
+		TieWordEmbeddings:     hc.TieWordEmbeddings,
 		Quantization:          j.Quantization,
 	}
-	if j.RMSNormEps != nil {
-		c.RMSNormEps = *j.RMSNormEps
-	}
-	kv, kvSet, err := optInt(j.NumKVHeads, "num_key_value_heads")
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case kvSet:
-		c.NumKVHeads = kv
-	case len(j.NumKVHeads) == 0 && !d.kvFromHeads:
-		c.NumKVHeads = d.kv
-	default: // null, or absent where the default is "as many as attention heads"
+	// transformers' configs turn an explicit null into "as many as attention heads";
+	// hfmodel keeps the converter's view, where the class default stands in.
+	if isNull(j.NumKVHeads) {
 		c.NumKVHeads = c.NumHeads
+		if c.NumHeads%c.NumKVHeads != 0 {
+			return nil, fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", ErrBadConfig, c.NumHeads, c.NumKVHeads)
+		}
 	}
-	if c.NumHeads <= 0 || c.HiddenSize <= 0 || c.NumLayers <= 0 || c.IntermediateSize <= 0 || c.VocabSize <= 0 || c.NumKVHeads <= 0 {
-		return nil, fmt.Errorf("%w: hidden_size %d, intermediate_size %d, num_hidden_layers %d, num_attention_heads %d, num_key_value_heads %d, vocab_size %d must all be positive",
-			ErrBadConfig, c.HiddenSize, c.IntermediateSize, c.NumLayers, c.NumHeads, c.NumKVHeads, c.VocabSize)
-	}
-	if c.NumHeads%c.NumKVHeads != 0 {
-		return nil, fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", ErrBadConfig, c.NumHeads, c.NumKVHeads)
-	}
-	hd, hdSet, err := optInt(j.HeadDim, "head_dim")
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case hdSet && hd > 0:
-		c.HeadDim = hd
-	case len(j.HeadDim) == 0 && d.headDim > 0:
-		c.HeadDim = d.headDim
-	default:
+	// head_dim is hidden_size/num_attention_heads unless config.json sets it or the class has
+	// its own default (Qwen3); Qwen2 has none at all, so hfmodel reports 0.
+	explicitHD := len(j.HeadDim) > 0 && !isNull(j.HeadDim)
+	c.HeadDim = hc.HeadDim
+	if !explicitHD && (hc.HeadDim == 0 || isNull(j.HeadDim) || hc.HeadDim == hc.HiddenSize/hc.NumHeads) {
 		if c.HiddenSize%c.NumHeads != 0 {
 			return nil, fmt.Errorf("%w: hidden_size %d is not a multiple of num_attention_heads %d and head_dim is not set", ErrBadConfig, c.HiddenSize, c.NumHeads)
 		}
 		c.HeadDim = c.HiddenSize / c.NumHeads
 	}
-	if j.HiddenAct != nil && *j.HiddenAct != "silu" && *j.HiddenAct != "swish" {
-		return nil, fmt.Errorf("%w hidden_act %q (supported: silu)", ErrUnsupported, *j.HiddenAct)
+	act, err := optString(hc.Params, "hidden_act")
+	if err != nil {
+		return nil, err
 	}
-	if j.TieWordEmbeddings != nil {
-		c.TieWordEmbeddings = *j.TieWordEmbeddings
+	if act != "" && act != "silu" && act != "swish" {
+		return nil, fmt.Errorf("%w hidden_act %q (supported: silu)", ErrUnsupported, act)
 	}
-	attnBias := j.AttentionBias != nil && *j.AttentionBias
-	switch arch {
+	attnBias, err := optBool(hc.Params, "attention_bias")
+	if err != nil {
+		return nil, err
+	}
+	switch c.Architecture {
 	case "LlamaForCausalLM":
 		c.AttentionBias, c.OutputBias = attnBias, attnBias
-		c.MLPBias = j.MLPBias != nil && *j.MLPBias
+		if c.MLPBias, err = optBool(hc.Params, "mlp_bias"); err != nil {
+			return nil, err
+		}
 	case "Qwen2ForCausalLM":
 		c.AttentionBias = true
 	case "Qwen3ForCausalLM":
 		c.AttentionBias, c.OutputBias = attnBias, attnBias
 		c.QKNorm = true
 	}
-	if err := c.parseWindows(&j); err != nil {
+	if err := c.parseWindows(hc, j.SlidingWindow); err != nil {
 		return nil, err
 	}
-	if err := c.parseRope(&j, d.theta); err != nil {
+	if err := c.parseRope(hc); err != nil {
 		return nil, err
 	}
-	c.BOSTokenID = firstID(j.BOSTokenID)
-	c.EOSTokenID = firstID(j.EOSTokenID)
+	c.BOSTokenID = firstID(hc.Params["bos_token_id"])
+	c.EOSTokenID = firstID(hc.Params["eos_token_id"])
 	return c, nil
 }
 
-// optInt reads an integer that may be absent or null.
-func optInt(raw json.RawMessage, key string) (v int, set bool, err error) {
-	if len(raw) == 0 || string(raw) == "null" {
+func optString(params map[string]any, key string) (string, error) {
+	switch v := params[key].(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
+	default:
+		return "", fmt.Errorf("%w: %q must be a string, got %v", ErrBadConfig, key, v)
+	}
+}
+
+func optBool(params map[string]any, key string) (bool, error) {
+	switch v := params[key].(type) {
+	case nil:
+		return false, nil
+	case bool:
+		return v, nil
+	default:
+		return false, fmt.Errorf("%w: %q must be true or false, got %v", ErrBadConfig, key, v)
+	}
+}
+
+// optInt reads an integer parameter that may be absent or null.
+func optInt(params map[string]any, key string) (v int, set bool, err error) {
+	switch n := params[key].(type) {
+	case nil:
 		return 0, false, nil
+	case json.Number:
+		if i, err := n.Int64(); err == nil {
+			return int(i), true, nil
+		}
+	case int:
+		return n, true, nil
 	}
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return 0, false, fmt.Errorf("%w: %s: %v", ErrBadConfig, key, err)
-	}
-	return v, true, nil
+	return 0, false, fmt.Errorf("%w: %q must be an integer, got %v", ErrBadConfig, key, params[key])
 }
 
 // firstID reads a token id that may be null, a number or a list of numbers.
-func firstID(raw json.RawMessage) int {
-	var n int
-	if json.Unmarshal(raw, &n) == nil && len(raw) > 0 && string(raw) != "null" {
-		return n
+func firstID(v any) int {
+	if l, ok := v.([]any); ok && len(l) > 0 {
+		v = l[0]
 	}
-	var l []int
-	if json.Unmarshal(raw, &l) == nil && len(l) > 0 {
-		return l[0]
+	if n, ok := v.(json.Number); ok {
+		if i, err := n.Int64(); err == nil {
+			return int(i)
+		}
 	}
 	return -1
 }
@@ -261,46 +228,52 @@ func firstID(raw json.RawMessage) int {
 // Mistral applies sliding_window (default 4096, null for none) to every layer; Qwen2 and
 // Qwen3 only with use_sliding_window, to the layers from max_window_layers (default 28)
 // on; an explicit layer_types list chooses the layers instead.
-func (c *Config) parseWindows(j *jsonConfig) error {
+func (c *Config) parseWindows(hc *hfmodel.Config, rawWindow json.RawMessage) error {
 	c.SlidingWindow = make([]int, c.NumLayers)
 	window, first := 0, 0
-	var set *int
-	if len(j.SlidingWindow) > 0 && string(j.SlidingWindow) != "null" {
-		var w int
-		if err := json.Unmarshal(j.SlidingWindow, &w); err != nil {
-			return fmt.Errorf("%w: sliding_window: %v", ErrBadConfig, err)
-		}
-		set = &w
+	// hfmodel fills in Mistral's default window of 4096 also for an explicit null, which
+	// MistralConfig keeps as "no window".
+	set, hasWindow, err := optInt(hc.Params, "sliding_window")
+	if err != nil {
+		return err
 	}
+	hasWindow = hasWindow && !isNull(rawWindow)
 	switch c.Architecture {
 	case "MistralForCausalLM":
-		switch {
-		case set != nil:
-			window = *set
-		case len(j.SlidingWindow) == 0:
-			window = 4096
+		if hasWindow {
+			window = set
 		}
 	case "Qwen2ForCausalLM", "Qwen3ForCausalLM":
-		if j.UseSlidingWindow != nil && *j.UseSlidingWindow {
+		use, err := optBool(hc.Params, "use_sliding_window")
+		if err != nil {
+			return err
+		}
+		if use {
 			window = 4096
-			if set != nil {
-				window = *set
+			if hasWindow {
+				window = set
 			}
 		}
 		first = 28
-		if j.MaxWindowLayers != nil {
-			first = *j.MaxWindowLayers
+		if n, ok, err := optInt(hc.Params, "max_window_layers"); err != nil {
+			return err
+		} else if ok {
+			first = n
 		}
 	}
 	if window < 0 {
 		return fmt.Errorf("%w: sliding_window %d is negative", ErrBadConfig, window)
 	}
 	// Mistral's attention applies sliding_window on every layer whatever layer_types says.
-	if j.LayerTypes != nil && c.Architecture != "MistralForCausalLM" {
-		if len(j.LayerTypes) != c.NumLayers {
-			return fmt.Errorf("%w: layer_types has %d entries for %d layers", ErrBadConfig, len(j.LayerTypes), c.NumLayers)
+	if lt := hc.Params["layer_types"]; lt != nil && c.Architecture != "MistralForCausalLM" {
+		types, ok := lt.([]any)
+		if !ok {
+			return fmt.Errorf("%w: layer_types must be a list, got %v", ErrBadConfig, lt)
 		}
-		for i, t := range j.LayerTypes {
+		if len(types) != c.NumLayers {
+			return fmt.Errorf("%w: layer_types has %d entries for %d layers", ErrBadConfig, len(types), c.NumLayers)
+		}
+		for i, t := range types {
 			switch t {
 			case "full_attention":
 			case "sliding_attention":
@@ -317,61 +290,58 @@ func (c *Config) parseWindows(j *jsonConfig) error {
 	return nil
 }
 
-func (c *Config) parseRope(j *jsonConfig, defaultTheta float64) error {
-	params := j.RopeParameters
-	if params == nil {
-		params = j.RopeScaling
-	}
-	r := Rope{Type: "default", Theta: defaultTheta, Factor: 1, Truncate: true}
-	if j.RopeTheta != nil {
-		r.Theta = *j.RopeTheta
-	}
-	partial := 1.0
-	if j.PartialRotaryFactor != nil {
-		partial = *j.PartialRotaryFactor
-	}
-	num := func(key string) (float64, bool, error) {
-		v, ok := params[key]
-		if !ok || v == nil {
+// parseRope reads hfmodel's merged rope parameters (rope_parameters, or rope_scaling plus
+// rope_theta, with transformers' default theta).
+func (c *Config) parseRope(hc *hfmodel.Config) error {
+	params := hc.Rope
+	r := Rope{Type: "default", Theta: 10000, Factor: 1, Truncate: true}
+	num := func(m map[string]any, key string) (float64, bool, error) {
+		switch v := m[key].(type) {
+		case nil:
 			return 0, false, nil
+		case json.Number:
+			if f, err := v.Float64(); err == nil {
+				return f, true, nil
+			}
+		case float64:
+			return v, true, nil
 		}
-		f, isNum := v.(float64)
-		if !isNum {
-			return 0, false, fmt.Errorf("%w: rope parameter %s is %v, not a number", ErrBadConfig, key, v)
-		}
-		return f, true, nil
+		return 0, false, fmt.Errorf("%w: rope parameter %s is %v, not a number", ErrBadConfig, key, m[key])
 	}
-	if params != nil {
-		if t, ok := params["rope_type"].(string); ok {
-			r.Type = t
-		} else if t, ok := params["type"].(string); ok {
-			r.Type = t
-		}
-		for _, f := range []struct {
-			key string
-			dst *float64
-		}{
-			{"rope_theta", &r.Theta}, {"factor", &r.Factor}, {"low_freq_factor", &r.LowFreqFactor},
-			{"high_freq_factor", &r.HighFreqFactor}, {"beta_fast", &r.BetaFast}, {"beta_slow", &r.BetaSlow},
-			{"attention_factor", &r.AttentionFactor}, {"mscale", &r.Mscale}, {"mscale_all_dim", &r.MscaleAllDim},
-			{"partial_rotary_factor", &partial},
-		} {
-			v, ok, err := num(f.key)
-			if err != nil {
-				return err
-			}
-			if ok {
-				*f.dst = v
-			}
-		}
-		if v, ok, err := num("original_max_position_embeddings"); err != nil {
+	partial, ok, err := num(hc.Params, "partial_rotary_factor")
+	if err != nil {
+		return err
+	}
+	if !ok {
+		partial = 1
+	}
+	if t, ok := params["rope_type"].(string); ok {
+		r.Type = t
+	}
+	for _, f := range []struct {
+		key string
+		dst *float64
+	}{
+		{"rope_theta", &r.Theta}, {"factor", &r.Factor}, {"low_freq_factor", &r.LowFreqFactor},
+		{"high_freq_factor", &r.HighFreqFactor}, {"beta_fast", &r.BetaFast}, {"beta_slow", &r.BetaSlow},
+		{"attention_factor", &r.AttentionFactor}, {"mscale", &r.Mscale}, {"mscale_all_dim", &r.MscaleAllDim},
+		{"partial_rotary_factor", &partial},
+	} {
+		v, ok, err := num(params, f.key)
+		if err != nil {
 			return err
-		} else if ok {
-			r.OriginalMaxPositionEmbeddings = int(v)
 		}
-		if t, ok := params["truncate"].(bool); ok {
-			r.Truncate = t
+		if ok {
+			*f.dst = v
 		}
+	}
+	if v, ok, err := num(params, "original_max_position_embeddings"); err != nil {
+		return err
+	} else if ok {
+		r.OriginalMaxPositionEmbeddings = int(v)
+	}
+	if t, ok := params["truncate"].(bool); ok {
+		r.Truncate = t
 	}
 	if r.Theta <= 0 || math.IsNaN(r.Theta) {
 		return fmt.Errorf("%w: rope_theta %v must be positive", ErrBadConfig, r.Theta)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/sharedtest"
 )
 
@@ -148,4 +149,20 @@ func fmtErr(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+func TestParseConfigErrorsMatchHFModel(t *testing.T) {
+	cases := []struct {
+		json string
+		err  error
+	}{
+		{`{"architectures":["GPT2LMHeadModel"]}`, hfmodel.ErrUnsupportedArchitecture},
+		{`{"architectures":["LlamaForCausalLM"],"num_hidden_layers":0}`, hfmodel.ErrBadConfig},
+		{`{"architectures":["LlamaForCausalLM"],"rope_scaling":{"rope_type":"linear"}}`, hfmodel.ErrBadConfig},
+	}
+	for _, c := range cases {
+		if _, err := ParseConfig([]byte(c.json)); !errors.Is(err, c.err) {
+			t.Errorf("%s: error %v, want %v", c.json, err, c.err)
+		}
+	}
 }

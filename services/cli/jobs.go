@@ -240,21 +240,9 @@ func printModel(w io.Writer, res *domain.QuantizedModel, level string) {
 }
 
 func runStatus(ctx context.Context, env Env, args []string) error {
-	var f fleetFlags
-	fs := newFlagSet("status", env)
-	f.register(fs, env)
-	id, err := parseWithJob(fs, args)
+	f, _, id, c, closeFn, err := jobClient(ctx, env, "status", args)
 	if err != nil {
 		return err
-	}
-	verb, err := f.parse()
-	if err != nil {
-		return err
-	}
-	log := logger(env, verb, f.json)
-	c, closeFn, err := f.connect(ctx, log, false)
-	if err != nil {
-		return asUsage(err)
 	}
 	defer closeFn()
 	j, err := c.Job(ctx, id)
@@ -265,21 +253,9 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 }
 
 func runWatch(ctx context.Context, env Env, args []string) error {
-	var f fleetFlags
-	fs := newFlagSet("watch", env)
-	f.register(fs, env)
-	id, err := parseWithJob(fs, args)
+	f, verb, id, c, closeFn, err := jobClient(ctx, env, "watch", args)
 	if err != nil {
 		return err
-	}
-	verb, err := f.parse()
-	if err != nil {
-		return err
-	}
-	log := logger(env, verb, f.json)
-	c, closeFn, err := f.connect(ctx, log, false)
-	if err != nil {
-		return asUsage(err)
 	}
 	defer closeFn()
 	w := newJobWatcher(env, verb, f.json)
@@ -351,21 +327,9 @@ func runList(ctx context.Context, env Env, args []string) error {
 }
 
 func runCancel(ctx context.Context, env Env, args []string) error {
-	var f fleetFlags
-	fs := newFlagSet("cancel", env)
-	f.register(fs, env)
-	id, err := parseWithJob(fs, args)
+	f, _, id, c, closeFn, err := jobClient(ctx, env, "cancel", args)
 	if err != nil {
 		return err
-	}
-	verb, err := f.parse()
-	if err != nil {
-		return err
-	}
-	log := logger(env, verb, f.json)
-	c, closeFn, err := f.connect(ctx, log, false)
-	if err != nil {
-		return asUsage(err)
 	}
 	defer closeFn()
 	j, err := c.Cancel(ctx, id)
@@ -559,4 +523,22 @@ func runUpload(ctx context.Context, env Env, args []string) error {
 		Uploaded bool   `json:"uploaded"`
 	}{u, uploaded}
 	return printResult(env, f.json, out, func(w io.Writer) { fmt.Fprintln(w, u) })
+}
+
+// jobClient parses the flags of a command that takes one job id and needs only NATS, and connects.
+func jobClient(ctx context.Context, env Env, name string, args []string) (f *fleetFlags, verb domain.Verbosity, id string, c *client.Client, closeFn func(), err error) {
+	f = &fleetFlags{}
+	fs := newFlagSet(name, env)
+	f.register(fs, env)
+	if id, err = parseWithJob(fs, args); err != nil {
+		return
+	}
+	if verb, err = f.parse(); err != nil {
+		return
+	}
+	c, closeFn, err = f.connect(ctx, logger(env, verb, f.json), false)
+	if err != nil {
+		err = asUsage(err)
+	}
+	return
 }
