@@ -54,8 +54,9 @@ var archDefaults = map[string]map[string]any{
 }
 
 // headDimDerived marks the config classes that set head_dim = hidden_size / num_attention_heads when
-// it is absent (Qwen2Config has no head_dim at all).
-var headDimDerived = map[string]bool{"LlamaForCausalLM": true, "MistralForCausalLM": true}
+// it is None: absent or null for Llama and Mistral, only an explicit null for Qwen3 (whose class
+// default is 128). Qwen2Config has no head_dim at all.
+var headDimDerived = map[string]bool{"LlamaForCausalLM": true, "MistralForCausalLM": true, "Qwen3ForCausalLM": true}
 
 // Config is a parsed config.json with class defaults applied.
 type Config struct {
@@ -114,8 +115,10 @@ func ParseConfig(data []byte) (*Config, error) {
 		}
 		return nil, fmt.Errorf("%w %s (supported: %s)", ErrUnsupportedArchitecture, name, strings.Join(Architectures, ", "))
 	}
+	// A class default fills an absent key only: an explicit null means what the class makes of
+	// None (num_key_value_heads → num_attention_heads, head_dim → hidden_size/num_attention_heads).
 	for k, v := range defaults {
-		if params[k] == nil {
+		if _, present := params[k]; !present {
 			params[k] = v
 		}
 	}

@@ -32,3 +32,27 @@ func TestParseConfigArchitecture(t *testing.T) {
 		}
 	}
 }
+
+// TestParseConfigNulls checks that an explicit null means what transformers' config classes make of
+// None, while an absent key gets the class default.
+func TestParseConfigNulls(t *testing.T) {
+	cases := []struct {
+		name, json   string
+		kv, headDim int
+	}{
+		{"mistral absent kv", `{"architectures":["MistralForCausalLM"],"hidden_size":256,"num_attention_heads":8}`, 8, 32},
+		{"mistral null kv", `{"architectures":["MistralForCausalLM"],"hidden_size":256,"num_attention_heads":4,"num_key_value_heads":null}`, 4, 64},
+		{"qwen3 absent head_dim", `{"architectures":["Qwen3ForCausalLM"],"hidden_size":256,"num_attention_heads":4,"num_key_value_heads":2}`, 2, 128},
+		{"qwen3 null head_dim", `{"architectures":["Qwen3ForCausalLM"],"hidden_size":256,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":null}`, 2, 64},
+		{"qwen2 has none", `{"architectures":["Qwen2ForCausalLM"],"hidden_size":256,"num_attention_heads":4,"num_key_value_heads":2}`, 2, 0},
+	}
+	for _, c := range cases {
+		cfg, err := ParseConfig([]byte(c.json))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if cfg.NumKVHeads != c.kv || cfg.HeadDim != c.headDim {
+			t.Errorf("%s: kv %d head_dim %d, want %d %d", c.name, cfg.NumKVHeads, cfg.HeadDim, c.kv, c.headDim)
+		}
+	}
+}
