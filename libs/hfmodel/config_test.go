@@ -37,7 +37,7 @@ func TestParseConfigArchitecture(t *testing.T) {
 // None, while an absent key gets the class default.
 func TestParseConfigNulls(t *testing.T) {
 	cases := []struct {
-		name, json   string
+		name, json  string
 		kv, headDim int
 	}{
 		{"mistral absent kv", `{"architectures":["MistralForCausalLM"],"hidden_size":256,"num_attention_heads":8}`, 8, 32},
