@@ -228,6 +228,12 @@ func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, opts 
 		}
 	}
 	po := minio.PutObjectOptions{PartSize: opts.PartSize}
+	if size == 0 {
+		// Over plain HTTP minio-go signs bodies as aws-chunked streams. An empty stream still carries
+		// a final chunk, which some servers (versitygw) leave unread on the connection; the next
+		// request on it then reads a stray 400. An empty object needs no payload signature.
+		po.DisableContentSha256 = true
+	}
 	if size < 0 && po.PartSize == 0 {
 		// Without a part size minio-go sizes parts for a 5 TiB object (~537 MiB buffers).
 		po.PartSize = s.partSize
