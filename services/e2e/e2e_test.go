@@ -152,7 +152,7 @@ func TestFleet(t *testing.T) {
 		}
 		stop := time.Now()
 		c.kill("worker2", syscall.SIGTERM)
-		if took := time.Since(stop); took > 3*time.Second {
+		if took := time.Since(stop); took > 10*time.Second {
 			t.Errorf("worker2 took %v to stop", took)
 		}
 		if len(logLines(w2, "handing task back")) == 0 {
@@ -168,8 +168,9 @@ func TestFleet(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		if again == 0 || again > 3*time.Second {
-			t.Errorf("task %s restarted after %v, want promptly (< 3 s; AckWait is 4 s)", held, again)
+		// Redelivery by AckWait expiry would take 4 s or more: anything sooner was the Nak.
+		if again == 0 || again >= 4*time.Second {
+			t.Errorf("task %s restarted after %v, want before AckWait (4 s) expires", held, again)
 		}
 		c.waitDone(id, 60*time.Second)
 		c.getAndCompare(id)
