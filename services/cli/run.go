@@ -134,15 +134,17 @@ func startLocal(ctx context.Context, env Env, dataDir string, workers int, natsP
 }
 
 type devServerFlags struct {
-	dir, natsAddr, natsHTTP, s3Addr, bucket string
+	dir, natsAddr, natsHTTP, s3Addr, bucket, serve string
 }
 
 // runDevServers is `quantfleet dev-servers`: a NATS server with JetStream and an S3 server (the
-// Versity gateway) in one process, for a fleet on one machine and for tests.
+// Versity gateway), for a fleet on one machine and for tests; --serve picks one of them, so that
+// each can run in a process of its own.
 func runDevServers(ctx context.Context, env Env, args []string) error {
 	var f devServerFlags
 	fs := newFlagSet("dev-servers", env)
 	fs.StringVar(&f.dir, "dir", "", "data directory (NATS store and objects) (required)")
+	fs.StringVar(&f.serve, "serve", "nats,s3", "which servers to run: nats, s3 or nats,s3")
 	fs.StringVar(&f.natsAddr, "nats-addr", "127.0.0.1:4222", "NATS client address")
 	fs.StringVar(&f.natsHTTP, "nats-http-addr", "", "NATS monitoring address (/healthz, /jsz), e.g. 127.0.0.1:8222")
 	fs.StringVar(&f.s3Addr, "s3-addr", "127.0.0.1:7070", "S3 address")
@@ -153,48 +155,65 @@ func runDevServers(ctx context.Context, env Env, args []string) error {
 	if f.dir == "" {
 		return usagef("--dir is required")
 	}
-	ak, sk := env.Getenv("AWS_ACCESS_KEY_ID"), env.Getenv("AWS_SECRET_ACCESS_KEY")
-	if ak == "" || sk == "" {
-		return usagef("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: they become the S3 server's root credentials")
+	serveNATS, serveS3 := false, false
+	for _, s := range strings.Split(f.serve, ",") {
+		switch strings.TrimSpace(s) {
+		case "nats":
+			serveNATS = true
+		case "s3":
+			serveS3 = true
+		default:
+			return usagef("--serve %q: want nats, s3 or nats,s3", f.serve)
+		}
 	}
 	dir, err := filepath.Abs(f.dir)
 	if err != nil {
 		return err
 	}
-	host, port, err := splitPort(f.natsAddr)
-	if err != nil {
-		return usagef("--nats-addr: %v", err)
-	}
-	nopts := natsembed.Options{Dir: filepath.Join(dir, "nats"), Host: host, Port: port}
-	if f.natsHTTP != "" {
-		h, p, err := splitPort(f.natsHTTP)
-		if err != nil || h != host {
-			return usagef("--nats-http-addr must be on the host of --nats-addr (%s)", host)
+	ready := map[string]string{}
+	if serveNATS {
+		host, port, err := splitPort(f.natsAddr)
+		if err != nil {
+			return usagef("--nats-addr: %v", err)
 		}
-		nopts.HTTPPort = p
+		nopts := natsembed.Options{Dir: filepath.Join(dir, "nats"), Host: host, Port: port}
+		if f.natsHTTP != "" {
+			h, p, err := splitPort(f.natsHTTP)
+			if err != nil || h != host {
+				return usagef("--nats-http-addr must be on the host of --nats-addr (%s)", host)
+			}
+			nopts.HTTPPort = p
+		}
+		ns, err := natsembed.Start(nopts)
+		if err != nil {
+			return err
+		}
+		defer ns.Shutdown()
+		ready["nats_url"], ready["nats_monitor"] = ns.ClientURL(), ns.MonitorURL()
 	}
-	ns, err := natsembed.Start(nopts)
-	if err != nil {
-		return err
+	if serveS3 {
+		ak, sk := env.Getenv("AWS_ACCESS_KEY_ID"), env.Getenv("AWS_SECRET_ACCESS_KEY")
+		if ak == "" || sk == "" {
+			return usagef("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: they become the S3 server's root credentials")
+		}
+		s3, err := s3embed.StartWithOptions(ctx, filepath.Join(dir, "s3"), s3embed.Options{Addr: f.s3Addr, AccessKey: ak, SecretKey: sk})
+		if err != nil {
+			return err
+		}
+		defer s3.Close()
+		cfg := fleet.Config{S3Endpoint: s3.Endpoint, S3Insecure: true, S3Bucket: f.bucket, S3Region: s3.Region, S3AccessKey: ak, S3SecretKey: sk}
+		store, err := cfg.OpenStore("")
+		if err != nil {
+			return err
+		}
+		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = store.EnsureBucket(bctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		ready["s3_endpoint"], ready["s3_bucket"] = s3.Endpoint, f.bucket
 	}
-	defer ns.Shutdown()
-	s3, err := s3embed.StartWithOptions(ctx, filepath.Join(dir, "s3"), s3embed.Options{Addr: f.s3Addr, AccessKey: ak, SecretKey: sk})
-	if err != nil {
-		return err
-	}
-	defer s3.Close()
-	cfg := fleet.Config{S3Endpoint: s3.Endpoint, S3Insecure: true, S3Bucket: f.bucket, S3Region: s3.Region, S3AccessKey: ak, S3SecretKey: sk}
-	store, err := cfg.OpenStore("")
-	if err != nil {
-		return err
-	}
-	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = store.EnsureBucket(bctx)
-	cancel()
-	if err != nil {
-		return err
-	}
-	ready := map[string]string{"nats_url": ns.ClientURL(), "s3_endpoint": s3.Endpoint, "s3_bucket": f.bucket, "nats_monitor": ns.MonitorURL()}
 	_ = json.NewEncoder(env.Stdout).Encode(ready)
 	<-ctx.Done()
 	return nil

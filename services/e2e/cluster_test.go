@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -145,10 +146,11 @@ type cluster struct {
 	procs   map[string]*proc
 	rt      *fleet.Runtime
 	c       *client.Client
-	servers *proc
+	servers []*proc // the NATS server and the S3 server, one process each
 }
 
-// newCluster starts `quantfleet dev-servers` (NATS + S3 in their own process).
+// newCluster starts a NATS server and an S3 server, each in a process of its own
+// (`quantfleet dev-servers --serve nats|s3`).
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	c := &cluster{t: t, dir: t.TempDir(), procs: map[string]*proc{}}
@@ -157,9 +159,13 @@ func newCluster(t *testing.T) *cluster {
 	c.s3 = fmt.Sprintf("127.0.0.1:%d", s3Port)
 	c.env = append(os.Environ(), "NATS_URL="+c.natsURL, "S3_ENDPOINT="+c.s3, "S3_INSECURE=true", "S3_BUCKET=quantfleet",
 		"AWS_ACCESS_KEY_ID="+s3AccessKey, "AWS_SECRET_ACCESS_KEY="+s3SecretKey, "LOG_LEVEL=debug")
-	c.servers = c.start("servers", "quantfleet", []string{"dev-servers", "--dir", filepath.Join(c.dir, "data"),
-		"--nats-addr", fmt.Sprintf("127.0.0.1:%d", natsPort), "--s3-addr", c.s3})
-	c.waitLog(c.servers, `"s3_endpoint"`, 30*time.Second)
+	natsProc := c.start("nats", "quantfleet", []string{"dev-servers", "--serve", "nats", "--dir", filepath.Join(c.dir, "data"),
+		"--nats-addr", fmt.Sprintf("127.0.0.1:%d", natsPort)})
+	s3Proc := c.start("s3", "quantfleet", []string{"dev-servers", "--serve", "s3", "--dir", filepath.Join(c.dir, "data"),
+		"--s3-addr", c.s3})
+	c.servers = []*proc{natsProc, s3Proc}
+	c.waitLog(natsProc, `"nats_url"`, 30*time.Second)
+	c.waitLog(s3Proc, `"s3_endpoint"`, 30*time.Second)
 	t.Cleanup(c.stopAll)
 	cfg := fleet.Config{NATSURL: c.natsURL, S3Endpoint: c.s3, S3Insecure: true, S3Bucket: "quantfleet", S3Region: "us-east-1",
 		S3AccessKey: s3AccessKey, S3SecretKey: s3SecretKey}
@@ -254,7 +260,7 @@ func (c *cluster) stopAll() {
 	c.mu.Lock()
 	ps := make([]*proc, 0, len(c.procs))
 	for _, p := range c.procs {
-		if p != c.servers {
+		if !slices.Contains(c.servers, p) {
 			ps = append(ps, p)
 		}
 	}
@@ -272,16 +278,18 @@ func (c *cluster) stopAll() {
 			<-p.done
 		}
 	}
-	if c.servers.alive() {
-		_ = c.servers.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.servers.done:
-		case <-time.After(10 * time.Second):
-			_ = c.servers.cmd.Process.Kill()
+	for _, srv := range c.servers {
+		if srv.alive() {
+			_ = srv.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-srv.done:
+			case <-time.After(10 * time.Second):
+				_ = srv.cmd.Process.Kill()
+			}
 		}
 	}
 	if c.t.Failed() {
-		for _, p := range append(ps, c.servers) {
+		for _, p := range append(ps, c.servers...) {
 			b, _ := os.ReadFile(p.log)
 			if len(b) > 6000 {
 				b = b[len(b)-6000:]

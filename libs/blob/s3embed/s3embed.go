@@ -223,8 +223,10 @@ func (s *Server) Close() error {
 			if err != nil && !errors.Is(err, context.Canceled) {
 				s.err = err
 			}
-		case <-time.After(10 * time.Second):
-			s.err = errors.New("s3embed: gateway did not stop within 10s")
+		case <-time.After(30 * time.Second):
+			// The gateway's own API-server shutdown waits up to 10 s for open connections
+			// (keep-alives of clients in this process), then stops the rest.
+			s.err = errors.New("s3embed: gateway did not stop within 30s")
 		}
 		_ = os.Chdir(s.OrigDir)
 		running.Unlock()
