@@ -2,6 +2,7 @@ package convert
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 
@@ -96,7 +97,7 @@ func (t TensorPlan) Produce(src Source, rope RopeFreqs) ([]byte, error) {
 		if err := safetensors.DecodeFloat32(st.DType, raw, data); err != nil {
 			return nil, fmt.Errorf("tensor %s: %w", t.Source, err)
 		}
-		if err := ggml.ValidateRowData(ggml.F32, f32Bytes(data)); err != nil {
+		if err := checkFinite(data); err != nil {
 			return nil, fmt.Errorf("tensor %s: %w", t.Source, err)
 		}
 		if t.PermuteHeads > 0 {
@@ -130,6 +131,18 @@ func (t TensorPlan) Produce(src Source, rope RopeFreqs) ([]byte, error) {
 		return nil, fmt.Errorf("tensor %s: quantized data validation failed: %w", t.Name, err)
 	}
 	return out, nil
+}
+
+// ErrNotFinite reports a NaN or Inf in a source tensor; llama-quantize refuses such input too.
+var ErrNotFinite = errors.New("value is NaN or Inf")
+
+func checkFinite(v []float32) error {
+	for i, f := range v {
+		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+			return fmt.Errorf("element %d: %w", i, ErrNotFinite)
+		}
+	}
+	return nil
 }
 
 func f32Bytes(v []float32) []byte {
