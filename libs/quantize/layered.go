@@ -198,40 +198,7 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 // quantization config must parse, and every tensor of the source model must be there with
 // its shape, dequantizing (quantized linears) to finite values.
 func ValidateCheckpoint(dir string, src *safetensors.Model, rep progress.Reporter) error {
-	if rep == nil {
-		rep = progress.Nop()
-	}
-	if _, err := transformer.ReadConfig(dir); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
-	}
-	c, err := hfquant.Open(dir)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
-	}
-	defer c.Close()
-	if c.Config().Method == "" {
-		return fmt.Errorf("%w: %s has no quantization config", ErrInvalidOutput, dir)
-	}
-	names := c.Names()
-	if len(names) != len(src.Tensors()) {
-		return fmt.Errorf("%w: %d tensors, the source has %d", ErrInvalidOutput, len(names), len(src.Tensors()))
-	}
-	for i, t := range src.Tensors() {
-		data, shape, err := c.Float32(t.Name)
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
-		}
-		if !slices.Equal(shape, t.Shape) {
-			return fmt.Errorf("%w: %s has shape %v, the source %v", ErrInvalidOutput, t.Name, shape, t.Shape)
-		}
-		for j, v := range data {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return fmt.Errorf("%w: %s element %d is %v", ErrInvalidOutput, t.Name, j, v)
-			}
-		}
-		rep.Update(t.Name, int64(i+1))
-	}
-	return nil
+	return ValidateCheckpointTensors(dir, src.Tensors(), rep)
 }
 
 // replaceDir renames the directory tmp to final, replacing a previous final.

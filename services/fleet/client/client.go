@@ -329,7 +329,7 @@ func (c *Client) Download(ctx context.Context, id, dir, name string, progress fu
 	h := sha256.New()
 	var src io.Reader = rc
 	if progress != nil {
-		src = &progressReader{r: rc, f: func(n int64) { progress(n, oi.Size) }}
+		src = &modelstore.ProgressReader{R: rc, F: func(n int64) { progress(n, oi.Size) }}
 	}
 	n, err := io.Copy(io.MultiWriter(tmp, h), src)
 	if err != nil {
@@ -350,19 +350,6 @@ func (c *Client) Download(ctx context.Context, id, dir, name string, progress fu
 	local := *res
 	local.OutputPath = abs
 	return &local, nil
-}
-
-type progressReader struct {
-	r io.Reader
-	n int64
-	f func(int64)
-}
-
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	p.n += int64(n)
-	p.f(p.n)
-	return n, err
 }
 
 // URL returns a presigned download URL of a completed job's file, valid for expiry (1 s to 7 days).

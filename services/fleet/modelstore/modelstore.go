@@ -150,7 +150,7 @@ func putFile(ctx context.Context, store blob.Store, local, key string, f File, p
 	defer fh.Close()
 	var r io.Reader = fh
 	if progress != nil {
-		r = &countReader{r: fh, f: func(n int64) { progress(f.Name, n, f.Size) }}
+		r = &ProgressReader{R: fh, F: func(n int64) { progress(f.Name, n, f.Size) }}
 	}
 	if _, err := store.Put(ctx, key, r, f.Size, blob.PutOptions{}); err != nil {
 		return fmt.Errorf("uploading %s: %w", f.Name, err)
@@ -167,16 +167,17 @@ func putManifest(ctx context.Context, store blob.Store, prefix string, m Manifes
 	return err
 }
 
-type countReader struct {
-	r io.Reader
+// ProgressReader calls F with the running byte count after every Read of R.
+type ProgressReader struct {
+	R io.Reader
+	F func(n int64)
 	n int64
-	f func(int64)
 }
 
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	c.f(c.n)
+func (p *ProgressReader) Read(b []byte) (int, error) {
+	n, err := p.R.Read(b)
+	p.n += int64(n)
+	p.F(p.n)
 	return n, err
 }
 
