@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"quantfleet.dev/libs/fault"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -19,9 +20,9 @@ import (
 
 var (
 	// ErrNotFound is returned when an object (or a compose source) does not exist.
-	ErrNotFound = errors.New("blob: object not found")
+	ErrNotFound = fault.New(fault.ErrPermanent, "blob: object not found")
 	// ErrInvalidKey is returned for a key that breaks the ValidateKey rules.
-	ErrInvalidKey = errors.New("blob: invalid key")
+	ErrInvalidKey = fault.New(fault.ErrBadInput, "blob: invalid key")
 	// ErrInvalidRange is returned for a negative offset or length, or an offset at or past the end of
 	// a non-empty object.
 	ErrInvalidRange = errors.New("blob: invalid range")

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"quantfleet.dev/libs/fault"
 	"strings"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 )
 
 // ErrNoSuchBucket is returned when the S3 store's bucket does not exist.
-var ErrNoSuchBucket = errors.New("blob: bucket does not exist")
+var ErrNoSuchBucket = fault.New(fault.ErrPermanent, "blob: bucket does not exist")
 
 // DefaultPartSize is the part size of S3 uploads of unknown length when PutOptions.PartSize is 0.
 const DefaultPartSize = 16 << 20

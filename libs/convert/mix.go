@@ -2,6 +2,7 @@ package convert
 
 import (
 	"fmt"
+	"quantfleet.dev/libs/fault"
 	"regexp"
 	"sort"
 	"strconv"
@@ -39,7 +40,7 @@ var Levels = []Level{
 }
 
 // ErrUnknownLevel reports a level name that GGUF output does not have.
-var ErrUnknownLevel = fmt.Errorf("unknown GGUF level")
+var ErrUnknownLevel = fault.New(fault.ErrBadInput, "unknown GGUF level")
 
 // LookupLevel finds a level by name, case-insensitively.
 func LookupLevel(name string) (Level, error) {

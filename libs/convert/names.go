@@ -2,12 +2,13 @@ package convert
 
 import (
 	"fmt"
+	"quantfleet.dev/libs/fault"
 	"strconv"
 	"strings"
 )
 
 // ErrUnmappedTensor reports a checkpoint tensor with no GGUF name for the architecture.
-var ErrUnmappedTensor = fmt.Errorf("cannot map tensor")
+var ErrUnmappedTensor = fault.New(fault.ErrBadInput, "cannot map tensor")
 
 // skipTensor reports tensors the converter drops.
 func skipTensor(name string) bool {

@@ -9,16 +9,17 @@ package domain
 import (
 	"errors"
 	"fmt"
+	"quantfleet.dev/libs/fault"
 )
 
 var (
 	// ErrInvalidConfig is wrapped by every validation and parse error of this package.
-	ErrInvalidConfig = errors.New("invalid configuration")
+	ErrInvalidConfig = fault.New(fault.ErrBadInput, "invalid configuration")
 	// ErrIllegalTransition is returned for a job status change the state machine does not allow.
 	ErrIllegalTransition = errors.New("illegal job status transition")
 	// ErrConfigMismatch is returned when a checkpoint's config snapshot differs from the config of a
 	// resume request.
-	ErrConfigMismatch = errors.New("config snapshot does not match")
+	ErrConfigMismatch = fault.New(fault.ErrBadInput, "config snapshot does not match")
 )
 
 // FieldError is a validation error about one field. Its message is one line that starts with the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"quantfleet.dev/libs/fault"
 
 	"quantfleet.dev/libs/ggml"
 )
@@ -19,7 +20,7 @@ var (
 	// ErrVersion reports an unsupported GGUF version (or a big-endian file).
 	ErrVersion = errors.New("gguf: unsupported version")
 	// ErrCorrupt reports an inconsistent header in a file being read.
-	ErrCorrupt = errors.New("gguf: corrupt file")
+	ErrCorrupt = fault.New(fault.ErrBadInput, "gguf: corrupt file")
 	// ErrInvalid reports a header that cannot be written.
 	ErrInvalid = errors.New("gguf: invalid header")
 	// ErrNotFound reports a tensor that is not in the file.

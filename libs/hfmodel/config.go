@@ -6,16 +6,16 @@ package hfmodel
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
+	"quantfleet.dev/libs/fault"
 	"strings"
 )
 
 // ErrUnsupportedArchitecture reports a checkpoint whose architecture quantfleet cannot convert.
-var ErrUnsupportedArchitecture = errors.New("unsupported architecture")
+var ErrUnsupportedArchitecture = fault.New(fault.ErrBadInput, "unsupported architecture")
 
 // ErrBadConfig reports a config.json that is missing required fields or is malformed.
-var ErrBadConfig = errors.New("bad config.json")
+var ErrBadConfig = fault.New(fault.ErrBadInput, "bad config.json")
 
 // Architectures lists the supported `architectures[0]` values of config.json.
 var Architectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}

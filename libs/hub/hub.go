@@ -20,6 +20,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"quantfleet.dev/libs/fault"
 	"strings"
 
 	"go.uber.org/zap"
@@ -30,11 +31,11 @@ const DefaultEndpoint = "https://huggingface.co"
 
 // Errors callers branch on. Errors returned by Client wrap them.
 var (
-	ErrInvalidModelID = errors.New("invalid model id")
-	ErrNotFound       = errors.New("not found on the Hub")
-	ErrAccessDenied   = errors.New("access denied")
+	ErrInvalidModelID = fault.New(fault.ErrBadInput, "invalid model id")
+	ErrNotFound       = fault.New(fault.ErrBadInput, "not found on the Hub")
+	ErrAccessDenied   = fault.New(fault.ErrBadInput, "access denied")
 	ErrChecksum       = errors.New("checksum mismatch")
-	ErrNoFiles        = errors.New("no files to download")
+	ErrNoFiles        = fault.New(fault.ErrBadInput, "no files to download")
 )
 
 // Client downloads model snapshots. The zero value is ready to use: empty

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"quantfleet.dev/libs/fault"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -28,10 +29,10 @@ import (
 const DocumentSeparator = "\n\f\n"
 
 // ErrNotEnoughTokens reports a text too short for the windows or samples asked for.
-var ErrNotEnoughTokens = errors.New("not enough tokens")
+var ErrNotEnoughTokens = fault.New(fault.ErrBadInput, "not enough tokens")
 
 // ErrBadData reports an unreadable document file (bad UTF-8, bad JSONL).
-var ErrBadData = errors.New("bad document data")
+var ErrBadData = fault.New(fault.ErrBadInput, "bad document data")
 
 // isPySpace reports whether Python's str.isspace holds for r: Go's unicode.IsSpace plus
 // the information separators U+001C..U+001F.

@@ -1,8 +1,8 @@
 package quantize
 
 import (
-	"errors"
 	"fmt"
+	"quantfleet.dev/libs/fault"
 
 	"quantfleet.dev/libs/perplexity"
 )
@@ -11,7 +11,7 @@ import (
 const DefaultSeqLen = 2048
 
 // ErrNoCalibrationData reports a calibrated quantization (GPTQ, AWQ) without calibration text.
-var ErrNoCalibrationData = errors.New("calibration data required")
+var ErrNoCalibrationData = fault.New(fault.ErrBadInput, "calibration data required")
 
 // CalibrationSamples reads the documents of path (text with documents separated by "\n\f\n",
 // or JSON Lines with a "text" field) and returns samples 0..n-1 of seqlen tokens.

@@ -5,11 +5,11 @@ package quantize
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"quantfleet.dev/libs/fault"
 	"slices"
 	"strings"
 	"time"
@@ -24,7 +24,7 @@ import (
 )
 
 // ErrInvalidOutput reports an artifact that failed validation after it was written.
-var ErrInvalidOutput = errors.New("output failed validation")
+var ErrInvalidOutput = fault.New(fault.ErrPermanent, "output failed validation")
 
 // GGUFRequest is one local GGUF conversion.
 type GGUFRequest struct {

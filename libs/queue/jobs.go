@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"quantfleet.dev/libs/fault"
 	"slices"
 	"strings"
 	"time"
@@ -17,7 +18,7 @@ import (
 
 var (
 	// ErrJobNotFound is returned for an unknown job id.
-	ErrJobNotFound = errors.New("queue: job not found")
+	ErrJobNotFound = fault.New(fault.ErrBadInput, "queue: job not found")
 	// ErrJobExists is returned by Create for a job id already in use.
 	ErrJobExists = errors.New("queue: job already exists")
 	// ErrConflict is returned by Update when it lost the compare-and-set race too many times.

@@ -16,8 +16,8 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"quantfleet.dev/libs/fault"
 	"regexp"
 	"time"
 
@@ -48,7 +48,7 @@ const (
 var DefaultPools = []string{PoolCPU, PoolGPU, PoolAsm}
 
 // ErrInvalidName is returned for a pool, job, task or event kind that is not a single subject token.
-var ErrInvalidName = errors.New("queue: invalid name")
+var ErrInvalidName = fault.New(fault.ErrBadInput, "queue: invalid name")
 
 var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 

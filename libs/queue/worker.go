@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"quantfleet.dev/libs/fault"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,10 +18,10 @@ import (
 var (
 	// ErrMalformed marks a task message that can never be processed (undecodable, invalid): the
 	// worker terminates it and moves it to the dead-letter stream at once.
-	ErrMalformed = errors.New("queue: malformed task")
+	ErrMalformed = fault.New(fault.ErrPermanent, "queue: malformed task")
 	// ErrPermanent marks a failure that retrying cannot fix: the worker terminates the task without
 	// retry. Record the failure (job state, event) before returning it.
-	ErrPermanent = errors.New("queue: permanent task failure")
+	ErrPermanent = fault.New(fault.ErrPermanent, "queue: permanent task failure")
 )
 
 // Malformed wraps err as ErrMalformed.

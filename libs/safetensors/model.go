@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"quantfleet.dev/libs/fault"
 	"sort"
 )
 
 // ErrNoWeights reports a checkpoint directory without safetensors files.
-var ErrNoWeights = errors.New("safetensors: no safetensors weights")
+var ErrNoWeights = fault.New(fault.ErrBadInput, "safetensors: no safetensors weights")
 
 // IndexFile is the name of the shard index of a sharded checkpoint.
 const IndexFile = "model.safetensors.index.json"

@@ -10,27 +10,27 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"quantfleet.dev/libs/fault"
 	"sort"
 )
 
 // Sentinel errors. Errors returned by this package wrap one of them.
 var (
 	// ErrTruncated reports a file shorter than its header says.
-	ErrTruncated = errors.New("safetensors: truncated file")
+	ErrTruncated = fault.New(fault.ErrBadInput, "safetensors: truncated file")
 	// ErrBadHeader reports a malformed JSON header or an inconsistent tensor entry.
-	ErrBadHeader = errors.New("safetensors: bad header")
+	ErrBadHeader = fault.New(fault.ErrBadInput, "safetensors: bad header")
 	// ErrUnsupportedDType reports a dtype the safetensors format does not define,
 	// or a conversion this package cannot do exactly.
-	ErrUnsupportedDType = errors.New("safetensors: unsupported dtype")
+	ErrUnsupportedDType = fault.New(fault.ErrBadInput, "safetensors: unsupported dtype")
 	// ErrOverlap reports two tensors whose byte ranges overlap.
-	ErrOverlap = errors.New("safetensors: overlapping tensors")
+	ErrOverlap = fault.New(fault.ErrBadInput, "safetensors: overlapping tensors")
 	// ErrNotFound reports a tensor name that is not in the checkpoint.
-	ErrNotFound = errors.New("safetensors: tensor not found")
+	ErrNotFound = fault.New(fault.ErrBadInput, "safetensors: tensor not found")
 )
 
 // MaxHeaderSize bounds the JSON header, as the reference implementation does (100 MB).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"quantfleet.dev/libs/fault"
 	"regexp"
 	"sort"
 	"strconv"
@@ -26,7 +27,7 @@ type GGUFOptions struct {
 
 // ErrUnknownPreTokenizer is returned when the BPE pre-tokenizer of a GPT-2 style vocabulary cannot be
 // identified; GGUFOptions.PreOverride (the --tokenizer-pre flag) bypasses detection.
-var ErrUnknownPreTokenizer = errors.New("tokenizer: BPE pre-tokenizer not recognized")
+var ErrUnknownPreTokenizer = fault.New(fault.ErrBadInput, "tokenizer: BPE pre-tokenizer not recognized")
 
 // llama.cpp token types (gguf.TokenType / SentencePiece piece types).
 const (

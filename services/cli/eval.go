@@ -9,7 +9,8 @@ import (
 	"os"
 	"time"
 
-	"quantfleet.dev/libs/perplexity"
+	"quantfleet.dev/libs/fault"
+
 	"quantfleet.dev/libs/progress"
 	"quantfleet.dev/libs/quantize"
 )
@@ -88,8 +89,7 @@ func runEval(ctx context.Context, env Env, args []string) error {
 
 // dataUsage marks errors in the user's data (too short, unreadable) as usage errors.
 func dataUsage(err error) error {
-	if errors.Is(err, perplexity.ErrNotEnoughTokens) || errors.Is(err, perplexity.ErrBadData) ||
-		errors.Is(err, quantize.ErrNoCalibrationData) || errors.Is(err, os.ErrNotExist) {
+	if fault.BadInput(err) || errors.Is(err, os.ErrNotExist) {
 		return usageError{err}
 	}
 	return err

@@ -10,10 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"quantfleet.dev/libs/fault"
+
 	"go.uber.org/zap"
 
 	"quantfleet.dev/libs/domain"
-	"quantfleet.dev/libs/queue"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/client"
 	"quantfleet.dev/services/fleet/modelstore"
@@ -231,15 +232,7 @@ func uploadProgress(env Env, v domain.Verbosity, jsonOut bool) modelstore.Progre
 }
 
 // fleetUsage marks the fleet errors caused by the user's input.
-func fleetUsage(err error) bool {
-	for _, target := range []error{client.ErrBadModel, fleet.ErrConfig, queue.ErrJobNotFound, queue.ErrInvalidName,
-		domain.ErrConfigMismatch, client.ErrJobEnded, client.ErrNotFinished} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	return false
-}
+func fleetUsage(err error) bool { return fault.BadInput(err) }
 
 // jobSummary prints a job for people.
 func jobSummary(w io.Writer, j *domain.QuantizationJob) {

@@ -9,17 +9,15 @@ import (
 	"os"
 	"strings"
 
+	"quantfleet.dev/libs/fault"
+
 	"go.uber.org/zap"
 
-	"quantfleet.dev/libs/convert"
 	"quantfleet.dev/libs/domain"
-	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/quantize"
-	"quantfleet.dev/libs/safetensors"
-	"quantfleet.dev/libs/tokenizer"
 )
 
 // quantizeFlags are the flags of `quantfleet quantize`.
@@ -192,16 +190,5 @@ func isUsage(err error) bool {
 	if errors.As(err, &u) {
 		return true
 	}
-	for _, target := range []error{
-		domain.ErrInvalidConfig, convert.ErrUnknownLevel, convert.ErrUnmappedTensor,
-		hfmodel.ErrUnsupportedArchitecture, hfmodel.ErrBadConfig,
-		safetensors.ErrTruncated, safetensors.ErrBadHeader, safetensors.ErrUnsupportedDType,
-		safetensors.ErrOverlap, safetensors.ErrNotFound, safetensors.ErrNoWeights,
-		tokenizer.ErrUnknownPreTokenizer, gguf.ErrCorrupt,
-	} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	return false
+	return fault.BadInput(err)
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"quantfleet.dev/libs/fault"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +26,7 @@ import (
 const DefaultBucket = "quantfleet"
 
 // ErrConfig reports missing or contradictory connection settings.
-var ErrConfig = errors.New("fleet: configuration")
+var ErrConfig = fault.New(fault.ErrBadInput, "fleet: configuration")
 
 // Config are the connection settings every service (and the fleet commands of the CLI) take.
 // Secrets (NATS password/token, S3 keys) come from the environment or files, never from flags that

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"quantfleet.dev/libs/fault"
 	"strings"
 	"time"
 
@@ -32,13 +33,13 @@ import (
 // Sentinel errors callers branch on.
 var (
 	// ErrBadModel reports a --model that is neither a directory, a Hub id nor an s3:// URL.
-	ErrBadModel = errors.New("bad model reference")
+	ErrBadModel = fault.New(fault.ErrBadInput, "bad model reference")
 	// ErrNotFinished is returned when a finished job's result is asked for too early.
-	ErrNotFinished = errors.New("job has not completed")
+	ErrNotFinished = fault.New(fault.ErrBadInput, "job has not completed")
 	// ErrNoDispatcher reports a request no dispatcher answered.
 	ErrNoDispatcher = errors.New("no dispatcher answered")
 	// ErrJobEnded is returned for an operation a job's state no longer allows.
-	ErrJobEnded = errors.New("job has ended")
+	ErrJobEnded = fault.New(fault.ErrBadInput, "job has ended")
 )
 
 // Client talks to the fleet.

@@ -5,9 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
+	"quantfleet.dev/libs/fault"
 	"slices"
 
 	"quantfleet.dev/libs/blob"
@@ -19,7 +19,7 @@ import (
 var ErrInvalidOutput = quantize.ErrInvalidOutput
 
 // ErrShard reports a missing shard or one of the wrong size.
-var ErrShard = errors.New("bad shard")
+var ErrShard = fault.New(fault.ErrPermanent, "bad shard")
 
 // Assemble writes header ‖ shards (in task order) to dst with one Compose: shards of 5 MiB or more
 // are copied server-side, smaller ones are merged in memory. shardKey maps a task id to its

@@ -13,9 +13,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
+	"quantfleet.dev/libs/fault"
 
 	"quantfleet.dev/libs/blob"
 
@@ -27,10 +27,10 @@ import (
 const PlanVersion = 1
 
 // ErrNoModel reports a source location that holds no checkpoint.
-var ErrNoModel = errors.New("no model found")
+var ErrNoModel = fault.New(fault.ErrBadInput, "no model found")
 
 // ErrBadPlan reports a plan or task that does not fit together (a corrupt or foreign plan object).
-var ErrBadPlan = errors.New("ggufjob: inconsistent plan")
+var ErrBadPlan = fault.New(fault.ErrPermanent, "ggufjob: inconsistent plan")
 
 // Plan is what a GGUF job's workers and assembler need, stored as JSON next to the header bytes.
 type Plan struct {
@@ -179,7 +179,7 @@ func (p *Plan) TypeCounts() map[string]int {
 }
 
 // ErrPlanChanged reports a stored plan whose SHA-256 is not the one a task was made for.
-var ErrPlanChanged = errors.New("ggufjob: plan changed since the task was made")
+var ErrPlanChanged = fault.New(fault.ErrPermanent, "ggufjob: plan changed since the task was made")
 
 // LoadPlan reads and checks a stored plan.
 func LoadPlan(ctx context.Context, store blob.Store, key string) (*Plan, error) {

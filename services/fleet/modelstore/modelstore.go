@@ -9,12 +9,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
 	"path/filepath"
+	"quantfleet.dev/libs/fault"
 	"slices"
 	"strings"
 
@@ -27,7 +27,7 @@ import (
 const ManifestName = ".quantfleet-manifest.json"
 
 // ErrNotModelDir reports a local directory without a checkpoint's files.
-var ErrNotModelDir = errors.New("not a model directory")
+var ErrNotModelDir = fault.New(fault.ErrBadInput, "not a model directory")
 
 // File is one file of a model.
 type File struct {
