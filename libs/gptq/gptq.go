@@ -137,17 +137,27 @@ func (r *Result) Groups() int { return len(r.Scales) / r.Rows }
 // Dequantize returns the weight as GPTQ loaders reconstruct it from a checkpoint:
 // fp16(scale)·(code − zero), rows×cols row-major float32.
 func (r *Result) Dequantize() []float32 {
-	out := make([]float32, r.Rows*r.Cols)
 	half := make([]float32, len(r.Scales))
 	for i, s := range r.Scales {
 		half[i] = float16.Fromfloat32(s).Float32()
 	}
+	return r.dequantize(half)
+}
+
+// Reconstruct returns the weight as the GPTQ solve produced it: scale·(code − zero) with the
+// float32 scales, as the reference (IST-DASLab gptq.py, AutoGPTQ, GPTQModel) puts it back into
+// the layer before the later modules' Hessians are collected. Only the checkpoint rounds the
+// scales to fp16 (Dequantize); using that inside the pipeline changes every later Hessian.
+func (r *Result) Reconstruct() []float32 { return r.dequantize(r.Scales) }
+
+func (r *Result) dequantize(scales []float32) []float32 {
+	out := make([]float32, r.Rows*r.Cols)
 	for row := 0; row < r.Rows; row++ {
 		o := out[row*r.Cols : (row+1)*r.Cols]
 		q := r.QWeight[row*r.Cols : (row+1)*r.Cols]
 		for c := range o {
 			g := int(r.GIdx[c])*r.Rows + row
-			o[c] = half[g] * (float32(q[c]) - float32(r.Zeros[g]))
+			o[c] = scales[g] * (float32(q[c]) - float32(r.Zeros[g]))
 		}
 	}
 	return out

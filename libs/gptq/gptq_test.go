@@ -168,6 +168,35 @@ func TestV1Zeros(t *testing.T) {
 	}
 }
 
+// TestReconstruct checks the two ways back from codes: Reconstruct with the solve's float32
+// scales (what the pipeline keeps in the layer, as the reference does) and Dequantize with the
+// checkpoint's fp16 scales (what loaders compute).
+func TestReconstruct(t *testing.T) {
+	w := exampleWeight()
+	r, err := RTN(w, 8, 8, Config{Bits: 4, GroupSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, half := r.Reconstruct(), r.Dequantize()
+	differ := 0
+	for i := range full {
+		row := i / 8
+		s, z, q := r.Scales[row], float32(r.Zeros[row]), float32(r.QWeight[i])
+		if want := s * (q - z); full[i] != want {
+			t.Fatalf("Reconstruct[%d] = %v, want %v", i, full[i], want)
+		}
+		if want := float16.Fromfloat32(s).Float32() * (q - z); half[i] != want {
+			t.Fatalf("Dequantize[%d] = %v, want %v", i, half[i], want)
+		}
+		if full[i] != half[i] {
+			differ++
+		}
+	}
+	if differ == 0 {
+		t.Fatal("fp16 and float32 scales gave the same weights: the example cannot tell them apart")
+	}
+}
+
 type layerData struct {
 	w      []float32
 	x      []float32 // tokens×cols

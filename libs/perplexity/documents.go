@@ -168,24 +168,26 @@ func Windows(tok Encoder, docs []string, ctx, n int) ([][]int, error) {
 	return WindowsOf(ids, ctx, n)
 }
 
-// Samples returns calibration samples 0..n-1 of seqlen tokens, cut like the evaluation
-// windows: sample i is tokens[i·seqlen : (i+1)·seqlen] of the same [BOS]+ids stream (the
-// evaluation window of the same index without its last token). It needs n·seqlen tokens.
-func Samples(tok Encoder, docs []string, seqlen, n int) ([][]int, error) {
-	if seqlen < 1 || n < 1 {
-		return nil, fmt.Errorf("perplexity: sequence length %d and sample count %d must be positive", seqlen, n)
+// Samples returns calibration samples first..first+n-1 of seqlen tokens, cut like the
+// evaluation windows: sample i is tokens[i·seqlen : (i+1)·seqlen] of the same [BOS]+ids stream
+// (the evaluation window of the same index without its last token). It needs
+// (first+n)·seqlen tokens. Different first values give disjoint draws of the same text.
+func Samples(tok Encoder, docs []string, seqlen, first, n int) ([][]int, error) {
+	if seqlen < 1 || n < 1 || first < 0 {
+		return nil, fmt.Errorf("perplexity: sequence length %d, first sample %d and sample count %d out of range", seqlen, first, n)
 	}
 	ids, err := Tokens(tok, docs)
 	if err != nil {
 		return nil, err
 	}
-	if need := n * seqlen; len(ids) < need {
-		return nil, fmt.Errorf("perplexity: %w: %d samples of %d need %d tokens, the text has %d (%d samples fit)",
-			ErrNotEnoughTokens, n, seqlen, need, len(ids), len(ids)/seqlen)
+	if need := (first + n) * seqlen; len(ids) < need {
+		return nil, fmt.Errorf("perplexity: %w: samples %d..%d of %d tokens need %d tokens, the text has %d (%d samples fit)",
+			ErrNotEnoughTokens, first, first+n-1, seqlen, need, len(ids), len(ids)/seqlen)
 	}
 	s := make([][]int, n)
 	for i := range s {
-		s[i] = ids[i*seqlen : (i+1)*seqlen : (i+1)*seqlen]
+		j := first + i
+		s[i] = ids[j*seqlen : (j+1)*seqlen : (j+1)*seqlen]
 	}
 	return s, nil
 }

@@ -102,15 +102,21 @@ func TestWindowsAndSamples(t *testing.T) {
 	if _, err := Windows(enc, docs, 3, 3); !errors.Is(err, ErrNotEnoughTokens) || !strings.Contains(err.Error(), "2 windows fit") {
 		t.Fatalf("3 windows of 3: error %v", err)
 	}
-	s, err := Samples(enc, docs, 3, 2)
+	s, err := Samples(enc, docs, 3, 0, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := [][]int{stream[0:3], stream[3:6]}; !reflect.DeepEqual(s, want) {
 		t.Fatalf("Samples = %v, want %v", s, want)
 	}
-	if _, err := Samples(enc, docs, 4, 2); !errors.Is(err, ErrNotEnoughTokens) {
+	if s, err = Samples(enc, docs, 3, 1, 1); err != nil || !reflect.DeepEqual(s, [][]int{stream[3:6]}) {
+		t.Fatalf("Samples from 1 = %v, %v, want %v", s, err, [][]int{stream[3:6]})
+	}
+	if _, err := Samples(enc, docs, 4, 0, 2); !errors.Is(err, ErrNotEnoughTokens) {
 		t.Fatalf("2 samples of 4: error %v", err)
+	}
+	if _, err := Samples(enc, docs, 3, 1, 2); !errors.Is(err, ErrNotEnoughTokens) {
+		t.Fatalf("samples 1..2 of 3: error %v", err)
 	}
 	if _, err := Tokens(runeEncoder{bos: -1}, docs); err == nil {
 		t.Fatal("no error without BOS")

@@ -13,10 +13,10 @@ import (
 )
 
 // CalibrationInputs returns the inputs of decoder layer 0 for a layer-sequential job: the
-// embeddings of calibration samples 0..n-1 of seqlen tokens of the file at path (see
+// embeddings of calibration samples first..first+n-1 of seqlen tokens of the file at path (see
 // CalibrationSamples). The model's embedding matrix is released afterwards.
-func CalibrationInputs(m *transformer.Model, tok perplexity.Encoder, path string, seqlen, n int) (*transformer.Tensor, error) {
-	samples, err := CalibrationSamples(tok, path, seqlen, n)
+func CalibrationInputs(m *transformer.Model, tok perplexity.Encoder, path string, seqlen, first, n int) (*transformer.Tensor, error) {
+	samples, err := CalibrationSamples(tok, path, seqlen, first, n)
 	if err != nil {
 		return nil, err
 	}

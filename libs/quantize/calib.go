@@ -14,13 +14,13 @@ const DefaultSeqLen = 2048
 var ErrNoCalibrationData = fault.New(fault.ErrBadInput, "calibration data required")
 
 // CalibrationSamples reads the documents of path (text with documents separated by "\n\f\n",
-// or JSON Lines with a "text" field) and returns samples 0..n-1 of seqlen tokens.
+// or JSON Lines with a "text" field) and returns samples first..first+n-1 of seqlen tokens.
 //
 // The samples are cut exactly like the evaluation windows of package perplexity, so they are
 // deterministic and documented: every document is stripped and encoded as [BOS] + ids, the
 // encodings are concatenated, and sample i is tokens [i·seqlen, (i+1)·seqlen) of that
 // stream. A text too short for n samples is an error naming how many fit.
-func CalibrationSamples(tok perplexity.Encoder, path string, seqlen, n int) ([][]int, error) {
+func CalibrationSamples(tok perplexity.Encoder, path string, seqlen, first, n int) ([][]int, error) {
 	if path == "" {
 		return nil, ErrNoCalibrationData
 	}
@@ -28,7 +28,7 @@ func CalibrationSamples(tok perplexity.Encoder, path string, seqlen, n int) ([][
 	if err != nil {
 		return nil, fmt.Errorf("calibration data: %w", err)
 	}
-	s, err := perplexity.Samples(tok, docs, seqlen, n)
+	s, err := perplexity.Samples(tok, docs, seqlen, first, n)
 	if err != nil {
 		return nil, fmt.Errorf("calibration data %s: %w", path, err)
 	}

@@ -32,7 +32,7 @@ func ExampleQuantizeLayer() {
 
 	// Dispatcher: the inputs of layer 0.
 	tok, _ := tokenizer.Load(src)
-	x, err := quantize.CalibrationInputs(m, tok, calib, 512, 128)
+	x, err := quantize.CalibrationInputs(m, tok, calib, 512, 0, 128)
 	if err != nil {
 		fmt.Println(err)
 		return

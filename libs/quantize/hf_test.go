@@ -37,7 +37,7 @@ func TestCalibrationSamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	calib := filepath.Join(sh, "data", "calib.txt")
-	samples, err := CalibrationSamples(tok, calib, 128, 8)
+	samples, err := CalibrationSamples(tok, calib, 128, 0, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestCalibrationSamples(t *testing.T) {
 		b.Write(append(js, '\n'))
 	}
 	os.WriteFile(jsonl, []byte(b.String()), 0o644)
-	fromJSONL, err := CalibrationSamples(tok, jsonl, 128, 8)
+	fromJSONL, err := CalibrationSamples(tok, jsonl, 128, 0, 8)
 	if err != nil || !slices.EqualFunc(fromJSONL, samples, slices.Equal) {
 		t.Errorf("JSONL of the same documents: %v, samples differ", err)
 	}
@@ -80,7 +80,7 @@ func TestCalibrationSamples(t *testing.T) {
 		{calib, 100000, perplexity.ErrNotEnoughTokens},
 		{filepath.Join(sh, "data", "missing.txt"), 8, os.ErrNotExist},
 	} {
-		if _, err := CalibrationSamples(tok, tc.path, 128, tc.n); !errors.Is(err, tc.want) {
+		if _, err := CalibrationSamples(tok, tc.path, 128, 0, tc.n); !errors.Is(err, tc.want) {
 			t.Errorf("CalibrationSamples(%q, %d): %v, want %v", tc.path, tc.n, err, tc.want)
 		}
 	}
@@ -100,7 +100,7 @@ func tinyInputs(t *testing.T, n, seqlen int) (string, *transformer.Model, *trans
 	if err != nil {
 		t.Fatal(err)
 	}
-	samples, err := CalibrationSamples(tok, filepath.Join(sh, "data", "calib.txt"), seqlen, n)
+	samples, err := CalibrationSamples(tok, filepath.Join(sh, "data", "calib.txt"), seqlen, 0, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,15 +133,15 @@ func rtnLayerOf(t *testing.T, m *transformer.Model, i int, cfg gptq.Config) *tra
 		if err != nil {
 			t.Fatal(err)
 		}
-		lin.Weight = r.Dequantize()
+		lin.Weight = r.Reconstruct()
 	}
 	return l
 }
 
 // TestQuantizeLayer quantizes decoder layer 1 of tiny-llama on 8 samples of 128 tokens and
-// checks what a fleet worker relies on: the outputs (quantized layer for GPTQ, original
-// layer for AWQ), the written tensors decoded by an independent reading of the format equal
-// the quantized values, and the quantized layer's output error is below RTN's.
+// checks what a fleet worker relies on: the outputs (quantized layer, float32 scales, for GPTQ;
+// original layer for AWQ), the written tensors decoded by an independent reading of the format
+// equal the quantized values, and the quantized layer's output error is below RTN's.
 func TestQuantizeLayer(t *testing.T) {
 	_, m, x := tinyInputs(t, 8, 128)
 	ctx := context.Background()
@@ -194,28 +194,29 @@ func TestQuantizeLayer(t *testing.T) {
 			f := readCheckpoint(t, dir)
 			qc := f.quantConfig(t)
 
-			// What the files decode to, the layer as quantized in memory.
+			// What the files decode to: the codes with fp16 scales. The layer as quantized in
+			// memory: GPTQ leaves the codes with the solve's float32 scales in it (as the
+			// reference does), AWQ leaves it unquantized.
 			ql, _ := m.Layer(1)
 			for _, lin := range ql.Linears() {
 				name := "model.layers.1." + lin.Name
-				got := f.decodeLinear(t, name, qc, lin.Out, lin.In)
-				if tc.cfg.Method == hfquant.GPTQ {
-					// GPTQ leaves the decoded weights in the layer.
-					if !slices.Equal(got, l.Linear(lin.Name).Weight) {
-						t.Fatalf("%s: decoded weight differs from the quantized layer's", name)
-					}
-				} else {
-					var ref *hfquant.Linear
-					for _, hl := range r.Linears {
-						if hl.Name == name {
-							ref = hl
-						}
-					}
-					if !slices.Equal(got, halfScales(ref).Dequantize()) {
-						t.Fatalf("%s: decoded weight differs from the quantized codes", name)
+				var ref *hfquant.Linear
+				for _, hl := range r.Linears {
+					if hl.Name == name {
+						ref = hl
 					}
 				}
+				got := f.decodeLinear(t, name, qc, lin.Out, lin.In)
+				if !slices.Equal(got, halfScales(ref).Dequantize()) {
+					t.Fatalf("%s: decoded weight differs from the quantized codes", name)
+				}
 				lin.Weight = got
+				if tc.cfg.Method == hfquant.GPTQ {
+					if !slices.Equal(l.Linear(lin.Name).Weight, ref.Dequantize()) {
+						t.Fatalf("%s: the layer does not hold the codes with float32 scales", name)
+					}
+					lin.Weight = l.Linear(lin.Name).Weight
+				}
 			}
 			if tc.cfg.Method == hfquant.AWQ {
 				if len(r.Tensors) != 2 {

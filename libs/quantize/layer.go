@@ -240,7 +240,7 @@ func rtnLayer(ctx context.Context, l *transformer.Layer, cfg gptq.Config, res *L
 		if err != nil {
 			return fmt.Errorf("layer %d %s: %w", l.Index, lin.Name, err)
 		}
-		lin.Weight = r.Dequantize()
+		lin.Weight = r.Reconstruct()
 		res.Linears = append(res.Linears, gptqLinear(prefix+lin.Name, r, lin.Bias))
 	}
 	return nil
@@ -267,8 +267,9 @@ func gptqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor,
 			if err != nil {
 				return fmt.Errorf("%s: %w", lin.Name, err)
 			}
-			// The rest of the layer sees the weight as loaders will reconstruct it.
-			lin.Weight = r.Dequantize()
+			// The rest of the layer sees the weight as the solve left it (float32 scales), as
+			// in the reference; only the checkpoint holds fp16 scales.
+			lin.Weight = r.Reconstruct()
 			res.Linears = append(res.Linears, gptqLinear(prefix+lin.Name, r, lin.Bias))
 			res.Stats = append(res.Stats, LinearStats{Name: prefix + lin.Name, Damp: r.Damp, Loss: r.Loss, Dead: r.Dead})
 			res.Damp = max(res.Damp, r.Damp)

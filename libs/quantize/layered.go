@@ -30,6 +30,10 @@ type Request struct {
 	// CalibrationSamples samples of SeqLen tokens (0: domain.DefaultCalibrationSamples and
 	// DefaultSeqLen); see CalibrationSamples for how they are cut.
 	CalibrationSamples, SeqLen int
+	// CalibrationOffset is the first sample (--calibration-offset): samples
+	// CalibrationOffset..CalibrationOffset+CalibrationSamples-1 are used, so that different
+	// offsets draw disjoint calibration sets from one text.
+	CalibrationOffset int
 	// OutputDir receives the checkpoint directory OutputName (default
 	// "<model>-<format>-<level>").
 	OutputDir, OutputName string
@@ -73,7 +77,7 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		if err != nil {
 			return nil, err
 		}
-		if x, err = CalibrationInputs(m, tok, req.CalibrationData, req.SeqLen, req.CalibrationSamples); err != nil {
+		if x, err = CalibrationInputs(m, tok, req.CalibrationData, req.SeqLen, req.CalibrationOffset, req.CalibrationSamples); err != nil {
 			return nil, err
 		}
 	}
@@ -179,7 +183,7 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	}
 	meta := CheckpointMetadata(cfg, opts, CheckpointStats{
 		Level: level, Arch: mcfg.Architecture, Layers: n, Damps: damps, Linears: stats, Scales: scales,
-		CalibrationData: calib, Samples: req.CalibrationSamples, SeqLen: req.SeqLen,
+		CalibrationData: calib, Samples: req.CalibrationSamples, SeqLen: req.SeqLen, Offset: req.CalibrationOffset,
 	})
 	meta["seconds"] = math.Round(time.Since(start).Seconds()*10) / 10
 	return &domain.QuantizedModel{
@@ -248,6 +252,7 @@ type CheckpointStats struct {
 	Scales          [][]ScaleStats // AWQ: the chosen scales per layer
 	CalibrationData string         // empty for round-to-nearest
 	Samples, SeqLen int
+	Offset          int // first calibration sample
 }
 
 // CheckpointMetadata is the QuantizedModel.quantization_metadata of a GPTQ/AWQ checkpoint; the local
@@ -275,6 +280,9 @@ func CheckpointMetadata(cfg LayerConfig, opts hfquant.Options, st CheckpointStat
 		m["calibration_data"] = st.CalibrationData
 		m["calibration_samples"] = st.Samples
 		m["seqlen"] = st.SeqLen
+		if st.Offset > 0 {
+			m["calibration_offset"] = st.Offset
+		}
 	}
 	return m
 }

@@ -31,7 +31,7 @@ type jobFlags struct {
 	withModel                   bool
 	calibData                   string
 	calibSamples, groupSize     int
-	seqlen                      int
+	seqlen, calibOffset         int
 	sym, actOrder, staticGroups bool
 	rtn, duoScaling             bool
 	damp                        float64
@@ -48,6 +48,7 @@ func (f *jobFlags) register(fs *flag.FlagSet, withModel bool) {
 		fs.IntVar(&f.calibSamples, "calibration-samples", domain.DefaultCalibrationSamples, "number of calibration samples, 1-1024")
 		fs.IntVar(&f.groupSize, "group-size", domain.DefaultGroupSize, "group size: 32, 64, 128 or 256 (gptq also -1)")
 		fs.IntVar(&f.seqlen, "seqlen", quantize.DefaultSeqLen, "tokens per calibration sample (gptq, awq)")
+		fs.IntVar(&f.calibOffset, "calibration-offset", 0, "first calibration sample: samples N..N+count-1 are used (gptq, awq)")
 		fs.BoolVar(&f.sym, "sym", true, "gptq: symmetric quantization (--sym=false: asymmetric, with zero points)")
 		fs.BoolVar(&f.actOrder, "act-order", false, "gptq: quantize columns by decreasing Hessian diagonal (desc_act)")
 		fs.BoolVar(&f.staticGroups, "static-groups", false, "gptq: compute group grids before the error feedback")
@@ -100,7 +101,7 @@ func (f *jobFlags) layered(cfg domain.QuantizationConfig) (*fleet.LayerOptions, 
 	set := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	if cfg.TargetFormat == domain.FormatGGUF {
-		for _, name := range []string{"calibration-data", "calibration-samples", "group-size", "seqlen", "sym", "act-order", "static-groups", "damp", "rtn", "duo-scaling"} {
+		for _, name := range []string{"calibration-data", "calibration-samples", "calibration-offset", "group-size", "seqlen", "sym", "act-order", "static-groups", "damp", "rtn", "duo-scaling"} {
 			if set[name] {
 				return nil, usagef("--%s applies to gptq and awq only", name)
 			}
@@ -112,6 +113,9 @@ func (f *jobFlags) layered(cfg domain.QuantizationConfig) (*fleet.LayerOptions, 
 	}
 	if f.seqlen < 1 {
 		return nil, usagef("--seqlen %d must be positive", f.seqlen)
+	}
+	if f.calibOffset < 0 {
+		return nil, usagef("--calibration-offset %d must not be negative", f.calibOffset)
 	}
 	if cfg.TargetFormat == domain.FormatGPTQ && set["duo-scaling"] {
 		return nil, usagef("--duo-scaling applies to awq only")
@@ -126,8 +130,8 @@ func (f *jobFlags) layered(cfg domain.QuantizationConfig) (*fleet.LayerOptions, 
 			return nil, usagef("awq quantizes asymmetrically (zero points); --sym is not available")
 		}
 	}
-	if f.rtn && (set["calibration-data"] || set["calibration-samples"] || set["seqlen"] || set["act-order"] || set["damp"] || set["static-groups"]) {
-		return nil, usagef("--rtn uses no calibration: drop --calibration-data, --calibration-samples, --seqlen, --act-order, --static-groups and --damp")
+	if f.rtn && (set["calibration-data"] || set["calibration-samples"] || set["calibration-offset"] || set["seqlen"] || set["act-order"] || set["damp"] || set["static-groups"]) {
+		return nil, usagef("--rtn uses no calibration: drop --calibration-data, --calibration-samples, --calibration-offset, --seqlen, --act-order, --static-groups and --damp")
 	}
 	if !f.rtn {
 		if cfg.CalibrationDataPath == "" {
@@ -141,7 +145,7 @@ func (f *jobFlags) layered(cfg domain.QuantizationConfig) (*fleet.LayerOptions, 
 		return nil, usagef("--damp %v must be in (0, 1)", f.damp)
 	}
 	o := &fleet.LayerOptions{Sym: f.sym, ActOrder: f.actOrder, StaticGroups: f.staticGroups, Damp: f.damp, RTN: f.rtn,
-		DuoScaling: f.duoScaling, SeqLen: f.seqlen}
+		DuoScaling: f.duoScaling, SeqLen: f.seqlen, CalibrationOffset: f.calibOffset}
 	if cfg.TargetFormat == domain.FormatAWQ {
 		o.Sym, o.Damp = false, 0
 	}

@@ -28,7 +28,7 @@ type quantizeFlags struct {
 	calibData                                   string
 	calibSamples, groupSize                     int
 	// gptq / awq
-	seqlen                      int
+	seqlen, calibOffset         int
 	sym, actOrder, staticGroups bool
 	rtn, duoScaling             bool
 	damp                        float64
@@ -47,6 +47,7 @@ func (f *quantizeFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.calibSamples, "calibration-samples", domain.DefaultCalibrationSamples, "number of calibration samples, 1-1024")
 	fs.IntVar(&f.groupSize, "group-size", domain.DefaultGroupSize, "group size: 32, 64, 128 or 256 (gptq also -1)")
 	fs.IntVar(&f.seqlen, "seqlen", quantize.DefaultSeqLen, "tokens per calibration sample (gptq, awq)")
+	fs.IntVar(&f.calibOffset, "calibration-offset", 0, "first calibration sample: samples N..N+count-1 are used (gptq, awq)")
 	fs.BoolVar(&f.sym, "sym", true, "gptq: symmetric quantization (--sym=false: asymmetric, with zero points)")
 	fs.BoolVar(&f.actOrder, "act-order", false, "gptq: quantize columns by decreasing Hessian diagonal (desc_act)")
 	fs.BoolVar(&f.staticGroups, "static-groups", false, "gptq: compute group grids before the error feedback")

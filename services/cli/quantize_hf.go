@@ -26,6 +26,9 @@ func runLayeredQuantize(ctx context.Context, env Env, fs *flag.FlagSet, f *quant
 	if f.seqlen < 1 {
 		return usagef("--seqlen %d must be positive", f.seqlen)
 	}
+	if f.calibOffset < 0 {
+		return usagef("--calibration-offset %d must not be negative", f.calibOffset)
+	}
 	for _, name := range []string{"tokenizer-pre"} {
 		if set[name] {
 			return usagef("--%s applies to gguf only", name)
@@ -44,8 +47,8 @@ func runLayeredQuantize(ctx context.Context, env Env, fs *flag.FlagSet, f *quant
 			return usagef("awq quantizes asymmetrically (zero points); --sym is not available")
 		}
 	}
-	if f.rtn && (set["calibration-data"] || set["calibration-samples"] || set["seqlen"] || set["act-order"] || set["damp"] || set["static-groups"]) {
-		return usagef("--rtn uses no calibration: drop --calibration-data, --calibration-samples, --seqlen, --act-order, --static-groups and --damp")
+	if f.rtn && (set["calibration-data"] || set["calibration-samples"] || set["calibration-offset"] || set["seqlen"] || set["act-order"] || set["damp"] || set["static-groups"]) {
+		return usagef("--rtn uses no calibration: drop --calibration-data, --calibration-samples, --calibration-offset, --seqlen, --act-order, --static-groups and --damp")
 	}
 	if !f.rtn && cfg.CalibrationDataPath == "" {
 		return usagef("%s needs calibration text: --calibration-data FILE (text with documents separated by \\n\\f\\n, or JSONL with a \"text\" field)%s",
@@ -66,7 +69,7 @@ func runLayeredQuantize(ctx context.Context, env Env, fs *flag.FlagSet, f *quant
 	}
 	req := quantize.Request{
 		ModelDir: src.dir, ModelName: src.name, RemoteID: src.remoteID,
-		CalibrationData: cfg.CalibrationDataPath, CalibrationSamples: cfg.CalibrationSamples, SeqLen: f.seqlen,
+		CalibrationData: cfg.CalibrationDataPath, CalibrationSamples: cfg.CalibrationSamples, SeqLen: f.seqlen, CalibrationOffset: f.calibOffset,
 		OutputDir: cfg.OutputDir, OutputName: cfg.OutputName, Progress: rep,
 	}
 	var res *domain.QuantizedModel

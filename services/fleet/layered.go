@@ -12,6 +12,8 @@ type LayerOptions struct {
 	RTN          bool    `json:"rtn,omitempty"`
 	DuoScaling   bool    `json:"duo_scaling,omitempty"`
 	SeqLen       int     `json:"seqlen,omitempty"`
+	// CalibrationOffset is the first calibration sample used (--calibration-offset).
+	CalibrationOffset int `json:"calibration_offset,omitempty"`
 	// Calibration is the calibration text in object storage (uploaded by the submitter,
 	// content-addressed); nil for RTN.
 	Calibration *Location `json:"calibration,omitempty"`

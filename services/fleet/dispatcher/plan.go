@@ -166,7 +166,7 @@ func (d *Dispatcher) planLayered(ctx context.Context, id string, req *fleet.JobR
 		if o.Calibration == nil || o.Calibration.Prefix == "" {
 			return nil, "", fmt.Errorf("%w: %s needs calibration data", domain.ErrInvalidConfig, cfg.TargetFormat)
 		}
-		spec.Samples, spec.SeqLen = cfg.CalibrationSamples, o.SeqLen
+		spec.Samples, spec.SeqLen, spec.CalibrationOffset = cfg.CalibrationSamples, o.SeqLen, o.CalibrationOffset
 		if spec.SeqLen == 0 {
 			spec.SeqLen = quantize.DefaultSeqLen
 		}

@@ -15,13 +15,14 @@ type LayerSpec struct {
 	Damp         float64 `json:"damp,omitempty"`
 	RTN          bool    `json:"rtn,omitempty"`
 	DuoScaling   bool    `json:"duo_scaling,omitempty"`
-	// Calibration: Samples samples of SeqLen tokens of the text at CalibrationKey (in the
-	// fleet's bucket; its base name is CalibrationName).
-	Samples         int    `json:"samples,omitempty"`
-	SeqLen          int    `json:"seqlen,omitempty"`
-	CalibrationKey  string `json:"calibration_key,omitempty"`
-	CalibrationName string `json:"calibration_name,omitempty"`
-	NumLayers       int    `json:"num_layers"`
+	// Calibration: Samples samples of SeqLen tokens, from sample CalibrationOffset on, of the
+	// text at CalibrationKey (in the fleet's bucket; its base name is CalibrationName).
+	Samples           int    `json:"samples,omitempty"`
+	SeqLen            int    `json:"seqlen,omitempty"`
+	CalibrationOffset int    `json:"calibration_offset,omitempty"`
+	CalibrationKey    string `json:"calibration_key,omitempty"`
+	CalibrationName   string `json:"calibration_name,omitempty"`
+	NumLayers         int    `json:"num_layers"`
 }
 
 // Calibrated reports whether the layers run in a chain on calibration activations.

@@ -122,7 +122,7 @@ func Assemble(ctx context.Context, store blob.Store, p *ggufjob.Plan, m *hfmodel
 	}
 	res := &Result{Prefix: prefix, Files: map[string]string{}, Meta: quantize.CheckpointMetadata(cfg, opts, quantize.CheckpointStats{
 		Level: p.Level, Arch: p.Arch, Layers: s.NumLayers, Damps: damps, Linears: stats, Scales: scales,
-		CalibrationData: s.CalibrationName, Samples: s.Samples, SeqLen: s.SeqLen,
+		CalibrationData: s.CalibrationName, Samples: s.Samples, SeqLen: s.SeqLen, Offset: s.CalibrationOffset,
 	})}
 	res.Meta["tasks"] = len(p.Tasks)
 	entries, err := os.ReadDir(outDir)

@@ -146,7 +146,7 @@ func Plan(ctx context.Context, store blob.Store, job string, m *hfmodel.Model, f
 	if err := download(ctx, store, spec.CalibrationKey, calib); err != nil {
 		return nil, fmt.Errorf("calibration data: %w", err)
 	}
-	x, err := quantize.CalibrationInputs(transformer.New(cfg, Weights{m}), tok, calib, spec.SeqLen, spec.Samples)
+	x, err := quantize.CalibrationInputs(transformer.New(cfg, Weights{m}), tok, calib, spec.SeqLen, spec.CalibrationOffset, spec.Samples)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""Summarizes scripts/quality.sh's results.jsonl: perplexity mean ± sample standard deviation
+per mode and implementation, and the bar (quantfleet's mean ≤ the reference's mean + 0.2 %)."""
+import json
+import statistics
+import sys
+
+BAR = 0.002
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+modes = list(dict.fromkeys(r["mode"] for r in rows))
+
+
+def stats(impl, mode):
+    v = [r["perplexity"] for r in rows if r["impl"] == impl and r["mode"] == mode]
+    if not v:
+        return None
+    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0), len(v)
+
+
+def fmt(s):
+    return "-" if s is None else f"{s[0]:.3f} ± {s[1]:.3f} (n={s[2]})"
+
+
+print("| mode | reference | quantfleet | bar (ref mean + 0.2 %) | holds |")
+print("|---|---|---|---|---|")
+failed = False
+for m in modes:
+    ref, ours = stats("reference", m), stats("quantfleet", m)
+    bar = holds = "-"
+    if ref and ours:
+        limit = ref[0] * (1 + BAR)
+        bar = f"≤ {limit:.3f}"
+        holds = "yes" if ours[0] <= limit else "NO"
+        failed |= holds == "NO"
+    print(f"| {m} | {fmt(ref)} | {fmt(ours)} | {bar} | {holds} |")
+sys.exit(1 if failed else 0)
