@@ -8,7 +8,7 @@ import (
 
 func TestCommitAndAbort(t *testing.T) {
 	dir := t.TempDir()
-	f, err := Create(dir, "out.bin")
+	f, err := Create(dir, "out.bin", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestCommitAndAbort(t *testing.T) {
 		t.Errorf("mode %v, want %v", st.Mode().Perm(), os.FileMode(Mode))
 	}
 
-	g, err := Create(dir, "other.bin")
+	g, err := Create(dir, "other.bin", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestCommitAndAbort(t *testing.T) {
 }
 
 func TestCreateInMissingDir(t *testing.T) {
-	if _, err := Create(filepath.Join(t.TempDir(), "missing"), "x"); err == nil {
+	if _, err := Create(filepath.Join(t.TempDir(), "missing"), "x", Options{}); err == nil {
 		t.Fatal("Create in a missing directory succeeded")
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"quantfleet.dev/libs/atomicfile"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/quantize"
@@ -160,6 +162,7 @@ type submitFlags struct {
 	job       jobFlags
 	wait      bool
 	outputDir string
+	overwrite bool
 }
 
 func runSubmit(ctx context.Context, env Env, args []string) error {
@@ -169,6 +172,7 @@ func runSubmit(ctx context.Context, env Env, args []string) error {
 	f.job.register(fs, true)
 	fs.BoolVar(&f.wait, "wait", false, "follow the job until it ends (exit 1 unless it completes)")
 	fs.StringVar(&f.outputDir, "output-dir", "", "with --wait: download the result into this directory")
+	registerOverwrite(fs, &f.overwrite)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -194,6 +198,7 @@ func runSubmit(ctx context.Context, env Env, args []string) error {
 		return asUsage(err)
 	}
 	defer closeFn()
+	c.Overwrite = f.overwrite
 	sub, err := c.Submit(ctx, client.SubmitRequest{Model: f.job.model, Name: f.job.modelName, Config: cfg, TokenizerPre: f.job.tokenizerPre,
 		Pool: f.job.pool, Upload: uploadProgress(env, verb, f.json), Layered: layered})
 	if err != nil {
@@ -346,6 +351,7 @@ type resumeFlags struct {
 	outputDir string
 	workers   int
 	wait      bool
+	overwrite bool
 }
 
 func runResume(ctx context.Context, env Env, args []string) error {
@@ -357,6 +363,7 @@ func runResume(ctx context.Context, env Env, args []string) error {
 	fs.StringVar(&f.outputDir, "output-dir", "", "download the result into this directory (implies --wait)")
 	fs.IntVar(&f.workers, "workers", 2, "with --data-dir: worker slots of the embedded fleet")
 	fs.BoolVar(&f.wait, "wait", false, "follow the job until it ends")
+	registerOverwrite(fs, &f.overwrite)
 	id, err := parseWithJob(fs, args)
 	if err != nil {
 		return err
@@ -402,6 +409,7 @@ func runResume(ctx context.Context, env Env, args []string) error {
 		}
 		defer closeFn()
 	}
+	c.Overwrite = f.overwrite
 	j, err := c.Resume(ctx, id, cfg, 30*time.Second)
 	if err != nil {
 		return asUsage(err)
@@ -425,6 +433,7 @@ type getFlags struct {
 	fleetFlags
 	outputDir  string
 	outputName string
+	overwrite  bool
 	url        bool
 	expiry     time.Duration
 }
@@ -435,6 +444,7 @@ func runGet(ctx context.Context, env Env, args []string) error {
 	f.fleetFlags.register(fs, env)
 	fs.StringVar(&f.outputDir, "output-dir", "", "download the result into this directory")
 	fs.StringVar(&f.outputName, "output-name", "", "file name of the download (default: the result's name)")
+	registerOverwrite(fs, &f.overwrite)
 	fs.BoolVar(&f.url, "url", false, "print a presigned download URL instead of downloading")
 	fs.DurationVar(&f.expiry, "expiry", time.Hour, "validity of the --url link, 1s to 168h")
 	id, err := parseWithJob(fs, args)
@@ -448,12 +458,18 @@ func runGet(ctx context.Context, env Env, args []string) error {
 	if f.url == (f.outputDir != "") {
 		return usagef("give exactly one of --output-dir DIR and --url")
 	}
+	if f.outputName != "" {
+		if err := atomicfile.CheckName(f.outputName); err != nil {
+			return fmt.Errorf("--output-name: %w", err)
+		}
+	}
 	log := logger(env, verb, f.json)
 	c, closeFn, err := f.connect(ctx, log, true)
 	if err != nil {
 		return asUsage(err)
 	}
 	defer closeFn()
+	c.Overwrite = f.overwrite
 	if f.url {
 		u, exp, err := c.URL(ctx, id, f.expiry)
 		if err != nil {

@@ -67,7 +67,7 @@ func runLayeredQuantize(ctx context.Context, env Env, fs *flag.FlagSet, f *quant
 	req := quantize.Request{
 		ModelDir: src.dir, ModelName: src.name, RemoteID: src.remoteID,
 		CalibrationData: cfg.CalibrationDataPath, CalibrationSamples: cfg.CalibrationSamples, SeqLen: f.seqlen,
-		OutputDir: cfg.OutputDir, OutputName: cfg.OutputName, Progress: rep,
+		OutputDir: cfg.OutputDir, OutputName: cfg.OutputName, Overwrite: f.overwrite, Progress: rep,
 	}
 	var res *domain.QuantizedModel
 	if cfg.TargetFormat == domain.FormatAWQ {
