@@ -99,48 +99,11 @@ func (f *jobFlags) config(v domain.Verbosity, jsonOut bool) (domain.Quantization
 // layered returns a GPTQ/AWQ job's settings beyond cfg (nil for gguf), checked as `quantize`
 // checks them.
 func (f *jobFlags) layered(cfg domain.QuantizationConfig) (*fleet.LayerOptions, error) {
-	set := map[string]bool{}
-	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if err := checkLayeredFlags(f.fs, cfg, f.seqlen, f.sym, f.rtn, f.damp); err != nil {
+		return nil, err
+	}
 	if cfg.TargetFormat == domain.FormatGGUF {
-		for _, name := range []string{"calibration-data", "calibration-samples", "group-size", "seqlen", "sym", "act-order", "static-groups", "damp", "rtn", "duo-scaling"} {
-			if set[name] {
-				return nil, usagef("--%s applies to gptq and awq only", name)
-			}
-		}
 		return nil, nil
-	}
-	if set["tokenizer-pre"] {
-		return nil, usagef("--tokenizer-pre applies to gguf only")
-	}
-	if f.seqlen < 1 {
-		return nil, usagef("--seqlen %d must be positive", f.seqlen)
-	}
-	if cfg.TargetFormat == domain.FormatGPTQ && set["duo-scaling"] {
-		return nil, usagef("--duo-scaling applies to awq only")
-	}
-	if cfg.TargetFormat == domain.FormatAWQ {
-		for _, name := range []string{"act-order", "static-groups", "damp", "rtn"} {
-			if set[name] {
-				return nil, usagef("--%s applies to gptq only", name)
-			}
-		}
-		if set["sym"] && f.sym {
-			return nil, usagef("awq quantizes asymmetrically (zero points); --sym is not available")
-		}
-	}
-	if f.rtn && (set["calibration-data"] || set["calibration-samples"] || set["seqlen"] || set["act-order"] || set["damp"] || set["static-groups"]) {
-		return nil, usagef("--rtn uses no calibration: drop --calibration-data, --calibration-samples, --seqlen, --act-order, --static-groups and --damp")
-	}
-	if !f.rtn {
-		if cfg.CalibrationDataPath == "" {
-			return nil, usagef("%s needs calibration text: --calibration-data FILE", cfg.TargetFormat)
-		}
-		if _, err := os.Stat(cfg.CalibrationDataPath); err != nil {
-			return nil, usageError{fmt.Errorf("calibration data: %w", err)}
-		}
-	}
-	if !(f.damp > 0 && f.damp < 1) {
-		return nil, usagef("--damp %v must be in (0, 1)", f.damp)
 	}
 	o := &fleet.LayerOptions{Sym: f.sym, ActOrder: f.actOrder, StaticGroups: f.staticGroups, Damp: f.damp, RTN: f.rtn,
 		DuoScaling: f.duoScaling, SeqLen: f.seqlen}
@@ -148,6 +111,56 @@ func (f *jobFlags) layered(cfg domain.QuantizationConfig) (*fleet.LayerOptions, 
 		o.Sym, o.Damp = false, 0
 	}
 	return o, nil
+}
+
+// checkLayeredFlags is the one check, for quantize, submit and run, of the flags that apply to
+// some formats only (each refused with a usage error naming it) and of the GPTQ/AWQ values.
+func checkLayeredFlags(fs *flag.FlagSet, cfg domain.QuantizationConfig, seqlen int, sym, rtn bool, damp float64) error {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if cfg.TargetFormat == domain.FormatGGUF {
+		for _, name := range []string{"calibration-data", "calibration-samples", "group-size", "seqlen", "sym", "act-order", "static-groups", "damp", "rtn", "duo-scaling"} {
+			if set[name] {
+				return usagef("--%s applies to gptq and awq only", name)
+			}
+		}
+		return nil
+	}
+	if set["tokenizer-pre"] {
+		return usagef("--tokenizer-pre applies to gguf only")
+	}
+	if seqlen < 1 {
+		return usagef("--seqlen %d must be positive", seqlen)
+	}
+	if cfg.TargetFormat == domain.FormatGPTQ && set["duo-scaling"] {
+		return usagef("--duo-scaling applies to awq only")
+	}
+	if cfg.TargetFormat == domain.FormatAWQ {
+		for _, name := range []string{"act-order", "static-groups", "damp", "rtn"} {
+			if set[name] {
+				return usagef("--%s applies to gptq only", name)
+			}
+		}
+		if set["sym"] && sym {
+			return usagef("awq quantizes asymmetrically (zero points); --sym is not available")
+		}
+	}
+	if rtn && (set["calibration-data"] || set["calibration-samples"] || set["seqlen"] || set["act-order"] || set["damp"] || set["static-groups"]) {
+		return usagef("--rtn uses no calibration: drop --calibration-data, --calibration-samples, --seqlen, --act-order, --static-groups and --damp")
+	}
+	if !rtn {
+		if cfg.CalibrationDataPath == "" {
+			return usagef("%s needs calibration text: --calibration-data FILE (text with documents separated by \\n\\f\\n, or JSONL with a \"text\" field)%s",
+				cfg.TargetFormat, map[bool]string{true: ", or --rtn for round-to-nearest", false: ""}[cfg.TargetFormat == domain.FormatGPTQ])
+		}
+		if _, err := os.Stat(cfg.CalibrationDataPath); err != nil {
+			return usageError{fmt.Errorf("calibration data: %w", err)}
+		}
+	}
+	if !(damp > 0 && damp < 1) {
+		return usagef("--damp %v must be in (0, 1)", damp)
+	}
+	return nil
 }
 
 func asUsage(err error) error {

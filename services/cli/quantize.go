@@ -109,8 +109,11 @@ func runQuantize(ctx context.Context, env Env, args []string) error {
 	if err := cfg.Normalize(); err != nil {
 		return usageError{err}
 	}
+	if err := checkLayeredFlags(fs, cfg, f.seqlen, f.sym, f.rtn, f.damp); err != nil {
+		return err
+	}
 	if format != domain.FormatGGUF {
-		return runLayeredQuantize(ctx, env, fs, &f, cfg)
+		return runLayeredQuantize(ctx, env, &f, cfg)
 	}
 	log := logger(env, verb, f.json)
 	defer log.Sync()
@@ -122,7 +125,7 @@ func runQuantize(ctx context.Context, env Env, args []string) error {
 	}
 	m, err := hfmodel.Open(os.DirFS(src.dir), src.name)
 	if err != nil {
-		return err
+		return dataUsage(err) // a shard the index lists may be missing
 	}
 	defer m.Close()
 	log.Info("model opened", zap.String("architecture", m.Config.Architecture), zap.Int("tensors", len(m.Tensors)))
