@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -277,4 +278,123 @@ func TestPartialCleanup(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hfCacheModel lays tiny-llama out as the Hugging Face cache does: blobs/HASH files, and
+// snapshots/REV/tiny-llama/NAME symlinks to ../../../blobs/HASH. It returns the snapshot directory.
+func hfCacheModel(t *testing.T, shared string) string {
+	t.Helper()
+	root := t.TempDir()
+	src := filepath.Join(shared, "models", "tiny-llama")
+	snap := filepath.Join(root, "snapshots", "0123abc", "tiny-llama")
+	for _, d := range []string{filepath.Join(root, "blobs"), snap} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blob := fmt.Sprintf("blob%02d", i)
+		if err := os.WriteFile(filepath.Join(root, "blobs", blob), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("..", "..", "..", "blobs", blob), filepath.Join(snap, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return snap
+}
+
+// sameTree reports the first difference between two outputs (a file, or a directory's files).
+func sameTree(t *testing.T, want, got string) {
+	t.Helper()
+	err := filepath.WalkDir(want, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(want, p)
+		a, _ := os.ReadFile(p)
+		b, err := os.ReadFile(filepath.Join(got, rel))
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s differs from %s (%d vs %d bytes, %v)", filepath.Join(got, rel), p, len(b), len(a), err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSymlinkedModel: a model directory of symlinks (the Hugging Face cache's layout) quantizes,
+// uploads and submits exactly as the same files in a plain directory.
+func TestSymlinkedModel(t *testing.T) {
+	shared := sharedDir(t)
+	plain := filepath.Join(shared, "models", "tiny-llama")
+	linked := hfCacheModel(t, shared)
+	f := startTestFleet(t)
+	gguf := []string{"--level", "Q8_0"}
+	gptq := []string{"--format", "gptq", "--level", "4bit", "--rtn"}
+	// each case runs a command with --model and returns the output path (or stdout for upload)
+	cases := []struct {
+		name string
+		run  func(t *testing.T, model string) string
+	}{
+		{"quantize gguf", func(t *testing.T, model string) string { return quantizeTo(t, model, gguf) }},
+		{"quantize gptq", func(t *testing.T, model string) string { return quantizeTo(t, model, gptq) }},
+		{"upload", func(t *testing.T, model string) string {
+			code, stdout, errs := f.cli("upload", "--model", model)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errs)
+			}
+			return stdout
+		}},
+		{"submit gptq", func(t *testing.T, model string) string {
+			out := t.TempDir()
+			code, _, errs := f.cli(append([]string{"submit", "--model", model, "--wait", "--output-dir", out, "--output-name", "result", "--verbosity", "quiet"}, gptq...)...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errs)
+			}
+			return filepath.Join(out, "result")
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			want, got := c.run(t, plain), c.run(t, linked)
+			if c.name == "upload" {
+				// content-addressed: the same files give the same model URL
+				if want != got {
+					t.Errorf("upload of the linked directory gave %q, of the plain one %q", got, want)
+				}
+				return
+			}
+			sameTree(t, want, got)
+		})
+	}
+	t.Run("upload with a dangling link", func(t *testing.T) {
+		dir := hfCacheModel(t, shared)
+		if err := os.Symlink("../../../blobs/missing", filepath.Join(dir, "model-extra.safetensors")); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errs := f.cli("upload", "--model", dir)
+		if code != 2 || !strings.Contains(errs, "model-extra.safetensors") {
+			t.Errorf("exit %d, want 2 naming the link: %s", code, errs)
+		}
+	})
+}
+
+func quantizeTo(t *testing.T, model string, args []string) string {
+	t.Helper()
+	out := t.TempDir()
+	code, _, errs := runCLI(t, append([]string{"quantize", "--model", model, "--output-dir", out, "--output-name", "result", "--verbosity", "quiet"}, args...)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	return filepath.Join(out, "result")
 }
