@@ -175,11 +175,17 @@ func Create(dir, name string, o Options) (*File, error) {
 	return &File{File: f, final: filepath.Join(dir, name), opts: o, lock: lock}, nil
 }
 
-func prepare(dir, name string, o Options, isDir bool) error {
+// Check reports, without writing anything, whether an output (a directory when isDir) may be
+// written to dir/name: for commands that learn much later whether the write succeeds.
+func Check(dir, name string, isDir bool, o Options) error {
 	if err := CheckName(name); err != nil {
 		return err
 	}
-	if err := o.check(filepath.Join(dir, name), isDir); err != nil {
+	return o.check(filepath.Join(dir, name), isDir)
+}
+
+func prepare(dir, name string, o Options, isDir bool) error {
+	if err := Check(dir, name, isDir, o); err != nil {
 		return err
 	}
 	cleanStale(dir)

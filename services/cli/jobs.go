@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -16,7 +17,9 @@ import (
 
 	"quantfleet.dev/libs/atomicfile"
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/gptq"
+	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/quantize"
 
 	"quantfleet.dev/services/fleet"
@@ -163,6 +166,32 @@ func checkLayeredFlags(fs *flag.FlagSet, cfg domain.QuantizationConfig, seqlen i
 	return nil
 }
 
+// checkOutput fails before a job runs when its result could not be written to dir: the name it
+// will get (as the client and the dispatcher derive it) holds something it may not replace.
+func checkOutput(dir, model, modelName string, cfg domain.QuantizationConfig, overwrite bool) error {
+	name := cfg.OutputName
+	if name == "" {
+		if modelName == "" {
+			switch {
+			case strings.HasPrefix(model, "s3://"):
+				modelName = path.Base("/" + strings.Trim(strings.TrimPrefix(model, "s3://"), "/"))
+			case hub.LooksLikeModelID(model) && !isDir(model):
+				modelName, _, _ = hub.ParseModelID(model)
+			default:
+				modelName = client.BaseName(model)
+			}
+		}
+		name = quantize.DefaultOutputName(modelName, cfg.QuantizationLevel, cfg.TargetFormat)
+	}
+	o := atomicfile.Options{Magic: gguf.Magic, Overwrite: overwrite}
+	return atomicfile.Check(dir, name, cfg.TargetFormat != domain.FormatGGUF, o)
+}
+
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}
+
 func asUsage(err error) error {
 	if err != nil && fleetUsage(err) {
 		return usageError{err}
@@ -203,6 +232,11 @@ func runSubmit(ctx context.Context, env Env, args []string) error {
 	layered, err := f.job.layered(cfg)
 	if err != nil {
 		return err
+	}
+	if f.wait && f.outputDir != "" {
+		if err := checkOutput(f.outputDir, f.job.model, f.job.modelName, cfg, f.overwrite); err != nil {
+			return err
+		}
 	}
 	log := logger(env, verb, f.json)
 	defer log.Sync()

@@ -46,8 +46,8 @@ func unrelatedFile(t *testing.T, p string) {
 	}
 }
 
-// checkOutput checks the exit code and message of a case, and what is at path afterwards.
-func checkOutput(t *testing.T, c outputCase, path string, code int, stderr string) {
+// checkOutcome checks the exit code and message of a case, and what is at path afterwards.
+func checkOutcome(t *testing.T, c outputCase, path string, code int, stderr string) {
 	t.Helper()
 	msg := strings.TrimSpace(stderr)
 	if code != c.code {
@@ -97,7 +97,7 @@ func TestQuantizeOutputSafety(t *testing.T) {
 			c.setup(t, path)
 			args := append([]string{"quantize", "--model", model, "--output-dir", out, "--output-name", "result", "--verbosity", "quiet"}, c.args...)
 			code, _, errs := runCLI(t, args...)
-			checkOutput(t, c, path, code, errs)
+			checkOutcome(t, c, path, code, errs)
 			if c.code == 0 {
 				if _, err := os.Stat(filepath.Join(path, "precious.txt")); err == nil {
 					t.Error("the old directory's file is in the new output")
@@ -215,7 +215,7 @@ func TestGetOutputSafety(t *testing.T) {
 				path := filepath.Join(out, "result")
 				c.setup(t, path)
 				code, _, errs := f.cli(append([]string{"get", job.id, "--output-dir", out, "--output-name", "result"}, c.args...)...)
-				checkOutput(t, c, path, code, errs)
+				checkOutcome(t, c, path, code, errs)
 			})
 		}
 		for _, name := range []string{"..", ".", "a/b", "../x"} {
@@ -397,4 +397,36 @@ func quantizeTo(t *testing.T, model string, args []string) string {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 	return filepath.Join(out, "result")
+}
+
+// TestJobOutputCheckedFirst: run and submit --wait refuse an output path they may not replace
+// before the job runs (a job's work would otherwise be lost at the download), deriving the default
+// name as the fleet does.
+func TestJobOutputCheckedFirst(t *testing.T) {
+	shared := sharedDir(t)
+	model := filepath.Join(shared, "models", "tiny-llama")
+	noFleet := []string{"--nats-url", "nats://127.0.0.1:1", "--nats-connect-timeout", "200ms", "--s3-endpoint", "127.0.0.1:1"}
+	cases := []struct {
+		name, existing string
+		args           []string
+	}{
+		{"run gguf default name", "tiny-llama-Q8_0.gguf", []string{"run", "--level", "Q8_0"}},
+		{"run gptq default name", "tiny-llama-gptq-4bit", []string{"run", "--format", "gptq", "--level", "4bit", "--rtn"}},
+		{"run with --model-name", "renamed-Q8_0.gguf", []string{"run", "--level", "Q8_0", "--model-name", "renamed"}},
+		{"run with --output-name", "result", []string{"run", "--level", "Q8_0", "--output-name", "result"}},
+		{"submit --wait", "tiny-llama-Q8_0.gguf", append([]string{"submit", "--wait", "--level", "Q8_0"}, noFleet...)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out := t.TempDir()
+			path := filepath.Join(out, c.existing)
+			unrelatedDir(t, path)
+			start := time.Now()
+			code, _, errs := runCLI(t, append(c.args, "--model", model, "--output-dir", out)...)
+			checkOutcome(t, outputCase{code: 2, kept: true, wantErr: path}, path, code, errs)
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("refused after %v: the job ran first", d)
+			}
+		})
+	}
 }

@@ -89,6 +89,9 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkOutput(outDir, f.job.model, name, cfg, f.overwrite); err != nil {
+		return err
+	}
 	dataDir := f.dataDir
 	if dataDir != "" {
 		if dataDir, err = filepath.Abs(dataDir); err != nil {
