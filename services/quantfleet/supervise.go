@@ -66,7 +66,10 @@ func supervise(run func() int) int {
 	if n == 1 && st.Exited() && st.ExitCode() == int(b[0]) {
 		return int(b[0])
 	}
-	fmt.Fprintf(os.Stderr, "quantfleet: internal error: the command crashed (%v)\n", st)
+	// A reader that went away (quantfleet list | head) is no news; a crash or a kill is.
+	if ws, ok := st.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGPIPE {
+		fmt.Fprintf(os.Stderr, "quantfleet: the command ended without reporting its status (%v)\n", st)
+	}
 	return 1
 }
 
