@@ -430,3 +430,27 @@ func TestJobOutputCheckedFirst(t *testing.T) {
 		})
 	}
 }
+
+// TestOutputNameOneCheck: every command that writes refuses the same bad --output-name values
+// with the same message (atomicfile.CheckName), before it connects or works.
+func TestOutputNameOneCheck(t *testing.T) {
+	model := "../nowhere/model" // never reached
+	noFleet := []string{"--nats-url", "nats://127.0.0.1:1", "--nats-connect-timeout", "200ms"}
+	commands := map[string][]string{
+		"quantize": {"quantize", "--model", model, "--level", "Q8_0"},
+		"run":      {"run", "--model", model, "--level", "Q8_0"},
+		"submit":   append([]string{"submit", "--model", model, "--level", "Q8_0", "--wait"}, noFleet...),
+		"get":      append([]string{"get", "j1"}, noFleet...),
+	}
+	for _, name := range []string{"..", ".", "a/b", `a\b`, ".x.gguf.123.partial"} {
+		want := atomicfile.CheckName(name).Error()
+		for cmd, args := range commands {
+			t.Run(cmd+" "+name, func(t *testing.T) {
+				code, _, errs := runCLI(t, append(args, "--output-dir", t.TempDir(), "--output-name", name)...)
+				if code != 2 || !strings.Contains(errs, want) {
+					t.Errorf("exit %d, want 2 with %q: %s", code, want, errs)
+				}
+			})
+		}
+	}
+}
