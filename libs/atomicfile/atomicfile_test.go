@@ -1,14 +1,17 @@
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"quantfleet.dev/libs/fault"
 )
 
 func TestCommitAndAbort(t *testing.T) {
 	dir := t.TempDir()
-	f, err := Create(dir, "out.bin")
+	f, err := Create(dir, "out.bin", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +31,7 @@ func TestCommitAndAbort(t *testing.T) {
 		t.Errorf("mode %v, want %v", st.Mode().Perm(), os.FileMode(Mode))
 	}
 
-	g, err := Create(dir, "other.bin")
+	g, err := Create(dir, "other.bin", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +44,60 @@ func TestCommitAndAbort(t *testing.T) {
 }
 
 func TestCreateInMissingDir(t *testing.T) {
-	if _, err := Create(filepath.Join(t.TempDir(), "missing"), "x"); err == nil {
+	if _, err := Create(filepath.Join(t.TempDir(), "missing"), "x", Options{}); err == nil {
 		t.Fatal("Create in a missing directory succeeded")
+	}
+}
+
+func TestCheckName(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		ok   bool
+	}{
+		{"x.gguf", true}, {".hidden", true}, {"a.partial.txt", true},
+		{"", false}, {".", false}, {"..", false}, {"a/b", false}, {`a\b`, false}, {"../x", false},
+		{".x.gguf.123.partial", false}, {".x.1.partial.old", false},
+	} {
+		if err := CheckName(c.name); (err == nil) != c.ok {
+			t.Errorf("CheckName(%q) = %v, want ok %v", c.name, err, c.ok)
+		}
+	}
+}
+
+// TestDirReplace: a directory output replaces its own earlier output (the marker) and nothing
+// else, unless Overwrite.
+func TestDirReplace(t *testing.T) {
+	write := func(dir, name string, o Options) error {
+		d, err := MkdirTemp(dir, name, o)
+		if err != nil {
+			return err
+		}
+		defer d.Abort()
+		if err := os.WriteFile(filepath.Join(d.Path, "weights"), []byte("new"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return d.Commit()
+	}
+	dir := t.TempDir()
+	if err := write(dir, "ckpt", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := write(dir, "ckpt", Options{}); err != nil {
+		t.Errorf("replacing its own output: %v", err)
+	}
+	os.MkdirAll(filepath.Join(dir, "mine"), 0o755)
+	os.WriteFile(filepath.Join(dir, "mine", "f"), []byte("keep"), 0o644)
+	if err := write(dir, "mine", Options{}); !errors.Is(err, ErrExists) || !fault.BadInput(err) {
+		t.Errorf("replacing an unrelated directory: %v, want ErrExists (bad input)", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "mine", "f")); string(b) != "keep" {
+		t.Error("the unrelated directory was changed")
+	}
+	if err := write(dir, "mine", Options{Overwrite: true}); err != nil {
+		t.Errorf("with Overwrite: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("directory holds %v, want ckpt and mine only", entries)
 	}
 }

@@ -12,6 +12,8 @@ package awq
 import (
 	"errors"
 	"fmt"
+
+	"quantfleet.dev/libs/fault"
 )
 
 // Defaults of Config (AutoAWQ's).
@@ -32,8 +34,8 @@ var (
 	// ErrShape reports inconsistent dimensions.
 	ErrShape = errors.New("awq: shape mismatch")
 	// ErrNonFinite reports a NaN or infinite weight, or a search whose every loss was
-	// NaN or infinite.
-	ErrNonFinite = errors.New("awq: non-finite value")
+	// NaN or infinite: the model's weights, or its activations on the calibration text, are at fault.
+	ErrNonFinite = fault.New(fault.ErrBadInput, "awq: non-finite value")
 )
 
 // Config selects the quantization and the searches. The zero value, after defaults, is

@@ -3,6 +3,8 @@ package domain
 import (
 	"encoding/json"
 	"strings"
+
+	"quantfleet.dev/libs/atomicfile"
 )
 
 // Defaults of QuantizationConfig, from the seed.
@@ -97,8 +99,10 @@ func (c QuantizationConfig) Validate() error {
 	if !c.OutputFormat.Valid() {
 		return invalid("output_format", "output_format %q is not valid (valid: %s)", c.OutputFormat, joinEnum(outputModes))
 	}
-	if n := c.OutputName; n != "" && (n == "." || n == ".." || strings.ContainsAny(n, `/\`)) {
-		return invalid("output_name", "output_name %q must be a file name, not a path", n)
+	if n := c.OutputName; n != "" {
+		if err := atomicfile.CheckName(n); err != nil {
+			return invalid("output_name", "output_name: %v", err)
+		}
 	}
 	return nil
 }

@@ -21,6 +21,8 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/lapack/lapack64"
+
+	"quantfleet.dev/libs/fault"
 )
 
 // Defaults of Config.
@@ -41,8 +43,9 @@ var (
 	// ErrNotPositiveDefinite reports a Hessian that stayed indefinite for every damping
 	// below 1 (100% of its mean diagonal).
 	ErrNotPositiveDefinite = errors.New("gptq: Hessian not positive definite")
-	// ErrNonFinite reports a NaN or infinite weight or Hessian entry.
-	ErrNonFinite = errors.New("gptq: non-finite value")
+	// ErrNonFinite reports a NaN or infinite weight or Hessian entry: the model's weights, or its
+	// activations on the calibration text, are at fault.
+	ErrNonFinite = fault.New(fault.ErrBadInput, "gptq: non-finite value")
 )
 
 // Config selects the quantization.

@@ -487,7 +487,7 @@ func (w *Writer) writeConfigs() error {
 	return copyAuxFiles(w.opts.SourceDir, w.dir)
 }
 
-// copyAuxFiles copies the regular, non-hidden files of src that are neither weights nor
+// copyAuxFiles copies the regular (or linked to regular), non-hidden files of src that are neither weights nor
 // configurations this package writes: tokenizer files, generation_config.json, chat
 // templates, README, license.
 func copyAuxFiles(src, dst string) error {
@@ -502,7 +502,11 @@ func copyAuxFiles(src, dst string) error {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !e.Type().IsRegular() || strings.HasPrefix(name, ".") || skipName[name] || strings.HasSuffix(name, ".index.json") {
+		if strings.HasPrefix(name, ".") || skipName[name] || strings.HasSuffix(name, ".index.json") {
+			continue
+		}
+		// Stat, not the entry's type: a Hugging Face cache snapshot's files are symlinks to its blobs.
+		if st, err := os.Stat(filepath.Join(src, name)); err != nil || !st.Mode().IsRegular() {
 			continue
 		}
 		if skip := func() bool {

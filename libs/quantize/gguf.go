@@ -9,7 +9,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"quantfleet.dev/libs/fault"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"quantfleet.dev/libs/atomicfile"
 	"quantfleet.dev/libs/convert"
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/ggml"
 	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/hfmodel"
@@ -36,7 +36,10 @@ type GGUFRequest struct {
 	// OutputName is the file name; empty derives "<model>-<level>.gguf".
 	OutputName   string
 	TokenizerPre string
-	Progress     progress.Reporter
+	// Overwrite replaces whatever is at the output path; without it only an earlier GGUF file is
+	// replaced (see atomicfile).
+	Overwrite bool
+	Progress  progress.Reporter
 }
 
 // DefaultOutputName derives the output file name from the model name and level.
@@ -64,12 +67,12 @@ func GGUF(ctx context.Context, req GGUFRequest) (*domain.QuantizedModel, error) 
 	if name == "" {
 		name = DefaultOutputName(req.Model.Name, plan.Level.Name, domain.FormatGGUF)
 	}
-	if err := os.MkdirAll(req.OutputDir, 0o755); err != nil {
-		return nil, fmt.Errorf("output directory %s: %w", req.OutputDir, err)
+	if err := atomicfile.MkdirAll(req.OutputDir); err != nil {
+		return nil, err
 	}
-	out, err := atomicfile.Create(req.OutputDir, name)
+	out, err := atomicfile.Create(req.OutputDir, name, atomicfile.Options{Magic: gguf.Magic, Overwrite: req.Overwrite})
 	if err != nil {
-		return nil, fmt.Errorf("output directory %s is not writable: %w", req.OutputDir, err)
+		return nil, err
 	}
 	defer out.Abort()
 

@@ -2,7 +2,6 @@ package quantize
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"quantfleet.dev/libs/atomicfile"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/progress"
@@ -37,7 +37,10 @@ type Request struct {
 	// OutputDir receives the checkpoint directory OutputName (default
 	// "<model>-<format>-<level>").
 	OutputDir, OutputName string
-	Progress              progress.Reporter
+	// Overwrite replaces whatever is at the output path; without it only a directory quantfleet
+	// wrote is replaced (see atomicfile).
+	Overwrite bool
+	Progress  progress.Reporter
 }
 
 // layered quantizes a model layer by layer with QuantizeLayer and writes the checkpoint:
@@ -68,6 +71,21 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	defer st.Close()
 	m := transformer.New(mcfg, transformer.SafetensorsSource{Model: st})
 
+	// The output is checked before the long work: an existing path it may not replace fails now.
+	name := req.OutputName
+	if name == "" {
+		name = DefaultOutputName(req.ModelName, level, format)
+	}
+	if err := atomicfile.MkdirAll(req.OutputDir); err != nil {
+		return nil, err
+	}
+	out, err := atomicfile.MkdirTemp(req.OutputDir, name, atomicfile.Options{Overwrite: req.Overwrite})
+	if err != nil {
+		return nil, err
+	}
+	defer out.Abort() // a no-op after Commit
+	tmp := out.Path
+
 	var x *transformer.Tensor
 	if cfg.Calibrated() {
 		if req.CalibrationData == "" {
@@ -82,22 +100,6 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		}
 	}
 
-	name := req.OutputName
-	if name == "" {
-		name = DefaultOutputName(req.ModelName, level, format)
-	}
-	if err := os.MkdirAll(req.OutputDir, 0o755); err != nil {
-		return nil, fmt.Errorf("output directory %s: %w", req.OutputDir, err)
-	}
-	final := filepath.Join(req.OutputDir, name)
-	tmp, err := os.MkdirTemp(req.OutputDir, "."+name+".*.partial")
-	if err != nil {
-		return nil, fmt.Errorf("output directory %s is not writable: %w", req.OutputDir, err)
-	}
-	defer os.RemoveAll(tmp) // a no-op after the rename
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return nil, err
-	}
 	opts := CheckpointOptions(cfg, req.ModelDir)
 	w, err := hfquant.Create(tmp, opts)
 	if err != nil {
@@ -160,14 +162,14 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		return nil, err
 	}
 	rep.Finish("valid")
-	if err := replaceDir(tmp, final); err != nil {
-		return nil, err
-	}
-
-	size, err := dirSize(final)
+	size, err := dirSize(tmp) // before Commit adds its marker file
 	if err != nil {
 		return nil, err
 	}
+	if err := out.Commit(); err != nil {
+		return nil, err
+	}
+	final := out.FinalPath()
 	var srcSize int64
 	for _, t := range st.Tensors() {
 		srcSize += t.Size()
@@ -203,26 +205,6 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 // its shape, dequantizing (quantized linears) to finite values.
 func ValidateCheckpoint(dir string, src *safetensors.Model, rep progress.Reporter) error {
 	return ValidateCheckpointTensors(dir, src.Tensors(), rep)
-}
-
-// replaceDir renames the directory tmp to final, replacing a previous final.
-func replaceDir(tmp, final string) error {
-	err := os.Rename(tmp, final)
-	if err == nil {
-		return nil
-	}
-	st, serr := os.Stat(final)
-	if serr != nil || !st.IsDir() {
-		return err
-	}
-	old := tmp + ".old"
-	if err := os.Rename(final, old); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return errors.Join(err, os.Rename(old, final))
-	}
-	return os.RemoveAll(old)
 }
 
 func dirSize(dir string) (int64, error) {

@@ -4,11 +4,11 @@
 package tokenizer
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
+	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/sentencepiece"
 )
 
@@ -27,11 +27,11 @@ type Tokenizer interface {
 
 var (
 	// ErrNoTokenizer is returned when a directory holds neither tokenizer.json nor tokenizer.model.
-	ErrNoTokenizer = errors.New("tokenizer: no tokenizer.json or tokenizer.model")
+	ErrNoTokenizer = fault.New(fault.ErrBadInput, "tokenizer: no tokenizer.json or tokenizer.model")
 	// ErrUnsupported is returned (wrapped) for tokenizer features that are not implemented.
-	ErrUnsupported = errors.New("tokenizer: unsupported")
+	ErrUnsupported = fault.New(fault.ErrBadInput, "tokenizer: unsupported")
 	// ErrMalformed is returned (wrapped) for tokenizer files that cannot be interpreted.
-	ErrMalformed = errors.New("tokenizer: malformed")
+	ErrMalformed = fault.New(fault.ErrBadInput, "tokenizer: malformed")
 )
 
 // Load loads the tokenizer of a checkpoint directory, preferring tokenizer.json to tokenizer.model.

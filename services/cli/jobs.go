@@ -7,14 +7,19 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"go.uber.org/zap"
+
+	"quantfleet.dev/libs/atomicfile"
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/gptq"
+	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/quantize"
 
 	"quantfleet.dev/services/fleet"
@@ -98,51 +103,11 @@ func (f *jobFlags) config(v domain.Verbosity, jsonOut bool) (domain.Quantization
 // layered returns a GPTQ/AWQ job's settings beyond cfg (nil for gguf), checked as `quantize`
 // checks them.
 func (f *jobFlags) layered(cfg domain.QuantizationConfig) (*fleet.LayerOptions, error) {
-	set := map[string]bool{}
-	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if err := checkLayeredFlags(f.fs, cfg, f.seqlen, f.calibOffset, f.sym, f.rtn, f.damp); err != nil {
+		return nil, err
+	}
 	if cfg.TargetFormat == domain.FormatGGUF {
-		for _, name := range []string{"calibration-data", "calibration-samples", "calibration-offset", "group-size", "seqlen", "sym", "act-order", "static-groups", "damp", "rtn", "duo-scaling"} {
-			if set[name] {
-				return nil, usagef("--%s applies to gptq and awq only", name)
-			}
-		}
 		return nil, nil
-	}
-	if set["tokenizer-pre"] {
-		return nil, usagef("--tokenizer-pre applies to gguf only")
-	}
-	if f.seqlen < 1 {
-		return nil, usagef("--seqlen %d must be positive", f.seqlen)
-	}
-	if f.calibOffset < 0 {
-		return nil, usagef("--calibration-offset %d must not be negative", f.calibOffset)
-	}
-	if cfg.TargetFormat == domain.FormatGPTQ && set["duo-scaling"] {
-		return nil, usagef("--duo-scaling applies to awq only")
-	}
-	if cfg.TargetFormat == domain.FormatAWQ {
-		for _, name := range []string{"act-order", "static-groups", "damp", "rtn"} {
-			if set[name] {
-				return nil, usagef("--%s applies to gptq only", name)
-			}
-		}
-		if set["sym"] && f.sym {
-			return nil, usagef("awq quantizes asymmetrically (zero points); --sym is not available")
-		}
-	}
-	if f.rtn && (set["calibration-data"] || set["calibration-samples"] || set["calibration-offset"] || set["seqlen"] || set["act-order"] || set["damp"] || set["static-groups"]) {
-		return nil, usagef("--rtn uses no calibration: drop --calibration-data, --calibration-samples, --calibration-offset, --seqlen, --act-order, --static-groups and --damp")
-	}
-	if !f.rtn {
-		if cfg.CalibrationDataPath == "" {
-			return nil, usagef("%s needs calibration text: --calibration-data FILE", cfg.TargetFormat)
-		}
-		if _, err := os.Stat(cfg.CalibrationDataPath); err != nil {
-			return nil, usageError{fmt.Errorf("calibration data: %w", err)}
-		}
-	}
-	if !(f.damp > 0 && f.damp < 1) {
-		return nil, usagef("--damp %v must be in (0, 1)", f.damp)
 	}
 	o := &fleet.LayerOptions{Sym: f.sym, ActOrder: f.actOrder, StaticGroups: f.staticGroups, Damp: f.damp, RTN: f.rtn,
 		DuoScaling: f.duoScaling, SeqLen: f.seqlen, CalibrationOffset: f.calibOffset}
@@ -150,6 +115,85 @@ func (f *jobFlags) layered(cfg domain.QuantizationConfig) (*fleet.LayerOptions, 
 		o.Sym, o.Damp = false, 0
 	}
 	return o, nil
+}
+
+// checkLayeredFlags is the one check, for quantize, submit and run, of the flags that apply to
+// some formats only (each refused with a usage error naming it) and of the GPTQ/AWQ values.
+func checkLayeredFlags(fs *flag.FlagSet, cfg domain.QuantizationConfig, seqlen, calibOffset int, sym, rtn bool, damp float64) error {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if cfg.TargetFormat == domain.FormatGGUF {
+		for _, name := range []string{"calibration-data", "calibration-samples", "calibration-offset", "group-size", "seqlen", "sym", "act-order", "static-groups", "damp", "rtn", "duo-scaling"} {
+			if set[name] {
+				return usagef("--%s applies to gptq and awq only", name)
+			}
+		}
+		return nil
+	}
+	if set["tokenizer-pre"] {
+		return usagef("--tokenizer-pre applies to gguf only")
+	}
+	if seqlen < 1 {
+		return usagef("--seqlen %d must be positive", seqlen)
+	}
+	if calibOffset < 0 {
+		return usagef("--calibration-offset %d must not be negative", calibOffset)
+	}
+	if cfg.TargetFormat == domain.FormatGPTQ && set["duo-scaling"] {
+		return usagef("--duo-scaling applies to awq only")
+	}
+	if cfg.TargetFormat == domain.FormatAWQ {
+		for _, name := range []string{"act-order", "static-groups", "damp", "rtn"} {
+			if set[name] {
+				return usagef("--%s applies to gptq only", name)
+			}
+		}
+		if set["sym"] && sym {
+			return usagef("awq quantizes asymmetrically (zero points); --sym is not available")
+		}
+	}
+	if rtn && (set["calibration-data"] || set["calibration-samples"] || set["calibration-offset"] || set["seqlen"] || set["act-order"] || set["damp"] || set["static-groups"]) {
+		return usagef("--rtn uses no calibration: drop --calibration-data, --calibration-samples, --calibration-offset, --seqlen, --act-order, --static-groups and --damp")
+	}
+	if !rtn {
+		if cfg.CalibrationDataPath == "" {
+			return usagef("%s needs calibration text: --calibration-data FILE (text with documents separated by \\n\\f\\n, or JSONL with a \"text\" field)%s",
+				cfg.TargetFormat, map[bool]string{true: ", or --rtn for round-to-nearest", false: ""}[cfg.TargetFormat == domain.FormatGPTQ])
+		}
+		if _, err := os.Stat(cfg.CalibrationDataPath); err != nil {
+			return usageError{fmt.Errorf("calibration data: %w", err)}
+		}
+	}
+	if !(damp > 0 && damp < 1) {
+		return usagef("--damp %v must be in (0, 1)", damp)
+	}
+	return nil
+}
+
+// checkOutput fails before a job runs when its result could not be written to dir: the name it
+// will get (as the client and the dispatcher derive it) holds something it may not replace.
+func checkOutput(dir, model, modelName string, cfg domain.QuantizationConfig, overwrite bool) error {
+	name := cfg.OutputName
+	if name == "" {
+		if modelName == "" {
+			switch {
+			case strings.HasPrefix(model, "s3://"):
+				modelName = path.Base("/" + strings.Trim(strings.TrimPrefix(model, "s3://"), "/"))
+			case hub.LooksLikeModelID(model) && !isDir(model):
+				modelName, _, _ = hub.ParseModelID(model)
+			default:
+				modelName = client.BaseName(model)
+			}
+		}
+		name = quantize.DefaultOutputName(modelName, cfg.QuantizationLevel, cfg.TargetFormat)
+	}
+	o := atomicfile.Options{Magic: gguf.Magic, Overwrite: overwrite}
+	return atomicfile.Check(dir, name, cfg.TargetFormat != domain.FormatGGUF, o)
+}
+
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
 }
 
 func asUsage(err error) error {
@@ -164,6 +208,7 @@ type submitFlags struct {
 	job       jobFlags
 	wait      bool
 	outputDir string
+	overwrite bool
 }
 
 func runSubmit(ctx context.Context, env Env, args []string) error {
@@ -173,6 +218,7 @@ func runSubmit(ctx context.Context, env Env, args []string) error {
 	f.job.register(fs, true)
 	fs.BoolVar(&f.wait, "wait", false, "follow the job until it ends (exit 1 unless it completes)")
 	fs.StringVar(&f.outputDir, "output-dir", "", "with --wait: download the result into this directory")
+	registerOverwrite(fs, &f.overwrite)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -191,6 +237,11 @@ func runSubmit(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if f.wait && f.outputDir != "" {
+		if err := checkOutput(f.outputDir, f.job.model, f.job.modelName, cfg, f.overwrite); err != nil {
+			return err
+		}
+	}
 	log := logger(env, verb, f.json)
 	defer log.Sync()
 	c, closeFn, err := f.connect(ctx, log, true)
@@ -198,6 +249,7 @@ func runSubmit(ctx context.Context, env Env, args []string) error {
 		return asUsage(err)
 	}
 	defer closeFn()
+	c.Overwrite = f.overwrite
 	sub, err := c.Submit(ctx, client.SubmitRequest{Model: f.job.model, Name: f.job.modelName, Config: cfg, TokenizerPre: f.job.tokenizerPre,
 		Pool: f.job.pool, Upload: uploadProgress(env, verb, f.json), Layered: layered})
 	if err != nil {
@@ -350,6 +402,7 @@ type resumeFlags struct {
 	outputDir string
 	workers   int
 	wait      bool
+	overwrite bool
 }
 
 func runResume(ctx context.Context, env Env, args []string) error {
@@ -361,6 +414,7 @@ func runResume(ctx context.Context, env Env, args []string) error {
 	fs.StringVar(&f.outputDir, "output-dir", "", "download the result into this directory (implies --wait)")
 	fs.IntVar(&f.workers, "workers", 2, "with --data-dir: worker slots of the embedded fleet")
 	fs.BoolVar(&f.wait, "wait", false, "follow the job until it ends")
+	registerOverwrite(fs, &f.overwrite)
 	id, err := parseWithJob(fs, args)
 	if err != nil {
 		return err
@@ -406,6 +460,7 @@ func runResume(ctx context.Context, env Env, args []string) error {
 		}
 		defer closeFn()
 	}
+	c.Overwrite = f.overwrite
 	j, err := c.Resume(ctx, id, cfg, 30*time.Second)
 	if err != nil {
 		return asUsage(err)
@@ -429,6 +484,7 @@ type getFlags struct {
 	fleetFlags
 	outputDir  string
 	outputName string
+	overwrite  bool
 	url        bool
 	expiry     time.Duration
 }
@@ -439,6 +495,7 @@ func runGet(ctx context.Context, env Env, args []string) error {
 	f.fleetFlags.register(fs, env)
 	fs.StringVar(&f.outputDir, "output-dir", "", "download the result into this directory")
 	fs.StringVar(&f.outputName, "output-name", "", "file name of the download (default: the result's name)")
+	registerOverwrite(fs, &f.overwrite)
 	fs.BoolVar(&f.url, "url", false, "print a presigned download URL instead of downloading")
 	fs.DurationVar(&f.expiry, "expiry", time.Hour, "validity of the --url link, 1s to 168h")
 	id, err := parseWithJob(fs, args)
@@ -452,12 +509,18 @@ func runGet(ctx context.Context, env Env, args []string) error {
 	if f.url == (f.outputDir != "") {
 		return usagef("give exactly one of --output-dir DIR and --url")
 	}
+	if f.outputName != "" {
+		if err := atomicfile.CheckName(f.outputName); err != nil {
+			return fmt.Errorf("--output-name: %w", err)
+		}
+	}
 	log := logger(env, verb, f.json)
 	c, closeFn, err := f.connect(ctx, log, true)
 	if err != nil {
 		return asUsage(err)
 	}
 	defer closeFn()
+	c.Overwrite = f.overwrite
 	if f.url {
 		u, exp, err := c.URL(ctx, id, f.expiry)
 		if err != nil {

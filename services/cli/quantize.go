@@ -27,6 +27,7 @@ type quantizeFlags struct {
 	hfToken, tokenizerPre                       string
 	calibData                                   string
 	calibSamples, groupSize                     int
+	overwrite                                   bool
 	// gptq / awq
 	seqlen, calibOffset         int
 	sym, actOrder, staticGroups bool
@@ -41,6 +42,7 @@ func (f *quantizeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.level, "level", "", "quantization level, e.g. Q4_K_M (gguf), 4bit (gptq/awq) (required)")
 	fs.StringVar(&f.outputDir, "output-dir", domain.DefaultOutputDir, "directory for the result")
 	fs.StringVar(&f.outputName, "output-name", "", "file name of the result (default: <model>-<level>.gguf)")
+	registerOverwrite(fs, &f.overwrite)
 	fs.StringVar(&f.hfToken, "hf-token", "", "Hugging Face token for gated or private models (default $HF_TOKEN)")
 	fs.StringVar(&f.tokenizerPre, "tokenizer-pre", "", "override tokenizer.ggml.pre for BPE tokenizers llama.cpp does not recognise")
 	fs.StringVar(&f.calibData, "calibration-data", "", "calibration text or JSONL file (gptq, awq)")
@@ -54,6 +56,11 @@ func (f *quantizeFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&f.damp, "damp", gptq.DefaultDamp, "gptq: Hessian dampening, fraction of its mean diagonal (raised automatically if needed)")
 	fs.BoolVar(&f.rtn, "rtn", false, "gptq: round to nearest, no calibration")
 	fs.BoolVar(&f.duoScaling, "duo-scaling", false, "awq: AutoAWQ's scale grid mean|x|^r/mean|w|^(1-r) instead of llm-awq's mean|x|^r")
+}
+
+// registerOverwrite adds --overwrite to a command that writes an output.
+func registerOverwrite(fs *flag.FlagSet, p *bool) {
+	fs.BoolVar(p, "overwrite", false, "replace whatever is at the output path (default: only an earlier GGUF file, or a directory quantfleet wrote)")
 }
 
 func newFlagSet(name string, env Env) *flag.FlagSet {
@@ -103,8 +110,11 @@ func runQuantize(ctx context.Context, env Env, args []string) error {
 	if err := cfg.Normalize(); err != nil {
 		return usageError{err}
 	}
+	if err := checkLayeredFlags(fs, cfg, f.seqlen, f.calibOffset, f.sym, f.rtn, f.damp); err != nil {
+		return err
+	}
 	if format != domain.FormatGGUF {
-		return runLayeredQuantize(ctx, env, fs, &f, cfg)
+		return runLayeredQuantize(ctx, env, &f, cfg)
 	}
 	log := logger(env, verb, f.json)
 	defer log.Sync()
@@ -116,14 +126,14 @@ func runQuantize(ctx context.Context, env Env, args []string) error {
 	}
 	m, err := hfmodel.Open(os.DirFS(src.dir), src.name)
 	if err != nil {
-		return err
+		return dataUsage(err) // a shard the index lists may be missing
 	}
 	defer m.Close()
 	log.Info("model opened", zap.String("architecture", m.Config.Architecture), zap.Int("tensors", len(m.Tensors)))
 
 	res, err := quantize.GGUF(ctx, quantize.GGUFRequest{
 		Model: m, ModelDir: src.dir, RemoteID: src.remoteID, Level: cfg.QuantizationLevel,
-		OutputDir: cfg.OutputDir, OutputName: cfg.OutputName, TokenizerPre: f.tokenizerPre, Progress: rep,
+		OutputDir: cfg.OutputDir, OutputName: cfg.OutputName, TokenizerPre: f.tokenizerPre, Overwrite: f.overwrite, Progress: rep,
 	})
 	if err != nil {
 		return err

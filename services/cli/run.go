@@ -30,6 +30,7 @@ type runFlags struct {
 	hfToken   string
 	workers   int
 	dataDir   string
+	overwrite bool
 }
 
 // runRun is `quantfleet run`: the whole fleet in this process (embedded NATS and S3, a dispatcher,
@@ -40,6 +41,7 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	f.common.register(fs)
 	f.job.register(fs, true)
 	fs.StringVar(&f.outputDir, "output-dir", domain.DefaultOutputDir, "directory for the result")
+	registerOverwrite(fs, &f.overwrite)
 	fs.StringVar(&f.hfToken, "hf-token", "", "Hugging Face token for gated or private models (default $HF_TOKEN)")
 	fs.IntVar(&f.workers, "workers", 2, "worker goroutines (concurrent layer tasks)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "keep the embedded fleet's NATS store and objects here, so that an interrupted job can be resumed with `quantfleet resume JOB --data-dir DIR` (default: a temporary directory)")
@@ -87,6 +89,9 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkOutput(outDir, f.job.model, name, cfg, f.overwrite); err != nil {
+		return err
+	}
 	dataDir := f.dataDir
 	if dataDir != "" {
 		if dataDir, err = filepath.Abs(dataDir); err != nil {
@@ -104,7 +109,7 @@ func runRun(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("starting the embedded fleet: %w", err)
 	}
 	defer lf.Close()
-	c := &client.Client{RT: lf.RT}
+	c := &client.Client{RT: lf.RT, Overwrite: f.overwrite}
 	sub, err := c.Submit(ctx, client.SubmitRequest{Model: f.job.model, Name: name, Config: cfg, TokenizerPre: f.job.tokenizerPre, Layered: layered})
 	if err != nil {
 		return asUsage(err)

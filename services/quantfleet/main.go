@@ -12,8 +12,12 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli.Run(ctx, cli.DefaultEnv(), os.Args[1:])
-	stop()
-	os.Exit(code)
+	os.Exit(supervise(func() int { return runCLI(os.Args[1:]) }))
+}
+
+func runCLI(args []string) int {
+	// No stop: the process exits right after, and a signal arriving late (a terminal's Ctrl-C also
+	// forwarded by the supervisor) must not kill it with the default action before it has exited.
+	ctx, _ := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return cli.Run(ctx, cli.DefaultEnv(), args)
 }

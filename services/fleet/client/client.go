@@ -22,6 +22,7 @@ import (
 
 	"quantfleet.dev/libs/atomicfile"
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/queue"
 	pb "quantfleet.dev/proto/quantfleet/v1"
@@ -45,6 +46,9 @@ var (
 // Client talks to the fleet.
 type Client struct {
 	RT *fleet.Runtime
+	// Overwrite lets Download replace whatever is at the output path; without it only an earlier
+	// GGUF file or a directory quantfleet wrote is replaced (see atomicfile).
+	Overwrite bool
 }
 
 // SubmitRequest describes a job.
@@ -314,19 +318,19 @@ func (c *Client) Download(ctx context.Context, id, dir, name string, progress fu
 	if name == "" {
 		name = path.Base(key)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("output directory %s: %w", dir, err)
+	if err := atomicfile.MkdirAll(dir); err != nil {
+		return nil, err
 	}
+	tmp, err := atomicfile.Create(dir, name, atomicfile.Options{Magic: gguf.Magic, Overwrite: c.Overwrite})
+	if err != nil {
+		return nil, err
+	}
+	defer tmp.Abort()
 	rc, oi, err := c.RT.Store.Get(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	tmp, err := atomicfile.Create(dir, name)
-	if err != nil {
-		return nil, fmt.Errorf("output directory %s is not writable: %w", dir, err)
-	}
-	defer tmp.Abort()
 	h := sha256.New()
 	var src io.Reader = rc
 	if progress != nil {
@@ -383,17 +387,15 @@ func (c *Client) downloadDir(ctx context.Context, res *domain.QuantizedModel, pr
 	if len(files) == 0 {
 		return nil, fmt.Errorf("job result %s lists no files", res.OutputPath)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("output directory %s: %w", dir, err)
-	}
-	tmp, err := os.MkdirTemp(dir, "."+name+".*.partial")
-	if err != nil {
-		return nil, fmt.Errorf("output directory %s is not writable: %w", dir, err)
-	}
-	defer os.RemoveAll(tmp)
-	if err := os.Chmod(tmp, 0o755); err != nil {
+	if err := atomicfile.MkdirAll(dir); err != nil {
 		return nil, err
 	}
+	out, err := atomicfile.MkdirTemp(dir, name, atomicfile.Options{Overwrite: c.Overwrite})
+	if err != nil {
+		return nil, err
+	}
+	defer out.Abort()
+	tmp := out.Path
 	var total int64
 	for file, want := range files {
 		if file != path.Base(file) || strings.HasPrefix(file, ".") {
@@ -411,14 +413,10 @@ func (c *Client) downloadDir(ctx context.Context, res *domain.QuantizedModel, pr
 	if total != res.FileSize {
 		return nil, fmt.Errorf("downloaded %d bytes of %s, the job recorded %d", total, res.OutputPath, res.FileSize)
 	}
-	final := filepath.Join(dir, name)
-	if err := os.RemoveAll(final); err != nil {
+	if err := out.Commit(); err != nil {
 		return nil, err
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return nil, err
-	}
-	abs, _ := filepath.Abs(final)
+	abs, _ := filepath.Abs(out.FinalPath())
 	local := *res
 	local.OutputPath = abs
 	return &local, nil

@@ -57,8 +57,8 @@ func (m Manifest) Hash() string {
 var skipExt = map[string]bool{".bin": true, ".pt": true, ".pth": true, ".gguf": true, ".h5": true,
 	".msgpack": true, ".ckpt": true, ".onnx": true, ".ot": true, ".partial": true}
 
-// Wanted reports whether a local model file is uploaded: top-level regular files except hidden
-// ones and weight formats other than safetensors.
+// Wanted reports whether a local model file is uploaded: top-level regular files (or links to
+// them) except hidden ones and weight formats other than safetensors.
 func Wanted(name string) bool {
 	return !strings.HasPrefix(name, ".") && !skipExt[strings.ToLower(path.Ext(name))]
 }
@@ -73,13 +73,21 @@ func ScanDir(ctx context.Context, dir string) (Manifest, error) {
 	m.Source = "local"
 	hasConfig := false
 	for _, e := range entries {
-		if !e.Type().IsRegular() || !Wanted(e.Name()) {
+		if !Wanted(e.Name()) {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
 			return Manifest{}, err
 		}
 		p := filepath.Join(dir, e.Name())
+		// Stat follows links: a Hugging Face cache snapshot's files are symlinks to its blobs.
+		st, err := os.Stat(p)
+		if err != nil {
+			return Manifest{}, fmt.Errorf("%w: %s: %w", ErrNotModelDir, p, err)
+		}
+		if !st.Mode().IsRegular() {
+			continue
+		}
 		f, err := os.Open(p)
 		if err != nil {
 			return Manifest{}, err
