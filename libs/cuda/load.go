@@ -130,71 +130,55 @@ func bind(lib uintptr, path string, fns map[string]any) error {
 	return nil
 }
 
-// loaded holds the result of loading each library once per process.
-var loaded struct {
-	driver, nvrtc, cublas struct {
-		once sync.Once
-		path string
-		err  error
-	}
+// loadState is the result of loading one library, once per process.
+type loadState struct {
+	once sync.Once
+	path string
+	err  error
 }
 
-// loadDriver loads libcuda and calls cuInit once per process.
-func loadDriver() error {
-	s := &loaded.driver
+var loaded struct{ driver, nvrtc, cublas loadState }
+
+// load opens lib, binds its symbols and runs then (if not nil) on the handle, once.
+func (s *loadState) load(lib library, symbols func() map[string]any, then func(h uintptr, path string) error) error {
 	s.once.Do(func() {
-		h, path, err := libDriver.open(searchDirs(os.Getenv, filepath.Glob))
+		h, path, err := lib.open(searchDirs(os.Getenv, filepath.Glob))
 		if err != nil {
 			s.err = err
 			return
 		}
 		s.path = path
-		if s.err = bind(h, path, driverSymbols()); s.err != nil {
-			return
+		if s.err = bind(h, path, symbols()); s.err == nil && then != nil {
+			s.err = then(h, path)
 		}
+	})
+	return s.err
+}
+
+// loadDriver loads libcuda and calls cuInit once per process.
+func loadDriver() error {
+	return loaded.driver.load(libDriver, driverSymbols, func(_ uintptr, path string) error {
 		if r := cu.init(0); r != 0 {
 			what := "cuInit failed"
 			if r == cudaErrorNoDevice {
 				what = "no CUDA device"
 			}
-			s.err = fmt.Errorf("%w: %s (%s, driver %s)", ErrUnavailable, what, cuErrorName(r), path)
+			return fmt.Errorf("%w: %s (%s, driver %s)", ErrUnavailable, what, cuErrorName(r), path)
 		}
+		return nil
 	})
-	return s.err
 }
 
-func loadNVRTC() error {
-	s := &loaded.nvrtc
-	s.once.Do(func() {
-		h, path, err := libNVRTC.open(searchDirs(os.Getenv, filepath.Glob))
-		if err != nil {
-			s.err = err
-			return
-		}
-		s.path = path
-		s.err = bind(h, path, nvrtcSymbols())
-	})
-	return s.err
-}
+func loadNVRTC() error { return loaded.nvrtc.load(libNVRTC, nvrtcSymbols, nil) }
 
 func loadCUBLAS() error {
-	s := &loaded.cublas
-	s.once.Do(func() {
-		h, path, err := libCUBLAS.open(searchDirs(os.Getenv, filepath.Glob))
-		if err != nil {
-			s.err = err
-			return
-		}
-		s.path = path
-		if s.err = bind(h, path, cublasSymbols()); s.err != nil {
-			return
-		}
+	return loaded.cublas.load(libCUBLAS, cublasSymbols, func(h uintptr, _ string) error {
 		// Optional: names of status codes (cuBLAS ≥ 11.4.2); a table covers older ones.
 		if sym, err := purego.Dlsym(h, "cublasGetStatusName"); err == nil {
 			purego.RegisterFunc(&blas.getStatusName, sym)
 		}
+		return nil
 	})
-	return s.err
 }
 
 // Libraries reports the paths of the libraries loaded so far (for logs and test output).
