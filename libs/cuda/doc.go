@@ -36,5 +36,6 @@
 // kernel. Device.BLAS is a cuBLAS handle with row-major SGEMM and SSYRK in IEEE float32 (TF32
 // off, as the GPTQ reference requires).
 //
-// Package gptqcuda (below) runs the GPTQ core on this backend.
+// Package gptqcuda (libs/cuda/gptqcuda) runs the GPTQ core on this backend. Test binaries for
+// a GPU machine: make test-gpu (bin/gpu-tests/); without a GPU their GPU tests skip.
 package cuda
