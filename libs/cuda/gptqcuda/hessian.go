@@ -181,7 +181,8 @@ func (h *Hessian) Matrix(ctx context.Context) ([]float64, error) {
 }
 
 // ToCPU returns the Hessian as a libs/gptq Hessian (to merge, encode or quantize on the CPU).
-// Sample and token counts are kept when the sums were accumulated here.
+// The sample count is kept when the sums were accumulated here; the token count is not
+// (gptq.HessianFromSum takes none).
 func (h *Hessian) ToCPU(ctx context.Context) (*gptq.Hessian, error) {
 	if h.scale != 0 || h.samples == 0 {
 		m, err := h.Matrix(ctx)
