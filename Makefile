@@ -27,8 +27,8 @@ test: build
 GPU_TESTS := $(BIN)/gpu-tests
 test-gpu:
 	@mkdir -p $(GPU_TESTS)
-	cd libs && $(GO) test -c -o ../$(GPU_TESTS)/cuda.test ./cuda/
-	cd libs && $(GO) test -c -o ../$(GPU_TESTS)/gptqcuda.test ./cuda/gptqcuda/
+	cd libs && $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o ../$(GPU_TESTS)/cuda.test ./cuda/
+	cd libs && $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o ../$(GPU_TESTS)/gptqcuda.test ./cuda/gptqcuda/
 	$(GPU_TESTS)/cuda.test -test.short
 	$(GPU_TESTS)/gptqcuda.test -test.short
 
