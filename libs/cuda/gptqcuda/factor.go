@@ -49,8 +49,7 @@ func Prepare(ctx context.Context, h *Hessian, cfg gptq.Config) (*Factor, error) 
 	}
 	k, n := h.k, h.cols
 	f := &Factor{k: k, cfg: cfg, n: n, perm: make([]int, n)}
-	var tmp buffers
-	tmp.d = k.d
+	tmp := buffers{d: k.d}
 	defer tmp.free()
 
 	// The diagonal decides dead columns, the order and the damping, on the host.
