@@ -6,7 +6,7 @@ LDFLAGS   := -s -w
 # Static binaries: they run on any Linux, in scratch containers and on the GPU machines.
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test bench fuzz proto vet fmt clean demo
+.PHONY: all build test test-gpu bench fuzz proto vet fmt clean demo
 
 all: build
 
@@ -19,6 +19,18 @@ test: build
 	@set -e; for m in $(MODULES); do \
 		if [ -z "$$(cd $$m && $(GO) list ./... 2>/dev/null)" ]; then continue; fi; \
 		echo "== go test $$m"; (cd $$m && $(GO) test -count=1 -timeout 30m ./...); done
+
+# GPU test binaries (CGO_ENABLED=0; CUDA is loaded at run time, see libs/cuda/doc.go): carry
+# bin/gpu-tests/ to a machine with an NVIDIA GPU and run ./cuda.test -test.v and
+# ./gptqcuda.test -test.v there (TestLlama8B is the acceptance run; -test.short skips it).
+# Without a GPU every GPU test skips.
+GPU_TESTS := $(BIN)/gpu-tests
+test-gpu:
+	@mkdir -p $(GPU_TESTS)
+	cd libs && $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o ../$(GPU_TESTS)/cuda.test ./cuda/
+	cd libs && $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o ../$(GPU_TESTS)/gptqcuda.test ./cuda/gptqcuda/
+	$(GPU_TESTS)/cuda.test -test.short
+	$(GPU_TESTS)/gptqcuda.test -test.short
 
 vet:
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done

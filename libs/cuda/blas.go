@@ -1,0 +1,152 @@
+package cuda
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+)
+
+// blas holds the cuBLAS functions.
+var blas struct {
+	create        func(h *uintptr) int32
+	destroy       func(h uintptr) int32
+	setMathMode   func(h uintptr, mode int32) int32
+	getVersion    func(h uintptr, v *int32) int32
+	sgemm         func(h uintptr, ta, tb int32, m, n, k int32, alpha *float32, a uint64, lda int32, b uint64, ldb int32, beta *float32, c uint64, ldc int32) int32
+	ssyrk         func(h uintptr, uplo, trans int32, n, k int32, alpha *float32, a uint64, lda int32, beta *float32, c uint64, ldc int32) int32
+	getStatusName func(s int32) string // optional
+}
+
+func cublasSymbols() map[string]any {
+	return map[string]any{
+		"cublasCreate_v2":     &blas.create,
+		"cublasDestroy_v2":    &blas.destroy,
+		"cublasSetMathMode":   &blas.setMathMode,
+		"cublasGetVersion_v2": &blas.getVersion,
+		"cublasSgemm_v2":      &blas.sgemm,
+		"cublasSsyrk_v2":      &blas.ssyrk,
+	}
+}
+
+const (
+	cublasOpN       = 0
+	cublasOpT       = 1
+	cublasFillLower = 0
+	cublasFillUpper = 1
+	// CUBLAS_DEFAULT_MATH: single precision stays IEEE float32 (TF32 tensor cores need
+	// CUBLAS_TF32_TENSOR_OP_MATH); the GPTQ reference disables TF32.
+	cublasDefaultMath = 0
+)
+
+// BLAS is a cuBLAS handle of one device, using the legacy default stream. Its matrices are
+// row-major, like the rest of quantfleet: the calls swap operands to use cuBLAS's
+// column-major routines.
+type BLAS struct {
+	d       *Device
+	h       uintptr
+	version int
+}
+
+// BLAS returns the device's cuBLAS handle (created on first use, with TF32 off).
+func (d *Device) BLAS(ctx context.Context) (*BLAS, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.blas != nil {
+		return d.blas, nil
+	}
+	if err := loadCUBLAS(); err != nil {
+		return nil, err
+	}
+	leave, err := d.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	b := &BLAS{d: d}
+	if err := cublasErr("cublasCreate", blas.create(&b.h)); err != nil {
+		return nil, err
+	}
+	if err := cublasErr("cublasSetMathMode", blas.setMathMode(b.h, cublasDefaultMath)); err != nil {
+		blas.destroy(b.h)
+		return nil, err
+	}
+	var v int32
+	if blas.getVersion(b.h, &v) == 0 {
+		b.version = int(v)
+	}
+	d.blas = b
+	return b, nil
+}
+
+// Version returns cuBLAS's version number (e.g. 130000).
+func (b *BLAS) Version() int { return b.version }
+
+func op(t bool) int32 {
+	if t {
+		return cublasOpT
+	}
+	return cublasOpN
+}
+
+func checkDims(vals ...int) error {
+	for _, v := range vals {
+		if v < 0 || v > 1<<31-1 {
+			return fmt.Errorf("cuda: BLAS dimension %d out of range", v)
+		}
+	}
+	return nil
+}
+
+// Gemm computes C = alpha·op(A)·op(B) + beta·C for row-major float32 matrices (op(A) m×k,
+// op(B) k×n, C m×n, leading dimensions in elements), like transformer.Gemm.
+func (b *BLAS) Gemm(ctx context.Context, transA, transB bool, m, n, k int, alpha float32, a Ptr, lda int, bm Ptr, ldb int, beta float32, c Ptr, ldc int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkDims(m, n, k, lda, ldb, ldc); err != nil {
+		return err
+	}
+	if m == 0 || n == 0 {
+		return nil
+	}
+	leave, err := b.d.enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	// Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: the same memory with the
+	// operands swapped.
+	r := blas.sgemm(b.h, op(transB), op(transA), int32(n), int32(m), int32(k), &alpha, uint64(bm), int32(ldb), uint64(a), int32(lda), &beta, uint64(c), int32(ldc))
+	runtime.KeepAlive(&alpha)
+	runtime.KeepAlive(&beta)
+	return cublasErr("cublasSgemm", r)
+}
+
+// SyrkUpper computes the upper triangle of C = alpha·AᵀA + beta·C for a row-major k×n matrix
+// A (leading dimension lda) and row-major n×n C; the strict lower triangle of C is not
+// touched.
+func (b *BLAS) SyrkUpper(ctx context.Context, n, k int, alpha float32, a Ptr, lda int, beta float32, c Ptr, ldc int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkDims(n, k, lda, ldc); err != nil {
+		return err
+	}
+	if n == 0 {
+		return nil
+	}
+	leave, err := b.d.enter()
+	if err != nil {
+		return err
+	}
+	defer leave()
+	// Row-major A (k×n) is column-major Aᵀ (n×k), so AᵀA is column-major Aᵀ·(Aᵀ)ᵀ: op N.
+	// Column-major lower triangle = row-major upper triangle.
+	r := blas.ssyrk(b.h, cublasFillLower, cublasOpN, int32(n), int32(k), &alpha, uint64(a), int32(lda), &beta, uint64(c), int32(ldc))
+	runtime.KeepAlive(&alpha)
+	runtime.KeepAlive(&beta)
+	return cublasErr("cublasSsyrk", r)
+}

@@ -1,0 +1,41 @@
+// Package cuda is a minimal CUDA backend for CGO_ENABLED=0 builds: it loads the driver API
+// (libcuda.so.1), NVRTC and cuBLAS at run time with purego (dlopen) instead of linking them, so
+// the same binary runs on machines with and without a GPU.
+//
+// # Finding the libraries
+//
+// Each library is looked up, first match wins, in:
+//
+//  1. $QUANTFLEET_CUDA_LIB_DIR
+//  2. the entries of $LD_LIBRARY_PATH
+//  3. /usr/local/cuda/lib64, /usr/local/cuda/targets/x86_64-linux/lib,
+//     /usr/lib/x86_64-linux-gnu, /usr/local/nvidia/lib64
+//  4. the lib directories of pip's nvidia-* wheels (PyTorch's CUDA):
+//     /opt/*/.venv/lib/python3*/site-packages/nvidia/*/lib, /usr/local/lib/python3*/dist-packages/nvidia/*/lib, ...
+//  5. the system loader's own path (ld.so.cache), by soname
+//
+// with the names libcuda.so.1; libnvrtc.so.13, .so.12, .so; libcublas.so.13, .so.12, .so.
+// libnvrtc-builtins and libcublasLt are loaded from the same directory first, so that a
+// directory not on the loader's path works. A library that is not found, a driver that fails
+// cuInit, or no device is an error wrapping ErrUnavailable (bad input: a command asked for a
+// GPU this machine does not have), in one line naming what is missing. Failed CUDA calls are
+// *Error values carrying the library's name of the code (CUDA_ERROR_OUT_OF_MEMORY,
+// NVRTC_ERROR_COMPILATION, CUBLAS_STATUS_...).
+//
+// A binary that imports this package is still built without cgo but is dynamically linked
+// against glibc (dlopen needs the system loader); it does not run in a scratch container.
+//
+// # What it offers
+//
+// Open gives a Device (name, compute capability, free/total memory) with its primary context;
+// every call makes that context current on a locked OS thread, so any goroutine may use it.
+// All work goes to the legacy default stream, in issue order. Buffers are device memory with
+// typed Upload/Download. Device.Module compiles CUDA C++ source with NVRTC to a CUBIN for the
+// device's architecture (PTX when NVRTC does not know it) once per process, cached by source
+// hash, options and compute capability, and loads it once per device; Function.Launch starts a
+// kernel. Device.BLAS is a cuBLAS handle with row-major SGEMM and SSYRK in IEEE float32 (TF32
+// off, as the GPTQ reference requires).
+//
+// Package gptqcuda (libs/cuda/gptqcuda) runs the GPTQ core on this backend. Test binaries for
+// a GPU machine: make test-gpu (bin/gpu-tests/); without a GPU their GPU tests skip.
+package cuda
