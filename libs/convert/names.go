@@ -2,19 +2,15 @@ package convert
 
 import (
 	"fmt"
-	"quantfleet.dev/libs/fault"
 	"strconv"
 	"strings"
+
+	"quantfleet.dev/libs/fault"
+	"quantfleet.dev/libs/hfmodel"
 )
 
 // ErrUnmappedTensor reports a checkpoint tensor with no GGUF name for the architecture.
 var ErrUnmappedTensor = fault.New(fault.ErrBadInput, "cannot map tensor")
-
-// skipTensor reports tensors the converter drops.
-func skipTensor(name string) bool {
-	return strings.HasSuffix(name, ".attention.masked_bias") || strings.HasSuffix(name, ".attention.bias") ||
-		strings.HasSuffix(name, ".rotary_emb.inv_freq")
-}
 
 var globalNames = map[string]string{
 	"model.embed_tokens": "token_embd",
@@ -49,7 +45,7 @@ func ggufName(hf string) (name string, block int, err error) {
 	if suffix == "" {
 		return "", 0, fmt.Errorf("%w %q", ErrUnmappedTensor, hf)
 	}
-	base = strings.TrimPrefix(base, "language_model.")
+	base = hfmodel.TrimPrefix(base)
 	if g, ok := globalNames[base]; ok {
 		return g + suffix, -1, nil
 	}

@@ -206,7 +206,7 @@ func converterTensors(m *hfmodel.Model, arch string, inter ggml.Type, rope RopeF
 			Intermediate: ggml.F32, Generated: "rope_freqs"})
 	}
 	for _, t := range m.Tensors {
-		if skipTensor(t.Name) {
+		if hfmodel.IgnoredTensor(t.Name) {
 			continue
 		}
 		if !t.DType.IsFloat() {

@@ -62,6 +62,10 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		return nil, err
 	}
 	defer st.Close()
+	// The same check as the GGUF path, on the headers, before any weight is read.
+	if err := mcfg.Dims().CheckTensors(st.Tensors()); err != nil {
+		return nil, err
+	}
 	m := transformer.New(mcfg, transformer.SafetensorsSource{Model: st})
 
 	var x *transformer.Tensor
