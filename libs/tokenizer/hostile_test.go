@@ -1,0 +1,126 @@
+package tokenizer
+
+import (
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"quantfleet.dev/libs/fault"
+	"quantfleet.dev/libs/sharedtest"
+)
+
+// allocated returns the bytes f allocated.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+func checkBadInput(t *testing.T, err error, want string) {
+	t.Helper()
+	if err == nil || !fault.BadInput(err) || !errors.Is(err, ErrMalformed) || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v: want one line of malformed tokenizer mentioning %q", err, want)
+	}
+}
+
+// TestHostileTokenIDs: an id in tokenizer.json sizes the id → token table; a huge one must be
+// refused before that table is made.
+func TestHostileTokenIDs(t *testing.T) {
+	added := func(id uint64) map[string]any {
+		return map[string]any{"added_tokens": []any{map[string]any{"id": id, "content": "<x>", "special": true}}}
+	}
+	cases := []struct {
+		name  string
+		extra map[string]any
+		want  string
+	}{
+		{"added id 2^31", added(1 << 31), `added token "<x>" has id 2147483648, outside [0, 65544)`},
+		{"added id 2^63-1", added(math.MaxInt64), "has id 9223372036854775807"},
+		{"added id 2^24", added(1 << 24), "has id 16777216"},
+		{"vocab id 2^31", map[string]any{"model": map[string]any{"type": "BPE", "vocab": map[string]int{"a": 0, "b": 1 << 31}}}, `token "b" has id 2147483648`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeTokenizerJSON(t, dir, nil, c.extra)
+			var err error
+			if n := allocated(func() { _, err = LoadHF(filepath.Join(dir, "tokenizer.json")) }); n > 16<<20 {
+				t.Errorf("allocated %d MiB", n>>20)
+			}
+			checkBadInput(t, err, c.want)
+		})
+	}
+}
+
+// TestVocabSizeBound: config.json's vocab_size pads the GGUF vocabulary; it is bounded before
+// the padding is allocated.
+func TestVocabSizeBound(t *testing.T) {
+	dir := t.TempDir()
+	writeTokenizerJSON(t, dir, nil, nil)
+	var err error
+	if n := allocated(func() { _, err = GGUFMetadata(dir, GGUFOptions{Arch: "qwen2", VocabSize: 1e12, PreOverride: "gpt-2"}) }); n > 16<<20 {
+		t.Errorf("allocated %d MiB", n>>20)
+	}
+	checkBadInput(t, err, "vocab_size 1000000000000 exceeds")
+}
+
+// truncateAfterPieces returns the prefix of a tokenizer.model holding its first n pieces: a
+// file cut at a field boundary, which still parses.
+func truncateAfterPieces(t *testing.T, b []byte, n int) []byte {
+	t.Helper()
+	off := 0
+	for i := 0; i < n; i++ {
+		_, _, tl := protowire.ConsumeTag(b[off:])
+		_, vl := protowire.ConsumeBytes(b[off+tl:])
+		if tl < 0 || vl < 0 {
+			t.Fatal("not a tokenizer.model")
+		}
+		off += tl + vl
+	}
+	return b[:off]
+}
+
+// TestTruncatedTokenizerModel: a tokenizer.model cut after some of its pieces must not be padded
+// with placeholder tokens up to vocab_size; the whole file, and a vocabulary rounded up a little
+// (the synthetic Qwen2 checkpoint: 8192 pieces, vocab_size 8256), still convert.
+func TestTruncatedTokenizerModel(t *testing.T) {
+	tiny := sharedtest.Path(t, "models", "tiny-llama")
+	full, err := os.ReadFile(filepath.Join(tiny, "tokenizer.model"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		model []byte
+		vocab int
+		want  string // "" for success
+	}{
+		{"whole", full, 8192, ""},
+		{"rounded up", full, 8256, ""},
+		{"half", truncateAfterPieces(t, full, 4096), 8192, "tokenizer.model has 4096 pieces and 0 added tokens for vocab_size 8192: 4096 ids would be placeholders"},
+		{"last 200 pieces cut", truncateAfterPieces(t, full, 7992), 8192, "200 ids would be placeholders"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "tokenizer.model"), string(c.model))
+			copyFile(t, filepath.Join(tiny, "tokenizer_config.json"), filepath.Join(dir, "tokenizer_config.json"))
+			_, err := GGUFMetadata(dir, GGUFOptions{Arch: "llama", VocabSize: c.vocab})
+			if c.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			checkBadInput(t, err, c.want)
+		})
+	}
+}
