@@ -35,14 +35,8 @@ var blockNames = map[string]string{
 // ggufName maps a Hugging Face tensor name of the supported architectures to its GGUF name
 // (gguf-py's tensor_mapping). It returns the block number, or -1 for non-block tensors.
 func ggufName(hf string) (name string, block int, err error) {
-	base, suffix := hf, ""
-	for _, s := range []string{".weight", ".bias"} {
-		if strings.HasSuffix(hf, s) {
-			base, suffix = strings.TrimSuffix(hf, s), s
-			break
-		}
-	}
-	if suffix == "" {
+	base, suffix, ok := cutSuffix(hf)
+	if !ok {
 		return "", 0, fmt.Errorf("%w %q", ErrUnmappedTensor, hf)
 	}
 	base = hfmodel.TrimPrefix(base)

@@ -162,6 +162,10 @@ func NewPlan(m *hfmodel.Model, dir string, levelName string, opt Options) (*Plan
 	if err := h.Layout(); err != nil {
 		return nil, err
 	}
+	// Nothing is written that llama.cpp could not load.
+	if err := CheckHeader(h); err != nil {
+		return nil, err
+	}
 	for i := range tensors {
 		tensors[i].Offset = h.Tensors[i].Offset
 		tensors[i].Size = h.Tensors[i].Size()
