@@ -1,18 +1,17 @@
 package convert
 
 import (
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 
 	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/hfmodel"
-	"quantfleet.dev/libs/safetensors"
+	"quantfleet.dev/libs/sharedtest"
+	"quantfleet.dev/libs/sharedtest/weights"
 )
 
 // copyModel copies a synthetic checkpoint into a fresh directory the case may edit.
@@ -36,84 +35,14 @@ func copyModel(t *testing.T, name string) string {
 	return dir
 }
 
-// setConfig sets config.json keys; a raw JSON text keeps numbers beyond int64/float64 exact.
+// setConfig sets config.json keys to raw JSON texts.
 func setConfig(kv map[string]string) func(t *testing.T, dir string) {
-	return func(t *testing.T, dir string) {
-		t.Helper()
-		p := filepath.Join(dir, hfmodel.ConfigFile)
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var c map[string]json.RawMessage
-		if err := json.Unmarshal(b, &c); err != nil {
-			t.Fatal(err)
-		}
-		for k, v := range kv {
-			c[k] = json.RawMessage(v)
-		}
-		if b, err = json.Marshal(c); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	return func(t *testing.T, dir string) { sharedtest.SetJSON(t, filepath.Join(dir, hfmodel.ConfigFile), kv) }
 }
 
-// editWeights rewrites model.safetensors through edit (single-file checkpoints).
-func editWeights(edit func(ts []safetensors.WriteTensor) []safetensors.WriteTensor) func(t *testing.T, dir string) {
-	return func(t *testing.T, dir string) {
-		t.Helper()
-		st, err := safetensors.OpenModel(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ts []safetensors.WriteTensor
-		for _, x := range st.Tensors() {
-			raw, err := st.ReadRaw(x.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ts = append(ts, safetensors.WriteTensor{Name: x.Name, DType: x.DType, Shape: x.Shape, Data: raw})
-		}
-		st.Close()
-		if err := safetensors.WriteFile(filepath.Join(dir, "model.safetensors"), edit(ts), nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// reshape gives tensor name a new shape (zero data).
-func reshape(name string, shape ...int64) func(t *testing.T, dir string) {
-	return editWeights(func(ts []safetensors.WriteTensor) []safetensors.WriteTensor {
-		for i, x := range ts {
-			if x.Name == name {
-				n := x.DType.Size()
-				for _, d := range shape {
-					n *= d
-				}
-				ts[i].Shape, ts[i].Data = shape, make([]byte, n)
-			}
-		}
-		return ts
-	})
-}
-
-func dropTensor(name string) func(t *testing.T, dir string) {
-	return editWeights(func(ts []safetensors.WriteTensor) []safetensors.WriteTensor {
-		return slices.DeleteFunc(ts, func(x safetensors.WriteTensor) bool { return x.Name == name })
-	})
-}
-
-// addTensor copies tensor from under the name to.
-func addTensor(from, to string) func(t *testing.T, dir string) {
-	return editWeights(func(ts []safetensors.WriteTensor) []safetensors.WriteTensor {
-		i := slices.IndexFunc(ts, func(x safetensors.WriteTensor) bool { return x.Name == from })
-		c := ts[i]
-		c.Name = to
-		return append(ts, c)
-	})
+// editWeights rewrites the checkpoint's model.safetensors in place.
+func editWeights(edit weights.Edit) func(t *testing.T, dir string) {
+	return func(t *testing.T, dir string) { weights.Write(t, dir, dir, edit) }
 }
 
 // TestPlanRejectsHostileModels: config.json values that would exhaust memory or not fit the GGUF
@@ -149,14 +78,14 @@ func TestPlanRejectsHostileModels(t *testing.T) {
 		{"vocab_size vs embedding rows", mistral, setConfig(map[string]string{"vocab_size": "8000"}), "model.embed_tokens.weight has shape [8192 256], config.json implies [8000 256]"},
 		{"wrong kv heads", mistral, setConfig(map[string]string{"num_key_value_heads": "4"}), "self_attn.k_proj.weight has shape [64 256], config.json implies [128 256]"},
 		{"tied config, untied weights", "Qwen2-Synth-Instruct", setConfig(map[string]string{"tie_word_embeddings": "false"}), "no tensor lm_head.weight"},
-		{"wrong projection shape", mistral, reshape("model.layers.1.self_attn.k_proj.weight", 32, 256), "model.layers.1.self_attn.k_proj.weight has shape [32 256], config.json implies [64 256]"},
-		{"transposed down_proj", mistral, reshape("model.layers.0.mlp.down_proj.weight", 512, 256), "mlp.down_proj.weight has shape [512 256], config.json implies [256 512]"},
-		{"missing block tensor", mistral, dropTensor("model.layers.1.mlp.down_proj.weight"), "no tensor model.layers.1.mlp.down_proj.weight"},
-		{"missing qwen2 bias", "Qwen2-Synth-Instruct", dropTensor("model.layers.0.self_attn.k_proj.bias"), "no tensor model.layers.0.self_attn.k_proj.bias"},
-		{"zero-sized tensor", mistral, reshape("model.layers.0.input_layernorm.weight", 0), "input_layernorm.weight has shape [0], config.json implies [256]"},
-		{"zero-sized embedding", mistral, reshape("model.embed_tokens.weight", 0, 256), "model.embed_tokens.weight has shape [0 256]"},
-		{"extra block", mistral, addTensor("model.layers.1.mlp.up_proj.weight", "model.layers.7.mlp.up_proj.weight"), "tensor model.layers.7.mlp.up_proj.weight is not part of the model"},
-		{"bias the config does not have", mistral, addTensor("model.norm.weight", "model.layers.0.self_attn.o_proj.bias"), "tensor model.layers.0.self_attn.o_proj.bias is not part of the model"},
+		{"wrong projection shape", mistral, editWeights(weights.Reshape("model.layers.1.self_attn.k_proj.weight", 32, 256)), "model.layers.1.self_attn.k_proj.weight has shape [32 256], config.json implies [64 256]"},
+		{"transposed down_proj", mistral, editWeights(weights.Reshape("model.layers.0.mlp.down_proj.weight", 512, 256)), "mlp.down_proj.weight has shape [512 256], config.json implies [256 512]"},
+		{"missing block tensor", mistral, editWeights(weights.Drop("model.layers.1.mlp.down_proj.weight")), "no tensor model.layers.1.mlp.down_proj.weight"},
+		{"missing qwen2 bias", "Qwen2-Synth-Instruct", editWeights(weights.Drop("model.layers.0.self_attn.k_proj.bias")), "no tensor model.layers.0.self_attn.k_proj.bias"},
+		{"zero-sized tensor", mistral, editWeights(weights.Reshape("model.layers.0.input_layernorm.weight", 0)), "input_layernorm.weight has shape [0], config.json implies [256]"},
+		{"zero-sized embedding", mistral, editWeights(weights.Reshape("model.embed_tokens.weight", 0, 256)), "model.embed_tokens.weight has shape [0 256]"},
+		{"extra block", mistral, editWeights(weights.Copy("model.layers.1.mlp.up_proj.weight", "model.layers.7.mlp.up_proj.weight")), "tensor model.layers.7.mlp.up_proj.weight is not part of the model"},
+		{"bias the config does not have", mistral, editWeights(weights.Copy("model.norm.weight", "model.layers.0.self_attn.o_proj.bias")), "tensor model.layers.0.self_attn.o_proj.bias is not part of the model"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protowire"
-
 	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/sharedtest"
 )
@@ -72,22 +70,6 @@ func TestVocabSizeBound(t *testing.T) {
 	checkBadInput(t, err, "vocab_size 1000000000000 exceeds")
 }
 
-// truncateAfterPieces returns the prefix of a tokenizer.model holding its first n pieces: a
-// file cut at a field boundary, which still parses.
-func truncateAfterPieces(t *testing.T, b []byte, n int) []byte {
-	t.Helper()
-	off := 0
-	for i := 0; i < n; i++ {
-		_, _, tl := protowire.ConsumeTag(b[off:])
-		_, vl := protowire.ConsumeBytes(b[off+tl:])
-		if tl < 0 || vl < 0 {
-			t.Fatal("not a tokenizer.model")
-		}
-		off += tl + vl
-	}
-	return b[:off]
-}
-
 // TestTruncatedTokenizerModel: a tokenizer.model cut after some of its pieces must not be padded
 // with placeholder tokens up to vocab_size; the whole file, and a vocabulary rounded up a little
 // (the synthetic Qwen2 checkpoint: 8192 pieces, vocab_size 8256), still convert.
@@ -105,8 +87,8 @@ func TestTruncatedTokenizerModel(t *testing.T) {
 	}{
 		{"whole", full, 8192, ""},
 		{"rounded up", full, 8256, ""},
-		{"half", truncateAfterPieces(t, full, 4096), 8192, "tokenizer.model has 4096 pieces and 0 added tokens for vocab_size 8192: 4096 ids would be placeholders"},
-		{"last 200 pieces cut", truncateAfterPieces(t, full, 7992), 8192, "200 ids would be placeholders"},
+		{"half", sharedtest.TruncatePieces(t, full, 4096), 8192, "tokenizer.model has 4096 pieces and 0 added tokens for vocab_size 8192: 4096 ids would be placeholders"},
+		{"last 200 pieces cut", sharedtest.TruncatePieces(t, full, 7992), 8192, "200 ids would be placeholders"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
