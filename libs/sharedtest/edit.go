@@ -3,6 +3,7 @@ package sharedtest
 import (
 	"encoding/json"
 	"os"
+	"runtime"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -48,4 +49,14 @@ func TruncatePieces(tb testing.TB, model []byte, n int) []byte {
 		off += tl + vl
 	}
 	return model[:off]
+}
+
+// Allocated returns the bytes of heap f allocated (runtime.MemStats.TotalAlloc): tests bound what
+// hostile input may make a parser allocate.
+func Allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }

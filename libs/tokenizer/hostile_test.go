@@ -5,22 +5,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
 	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/sharedtest"
 )
-
-// allocated returns the bytes f allocated.
-func allocated(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
 
 func checkBadInput(t *testing.T, err error, want string) {
 	t.Helper()
@@ -32,9 +22,6 @@ func checkBadInput(t *testing.T, err error, want string) {
 // TestHostileTokenIDs: an id in tokenizer.json sizes the id → token table; a huge one must be
 // refused before that table is made.
 func TestHostileTokenIDs(t *testing.T) {
-	added := func(id uint64) map[string]any {
-		return map[string]any{"added_tokens": []any{map[string]any{"id": id, "content": "<x>", "special": true}}}
-	}
 	cases := []struct {
 		name  string
 		extra map[string]any
@@ -50,7 +37,7 @@ func TestHostileTokenIDs(t *testing.T) {
 			dir := t.TempDir()
 			writeTokenizerJSON(t, dir, nil, c.extra)
 			var err error
-			if n := allocated(func() { _, err = LoadHF(filepath.Join(dir, "tokenizer.json")) }); n > 16<<20 {
+			if n := sharedtest.Allocated(func() { _, err = LoadHF(filepath.Join(dir, "tokenizer.json")) }); n > 16<<20 {
 				t.Errorf("allocated %d MiB", n>>20)
 			}
 			checkBadInput(t, err, c.want)
@@ -64,7 +51,7 @@ func TestVocabSizeBound(t *testing.T) {
 	dir := t.TempDir()
 	writeTokenizerJSON(t, dir, nil, nil)
 	var err error
-	if n := allocated(func() { _, err = GGUFMetadata(dir, GGUFOptions{Arch: "qwen2", VocabSize: 1e12, PreOverride: "gpt-2"}) }); n > 16<<20 {
+	if n := sharedtest.Allocated(func() { _, err = GGUFMetadata(dir, GGUFOptions{Arch: "qwen2", VocabSize: 1e12, PreOverride: "gpt-2"}) }); n > 16<<20 {
 		t.Errorf("allocated %d MiB", n>>20)
 	}
 	checkBadInput(t, err, "vocab_size 1000000000000 exceeds")

@@ -3,7 +3,6 @@ package cli
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -115,10 +114,9 @@ func TestQuantizeHostileModel(t *testing.T) {
 			model := hostileModel(t, shared, c.edits...)
 			out := t.TempDir()
 			args := append([]string{"quantize", "--model", model, "--output-dir", out, "--output-name", "x", "--level", "Q4_K_M"}, c.args...)
-			var before, after runtime.MemStats
-			runtime.ReadMemStats(&before)
-			code, stdout, stderr := runCLI(t, args...)
-			runtime.ReadMemStats(&after)
+			var code int
+			var stdout, stderr string
+			grew := sharedtest.Allocated(func() { code, stdout, stderr = runCLI(t, args...) })
 			if code != 2 {
 				t.Fatalf("exit %d, want 2; stdout %q stderr %q", code, stdout, stderr)
 			}
@@ -129,7 +127,7 @@ func TestQuantizeHostileModel(t *testing.T) {
 			if entries, _ := os.ReadDir(out); len(entries) != 0 {
 				t.Errorf("output dir holds %v after a failure", entries)
 			}
-			if grew := after.TotalAlloc - before.TotalAlloc; grew > 128<<20 {
+			if grew > 128<<20 {
 				t.Errorf("allocated %d MiB before failing", grew>>20)
 			}
 		})
