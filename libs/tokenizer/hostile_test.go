@@ -93,3 +93,13 @@ func TestTruncatedTokenizerModel(t *testing.T) {
 		})
 	}
 }
+
+// TestSpecialTokenIDBound: special token ids are written as GGUF uint32; a larger one would be
+// truncated into some other token.
+func TestSpecialTokenIDBound(t *testing.T) {
+	dir := t.TempDir()
+	writeTokenizerJSON(t, dir, nil, nil)
+	writeFile(t, filepath.Join(dir, "config.json"), `{"eos_token_id": 4294967298}`)
+	_, err := GGUFMetadata(dir, GGUFOptions{Arch: "qwen2", PreOverride: "gpt-2"})
+	checkBadInput(t, err, "special token type eos: 4294967298")
+}
