@@ -46,9 +46,17 @@ bench:
 	cd libs && $(GO) test -run '^$$' -bench 'MatMul|Forward' -benchtime 3x ./transformer/
 	cd libs && $(GO) test -run '^$$' -bench 'CalibratedTinyLlama' -benchtime 1x -timeout 60m ./quantize/
 
+# FUZZTIME per target. The model-file parsers are seeded with the real files of ../shared, which
+# are large: new inputs are minimized for a few seconds only, or minimizing would take the run.
+FUZZTIME ?= 30s
+FUZZFLAGS  := -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+
 fuzz:
 	cd libs && $(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime 30s ./safetensors/
 	cd libs && $(GO) test -run '^$$' -fuzz FuzzRead -fuzztime 30s ./gguf/
+	cd libs && $(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' $(FUZZFLAGS) ./hfmodel/
+	cd libs && $(GO) test -run '^$$' -fuzz '^FuzzTokenizerJSON$$' $(FUZZFLAGS) ./tokenizer/
+	cd libs && $(GO) test -run '^$$' -fuzz '^FuzzParse$$' $(FUZZFLAGS) ./sentencepiece/
 
 proto:
 	cd proto && protoc --go_out=. --go_opt=module=quantfleet.dev/proto quantfleet/v1/*.proto

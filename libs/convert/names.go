@@ -2,19 +2,15 @@ package convert
 
 import (
 	"fmt"
-	"quantfleet.dev/libs/fault"
 	"strconv"
 	"strings"
+
+	"quantfleet.dev/libs/fault"
+	"quantfleet.dev/libs/hfmodel"
 )
 
 // ErrUnmappedTensor reports a checkpoint tensor with no GGUF name for the architecture.
 var ErrUnmappedTensor = fault.New(fault.ErrBadInput, "cannot map tensor")
-
-// skipTensor reports tensors the converter drops.
-func skipTensor(name string) bool {
-	return strings.HasSuffix(name, ".attention.masked_bias") || strings.HasSuffix(name, ".attention.bias") ||
-		strings.HasSuffix(name, ".rotary_emb.inv_freq")
-}
 
 var globalNames = map[string]string{
 	"model.embed_tokens": "token_embd",
@@ -39,17 +35,11 @@ var blockNames = map[string]string{
 // ggufName maps a Hugging Face tensor name of the supported architectures to its GGUF name
 // (gguf-py's tensor_mapping). It returns the block number, or -1 for non-block tensors.
 func ggufName(hf string) (name string, block int, err error) {
-	base, suffix := hf, ""
-	for _, s := range []string{".weight", ".bias"} {
-		if strings.HasSuffix(hf, s) {
-			base, suffix = strings.TrimSuffix(hf, s), s
-			break
-		}
-	}
-	if suffix == "" {
+	base, suffix, ok := cutSuffix(hf)
+	if !ok {
 		return "", 0, fmt.Errorf("%w %q", ErrUnmappedTensor, hf)
 	}
-	base = strings.TrimPrefix(base, "language_model.")
+	base = hfmodel.TrimPrefix(base)
 	if g, ok := globalNames[base]; ok {
 		return g + suffix, -1, nil
 	}

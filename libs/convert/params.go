@@ -58,6 +58,9 @@ func hparamKVs(c *hfmodel.Config, arch string, fileType uint32) ([]gguf.KV, erro
 			if !ok {
 				return nil, fmt.Errorf("%w: yarn rope scaling needs original_max_position_embeddings", hfmodel.ErrBadConfig)
 			}
+			if orig < 1 || orig > hfmodel.MaxSize {
+				return nil, fmt.Errorf("%w: rope original_max_position_embeddings %v does not fit a GGUF uint32 field", hfmodel.ErrBadConfig, orig)
+			}
 			u32("rope.scaling.original_context_length", int(orig))
 			if v, ok := c.RopeFloat("extrapolation_factor"); ok {
 				f32("rope.scaling.yarn_ext_factor", v)

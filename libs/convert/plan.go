@@ -162,6 +162,10 @@ func NewPlan(m *hfmodel.Model, dir string, levelName string, opt Options) (*Plan
 	if err := h.Layout(); err != nil {
 		return nil, err
 	}
+	// Nothing is written that llama.cpp could not load.
+	if err := CheckHeader(h); err != nil {
+		return nil, err
+	}
 	for i := range tensors {
 		tensors[i].Offset = h.Tensors[i].Offset
 		tensors[i].Size = h.Tensors[i].Size()
@@ -206,7 +210,7 @@ func converterTensors(m *hfmodel.Model, arch string, inter ggml.Type, rope RopeF
 			Intermediate: ggml.F32, Generated: "rope_freqs"})
 	}
 	for _, t := range m.Tensors {
-		if skipTensor(t.Name) {
+		if hfmodel.IgnoredTensor(t.Name) {
 			continue
 		}
 		if !t.DType.IsFloat() {

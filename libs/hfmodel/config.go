@@ -7,8 +7,10 @@ package hfmodel
 import (
 	"encoding/json"
 	"fmt"
-	"quantfleet.dev/libs/fault"
+	"math"
 	"strings"
+
+	"quantfleet.dev/libs/fault"
 )
 
 // ErrUnsupportedArchitecture reports a checkpoint whose architecture quantfleet cannot convert.
@@ -16,6 +18,15 @@ var ErrUnsupportedArchitecture = fault.New(fault.ErrBadInput, "unsupported archi
 
 // ErrBadConfig reports a config.json that is missing required fields or is malformed.
 var ErrBadConfig = fault.New(fault.ErrBadInput, "bad config.json")
+
+// MaxSize bounds every size of config.json: GGUF stores them as uint32 and llama.cpp computes
+// with them as int32, so a larger value would be truncated there; products of two stay far
+// from int64 overflow.
+const MaxSize = math.MaxInt32
+
+// MaxLayers bounds num_hidden_layers before the weights are looked at, because parsing
+// allocates per layer; no model comes near it.
+const MaxLayers = 1 << 16
 
 // Architectures lists the supported `architectures[0]` values of config.json.
 var Architectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
@@ -138,6 +149,8 @@ func ParseConfig(data []byte) (*Config, error) {
 			err = fmt.Errorf("%w: %q is missing", ErrBadConfig, key)
 		case v <= 0:
 			err = fmt.Errorf("%w: %q must be positive, got %d", ErrBadConfig, key, v)
+		case v > MaxSize:
+			err = fmt.Errorf("%w: %q = %d does not fit a GGUF uint32 field (at most %d)", ErrBadConfig, key, v, MaxSize)
 		default:
 			*dst = int(v)
 		}
@@ -151,11 +164,23 @@ func ParseConfig(data []byte) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.NumLayers > MaxLayers {
+		return nil, fmt.Errorf("%w: \"num_hidden_layers\" = %d exceeds %d", ErrBadConfig, c.NumLayers, MaxLayers)
+	}
 	if params["num_key_value_heads"] == nil {
 		params["num_key_value_heads"] = json.Number(fmt.Sprint(c.NumHeads))
 	}
 	intField("num_key_value_heads", &c.NumKVHeads)
+	if err != nil {
+		return nil, err
+	}
+	if c.NumHeads%c.NumKVHeads != 0 {
+		return nil, fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", ErrBadConfig, c.NumHeads, c.NumKVHeads)
+	}
 	if params["head_dim"] == nil && headDimDerived[arch] {
+		if c.HiddenSize%c.NumHeads != 0 {
+			return nil, fmt.Errorf("%w: hidden_size %d is not a multiple of num_attention_heads %d and head_dim is not set", ErrBadConfig, c.HiddenSize, c.NumHeads)
+		}
 		params["head_dim"] = json.Number(fmt.Sprint(c.HiddenSize / c.NumHeads))
 	}
 	if params["head_dim"] != nil {
@@ -163,9 +188,6 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	if err != nil {
 		return nil, err
-	}
-	if c.NumHeads%c.NumKVHeads != 0 {
-		return nil, fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", ErrBadConfig, c.NumHeads, c.NumKVHeads)
 	}
 	if c.RMSNormEps, _, err = c.Float("rms_norm_eps"); err != nil {
 		return nil, err

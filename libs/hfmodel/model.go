@@ -87,7 +87,21 @@ func Open(fsys fs.FS, name string) (*Model, error) {
 			return nil, fmt.Errorf("%w: %s lists %q in %s, which does not hold it", safetensors.ErrNotFound, IndexFile, name, shard)
 		}
 	}
+	if err := m.checkTensors(); err != nil {
+		m.Close()
+		return nil, err
+	}
 	return m, nil
+}
+
+// checkTensors checks config.json against the tensors present before anyone sizes anything
+// by config.json.
+func (m *Model) checkTensors() error {
+	d, err := m.Config.Dims()
+	if err != nil {
+		return err
+	}
+	return d.CheckTensors(m.Tensors)
 }
 
 func (m *Model) addShard(shard string) error {

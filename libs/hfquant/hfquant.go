@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"quantfleet.dev/libs/fault"
 )
 
 // Method is the quant_method of a checkpoint.
@@ -39,8 +41,9 @@ var (
 	// ErrZeroPoint reports a zero point the chosen format cannot store (zero 0 in GPTQ v1,
 	// which stores zero−1).
 	ErrZeroPoint = errors.New("hfquant: zero point not representable")
-	// ErrFormat reports a checkpoint that is not a readable GPTQ/AWQ checkpoint.
-	ErrFormat = errors.New("hfquant: unsupported checkpoint")
+	// ErrFormat reports a checkpoint that is not a readable GPTQ/AWQ checkpoint: the user's
+	// input (a checkpoint to evaluate), so bad input.
+	ErrFormat = fault.New(fault.ErrBadInput, "hfquant: unsupported checkpoint")
 	// ErrClosed reports use of a closed Writer.
 	ErrClosed = errors.New("hfquant: writer closed")
 )

@@ -151,6 +151,10 @@ func readQuantConfig(dir string) (QuantConfig, error) {
 		default:
 			return qc, fmt.Errorf("%w: %s: GPTQ with %d bits", ErrFormat, dir, qc.Bits)
 		}
+		// Groups are counted by dividing by the group size: only -1 (per channel) or positive.
+		if qc.GroupSize == 0 || qc.GroupSize < -1 {
+			return qc, fmt.Errorf("%w: %s: GPTQ group_size %d", ErrFormat, dir, qc.GroupSize)
+		}
 		return qc, nil
 	}
 	if strings.ToLower(method) != "awq" {

@@ -158,6 +158,9 @@ func ValidateGGUF(path string, want *gguf.Header, rep progress.Reporter) error {
 		return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
 	}
 	defer f.Close()
+	if err := CheckHeader(&f.Header); err != nil {
+		return err
+	}
 	if want != nil {
 		if len(f.Header.Tensors) != len(want.Tensors) {
 			return fmt.Errorf("%w: %d tensors, want %d", ErrInvalidOutput, len(f.Header.Tensors), len(want.Tensors))
@@ -179,6 +182,15 @@ func ValidateGGUF(path string, want *gguf.Header, rep progress.Reporter) error {
 			return err
 		}
 		rep.Update(t.Name, int64(i+1))
+	}
+	return nil
+}
+
+// CheckHeader checks a GGUF header read back as llama.cpp's loader would (convert.CheckHeader):
+// hparams that disagree with the tensors make the output invalid.
+func CheckHeader(h *gguf.Header) error {
+	if err := convert.CheckHeader(h); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
 	}
 	return nil
 }

@@ -69,6 +69,10 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		return nil, err
 	}
 	defer st.Close()
+	// The same check as the GGUF path, on the headers, before any weight is read.
+	if err := mcfg.Dims().CheckTensors(st.Tensors()); err != nil {
+		return nil, err
+	}
 	m := transformer.New(mcfg, transformer.SafetensorsSource{Model: st})
 
 	// The output is checked before the long work: an existing path it may not replace fails now.

@@ -7,12 +7,13 @@
 package sentencepiece
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"os"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"quantfleet.dev/libs/fault"
 )
 
 // PieceType is ModelProto.SentencePiece.Type. The numbers are also llama.cpp's token types.
@@ -93,7 +94,7 @@ type Model struct {
 }
 
 // ErrMalformed is returned (wrapped) for bytes that are not a valid ModelProto.
-var ErrMalformed = errors.New("sentencepiece: malformed model")
+var ErrMalformed = fault.New(fault.ErrBadInput, "sentencepiece: malformed model")
 
 // Load reads and parses a tokenizer.model file.
 func Load(path string) (*Model, error) {

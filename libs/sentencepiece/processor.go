@@ -1,15 +1,16 @@
 package sentencepiece
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"quantfleet.dev/libs/fault"
 )
 
 // ErrUnsupportedModel is returned by NewProcessor for model types it cannot segment with.
-var ErrUnsupportedModel = errors.New("sentencepiece: unsupported model type")
+var ErrUnsupportedModel = fault.New(fault.ErrBadInput, "sentencepiece: unsupported model type")
 
 // Processor encodes and decodes text like SentencePieceProcessor (BPE models).
 type Processor struct {

@@ -54,6 +54,9 @@ func GGUFMetadata(dir string, opt GGUFOptions) ([]gguf.KV, error) {
 	if opt.PadTokenID != nil {
 		override["pad"] = opt.PadTokenID
 	}
+	if opt.VocabSize > MaxVocab {
+		return nil, fmt.Errorf("%w: vocab_size %d exceeds %d", ErrMalformed, opt.VocabSize, MaxVocab)
+	}
 	c := &converter{dir: dir, opt: opt, kv: kv, override: override}
 	var err error
 	switch opt.Arch {
@@ -191,6 +194,7 @@ func (c *converter) sentencePieceVocab() ([]string, []float32, []int32, error) {
 		}
 		tokens[id], scores[id], types[id] = p.Piece, p.Score, t
 	}
+	added := map[int]bool{} // ids beyond the pieces that added tokens fill
 	if b, err := os.ReadFile(c.path("added_tokens.json")); err == nil {
 		entries, err := orderedObject(b)
 		if err != nil {
@@ -205,6 +209,7 @@ func (c *converter) sentencePieceVocab() ([]string, []float32, []int32, error) {
 				continue
 			}
 			tokens[id], scores[id], types[id] = e.key, -1000, typeUserDefined
+			added[id] = true
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil, fmt.Errorf("tokenizer: %w", err)
@@ -242,12 +247,34 @@ func (c *converter) sentencePieceVocab() ([]string, []float32, []int32, error) {
 				}
 				scores[id] = -1000
 				tokens[id] = content
+				added[id] = true
 			}
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil, fmt.Errorf("tokenizer: %w", err)
 	}
+	if err := checkPadding(len(m.Pieces), added, n); err != nil {
+		return nil, nil, nil, err
+	}
 	return tokens, scores, types, nil
+}
+
+// checkPadding refuses a vocabulary that is mostly placeholders: the converter pads
+// tokenizer.model up to vocab_size with [PADn] tokens, which covers vocabularies rounded up
+// for tensor parallelism (a fraction of a percent), but would silently turn a truncated
+// tokenizer.model that still parses into a model that cannot write most of its tokens.
+func checkPadding(pieces int, added map[int]bool, n int) error {
+	filled := min(pieces, n)
+	for id := range added {
+		if id >= pieces {
+			filled++
+		}
+	}
+	if pad := n - filled; pad > n/64 {
+		return fmt.Errorf("tokenizer: %w: tokenizer.model has %d pieces and %d added tokens for vocab_size %d: %d ids would be placeholders (truncated tokenizer.model?)",
+			ErrMalformed, pieces, len(added), n, pad)
+	}
+	return nil
 }
 
 // looksSpecial is TextModel.does_token_look_special.

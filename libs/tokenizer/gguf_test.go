@@ -344,7 +344,7 @@ func TestPythonListRepr(t *testing.T) {
 }
 
 // writeTokenizerJSON writes a small byte-level BPE tokenizer.json with the given pre-tokenizer.
-func writeTokenizerJSON(t *testing.T, dir string, pre any, extra map[string]any) {
+func writeTokenizerJSON(t testing.TB, dir string, pre any, extra map[string]any) {
 	t.Helper()
 	tj := map[string]any{
 		"version": "1.0",
@@ -373,7 +373,7 @@ func writeTokenizerJSON(t *testing.T, dir string, pre any, extra map[string]any)
 	}
 }
 
-func writeFile(t *testing.T, path, s string) {
+func writeFile(t testing.TB, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
 		t.Fatal(err)

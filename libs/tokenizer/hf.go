@@ -100,18 +100,9 @@ func newHF(f *hfFile) (*hfTokenizer, error) {
 	if f.Model.EndOfWordSuffix != nil {
 		t.eowSuffix = *f.Model.EndOfWordSuffix
 	}
-	n := 0
-	for _, id := range vocab {
-		if id < 0 {
-			return nil, fmt.Errorf("%w: negative token id %d", ErrMalformed, id)
-		}
-		n = max(n, id+1)
-	}
-	for _, a := range f.AddedTokens {
-		if a.ID < 0 {
-			return nil, fmt.Errorf("%w: added token %q has negative id", ErrMalformed, a.Content)
-		}
-		n = max(n, a.ID+1)
+	n, err := tableSize(vocab, f.AddedTokens)
+	if err != nil {
+		return nil, err
 	}
 	t.idToTok = make([]string, n)
 	for s, id := range vocab {
@@ -177,6 +168,35 @@ func newHF(f *hfFile) (*hfTokenizer, error) {
 		return nil, fmt.Errorf("decoder: %w", err)
 	}
 	return t, nil
+}
+
+// maxIDHoles bounds the ids no entry uses: ids index a dense table, so one huge id must not
+// size it. Real vocabularies are dense or padded by a few hundred.
+const maxIDHoles = 1 << 16
+
+// tableSize returns the size of the id → token table (the largest id + 1) after checking that
+// every id is within what the entries can explain.
+func tableSize(vocab map[string]int, added []hfAddedToken) (int, error) {
+	limit := min(len(vocab)+len(added)+maxIDHoles, MaxVocab)
+	n := 0
+	check := func(kind, token string, id int) error {
+		if id < 0 || id >= limit {
+			return fmt.Errorf("%w: %s %q has id %d, outside [0, %d) for %d tokens", ErrMalformed, kind, token, id, limit, len(vocab)+len(added))
+		}
+		n = max(n, id+1)
+		return nil
+	}
+	for s, id := range vocab {
+		if err := check("token", s, id); err != nil {
+			return 0, err
+		}
+	}
+	for _, a := range added {
+		if err := check("added token", a.Content, a.ID); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 // Tokenizer interface.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -144,8 +145,8 @@ func (sv *specialVocab) setSpecial(typ string, tid any) error {
 	if !ok {
 		return nil
 	}
-	if id < 0 {
-		return fmt.Errorf("tokenizer: invalid value for special token type %s: %d", typ, id)
+	if id < 0 || id > math.MaxUint32 { // written as a GGUF uint32
+		return fmt.Errorf("tokenizer: %w: invalid value for special token type %s: %d", ErrMalformed, typ, id)
 	}
 	if sv.nVocab < 0 || id < sv.nVocab {
 		if !sv.ids.has(typ) {

@@ -25,6 +25,7 @@ type Tokenizer interface {
 	VocabSize() int
 }
 
+// The model's tokenizer files are the user's input: these errors are bad input.
 var (
 	// ErrNoTokenizer is returned when a directory holds neither tokenizer.json nor tokenizer.model.
 	ErrNoTokenizer = fault.New(fault.ErrBadInput, "tokenizer: no tokenizer.json or tokenizer.model")
@@ -33,6 +34,10 @@ var (
 	// ErrMalformed is returned (wrapped) for tokenizer files that cannot be interpreted.
 	ErrMalformed = fault.New(fault.ErrBadInput, "tokenizer: malformed")
 )
+
+// MaxVocab bounds a vocabulary (and config.json's vocab_size, which pads it): llama.cpp's token
+// ids are int32, and no tokenizer comes near 2^24 entries.
+const MaxVocab = 1 << 24
 
 // Load loads the tokenizer of a checkpoint directory, preferring tokenizer.json to tokenizer.model.
 func Load(dir string) (Tokenizer, error) {

@@ -130,16 +130,6 @@ func ParseConfig(raw []byte) (*Config, error) {
 			return nil, fmt.Errorf("%w: num_attention_heads %d is not a multiple of num_key_value_heads %d", ErrBadConfig, c.NumHeads, c.NumKVHeads)
 		}
 	}
-	// head_dim is hidden_size/num_attention_heads unless config.json sets it or the class has
-	// its own default (Qwen3); Qwen2 has none at all, so hfmodel reports 0.
-	explicitHD := len(j.HeadDim) > 0 && !isNull(j.HeadDim)
-	c.HeadDim = hc.HeadDim
-	if !explicitHD && (hc.HeadDim == 0 || isNull(j.HeadDim) || hc.HeadDim == hc.HiddenSize/hc.NumHeads) {
-		if c.HiddenSize%c.NumHeads != 0 {
-			return nil, fmt.Errorf("%w: hidden_size %d is not a multiple of num_attention_heads %d and head_dim is not set", ErrBadConfig, c.HiddenSize, c.NumHeads)
-		}
-		c.HeadDim = c.HiddenSize / c.NumHeads
-	}
 	act, err := optString(hc.Params, "hidden_act")
 	if err != nil {
 		return nil, err
@@ -147,22 +137,12 @@ func ParseConfig(raw []byte) (*Config, error) {
 	if act != "" && act != "silu" && act != "swish" {
 		return nil, fmt.Errorf("%w hidden_act %q (supported: silu)", ErrUnsupported, act)
 	}
-	attnBias, err := optBool(hc.Params, "attention_bias")
+	// The tensor-shaping options come from hfmodel's table, shared with the GGUF conversion.
+	d, err := hc.Dims()
 	if err != nil {
 		return nil, err
 	}
-	switch c.Architecture {
-	case "LlamaForCausalLM":
-		c.AttentionBias, c.OutputBias = attnBias, attnBias
-		if c.MLPBias, err = optBool(hc.Params, "mlp_bias"); err != nil {
-			return nil, err
-		}
-	case "Qwen2ForCausalLM":
-		c.AttentionBias = true
-	case "Qwen3ForCausalLM":
-		c.AttentionBias, c.OutputBias = attnBias, attnBias
-		c.QKNorm = true
-	}
+	c.HeadDim, c.AttentionBias, c.OutputBias, c.MLPBias, c.QKNorm = d.HeadDim, d.AttentionBias, d.OutputBias, d.MLPBias, d.QKNorm
 	if err := c.parseWindows(hc, j.SlidingWindow); err != nil {
 		return nil, err
 	}
@@ -174,6 +154,13 @@ func ParseConfig(raw []byte) (*Config, error) {
 	return c, nil
 }
 
+// Dims are the sizes and options that fix the checkpoint's tensors (hfmodel's table).
+func (c *Config) Dims() hfmodel.Dims {
+	return hfmodel.Dims{Vocab: c.VocabSize, Hidden: c.HiddenSize, Intermediate: c.IntermediateSize, Layers: c.NumLayers,
+		Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, AttentionBias: c.AttentionBias,
+		OutputBias: c.OutputBias, MLPBias: c.MLPBias, QKNorm: c.QKNorm, Tied: c.TieWordEmbeddings}
+}
+
 func optString(params map[string]any, key string) (string, error) {
 	switch v := params[key].(type) {
 	case nil:
@@ -182,17 +169,6 @@ func optString(params map[string]any, key string) (string, error) {
 		return v, nil
 	default:
 		return "", fmt.Errorf("%w: %q must be a string, got %v", ErrBadConfig, key, v)
-	}
-}
-
-func optBool(params map[string]any, key string) (bool, error) {
-	switch v := params[key].(type) {
-	case nil:
-		return false, nil
-	case bool:
-		return v, nil
-	default:
-		return false, fmt.Errorf("%w: %q must be true or false, got %v", ErrBadConfig, key, v)
 	}
 }
 
@@ -244,7 +220,7 @@ func (c *Config) parseWindows(hc *hfmodel.Config, rawWindow json.RawMessage) err
 			window = set
 		}
 	case "Qwen2ForCausalLM", "Qwen3ForCausalLM":
-		use, err := optBool(hc.Params, "use_sliding_window")
+		use, err := hc.Bool("use_sliding_window")
 		if err != nil {
 			return err
 		}

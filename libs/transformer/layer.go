@@ -110,42 +110,43 @@ func (m *Model) Layer(i int) (*Layer, error) {
 	}
 	p := fmt.Sprintf("model.layers.%d.", i)
 	l := &Layer{Index: i, model: m}
-	var err error
-	norm := func(name string, n int) *Norm {
-		if err != nil {
-			return nil
-		}
-		var w []float32
-		w, err = loadTensor(m.Source, p+name+".weight", n)
-		return &Norm{Name: name, Weight: w, Eps: c.RMSNormEps}
+	// Shapes come from the table the GGUF conversion checks against too.
+	shapes := map[string][]int64{}
+	for _, s := range c.Dims().Block(i) {
+		shapes[s.Name] = s.Shape
 	}
-	linear := func(name string, out, in int, bias bool) *Linear {
-		if err != nil {
-			return nil
+	var err error
+	load := func(name string) []float32 {
+		var w []float32
+		if err == nil {
+			w, err = loadTensor(m.Source, name, shapes[name])
 		}
-		lin := &Linear{Name: name, Out: out, In: in}
-		if lin.Weight, err = loadTensor(m.Source, p+name+".weight", out, in); err != nil {
-			return nil
-		}
-		if bias {
-			lin.Bias, err = loadTensor(m.Source, p+name+".bias", out)
+		return w
+	}
+	norm := func(name string) *Norm {
+		return &Norm{Name: name, Weight: load(p + name + ".weight"), Eps: c.RMSNormEps}
+	}
+	linear := func(name string) *Linear {
+		shape := shapes[p+name+".weight"]
+		lin := &Linear{Name: name, Out: int(shape[0]), In: int(shape[1]), Weight: load(p + name + ".weight")}
+		if _, bias := shapes[p+name+".bias"]; bias {
+			lin.Bias = load(p + name + ".bias")
 		}
 		return lin
 	}
-	h, q, kv := c.HiddenSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
-	l.InputNorm = norm("input_layernorm", h)
-	l.PostAttentionNorm = norm("post_attention_layernorm", h)
+	l.InputNorm = norm("input_layernorm")
+	l.PostAttentionNorm = norm("post_attention_layernorm")
 	if c.QKNorm {
-		l.QNorm = norm("self_attn.q_norm", c.HeadDim)
-		l.KNorm = norm("self_attn.k_norm", c.HeadDim)
+		l.QNorm = norm("self_attn.q_norm")
+		l.KNorm = norm("self_attn.k_norm")
 	}
-	l.Q = linear("self_attn.q_proj", q, h, c.AttentionBias)
-	l.K = linear("self_attn.k_proj", kv, h, c.AttentionBias)
-	l.V = linear("self_attn.v_proj", kv, h, c.AttentionBias)
-	l.O = linear("self_attn.o_proj", h, q, c.OutputBias)
-	l.Gate = linear("mlp.gate_proj", c.IntermediateSize, h, c.MLPBias)
-	l.Up = linear("mlp.up_proj", c.IntermediateSize, h, c.MLPBias)
-	l.Down = linear("mlp.down_proj", h, c.IntermediateSize, c.MLPBias)
+	l.Q = linear("self_attn.q_proj")
+	l.K = linear("self_attn.k_proj")
+	l.V = linear("self_attn.v_proj")
+	l.O = linear("self_attn.o_proj")
+	l.Gate = linear("mlp.gate_proj")
+	l.Up = linear("mlp.up_proj")
+	l.Down = linear("mlp.down_proj")
 	if err != nil {
 		return nil, fmt.Errorf("layer %d: %w", i, err)
 	}

@@ -60,11 +60,21 @@ func (m *Model) rope(seq int) *ropeTable {
 	return t
 }
 
+// globalShape returns the shape the tensor table gives a non-block tensor.
+func (m *Model) globalShape(name string) []int64 {
+	for _, s := range m.Config.Dims().Global() {
+		if s.Name == name {
+			return s.Shape
+		}
+	}
+	return nil
+}
+
 func (m *Model) loadEmbed() ([]float32, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.embed == nil {
-		e, err := loadTensor(m.Source, "model.embed_tokens.weight", m.Config.VocabSize, m.Config.HiddenSize)
+		e, err := loadTensor(m.Source, "model.embed_tokens.weight", m.globalShape("model.embed_tokens.weight"))
 		if err != nil {
 			return nil, err
 		}
@@ -82,14 +92,14 @@ func (m *Model) loadHead() (norm, head []float32, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.norm == nil {
-		if m.norm, err = loadTensor(m.Source, "model.norm.weight", m.Config.HiddenSize); err != nil {
+		if m.norm, err = loadTensor(m.Source, "model.norm.weight", m.globalShape("model.norm.weight")); err != nil {
 			return nil, nil, err
 		}
 	}
 	if m.head == nil {
 		if m.Config.TieWordEmbeddings {
 			m.head = m.embed
-		} else if m.head, err = loadTensor(m.Source, "lm_head.weight", m.Config.VocabSize, m.Config.HiddenSize); err != nil {
+		} else if m.head, err = loadTensor(m.Source, "lm_head.weight", m.globalShape("lm_head.weight")); err != nil {
 			return nil, nil, fmt.Errorf("%w (tie_word_embeddings is false)", err)
 		}
 	}

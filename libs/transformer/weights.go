@@ -3,6 +3,7 @@ package transformer
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"quantfleet.dev/libs/safetensors"
 )
@@ -37,23 +38,19 @@ func (s SafetensorsSource) Float32(name string) ([]float32, []int64, error) {
 func (s SafetensorsSource) Close() error { return s.Model.Close() }
 
 // loadTensor reads name and checks its shape.
-func loadTensor(src WeightSource, name string, shape ...int) ([]float32, error) {
+func loadTensor(src WeightSource, name string, shape []int64) ([]float32, error) {
 	data, got, err := src.Float32(name)
 	if err != nil {
 		return nil, err
 	}
-	ok := len(got) == len(shape)
-	n := 1
-	for i := range shape {
-		n *= shape[i]
-		if ok && got[i] != int64(shape[i]) {
-			ok = false
-		}
-	}
-	if !ok {
+	if !slices.Equal(got, shape) {
 		return nil, fmt.Errorf("%w: tensor %s has shape %v, config.json implies %v", ErrBadConfig, name, got, shape)
 	}
-	if len(data) != n {
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	if int64(len(data)) != n {
 		return nil, fmt.Errorf("transformer: tensor %s: source returned %d values for shape %v", name, len(data), shape)
 	}
 	return data, nil

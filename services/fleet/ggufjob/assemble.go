@@ -78,6 +78,9 @@ func Validate(ctx context.Context, store blob.Store, p *Plan, key string, sums m
 	if f.DataOffset != p.HeaderSize {
 		return "", fmt.Errorf("%w: data section at %d, want %d", ErrInvalidOutput, f.DataOffset, p.HeaderSize)
 	}
+	if err := quantize.CheckHeader(&f.Header); err != nil {
+		return "", err
+	}
 	if len(f.Header.Tensors) != len(p.Tensors) {
 		return "", fmt.Errorf("%w: %d tensors, want %d", ErrInvalidOutput, len(f.Header.Tensors), len(p.Tensors))
 	}

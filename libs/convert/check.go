@@ -1,0 +1,196 @@
+package convert
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"quantfleet.dev/libs/fault"
+	"quantfleet.dev/libs/gguf"
+	"quantfleet.dev/libs/hfmodel"
+	"quantfleet.dev/libs/safetensors"
+)
+
+// ErrHeader reports a GGUF header llama.cpp could not load: hparams that disagree with the
+// tensors, a tensor missing or too many.
+var ErrHeader = fault.New(fault.ErrBadInput, "GGUF header is not loadable")
+
+// CheckHeader checks a GGUF header the way llama.cpp's loader sees it: the hparams (block
+// count, embedding and feed-forward lengths, head counts, vocabulary) fix every tensor's shape,
+// through the same table (hfmodel.Dims) that checks a checkpoint against its config.json; every
+// tensor of every block must be there and no other. NewPlan runs it before anything is written,
+// quantize.ValidateGGUF on the file read back.
+func CheckHeader(h *gguf.Header) error {
+	arch, _ := headerValue[string](h, "general.architecture")
+	if _, ok := ggufArchs[arch]; !ok {
+		return fmt.Errorf("%w: general.architecture %q", ErrHeader, arch)
+	}
+	d, err := headerDims(h, arch)
+	if err != nil {
+		return err
+	}
+	if err := checkTokenArrays(h, d.Vocab); err != nil {
+		return err
+	}
+	ts, err := checkpointView(h, arch)
+	if err != nil {
+		return err
+	}
+	if err := d.CheckTensors(ts); err != nil {
+		return fmt.Errorf("%w: %v", ErrHeader, err)
+	}
+	return nil
+}
+
+var ggufArchs = map[string]bool{"llama": true, "qwen2": true, "qwen3": true}
+
+// headerValue returns a key's value if it has type T (llama.cpp insists on the stored type).
+func headerValue[T any](h *gguf.Header, key string) (T, bool) {
+	v, _ := h.Get(key)
+	t, ok := v.(T)
+	return t, ok
+}
+
+// headerDims reads the hparams into the tensor table's terms; the bias and norm options follow
+// what llama.cpp's loader takes for the architecture and what the file holds.
+func headerDims(h *gguf.Header, arch string) (hfmodel.Dims, error) {
+	var err error
+	u32 := func(key string, required bool) int {
+		v, ok := headerValue[uint32](h, arch+"."+key)
+		switch {
+		case err != nil:
+		case !ok && required:
+			err = fmt.Errorf("%w: %s.%s is missing or not a uint32", ErrHeader, arch, key)
+		case ok && (v == 0 || v > math.MaxInt32):
+			err = fmt.Errorf("%w: %s.%s = %d", ErrHeader, arch, key, v)
+		}
+		return int(v)
+	}
+	d := hfmodel.Dims{Layers: u32("block_count", true), Hidden: u32("embedding_length", true),
+		Intermediate: u32("feed_forward_length", true), Heads: u32("attention.head_count", true)}
+	u32("context_length", true)
+	d.KVHeads = u32("attention.head_count_kv", false)
+	d.HeadDim = u32("attention.key_length", false)
+	valueLen := u32("attention.value_length", false)
+	ropeDim := u32("rope.dimension_count", false)
+	if err != nil {
+		return d, err
+	}
+	if d.KVHeads == 0 {
+		d.KVHeads = d.Heads
+	}
+	if d.HeadDim == 0 {
+		if d.Hidden%d.Heads != 0 {
+			return d, fmt.Errorf("%w: embedding_length %d is not a multiple of head_count %d", ErrHeader, d.Hidden, d.Heads)
+		}
+		d.HeadDim = d.Hidden / d.Heads
+	}
+	switch {
+	case d.Heads%d.KVHeads != 0:
+		return d, fmt.Errorf("%w: head_count %d is not a multiple of head_count_kv %d", ErrHeader, d.Heads, d.KVHeads)
+	case valueLen != 0 && valueLen != d.HeadDim:
+		return d, fmt.Errorf("%w: value_length %d differs from key_length %d", ErrHeader, valueLen, d.HeadDim)
+	case arch == "llama" && ropeDim != d.HeadDim:
+		return d, fmt.Errorf("%w: llama.rope.dimension_count %d, head size %d", ErrHeader, ropeDim, d.HeadDim)
+	}
+	tokens, _ := headerValue[[]string](h, "tokenizer.ggml.tokens")
+	d.Vocab = len(tokens)
+	if v, ok := h.Get(arch + ".vocab_size"); ok && v != uint32(d.Vocab) {
+		return d, fmt.Errorf("%w: %s.vocab_size %v, %d tokens", ErrHeader, arch, v, d.Vocab)
+	}
+	_, hasOutput := h.Tensor("output.weight")
+	d.Tied = !hasOutput
+	has := func(name string) bool { _, ok := h.Tensor(name); return ok }
+	switch arch {
+	case "llama": // biases are optional there, all blocks alike
+		d.AttentionBias, d.OutputBias, d.MLPBias = has("blk.0.attn_q.bias"), has("blk.0.attn_output.bias"), has("blk.0.ffn_up.bias")
+	case "qwen2":
+		d.AttentionBias = true
+	case "qwen3":
+		d.QKNorm = true
+	}
+	return d, nil
+}
+
+// checkTokenArrays: llama.cpp indexes scores and token types by token id.
+func checkTokenArrays(h *gguf.Header, n int) error {
+	if n == 0 {
+		return fmt.Errorf("%w: no tokenizer.ggml.tokens", ErrHeader)
+	}
+	if s, ok := h.Get("tokenizer.ggml.scores"); ok {
+		if s, ok := s.([]float32); !ok || len(s) != n {
+			return fmt.Errorf("%w: tokenizer.ggml.scores does not have %d float32 entries", ErrHeader, n)
+		}
+	}
+	if s, ok := h.Get("tokenizer.ggml.token_type"); ok {
+		if s, ok := s.([]int32); !ok || len(s) != n {
+			return fmt.Errorf("%w: tokenizer.ggml.token_type does not have %d int32 entries", ErrHeader, n)
+		}
+	}
+	return nil
+}
+
+// checkpointView lists the header's tensors under their Hugging Face names and shapes, as the
+// tensor table knows them. rope_freqs (llama) is generated, not in the table: it is checked here.
+func checkpointView(h *gguf.Header, arch string) ([]safetensors.Tensor, error) {
+	ts := make([]safetensors.Tensor, 0, len(h.Tensors))
+	for _, t := range h.Tensors {
+		if t.Name == "rope_freqs.weight" && arch == "llama" {
+			dim, _ := headerValue[uint32](h, "llama.rope.dimension_count")
+			if len(t.Dims) != 1 || t.Dims[0] != uint64(dim/2) {
+				return nil, fmt.Errorf("%w: rope_freqs.weight has dims %v for rope.dimension_count %d", ErrHeader, t.Dims, dim)
+			}
+			continue
+		}
+		name, ok := hfName(t.Name)
+		if !ok {
+			return nil, fmt.Errorf("%w: tensor %s is not one llama.cpp loads for %s", ErrHeader, t.Name, arch)
+		}
+		shape := make([]int64, len(t.Dims))
+		for i, n := range t.Dims {
+			if n == 0 || n > math.MaxInt32 {
+				return nil, fmt.Errorf("%w: tensor %s has dims %v", ErrHeader, t.Name, t.Dims)
+			}
+			shape[len(t.Dims)-1-i] = int64(n)
+		}
+		ts = append(ts, safetensors.Tensor{Name: name, Shape: shape})
+	}
+	return ts, nil
+}
+
+// hfName inverts ggufName.
+func hfName(name string) (string, bool) {
+	base, suffix, ok := cutSuffix(name)
+	if !ok {
+		return "", false
+	}
+	for hf, g := range globalNames {
+		if g == base {
+			return hf + suffix, true
+		}
+	}
+	rest, ok := strings.CutPrefix(base, "blk.")
+	if !ok {
+		return "", false
+	}
+	num, sub, _ := strings.Cut(rest, ".")
+	if n, err := strconv.Atoi(num); err != nil || n < 0 || strconv.Itoa(n) != num {
+		return "", false
+	}
+	for hf, g := range blockNames {
+		if g == sub {
+			return "model.layers." + num + "." + hf + suffix, true
+		}
+	}
+	return "", false
+}
+
+func cutSuffix(name string) (base, suffix string, ok bool) {
+	for _, s := range []string{".weight", ".bias"} {
+		if b, found := strings.CutSuffix(name, s); found {
+			return b, s, true
+		}
+	}
+	return "", "", false
+}
