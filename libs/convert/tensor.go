@@ -2,10 +2,10 @@ package convert
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 
+	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/ggml"
 	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/safetensors"
@@ -134,7 +134,7 @@ func (t TensorPlan) Produce(src Source, rope RopeFreqs) ([]byte, error) {
 }
 
 // ErrNotFinite reports a NaN or Inf in a source tensor; llama-quantize refuses such input too.
-var ErrNotFinite = errors.New("value is NaN or Inf")
+var ErrNotFinite = fault.New(fault.ErrBadInput, "value is NaN or Inf")
 
 func checkFinite(v []float32) error {
 	for i, f := range v {
