@@ -35,6 +35,9 @@ type Config struct {
 	// KeepShards keeps a completed job's shards, plan and completion records (for inspection);
 	// by default they are removed once the file is valid.
 	KeepShards bool
+	// Backoff retries an assembly that failed transiently (object storage down) in place, for
+	// Backoff.Budget; such failures do not use up deliveries.
+	Backoff fleet.Backoff
 }
 
 // Assembler runs assembly tasks of the asm pool.
@@ -114,7 +117,12 @@ func (a *Assembler) handle(ctx context.Context, d *queue.Delivery) error {
 	}
 	start := time.Now()
 	actx, ended, stop := fleet.WatchJob(ctx, a.rt, t.JobId, a.cfg.CancelPoll)
-	res, err := a.assemble(actx, t, log)
+	var res *domain.QuantizedModel
+	err = a.cfg.Backoff.RetryJob(actx, a.rt, t.JobId, log, func() error {
+		var err error
+		res, err = a.assemble(actx, t, log)
+		return err
+	})
 	stop()
 	if ended() {
 		log.Info("job ended during assembly: removing the output")

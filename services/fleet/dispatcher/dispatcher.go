@@ -23,6 +23,7 @@ import (
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/quantize"
@@ -43,9 +44,11 @@ type Config struct {
 	Hub *hub.Client
 	// TempDir holds the small model files while planning [os.TempDir()].
 	TempDir string
-	// Retries is how many times preparing a job (source, plan) is tried on transient errors
-	// such as unreachable object storage [5]; RetryBackoff is the first delay, doubled each time up
-	// to 30 s [1 s].
+	// Backoff waits out transient failures (object storage or NATS down) while preparing a job;
+	// the job shows what it waits for, and fails once Backoff.Budget is spent.
+	Backoff fleet.Backoff
+	// Retries is how many times preparing a job is tried on errors nobody classified (neither
+	// transient nor permanent) [5]; RetryBackoff is the first delay, doubled each time up to 30 s [1 s].
 	Retries      int
 	RetryBackoff time.Duration
 	// CleanupGrace is when a cancelled job's objects are swept a second time, after tasks that
@@ -242,16 +245,18 @@ func (d *Dispatcher) handleJob(ctx context.Context, j *domain.QuantizationJob) {
 		d.claim(ctx, j.JobID)
 	case domain.StatusRunning:
 		d.track(ctx, j.JobID)
-	case domain.StatusCancelled:
+	case domain.StatusCancelled, domain.StatusFailed:
+		// Neither leaves objects behind; a failed job that is resumed runs again from its source.
 		d.untrack(j.JobID)
+		key := j.JobID + "@" + j.EndTime.String() // a job resumed and failed again is swept again
 		d.mu.Lock()
-		first := !d.cleaned[j.JobID]
-		d.cleaned[j.JobID] = true
+		first := !d.cleaned[key]
+		d.cleaned[key] = true
 		d.mu.Unlock()
 		if first {
-			go d.cleanup(ctx, j.JobID)
+			go d.cleanup(ctx, j.JobID, j.Status, j.EndTime)
 		}
-	case domain.StatusCompleted, domain.StatusFailed:
+	case domain.StatusCompleted:
 		d.untrack(j.JobID)
 	}
 }
@@ -361,8 +366,8 @@ func (d *Dispatcher) drive(ctx context.Context, st *jobState) {
 
 // describe turns a preparation error into the job's error_message.
 func (d *Dispatcher) describe(err error) string {
-	if fleet.Unreachable(err) {
-		return fmt.Sprintf("object storage unreachable (%s) after %d attempts: %v", d.cfg.StorageName, d.cfg.Retries, err)
+	if errors.Is(err, blob.ErrUnavailable) {
+		return fmt.Sprintf("object storage unreachable (%s): %v", d.cfg.StorageName, err)
 	}
 	return err.Error()
 }
@@ -379,7 +384,7 @@ func (d *Dispatcher) prepare(ctx context.Context, st *jobState, log *zap.Logger)
 	var plan *ggufjob.Plan
 	var sum string
 	var ck *Checkpoint
-	err = d.retry(ctx, log, "preparing the job", func() error {
+	err = d.retry(ctx, log, st.id, "preparing the job", func() error {
 		var err error
 		plan, sum, err = ggufjob.ReadPlan(ctx, d.rt.Store, fleet.PlanKey(st.id))
 		if errors.Is(err, blob.ErrNotFound) { // never planned
@@ -526,12 +531,13 @@ func (d *Dispatcher) tensorTask(st *jobState, t ggufjob.Task, pool string, gen u
 	return msg
 }
 
-// retry runs f until it succeeds, fails permanently, or Retries attempts have failed.
-func (d *Dispatcher) retry(ctx context.Context, log *zap.Logger, what string, f func() error) error {
+// retry runs f for job until it succeeds or fails permanently: transient failures are waited out
+// for the backoff budget, errors of no class are tried Retries times.
+func (d *Dispatcher) retry(ctx context.Context, log *zap.Logger, job, what string, f func() error) error {
 	delay := d.cfg.RetryBackoff
 	var err error
 	for attempt := 1; attempt <= d.cfg.Retries; attempt++ {
-		if err = f(); err == nil || fleet.Permanent(err) || ctx.Err() != nil {
+		if err = d.cfg.Backoff.RetryJob(ctx, d.rt, job, log, f); err == nil || fault.Permanent(err) || ctx.Err() != nil {
 			return err
 		}
 		if attempt == d.cfg.Retries {
@@ -793,26 +799,30 @@ func (d *Dispatcher) sampleLag(ctx context.Context) {
 	}
 }
 
-// cleanup removes a cancelled job's objects and completion records, twice: now, and after the
-// tasks still running have noticed the cancel.
-func (d *Dispatcher) cleanup(ctx context.Context, id string) {
+// cleanup removes a cancelled or failed job's objects and completion records, twice: now, and
+// after the tasks still running have noticed the end. A job that left that state meanwhile (a
+// resumed failed job) is left alone.
+func (d *Dispatcher) cleanup(ctx context.Context, id string, status domain.JobStatus, ended time.Time) {
 	for i, wait := range []time.Duration{0, d.cfg.CleanupGrace} {
 		sleep(ctx, wait)
 		if ctx.Err() != nil {
+			return
+		}
+		if j, _, err := d.rt.Jobs.Get(ctx, id); err != nil || j.Status != status || !j.EndTime.Equal(ended) {
 			return
 		}
 		n := 0
 		for _, p := range []string{fleet.JobPrefix(id), fleet.OutputPrefix(id)} {
 			k, err := d.rt.Store.DeletePrefix(ctx, p)
 			if err != nil {
-				d.log.Warn("removing a cancelled job's objects failed", zap.String("job", id), zap.Error(err))
+				d.log.Warn("removing an ended job's objects failed", zap.String("job", id), zap.Error(err))
 			}
 			n += k
 		}
 		if err := d.rt.Done.DeleteJob(ctx, id); err != nil {
-			d.log.Warn("removing a cancelled job's records failed", zap.String("job", id), zap.Error(err))
+			d.log.Warn("removing an ended job's records failed", zap.String("job", id), zap.Error(err))
 		}
-		d.log.Info("cancelled job cleaned up", zap.String("job", id), zap.Int("objects", n), zap.Int("sweep", i+1))
+		d.log.Info("ended job cleaned up", zap.String("job", id), zap.String("status", string(status)), zap.Int("objects", n), zap.Int("sweep", i+1))
 	}
 }
 
@@ -871,7 +881,7 @@ func (d *Dispatcher) serveControl(ctx context.Context, m *nats.Msg) {
 	reply(r)
 }
 
-var errCannotResume = errors.New("only a pending or running job can be resumed")
+var errCannotResume = errors.New("only a pending, running or failed job can be resumed")
 
 func (d *Dispatcher) resume(ctx context.Context, id string, cfg *domain.QuantizationConfig) (domain.JobStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -880,7 +890,7 @@ func (d *Dispatcher) resume(ctx context.Context, id string, cfg *domain.Quantiza
 	if err != nil {
 		return "", err
 	}
-	if j.Status.Terminal() {
+	if j.Status == domain.StatusCompleted || j.Status == domain.StatusCancelled {
 		return j.Status, fmt.Errorf("%w: job %s is %s", errCannotResume, j.JobID, j.Status)
 	}
 	if cfg != nil {
@@ -897,6 +907,16 @@ func (d *Dispatcher) resume(ctx context.Context, id string, cfg *domain.Quantiza
 		if err := snap.CheckResume(*cfg); err != nil {
 			return j.Status, err
 		}
+	}
+	if j.Status == domain.StatusFailed {
+		// FAILED → PENDING: the job runs again (from its source: a failed job's objects are gone).
+		j, err = d.rt.Jobs.Update(ctx, id, func(j *domain.QuantizationJob) error {
+			return j.TransitionWhy(domain.StatusPending, "resumed", time.Now().UTC())
+		})
+		if err != nil {
+			return domain.StatusFailed, err
+		}
+		d.log.Info("failed job resumed", zap.String("job", id))
 	}
 	if j.Status == domain.StatusPending {
 		d.claim(ctx, j.JobID)

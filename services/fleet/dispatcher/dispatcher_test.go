@@ -110,7 +110,8 @@ func TestObjectStorageUnreachable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	rt := fleetOn(t, fleet.Config{S3Endpoint: dead, S3Insecure: true, S3Bucket: "fleetbucket", S3AccessKey: "k", S3SecretKey: "s", S3MaxRetries: 1})
-	startDispatcher(t, ctx, rt("dispatcher"), dispatcher.Config{Retries: 3, RetryBackoff: 50 * time.Millisecond, StorageName: "S3 at " + dead})
+	startDispatcher(t, ctx, rt("dispatcher"), dispatcher.Config{Retries: 3, RetryBackoff: 50 * time.Millisecond, StorageName: "S3 at " + dead,
+		Backoff: fleet.Backoff{Budget: time.Second, Max: 200 * time.Millisecond}})
 	c := &client.Client{RT: rt("client")}
 	if err := c.RT.Bind(ctx); err != nil {
 		t.Fatal(err)

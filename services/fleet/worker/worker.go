@@ -48,6 +48,9 @@ type Config struct {
 	// TaskDelay pauses every task before it starts (heartbeats continue): a test knob for
 	// exercising crashes while tasks are held.
 	TaskDelay time.Duration
+	// Backoff retries a task that failed transiently (object storage down) in place, keeping the
+	// task and its heartbeats, for Backoff.Budget; such failures do not use up deliveries.
+	Backoff fleet.Backoff
 }
 
 // Worker runs tensor tasks.
@@ -163,7 +166,12 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) error {
 	log.Info("task started", zap.String("attempt_id", at.id))
 
 	tctx, ended, stop := fleet.WatchJob(ctx, w.rt, t.JobId, w.cfg.CancelPoll)
-	res, err := w.run(tctx, at, log)
+	var res *pb.TaskResult
+	err = w.cfg.Backoff.RetryJob(tctx, w.rt, t.JobId, log, func() error {
+		var err error
+		res, err = w.run(tctx, at, log)
+		return err
+	})
 	stop()
 	if ended() {
 		log.Info("job ended while its task ran: dropping the task")
