@@ -179,7 +179,8 @@ var errJobEnded = errors.New("job is no longer running")
 
 // assemble composes, validates and describes the file.
 func (a *Assembler) assemble(ctx context.Context, t *pb.Task, log *zap.Logger) (*domain.QuantizedModel, error) {
-	plan, err := ggufjob.LoadPlanChecked(ctx, a.rt.Store, t.Plan.Key, t.Plan.Sha256)
+	// The job's own plan and header keys, whatever the message says.
+	plan, err := ggufjob.LoadPlanChecked(ctx, a.rt.Store, fleet.PlanKey(t.JobId), t.GetPlan().GetSha256())
 	if err != nil {
 		return nil, err
 	}
@@ -203,10 +204,7 @@ func (a *Assembler) assemble(ctx context.Context, t *pb.Task, log *zap.Logger) (
 		}
 		sums[task.ID], shardKeys[task.ID] = r.Shards[0].Sha256, r.Shards[0].Key
 	}
-	headerKey := t.Params[fleet.ParamHeader]
-	if headerKey == "" {
-		headerKey = fleet.HeaderKey(t.JobId)
-	}
+	headerKey := fleet.HeaderKey(t.JobId)
 	out := fleet.TaskOutputKey(t)
 	oi, err := ggufjob.Assemble(ctx, a.rt.Store, plan, headerKey, func(id string) string { return shardKeys[id] }, out)
 	if err != nil {

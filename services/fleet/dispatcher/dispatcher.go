@@ -558,6 +558,12 @@ func (d *Dispatcher) handleEvent(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
+	if m.Subject() != queue.EventSubject(ev.JobId, fleet.EventKind(ev)) {
+		// An event about one job on another job's subject: forged or broken.
+		d.log.Warn("refusing an event whose subject names another job", zap.String("subject", m.Subject()), zap.String("job", ev.JobId))
+		_ = m.Term()
+		return
+	}
 	st := d.tracked(ev.JobId)
 	if st == nil {
 		active, err := fleet.JobActive(ctx, d.rt, ev.JobId)
@@ -579,12 +585,17 @@ func (d *Dispatcher) handleEvent(ctx context.Context, m jetstream.Msg) {
 	case *pb.JobEvent_TaskFailed:
 		f := e.TaskFailed
 		d.m.failed.Inc()
-		if f.Permanent {
-			label := f.TaskId
-			if t, ok := st.plan.Task(f.TaskId); ok {
-				label = t.Label
-			}
-			_ = fleet.FailJob(ctx, d.rt, ev.JobId, fleet.TaskErrorMessage(f.TaskId, label, f.Delivery, f.ErrorMessage))
+		// The worker fails the job itself; this is the backup when it could not. Only a failure of
+		// a task of this job's plan, of the current generation and not done, is believed.
+		st.mu.Lock()
+		t, inPlan := st.plan.Task(f.TaskId)
+		genuine := inPlan && f.Generation == st.generation && st.done[f.TaskId] == nil
+		st.mu.Unlock()
+		if f.Permanent && !genuine {
+			d.log.Warn("refusing a permanent failure of a task that is not running in this job", zap.String("job", ev.JobId),
+				zap.String("task", f.TaskId), zap.Uint32("generation", f.Generation))
+		} else if f.Permanent {
+			_ = fleet.FailJob(ctx, d.rt, ev.JobId, fleet.TaskErrorMessage(f.TaskId, t.Label, f.Delivery, f.ErrorMessage))
 		}
 	case *pb.JobEvent_TaskProgress:
 		p := e.TaskProgress
@@ -592,17 +603,17 @@ func (d *Dispatcher) handleEvent(ctx context.Context, m jetstream.Msg) {
 		st.memCur, st.memPeak, st.memDirty = p.MemoryBytes, max(st.memPeak, p.PeakMemoryBytes), true
 		st.mu.Unlock()
 	case *pb.JobEvent_TaskDone:
-		// Trust the recorded winner, not the event.
-		res := e.TaskDone
-		b, ok, err := d.rt.Done.Get(ctx, res.JobId, res.TaskId)
+		// Trust the recorded winner, not the event: without a record the event means nothing.
+		b, ok, err := d.rt.Done.Get(ctx, ev.JobId, e.TaskDone.GetTaskId())
 		if err != nil {
 			_ = m.NakWithDelay(time.Second)
 			return
 		}
-		if ok {
-			if r, err := fleet.DecodeResult(b); err == nil {
-				res = r
-			}
+		res, derr := fleet.DecodeResult(b)
+		if !ok || derr != nil || res.JobId != ev.JobId {
+			d.log.Warn("ignoring task_done without a completion record", zap.String("job", ev.JobId), zap.String("task", e.TaskDone.GetTaskId()))
+			_ = m.Ack()
+			return
 		}
 		d.progress(ctx, st, res)
 		d.publishNext(ctx, st)
@@ -708,12 +719,49 @@ func (d *Dispatcher) handleDeadLetter(ctx context.Context, m jetstream.Msg) {
 		_ = m.Ack()
 		return
 	}
+	switch ok, err := d.genuine(ctx, m.Data()); {
+	case err != nil:
+		_ = m.NakWithDelay(time.Second)
+		return
+	case !ok:
+		// Stale (an earlier generation) or forged: it must not fail the job.
+		d.log.Warn("ignoring the dead letter of a task the job is not running", zap.String("job", job), zap.String("task", task),
+			zap.String("reason", reason))
+		_ = m.Ack()
+		return
+	}
 	msg := fmt.Sprintf("task %s was dead-lettered: %s", task, reason)
 	if err := fleet.FailJob(ctx, d.rt, job, msg); err != nil && !errors.Is(err, queue.ErrJobNotFound) {
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
 	_ = m.Ack()
+}
+
+// genuine reports whether data is a task this dispatcher published for an active job in the
+// job's current generation and plan (assemblies included).
+func (d *Dispatcher) genuine(ctx context.Context, data []byte) (bool, error) {
+	t, err := fleet.DecodeTask(data)
+	if err != nil {
+		return false, nil
+	}
+	active, err := fleet.JobActive(ctx, d.rt, t.JobId)
+	if err != nil || !active {
+		return false, err
+	}
+	st := d.track(ctx, t.JobId)
+	select {
+	case <-st.readyCh:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-time.After(10 * time.Second):
+		return false, errors.New("job not prepared yet")
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	_, inPlan := st.plan.Task(t.TaskId)
+	return (inPlan || t.Kind == pb.TaskKind_TASK_KIND_ASSEMBLE) && t.Generation == st.generation &&
+		t.GetPlan().GetSha256() == st.planSum, nil
 }
 
 // tick writes dirty checkpoints, reconciles completion records and samples the queue lag.

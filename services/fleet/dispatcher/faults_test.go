@@ -17,8 +17,6 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"quantfleet.dev/libs/domain"
-	"quantfleet.dev/libs/hfmodel"
-	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/libs/queue"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/assembler"
@@ -166,16 +164,7 @@ func TestFaultClasses(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	m, err := hfmodel.Open(os.DirFS(tiny), "tiny-llama")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := quantize.GGUF(ctx, quantize.GGUFRequest{Model: m, ModelDir: tiny, Level: "Q4_K_M", OutputDir: t.TempDir()})
-	m.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, _ := os.ReadFile(ref.OutputPath)
+	want := testenv.QuantizeGGUF(t, tiny, "Q4_K_M")
 
 	for i, tc := range []struct {
 		name   string
