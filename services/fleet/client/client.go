@@ -76,6 +76,11 @@ func (c *Client) Submit(ctx context.Context, r SubmitRequest) (*Submitted, error
 	if err := cfg.Normalize(); err != nil {
 		return nil, err
 	}
+	if r.Pool != "" {
+		if err := queue.CheckPool(r.Pool); err != nil {
+			return nil, err
+		}
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, err

@@ -331,6 +331,10 @@ type jobState struct {
 	memCur     int64
 	memPeak    int64
 	memDirty   bool // memory not yet written to the job record
+	// idleSamples counts samples in a row that found the job's pool without workers;
+	// poolWaiting is set while the job says it waits for one.
+	idleSamples int
+	poolWaiting bool
 }
 
 func (st *jobState) isReady() bool {
@@ -379,6 +383,11 @@ func (d *Dispatcher) prepare(ctx context.Context, st *jobState, log *zap.Logger)
 	}
 	if err := req.Config.Validate(); err != nil {
 		return err
+	}
+	if req.Pool != "" {
+		if err := queue.CheckPool(req.Pool); err != nil {
+			return err
+		}
 	}
 	st.req = req
 	var plan *ggufjob.Plan
@@ -475,9 +484,9 @@ func (d *Dispatcher) publishNext(ctx context.Context, st *jobState) {
 // publish enqueues tasks of generation gen (duplicates of earlier publishes are dropped by the
 // stream's de-duplication).
 func (d *Dispatcher) publish(ctx context.Context, st *jobState, tasks []ggufjob.Task, gen uint32) error {
-	pool := st.req.Pool
-	if pool == "" {
-		pool = d.cfg.Pool
+	pool := d.pool(st.req)
+	if err := queue.EnsurePool(ctx, d.rt.JS, d.cfg.Queue, pool); err != nil {
+		return err
 	}
 	for _, t := range tasks {
 		msg := d.tensorTask(st, t, pool, gen)
@@ -494,6 +503,46 @@ func (d *Dispatcher) publish(ctx context.Context, st *jobState, tasks []ggufjob.
 		}
 	}
 	return nil
+}
+
+// pool is the worker pool of a job's tasks.
+func (d *Dispatcher) pool(req *fleet.JobRequest) string {
+	if req != nil && req.Pool != "" {
+		return req.Pool
+	}
+	return d.cfg.Pool
+}
+
+// watchPools notes in a job that waits on a pool without any worker (none pulling, none running
+// a task, for three samples in a row) that it is "waiting for a worker of pool NAME", and clears
+// the note once one turns up.
+func (d *Dispatcher) watchPools(ctx context.Context, st *jobState) {
+	st.mu.Lock()
+	pool := d.pool(st.req)
+	if len(st.done) == len(st.plan.Tasks) {
+		pool = queue.PoolAsm
+	}
+	st.mu.Unlock()
+	idle, err := queue.PoolIdle(ctx, d.rt.JS, pool)
+	if err != nil {
+		return
+	}
+	st.mu.Lock()
+	if idle {
+		st.idleSamples++
+	} else {
+		st.idleSamples = 0
+	}
+	set := st.idleSamples == 3
+	clear := !idle && st.poolWaiting
+	st.poolWaiting = (st.poolWaiting || set) && !clear
+	st.mu.Unlock()
+	switch {
+	case set:
+		_ = fleet.SetWaiting(ctx, d.rt, st.id, "waiting for a worker of pool "+pool)
+	case clear:
+		_ = fleet.SetWaiting(ctx, d.rt, st.id, "")
+	}
 }
 
 // maxInputsSize bounds the source ranges a task message lists (they are informative: workers find
@@ -788,6 +837,7 @@ func (d *Dispatcher) tick(ctx context.Context) {
 				if memDirty {
 					d.progress(ctx, st, nil)
 				}
+				d.watchPools(ctx, st)
 			}
 			d.sampleLag(ctx)
 		case <-recT.C:
@@ -869,6 +919,18 @@ func (d *Dispatcher) cleanup(ctx context.Context, id string, status domain.JobSt
 		}
 		if err := d.rt.Done.DeleteJob(ctx, id); err != nil {
 			d.log.Warn("removing an ended job's records failed", zap.String("job", id), zap.Error(err))
+		}
+		// Tasks still queued (a pool without workers keeps them forever) go too.
+		req, _ := d.rt.Request(ctx, id)
+		for _, pool := range []string{d.pool(req), queue.PoolAsm} {
+			k, err := queue.DeleteTasks(ctx, d.rt.JS, pool, func(b []byte) bool {
+				t, err := fleet.DecodeTask(b)
+				return err == nil && t.JobId == id
+			})
+			if err != nil {
+				d.log.Warn("removing an ended job's tasks failed", zap.String("job", id), zap.Error(err))
+			}
+			n += k
 		}
 		d.log.Info("ended job cleaned up", zap.String("job", id), zap.String("status", string(status)), zap.Int("objects", n), zap.Int("sweep", i+1))
 	}

@@ -129,6 +129,30 @@ func TestObjectStorageUnreachable(t *testing.T) {
 	}
 }
 
+// fleetIn creates bucket on the test S3 server and returns a runtime factory over it (with its own
+// NATS server) and the bucket's store.
+func fleetIn(t *testing.T, ctx context.Context, cfg fleet.Config) (func(name string) *fleet.Runtime, *blob.S3) {
+	t.Helper()
+	store, err := cfg.OpenStore("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.EnsureBucket(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return fleetOn(t, cfg), store
+}
+
+// newClient is a bound client on its own connection.
+func newClient(t *testing.T, ctx context.Context, rt func(string) *fleet.Runtime) *client.Client {
+	t.Helper()
+	c := &client.Client{RT: rt("client")}
+	if err := c.RT.Bind(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func s3Config(bucket string) fleet.Config {
 	return fleet.Config{S3Endpoint: s3srv.Endpoint, S3Insecure: true, S3Bucket: bucket, S3Region: s3srv.Region,
 		S3AccessKey: s3srv.AccessKey, S3SecretKey: s3srv.SecretKey}

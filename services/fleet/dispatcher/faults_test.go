@@ -185,21 +185,14 @@ func TestFaultClasses(t *testing.T) {
 			cfg := s3Config("faults" + string(rune('a'+i)))
 			p := startProxy(t, s3srv.Endpoint)
 			cfg.S3Endpoint, cfg.S3MaxRetries = p.addr, 1
-			store, _ := cfg.OpenStore("")
-			if err := store.EnsureBucket(ctx); err != nil {
-				t.Fatal(err)
-			}
 			backoff := fleet.Backoff{Budget: tc.budget, Min: 100 * time.Millisecond, Max: 500 * time.Millisecond}
-			rt := fleetOn(t, cfg)
+			rt, _ := fleetIn(t, ctx, cfg)
 			startDispatcher(t, ctx, rt("dispatcher"), dispatcher.Config{Queue: queue.Config{AckWait: 5 * time.Second, MaxDeliver: 5},
 				Backoff: backoff, TempDir: t.TempDir()})
 			run(t, ctx, worker.New(rt("worker"), worker.Config{Slots: 2, Backoff: backoff, TaskDelay: 300 * time.Millisecond,
 				RetryDelay: func(uint64) time.Duration { return 100 * time.Millisecond }}, nil, zaptest.NewLogger(t)).Run)
 			run(t, ctx, assembler.New(rt("assembler"), assembler.Config{Backoff: backoff}, nil, zaptest.NewLogger(t)).Run)
-			c := &client.Client{RT: rt("client")}
-			if err := c.RT.Bind(ctx); err != nil {
-				t.Fatal(err)
-			}
+			c := newClient(t, ctx, rt)
 			sub, err := c.Submit(ctx, client.SubmitRequest{Model: tc.model, Config: domain.DefaultConfig(domain.FormatGGUF, "Q4_K_M")})
 			if err != nil {
 				t.Fatal(err)

@@ -37,20 +37,12 @@ func TestForgedMessages(t *testing.T) {
 	defer cancel()
 	want := testenv.QuantizeGGUF(t, tiny, "Q4_K_M")
 
-	cfg := s3Config("integrity")
-	store, _ := cfg.OpenStore("")
-	if err := store.EnsureBucket(ctx); err != nil {
-		t.Fatal(err)
-	}
-	rt := fleetOn(t, cfg)
+	rt, store := fleetIn(t, ctx, s3Config("integrity"))
 	startDispatcher(t, ctx, rt("dispatcher"), dispatcher.Config{Queue: queue.Config{AckWait: 5 * time.Second, MaxDeliver: 2}})
 	run(t, ctx, worker.New(rt("cpu-worker"), worker.Config{Pool: queue.PoolCPU,
 		RetryDelay: func(uint64) time.Duration { return 100 * time.Millisecond }}, nil, zaptest.NewLogger(t)).Run)
 	run(t, ctx, assembler.New(rt("assembler"), assembler.Config{}, nil, zaptest.NewLogger(t)).Run)
-	c := &client.Client{RT: rt("client")}
-	if err := c.RT.Bind(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c := newClient(t, ctx, rt)
 	submit := func(level string) (string, string) {
 		sub, err := c.Submit(ctx, client.SubmitRequest{Model: tiny, Pool: queue.PoolGPU, Config: domain.DefaultConfig(domain.FormatGGUF, level)})
 		if err != nil {
