@@ -32,8 +32,8 @@ type Config struct {
 	PullWait   time.Duration // [5 s]
 	RetryDelay func(attempt uint64) time.Duration
 	CancelPoll time.Duration // [2 s]
-	// KeepShards keeps a completed job's shards, plan and completion records (for inspection);
-	// by default they are removed once the file is valid.
+	// KeepShards keeps a completed job's intermediate objects (plan, header, shards, checkpoint)
+	// and completion records, for inspection; by default they are removed once the result is valid.
 	KeepShards bool
 	// Backoff retries an assembly that failed transiently (object storage down) in place, for
 	// Backoff.Budget; such failures do not use up deliveries.
@@ -151,6 +151,9 @@ func (a *Assembler) handle(ctx context.Context, d *queue.Delivery) error {
 			return errJobEnded
 		}
 		j.Result = res
+		if !a.cfg.KeepShards {
+			j.CheckpointPath = "" // removed with the job's other intermediates below
+		}
 		return j.Transition(domain.StatusCompleted, time.Now().UTC())
 	})
 	if err != nil {
@@ -296,16 +299,16 @@ func (a *Assembler) assembleLayered(ctx context.Context, t *pb.Task, plan *ggufj
 	}, nil
 }
 
-// cleanup removes what only served to build the file.
+// cleanup removes what only served to build the result: everything under the job's prefix (plan,
+// header, shards, activations, checkpoint) and the completion records. `get` needs only the output,
+// and a completed job cannot be resumed. Storage that is down is waited for.
 func (a *Assembler) cleanup(ctx context.Context, job string, log *zap.Logger) {
-	if _, err := a.rt.Store.DeletePrefix(ctx, fleet.ShardPrefix(job)); err != nil {
-		log.Warn("removing shards failed", zap.Error(err))
-	}
-	if _, err := a.rt.Store.DeletePrefix(ctx, fleet.JobPrefix(job)+"act/"); err != nil {
-		log.Warn("removing activations failed", zap.Error(err))
-	}
-	if err := a.rt.Store.Delete(ctx, fleet.HeaderKey(job)); err != nil {
-		log.Warn("removing the header failed", zap.Error(err))
+	err := a.cfg.Backoff.Retry(ctx, func() error {
+		_, err := a.rt.Store.DeletePrefix(ctx, fleet.JobPrefix(job))
+		return err
+	}, nil)
+	if err != nil {
+		log.Warn("removing the job's intermediate objects failed", zap.Error(err))
 	}
 	if err := a.rt.Done.DeleteJob(ctx, job); err != nil {
 		log.Warn("removing completion records failed", zap.Error(err))

@@ -681,9 +681,9 @@ func (d *Dispatcher) progress(ctx context.Context, st *jobState, res *pb.TaskRes
 		}
 		if st.done[res.TaskId] == nil {
 			d.m.done.Inc()
+			st.dirty = true // a task seen again (a late event) changes no checkpoint
 		}
 		st.done[res.TaskId] = res
-		st.dirty = true
 		st.memPeak = max(st.memPeak, res.PeakMemoryBytes)
 	}
 	done, total := len(st.done), len(st.plan.Tasks)
@@ -911,11 +911,14 @@ func (d *Dispatcher) cleanup(ctx context.Context, id string, status domain.JobSt
 		}
 		n := 0
 		for _, p := range []string{fleet.JobPrefix(id), fleet.OutputPrefix(id)} {
-			k, err := d.rt.Store.DeletePrefix(ctx, p)
+			err := d.cfg.Backoff.Retry(ctx, func() error { // storage that is down is waited for
+				k, err := d.rt.Store.DeletePrefix(ctx, p)
+				n += k
+				return err
+			}, nil)
 			if err != nil {
 				d.log.Warn("removing an ended job's objects failed", zap.String("job", id), zap.Error(err))
 			}
-			n += k
 		}
 		if err := d.rt.Done.DeleteJob(ctx, id); err != nil {
 			d.log.Warn("removing an ended job's records failed", zap.String("job", id), zap.Error(err))

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/queue"
 	"quantfleet.dev/services/fleet"
@@ -186,7 +187,7 @@ func TestFaultClasses(t *testing.T) {
 			p := startProxy(t, s3srv.Endpoint)
 			cfg.S3Endpoint, cfg.S3MaxRetries = p.addr, 1
 			backoff := fleet.Backoff{Budget: tc.budget, Min: 100 * time.Millisecond, Max: 500 * time.Millisecond}
-			rt, _ := fleetIn(t, ctx, cfg)
+			rt, store := fleetIn(t, ctx, cfg)
 			startDispatcher(t, ctx, rt("dispatcher"), dispatcher.Config{Queue: queue.Config{AckWait: 5 * time.Second, MaxDeliver: 5},
 				Backoff: backoff, TempDir: t.TempDir()})
 			run(t, ctx, worker.New(rt("worker"), worker.Config{Slots: 2, Backoff: backoff, TaskDelay: 300 * time.Millisecond,
@@ -228,6 +229,17 @@ func TestFaultClasses(t *testing.T) {
 			if strings.Contains(j.ErrorMessage, "quantfleet-plan-") || j.Waiting != "" {
 				t.Errorf("error message %q names a dispatcher temp path, or waiting %q left", j.ErrorMessage, j.Waiting)
 			}
+			// A failed job leaves no objects and records; a completed one only its output.
+			if tc.outage < 0 {
+				p.restore() // what could not be removed while storage was down goes once it is back
+			}
+			waitFor(t, ctx, func() bool {
+				left, err := blob.ListAll(ctx, store, fleet.JobPrefix(sub.JobID))
+				out, err2 := blob.ListAll(ctx, store, fleet.OutputPrefix(sub.JobID))
+				recs, err3 := c.RT.Done.ListJob(ctx, sub.JobID)
+				return err == nil && err2 == nil && err3 == nil && len(left) == 0 && len(recs) == 0 &&
+					(len(out) == 1) == (tc.status == domain.StatusCompleted)
+			})
 			if tc.status == domain.StatusCompleted {
 				got, err := c.Download(ctx, sub.JobID, t.TempDir(), "", nil)
 				if err != nil {
