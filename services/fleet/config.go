@@ -181,7 +181,7 @@ func (c Config) connectTimeout() time.Duration {
 }
 
 // ErrNATSUnreachable reports that no NATS server answered at start.
-var ErrNATSUnreachable = errors.New("NATS server unreachable")
+var ErrNATSUnreachable = fault.New(fault.ErrTransient, "NATS server unreachable")
 
 // ConnectNATS connects to NATS, retrying until the connect timeout; afterwards the connection
 // reconnects by itself forever.
