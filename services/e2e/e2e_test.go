@@ -30,6 +30,7 @@ const taskDelay = "QUANTFLEET_TEST_TASK_DELAY=1200ms"
 // while it holds a task, the dispatcher killed and restarted mid-job, a cancel, and a resume after
 // a full stop. Every result must be byte-identical to `quantfleet quantize`.
 func TestFleet(t *testing.T) {
+	t.Parallel() // beside TestTransientAndPermanent, which mostly waits out its outage
 	c := newCluster(t)
 	c.startFleet(3, taskDelay)
 
