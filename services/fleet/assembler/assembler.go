@@ -129,6 +129,12 @@ func (a *Assembler) handle(ctx context.Context, d *queue.Delivery) error {
 		a.removeOutput(context.WithoutCancel(ctx), out)
 		return nil
 	}
+	if errors.Is(err, errIncomplete) {
+		// Not queued by the dispatcher (it queues the assembly once every record exists), or the
+		// records were lost: dead-letter it and let the dispatcher judge, never fail the job here.
+		a.m.jobs.WithLabelValues("malformed").Inc()
+		return queue.Malformed(err)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -180,6 +186,9 @@ func (a *Assembler) handle(ctx context.Context, d *queue.Delivery) error {
 
 var errJobEnded = errors.New("job is no longer running")
 
+// errIncomplete marks an assembly of a job whose tasks are not all recorded.
+var errIncomplete = errors.New("assembly of an incomplete job")
+
 // assemble composes, validates and describes the file.
 func (a *Assembler) assemble(ctx context.Context, t *pb.Task, log *zap.Logger) (*domain.QuantizedModel, error) {
 	// The job's own plan and header keys, whatever the message says.
@@ -199,7 +208,7 @@ func (a *Assembler) assemble(ctx context.Context, t *pb.Task, log *zap.Logger) (
 	for _, task := range plan.Tasks {
 		b, ok := recs[task.ID]
 		if !ok {
-			return nil, fmt.Errorf("%w: task %s (%s) has no completion record", ggufjob.ErrShard, task.ID, task.Label)
+			return nil, fmt.Errorf("%w: %w: task %s (%s) has no completion record", errIncomplete, ggufjob.ErrShard, task.ID, task.Label)
 		}
 		r, err := fleet.DecodeResult(b)
 		if err != nil {
@@ -257,7 +266,7 @@ func (a *Assembler) assembleLayered(ctx context.Context, t *pb.Task, plan *ggufj
 	for _, task := range plan.Tasks {
 		b, ok := recs[task.ID]
 		if !ok {
-			return nil, fmt.Errorf("%w: task %s (%s) has no completion record", ggufjob.ErrShard, task.ID, task.Label)
+			return nil, fmt.Errorf("%w: %w: task %s (%s) has no completion record", errIncomplete, ggufjob.ErrShard, task.ID, task.Label)
 		}
 		r, err := fleet.DecodeResult(b)
 		if err != nil {

@@ -809,8 +809,10 @@ func (d *Dispatcher) genuine(ctx context.Context, data []byte) (bool, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	_, inPlan := st.plan.Task(t.TaskId)
-	return (inPlan || t.Kind == pb.TaskKind_TASK_KIND_ASSEMBLE) && t.Generation == st.generation &&
-		t.GetPlan().GetSha256() == st.planSum, nil
+	if t.Kind == pb.TaskKind_TASK_KIND_ASSEMBLE {
+		inPlan = st.assembled // queued by this dispatcher only once every task was done
+	}
+	return inPlan && t.Generation == st.generation && t.GetPlan().GetSha256() == st.planSum, nil
 }
 
 // tick writes dirty checkpoints, reconciles completion records and samples the queue lag.

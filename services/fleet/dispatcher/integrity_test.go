@@ -110,6 +110,19 @@ func TestForgedMessages(t *testing.T) {
 		{"task of B made from another job's plan", func(job, _ string) {
 			task(&pb.Task{JobId: job, TaskId: "t0003", Generation: 5, Plan: &pb.PlanRef{Key: fleet.PlanKey(other), Sha256: otherSum}})
 		}},
+		{"assembly of B before its tasks are done", func(job, sum string) {
+			msg := &pb.Task{JobId: job, TaskId: "assemble", Kind: pb.TaskKind_TASK_KIND_ASSEMBLE, Pool: queue.PoolAsm,
+				Plan: &pb.PlanRef{Key: fleet.PlanKey(job), Sha256: sum}, Output: &pb.OutputSpec{Prefix: fleet.OutputPrefix(job)},
+				Params: map[string]string{fleet.ParamOutputName: "x.gguf"}}
+			b, err := fleet.EncodeTask(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := queue.PublishTask(ctx, c.RT.JS, queue.PoolAsm, "forged-"+job, b); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, ctx, func() bool { return consumerIdle(t, ctx, c.RT, queue.TasksStream, queue.ConsumerName(queue.PoolAsm)) })
+		}},
 		{"task of B not in its plan", func(job, sum string) {
 			task(&pb.Task{JobId: job, TaskId: "t0099", Generation: 6, Plan: &pb.PlanRef{Key: fleet.PlanKey(job), Sha256: sum}})
 		}},

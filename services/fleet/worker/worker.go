@@ -199,7 +199,12 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) error {
 	if err != nil {
 		return err
 	}
-	won, existing, err := w.rt.Done.Record(ctx, t.JobId, t.TaskId, rec)
+	var won bool
+	var existing []byte
+	err = w.cfg.Backoff.Retry(ctx, func() error { // NATS briefly away: keep the finished work
+		won, existing, err = w.rt.Done.Record(ctx, t.JobId, t.TaskId, rec)
+		return err
+	}, nil)
 	if err != nil {
 		return err
 	}
