@@ -8,20 +8,27 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path"
 	"quantfleet.dev/libs/fault"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
-// ErrNoSuchBucket is returned when the S3 store's bucket does not exist.
-var ErrNoSuchBucket = fault.New(fault.ErrPermanent, "blob: bucket does not exist")
+var (
+	// ErrNoSuchBucket is returned when the S3 store's bucket does not exist.
+	ErrNoSuchBucket = fault.New(fault.ErrPermanent, "blob: bucket does not exist")
+	// ErrUnavailable wraps failures that may pass: the server unreachable (refused, reset, DNS,
+	// timeouts), a 5xx answer, throttling, a body cut short. It is fault.ErrTransient.
+	ErrUnavailable = fault.New(fault.ErrTransient, "object storage unavailable")
+)
 
 // DefaultPartSize is the part size of S3 uploads of unknown length when PutOptions.PartSize is 0.
 const DefaultPartSize = 16 << 20
@@ -165,14 +172,14 @@ func (s *S3) EnsureBucket(ctx context.Context) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("blob: make bucket %s: %w", s.bucket, err)
+	return s.wrap("make bucket", "", err)
 }
 
 // Ping checks that the server answers and the bucket exists.
 func (s *S3) Ping(ctx context.Context) error {
 	ok, err := s.client.BucketExists(ctx, s.bucket)
 	if err != nil {
-		return fmt.Errorf("blob: s3 ping: %w", err)
+		return s.wrap("ping", "", err)
 	}
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNoSuchBucket, s.bucket)
@@ -200,7 +207,44 @@ func (s *S3) wrap(op, key string, err error) error {
 	if resp.StatusCode == http.StatusNotFound && resp.Code == "" {
 		return fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
+	if unavailable(resp, err) {
+		return fmt.Errorf("%w: s3 %s %s/%s: %w", ErrUnavailable, op, s.bucket, key, err)
+	}
 	return fmt.Errorf("blob: s3 %s %s/%s: %w", op, s.bucket, key, err)
+}
+
+// unavailable reports S3 failures that may pass by themselves: network errors (minio-go returns
+// them once its own retries are spent), server errors, throttling and timeouts.
+func unavailable(resp minio.ErrorResponse, err error) bool {
+	switch resp.Code {
+	case "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "RequestTimeTooSkewed", "Throttling",
+		"ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "OperationAborted":
+		return true
+	}
+	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout {
+		return true
+	}
+	return netFailure(err)
+}
+
+// netFailure reports errors of the connection rather than of the request: refused, reset, DNS,
+// timeouts, a body cut short.
+func netFailure(err error) bool {
+	var ne net.Error
+	var op *net.OpError
+	var ue *url.Error
+	var dns *net.DNSError
+	return errors.As(err, &ne) || errors.As(err, &op) || errors.As(err, &ue) || errors.As(err, &dns) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EPIPE)
+}
+
+// readErr classifies an error met while reading an object's body.
+func readErr(key string, off int64, err error) error {
+	if netFailure(err) {
+		return fmt.Errorf("%w: s3 read %s at %d: %w", ErrUnavailable, key, off, err)
+	}
+	return fmt.Errorf("blob: s3 read %s at %d: %w", key, off, err)
 }
 
 func info(key string, oi minio.ObjectInfo) ObjectInfo {
@@ -352,7 +396,7 @@ func (r *resumeReader) Read(p []byte) (int, error) {
 			err = io.ErrUnexpectedEOF
 		}
 		if r.ctx.Err() != nil || r.retries >= maxReadResumes || r.etag == "" {
-			return n, fmt.Errorf("blob: s3 read %s at %d: %w", r.key, r.off, err)
+			return n, readErr(r.key, r.off, err)
 		}
 		r.body.Close()
 		r.body = nil
@@ -418,7 +462,7 @@ func (r *s3Reader) ReadAt(p []byte, off int64) (int, error) {
 	defer rc.Close()
 	n, err := io.ReadFull(rc, p[:want])
 	if err != nil {
-		return n, err
+		return n, readErr(r.key, off, err)
 	}
 	if int64(n) < int64(len(p)) {
 		return n, io.EOF
@@ -446,6 +490,9 @@ func (r *s3Reader) Read(p []byte) (int, error) {
 	r.streamFrom = r.off
 	if err == io.EOF && r.off < r.size {
 		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && err != io.EOF {
+		err = readErr(r.key, r.off, err)
 	}
 	return n, err
 }
@@ -700,7 +747,7 @@ func (s *S3) gather(ctx context.Context, p plannedPart, etags map[string]string)
 		_, err = io.ReadFull(rc, b)
 		rc.Close()
 		if err != nil {
-			return nil, fmt.Errorf("blob: read %s: %w", piece.key, err)
+			return nil, readErr(piece.key, piece.off, err)
 		}
 		buf = buf[:len(buf)+int(piece.n)]
 	}

@@ -19,6 +19,7 @@ import (
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/blob/blobtest"
 	"quantfleet.dev/libs/blob/s3embed"
+	"quantfleet.dev/libs/fault"
 )
 
 // gw is the one embedded S3 gateway of this test binary (versitygw allows one per process).
@@ -261,3 +262,91 @@ func TestS3PresignPublicEndpoint(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestS3FaultClasses: every S3 failure carries its class where it arises. Failures that may pass
+// (server down, 5xx from a proxy in front of the server, throttling, a body cut short) are
+// fault.ErrTransient (ErrUnavailable); a missing object or a bad key are permanent.
+func TestS3FaultClasses(t *testing.T) {
+	base := newS3(t, nil)
+	if _, err := base.Put(t.Context(), "obj", bytes.NewReader(blobtest.Data(1, 1<<20)), 1<<20, blob.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	status := func(code int) roundTripFunc { // a proxy answering code instead of the server
+		return func(r *http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: code, Status: http.StatusText(code), Header: http.Header{}, Body: io.NopCloser(strings.NewReader("")),
+				Request: r}, nil
+		}
+	}
+	cut := roundTripFunc(func(r *http.Request) (*http.Response, error) { // the connection drops mid-body
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err == nil && r.Method == http.MethodGet && resp.ContentLength > 1000 {
+			resp.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(io.LimitReader(resp.Body, 1000), errReader{io.ErrUnexpectedEOF}), resp.Body}
+		}
+		return resp, err
+	})
+	open := func(endpoint string, tr http.RoundTripper) *blob.S3 {
+		s, err := blob.NewS3(blob.S3Options{Endpoint: endpoint, Insecure: true, Bucket: base.Bucket(), Region: gw.Region,
+			AccessKey: gw.AccessKey, SecretKey: gw.SecretKey, MaxRetries: 1, Transport: tr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	readAll := func(s *blob.S3, key string) error {
+		rc, _, err := s.Get(t.Context(), key)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		_, err = io.Copy(io.Discard, rc)
+		return err
+	}
+	stat := func(s *blob.S3, key string) error { _, err := s.Stat(t.Context(), key); return err }
+	for _, tc := range []struct {
+		name  string
+		op    func() error
+		class error
+	}{
+		{"server down", func() error { return stat(open(dead, nil), "obj") }, fault.ErrTransient},
+		{"server down: put", func() error {
+			_, err := open(dead, nil).Put(t.Context(), "x", strings.NewReader("x"), 1, blob.PutOptions{})
+			return err
+		}, fault.ErrTransient},
+		{"server down: list", func() error { _, err := blob.ListAll(t.Context(), open(dead, nil), "o"); return err }, fault.ErrTransient},
+		{"503 from a proxy", func() error { return stat(open(gw.Endpoint, status(503)), "obj") }, fault.ErrTransient},
+		{"500 from a proxy: get", func() error { return readAll(open(gw.Endpoint, status(500)), "obj") }, fault.ErrTransient},
+		{"429 throttled", func() error { return stat(open(gw.Endpoint, status(429)), "obj") }, fault.ErrTransient},
+		{"body cut short", func() error { return readAll(open(gw.Endpoint, cut), "obj") }, fault.ErrTransient},
+		{"missing object", func() error { return stat(base, "nothing") }, fault.ErrPermanent},
+		{"bad key", func() error { return stat(base, "../x") }, fault.ErrBadInput},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.op()
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !errors.Is(err, tc.class) {
+				t.Fatalf("error %q is not %v", err, tc.class)
+			}
+			if tc.class == fault.ErrTransient && (fault.Permanent(err) || !errors.Is(err, blob.ErrUnavailable)) {
+				t.Fatalf("transient error %q also permanent, or not ErrUnavailable", err)
+			}
+			if tc.class != fault.ErrTransient && fault.Transient(err) {
+				t.Fatalf("error %q classified transient", err)
+			}
+		})
+	}
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }

@@ -3,6 +3,7 @@ package domain
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -264,6 +265,7 @@ func TestJobTransitions(t *testing.T) {
 		{StatusRunning, StatusCompleted}: true,
 		{StatusRunning, StatusFailed}:    true,
 		{StatusRunning, StatusCancelled}: true,
+		{StatusFailed, StatusPending}:    true, // resume of a failed job
 	}
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, from := range all {
@@ -401,5 +403,43 @@ func TestCheckpoint(t *testing.T) {
 		if !strings.Contains(string(b), `"`+key+`"`) {
 			t.Errorf("JSON lacks %s: %s", key, b)
 		}
+	}
+}
+
+// TestJobResumeFailed: FAILED → PENDING (resume) clears the end time and the error but keeps both in
+// the history, which records every change with its reason.
+func TestJobResumeFailed(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	j := NewJob("j", t0)
+	for i, step := range []func() error{
+		func() error { return j.Transition(StatusRunning, t0.Add(1*time.Second)) },
+		func() error { return j.Fail("object storage unavailable", t0.Add(2*time.Second)) },
+		func() error { return j.TransitionWhy(StatusPending, "resumed", t0.Add(3*time.Second)) },
+		func() error { return j.Transition(StatusRunning, t0.Add(4*time.Second)) },
+		func() error { return j.Transition(StatusCompleted, t0.Add(5*time.Second)) },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if i == 2 && (j.ErrorMessage != "" || !j.EndTime.IsZero() || j.Status != StatusPending) {
+			t.Fatalf("resumed job %+v", j)
+		}
+	}
+	want := []StatusChange{
+		{StatusPending, StatusRunning, t0.Add(1 * time.Second), ""},
+		{StatusRunning, StatusFailed, t0.Add(2 * time.Second), "object storage unavailable"},
+		{StatusFailed, StatusPending, t0.Add(3 * time.Second), "resumed"},
+		{StatusPending, StatusRunning, t0.Add(4 * time.Second), ""},
+		{StatusRunning, StatusCompleted, t0.Add(5 * time.Second), ""},
+	}
+	if !reflect.DeepEqual(j.History, want) {
+		t.Fatalf("history %+v\nwant %+v", j.History, want)
+	}
+	for i := 0; i < 2*MaxHistory; i++ {
+		j.Status = StatusFailed
+		_ = j.Transition(StatusPending, t0)
+	}
+	if len(j.History) != MaxHistory || j.History[0] != want[0] {
+		t.Errorf("history of %d entries, first %+v", len(j.History), j.History[0])
 	}
 }

@@ -27,18 +27,37 @@ type QuantizationJob struct {
 	Source    *SourceModel        `json:"source,omitempty"`
 	Config    *QuantizationConfig `json:"config,omitempty"`
 	Result    *QuantizedModel     `json:"result,omitempty"`
+	// Waiting says what a PENDING or RUNNING job is waiting for ("waiting for object storage",
+	// "waiting for a worker of pool gpu"); empty while it makes progress.
+	Waiting string `json:"waiting,omitempty"`
+	// History lists the job's status changes, oldest first (at most MaxHistory, the first kept).
+	History []StatusChange `json:"history,omitempty"`
 }
+
+// StatusChange is one entry of a job's history.
+type StatusChange struct {
+	From   JobStatus `json:"from,omitempty"`
+	To     JobStatus `json:"to"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// MaxHistory bounds QuantizationJob.History (a job resumed again and again keeps its first entry
+// and the latest ones).
+const MaxHistory = 32
 
 // NewJob returns a PENDING job created at now.
 func NewJob(id string, now time.Time) *QuantizationJob {
 	return &QuantizationJob{JobID: id, Status: StatusPending, CreatedAt: now, UpdatedAt: now}
 }
 
-// transitions is the seed's state machine: PENDING → RUNNING → COMPLETED | FAILED | CANCELLED, and
-// PENDING → CANCELLED.
+// transitions is the seed's state machine, PENDING → RUNNING → COMPLETED | FAILED | CANCELLED and
+// PENDING → CANCELLED, plus one edge of the fleet's: FAILED → PENDING, a failed job resumed once its
+// cause is fixed (it then runs again from its checkpoint or its source).
 var transitions = map[JobStatus][]JobStatus{
 	StatusPending: {StatusRunning, StatusCancelled},
 	StatusRunning: {StatusCompleted, StatusFailed, StatusCancelled},
+	StatusFailed:  {StatusPending},
 }
 
 // CanTransition reports whether the state machine allows moving from s to to. Staying in the same
@@ -58,15 +77,30 @@ func (s JobStatus) Terminal() bool {
 }
 
 // Transition moves the job to status to, or returns an error wrapping ErrIllegalTransition and leaves
-// the job unchanged. Entering RUNNING sets StartTime; entering a terminal state sets EndTime and
-// clears EstimatedCompletion; COMPLETED also sets the progress to 100%.
+// the job unchanged. Every transition is appended to History. Entering RUNNING sets StartTime;
+// entering a terminal state sets EndTime and clears EstimatedCompletion and Waiting; COMPLETED also
+// sets the progress to 100%; FAILED → PENDING clears EndTime and ErrorMessage (the history keeps
+// the message).
 func (j *QuantizationJob) Transition(to JobStatus, now time.Time) error {
+	return j.TransitionWhy(to, "", now)
+}
+
+// TransitionWhy is Transition with a reason recorded in the history.
+func (j *QuantizationJob) TransitionWhy(to JobStatus, reason string, now time.Time) error {
 	if !j.Status.CanTransition(to) {
 		return fmt.Errorf("%w: job %s cannot go from %s to %s", ErrIllegalTransition, j.JobID, j.Status, to)
 	}
+	j.History = append(j.History, StatusChange{From: j.Status, To: to, At: now, Reason: reason})
+	if len(j.History) > MaxHistory {
+		j.History = append(j.History[:1], j.History[len(j.History)-MaxHistory+1:]...)
+	}
+	from := j.Status
 	j.Status = to
 	j.UpdatedAt = now
 	switch {
+	case from == StatusFailed && to == StatusPending:
+		j.EndTime = time.Time{}
+		j.ErrorMessage = ""
 	case to == StatusRunning:
 		if j.StartTime.IsZero() {
 			j.StartTime = now
@@ -74,6 +108,7 @@ func (j *QuantizationJob) Transition(to JobStatus, now time.Time) error {
 	case to.Terminal():
 		j.EndTime = now
 		j.EstimatedCompletion = time.Time{}
+		j.Waiting = ""
 		if to == StatusCompleted {
 			j.ProgressPercentage = 100
 			if j.TotalLayers > 0 {
@@ -87,7 +122,7 @@ func (j *QuantizationJob) Transition(to JobStatus, now time.Time) error {
 // Fail moves a RUNNING job to FAILED and records msg. The seed has no PENDING → FAILED edge, so a job
 // that fails before it starts must be moved to RUNNING first.
 func (j *QuantizationJob) Fail(msg string, now time.Time) error {
-	if err := j.Transition(StatusFailed, now); err != nil {
+	if err := j.TransitionWhy(StatusFailed, msg, now); err != nil {
 		return err
 	}
 	j.ErrorMessage = msg

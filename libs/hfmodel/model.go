@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/safetensors"
 )
 
@@ -62,6 +63,9 @@ func pathBase(dir string) string {
 // (os.DirFS files do).
 func Open(fsys fs.FS, name string) (*Model, error) {
 	raw, err := fs.ReadFile(fsys, ConfigFile)
+	if fault.Transient(err) { // storage that may come back, not a bad config
+		return nil, fmt.Errorf("%s: %w", ConfigFile, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
 	}

@@ -63,7 +63,7 @@ func (s *JobStore) Create(ctx context.Context, job *domain.QuantizationJob) (uin
 		return 0, fmt.Errorf("%w: %s", ErrJobExists, job.JobID)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("queue: create job %s: %w", job.JobID, err)
+		return 0, classify(ctx, fmt.Errorf("queue: create job %s: %w", job.JobID, err))
 	}
 	return rev, nil
 }
@@ -78,7 +78,7 @@ func (s *JobStore) Get(ctx context.Context, id string) (*domain.QuantizationJob,
 		return nil, 0, fmt.Errorf("%w: %s", ErrJobNotFound, id)
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("queue: get job %s: %w", id, err)
+		return nil, 0, classify(ctx, fmt.Errorf("queue: get job %s: %w", id, err))
 	}
 	job, err := decodeJob(e)
 	return job, e.Revision(), err
@@ -124,7 +124,7 @@ func (s *JobStore) Update(ctx context.Context, id string, fn func(*domain.Quanti
 			return job, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
-			return nil, fmt.Errorf("queue: update job %s: %w", id, err)
+			return nil, classify(ctx, fmt.Errorf("queue: update job %s: %w", id, err))
 		}
 		// Lost the race: back off a little (jittered) and retry on fresh data.
 		select {
@@ -140,7 +140,7 @@ func (s *JobStore) Update(ctx context.Context, id string, fn func(*domain.Quanti
 func (s *JobStore) List(ctx context.Context) ([]*domain.QuantizationJob, error) {
 	lister, err := s.kv.ListKeys(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("queue: list jobs: %w", err)
+		return nil, classify(ctx, fmt.Errorf("queue: list jobs: %w", err))
 	}
 	defer lister.Stop()
 	seen := map[string]bool{} // ListKeys may repeat keys on a busy bucket
@@ -177,7 +177,7 @@ func (s *JobStore) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	if err := s.kv.Purge(ctx, id); err != nil {
-		return fmt.Errorf("queue: delete job %s: %w", id, err)
+		return classify(ctx, fmt.Errorf("queue: delete job %s: %w", id, err))
 	}
 	return nil
 }
@@ -202,7 +202,7 @@ func (s *JobStore) Watch(ctx context.Context, id string) (<-chan JobUpdate, erro
 		w, err = s.kv.Watch(ctx, id)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("queue: watch jobs: %w", err)
+		return nil, classify(ctx, fmt.Errorf("queue: watch jobs: %w", err))
 	}
 	out := make(chan JobUpdate, 16)
 	go func() {

@@ -27,7 +27,7 @@ func PublishTask(ctx context.Context, js jetstream.JetStream, pool, msgID string
 	}
 	ack, err := js.Publish(ctx, TaskSubject(pool), data, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(TasksStream))
 	if err != nil {
-		return false, fmt.Errorf("queue: publish task %s: %w", msgID, err)
+		return false, classify(ctx, fmt.Errorf("queue: publish task %s: %w", msgID, err))
 	}
 	return ack.Duplicate, nil
 }
@@ -48,7 +48,7 @@ func PublishEvent(ctx context.Context, js jetstream.JetStream, job, kind, msgID 
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
 	if _, err := js.PublishMsg(ctx, m, opts...); err != nil {
-		return fmt.Errorf("queue: publish event %s: %w", m.Subject, err)
+		return classify(ctx, fmt.Errorf("queue: publish event %s: %w", m.Subject, err))
 	}
 	return nil
 }

@@ -48,11 +48,11 @@ func (d *TaskDone) Record(ctx context.Context, job, task string, value []byte) (
 		return true, value, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return false, nil, fmt.Errorf("queue: record task %s: %w", key, err)
+		return false, nil, classify(ctx, fmt.Errorf("queue: record task %s: %w", key, err))
 	}
 	e, err := d.kv.Get(ctx, key)
 	if err != nil {
-		return false, nil, fmt.Errorf("queue: read task record %s: %w", key, err)
+		return false, nil, classify(ctx, fmt.Errorf("queue: read task record %s: %w", key, err))
 	}
 	return false, e.Value(), nil
 }
@@ -68,7 +68,7 @@ func (d *TaskDone) Get(ctx context.Context, job, task string) (value []byte, ok 
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("queue: get task record %s: %w", key, err)
+		return nil, false, classify(ctx, fmt.Errorf("queue: get task record %s: %w", key, err))
 	}
 	return e.Value(), true, nil
 }
@@ -81,7 +81,7 @@ func (d *TaskDone) ListJob(ctx context.Context, job string) (map[string][]byte, 
 	out := map[string][]byte{}
 	w, err := d.kv.Watch(ctx, job+".*", jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, fmt.Errorf("queue: list task records of %s: %w", job, err)
+		return nil, classify(ctx, fmt.Errorf("queue: list task records of %s: %w", job, err))
 	}
 	defer w.Stop()
 	for {
@@ -105,7 +105,7 @@ func (d *TaskDone) DeleteJob(ctx context.Context, job string) error {
 	}
 	for task := range recs {
 		if err := d.kv.Purge(ctx, job+"."+task); err != nil {
-			return fmt.Errorf("queue: delete task record %s.%s: %w", job, task, err)
+			return classify(ctx, fmt.Errorf("queue: delete task record %s.%s: %w", job, task, err))
 		}
 	}
 	return nil

@@ -118,6 +118,15 @@ type rawEntry struct {
 	DataOffsets []int64 `json:"data_offsets"`
 }
 
+// readFault is a failed header read: a storage failure that may pass keeps its class (the file is
+// not to blame), anything else means the file is shorter than it claims.
+func readFault(what string, err error) error {
+	if fault.Transient(err) {
+		return fmt.Errorf("safetensors: %s: %w", what, err)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrTruncated, what, err)
+}
+
 // ParseHeader reads and validates the header of a safetensors file of the given size.
 // It checks that the header fits in the file, that every entry has a known dtype, a
 // non-negative shape and offsets inside the data section matching elements × dtype size,
@@ -128,7 +137,7 @@ func ParseHeader(r io.ReaderAt, size int64) (*Header, error) {
 	}
 	var lenBuf [8]byte
 	if _, err := r.ReadAt(lenBuf[:], 0); err != nil {
-		return nil, fmt.Errorf("%w: reading header length: %v", ErrTruncated, err)
+		return nil, readFault("reading header length", err)
 	}
 	n := binary.LittleEndian.Uint64(lenBuf[:])
 	if n > MaxHeaderSize {
@@ -139,7 +148,7 @@ func ParseHeader(r io.ReaderAt, size int64) (*Header, error) {
 	}
 	buf := make([]byte, n)
 	if _, err := r.ReadAt(buf, 8); err != nil {
-		return nil, fmt.Errorf("%w: reading header: %v", ErrTruncated, err)
+		return nil, readFault("reading header", err)
 	}
 	h := &Header{DataStart: 8 + int64(n)}
 	if err := h.parseJSON(buf, size-h.DataStart); err != nil {

@@ -33,6 +33,7 @@ func run() error {
 		}
 		return err
 	}
+	cfg.Backoff = sf.Backoff
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	svc, err := sf.Start(ctx, "assembler")

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -122,13 +123,14 @@ type progressEvent struct {
 	MemoryBytes     int64            `json:"memory_bytes,omitempty"`
 	PeakMemoryBytes int64            `json:"peak_memory_bytes,omitempty"`
 	ErrorMessage    string           `json:"error_message,omitempty"`
+	Waiting         string           `json:"waiting,omitempty"`
 }
 
 func (w *jobWatcher) update(j *domain.QuantizationJob) {
 	if w.json {
 		ev := progressEvent{Event: "progress", JobID: j.JobID, Status: j.Status, CurrentLayer: j.CurrentLayer,
 			TotalLayers: j.TotalLayers, Percent: j.ProgressPercentage, MemoryBytes: j.CurrentMemoryUsage,
-			PeakMemoryBytes: j.PeakMemoryUsage, ErrorMessage: j.ErrorMessage}
+			PeakMemoryBytes: j.PeakMemoryUsage, ErrorMessage: j.ErrorMessage, Waiting: j.Waiting}
 		if !j.EstimatedCompletion.IsZero() {
 			ev.ETASeconds = max(0, time.Until(j.EstimatedCompletion).Seconds())
 		}
@@ -150,7 +152,7 @@ func (w *jobWatcher) update(j *domain.QuantizationJob) {
 	}
 	// Without a terminal, print when the layer count or the state changes, not for every memory
 	// sample.
-	key := fmt.Sprintf("%s %d/%d", j.Status, j.CurrentLayer, j.TotalLayers)
+	key := fmt.Sprintf("%s %d/%d %s", j.Status, j.CurrentLayer, j.TotalLayers, j.Waiting)
 	if key != w.last {
 		fmt.Fprintln(w.w, line)
 		w.last = key
@@ -179,6 +181,9 @@ func progressLine(j *domain.QuantizationJob) string {
 	}
 	if j.CurrentMemoryUsage > 0 || j.PeakMemoryUsage > 0 {
 		fmt.Fprintf(&b, "  mem %s (peak %s)", humanBytes(j.CurrentMemoryUsage), humanBytes(j.PeakMemoryUsage))
+	}
+	if j.Waiting != "" && !j.Status.Terminal() {
+		fmt.Fprintf(&b, "  (%s)", j.Waiting)
 	}
 	if j.ErrorMessage != "" {
 		fmt.Fprintf(&b, "  error: %s", j.ErrorMessage)
@@ -249,6 +254,9 @@ func jobSummary(w io.Writer, j *domain.QuantizationJob) {
 	}
 	row("job", j.JobID)
 	row("status", string(j.Status))
+	if !j.Status.Terminal() {
+		row("waiting", j.Waiting)
+	}
 	if j.Source != nil {
 		row("model", j.Source.ModelPath)
 		if j.Source.Architecture != "" {
@@ -272,6 +280,9 @@ func jobSummary(w io.Writer, j *domain.QuantizationJob) {
 	}
 	row("checkpoint", j.CheckpointPath)
 	row("error", j.ErrorMessage)
+	for _, h := range j.History {
+		row("history", fmt.Sprintf("%s  %s → %s%s", ts(h.At), cmp.Or(string(h.From), "new"), h.To, prefixed(": ", h.Reason)))
+	}
 	if r := j.Result; r != nil {
 		row("output", r.OutputPath)
 		row("size", fmt.Sprintf("%s (%.1f%% of the source), %s", humanBytes(r.FileSize), 100*r.CompressionRatio, r.ValidationStatus))

@@ -107,7 +107,7 @@ func TestFleetCommandsBadInput(t *testing.T) {
 		{"run with an s3 model", []string{"run", "--model", "s3://b/m", "--level", "Q4_K_M"}, 2, "s3://"},
 		{"run with no such model", []string{"run", "--model", "./nope/nope", "--level", "Q4_K_M"}, 2, "no such directory"},
 		{"NATS unreachable", []string{"status", "j1", "--nats-url", "nats://127.0.0.1:1", "--nats-connect-timeout", "500ms"}, 1, "NATS server unreachable"},
-		{"dev-servers without keys", []string{"dev-servers", "--dir", "x"}, 2, "AWS_ACCESS_KEY_ID"},
+		{"dev-servers without keys", []string{"dev-servers", "--dir", filepath.Join(t.TempDir(), "x")}, 2, "AWS_ACCESS_KEY_ID"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

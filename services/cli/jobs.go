@@ -47,7 +47,7 @@ func (f *jobFlags) register(fs *flag.FlagSet, withModel bool) {
 	if withModel {
 		fs.StringVar(&f.model, "model", "", "local model directory, Hugging Face Hub id org/name[@revision], or s3://bucket/prefix (required)")
 		fs.StringVar(&f.tokenizerPre, "tokenizer-pre", "", "override tokenizer.ggml.pre for BPE tokenizers llama.cpp does not recognise")
-		fs.StringVar(&f.pool, "pool", "", "worker pool of the job's tasks (cpu or gpu; default: the dispatcher's)")
+		fs.StringVar(&f.pool, "pool", "", "worker pool of the job's tasks (cpu, gpu or any pool your workers serve; default: the dispatcher's)")
 		fs.StringVar(&f.modelName, "model-name", "", "model name in the file's metadata (default: the directory's base name, the Hub id, or the s3 prefix's last element)")
 		fs.StringVar(&f.calibData, "calibration-data", "", "calibration text or JSONL file (gptq, awq); uploaded once")
 		fs.IntVar(&f.calibSamples, "calibration-samples", domain.DefaultCalibrationSamples, "number of calibration samples, 1-1024")

@@ -35,7 +35,7 @@ func run() error {
 	fs.IntVar(&q.MaxDeliver, "max-deliver", 5, "attempts of a task before it is dead-lettered and its job fails")
 	fs.IntVar(&q.MaxAckPending, "max-in-flight", 256, "tasks in flight per pool, fleet-wide")
 	fs.IntVar(&q.Replicas, "replicas", 1, "JetStream replicas of streams and buckets (3 on a NATS cluster)")
-	fs.IntVar(&cfg.Retries, "retries", 5, "attempts at preparing a job (model, plan) on transient errors such as unreachable S3")
+	fs.IntVar(&cfg.Retries, "retries", 5, "attempts at preparing a job (model, plan) on errors that are neither transient nor permanent")
 	fs.DurationVar(&cfg.RetryBackoff, "retry-backoff", time.Second, "first delay between those attempts, doubled each time up to 30s")
 	hfEndpoint := fs.String("hf-endpoint", os.Getenv("HF_ENDPOINT"), "Hugging Face Hub endpoint for mirroring (env HF_ENDPOINT); the token comes from env HF_TOKEN")
 	hfCache := fs.String("hf-cache", "", "download cache for Hub models (default: the Hugging Face cache, $HF_HOME)")
@@ -54,6 +54,7 @@ func run() error {
 	}
 	defer svc.Close()
 	cfg.Queue = q
+	cfg.Backoff = sf.Backoff
 	cfg.Hub = &hub.Client{Endpoint: *hfEndpoint, Token: os.Getenv("HF_TOKEN"), CacheDir: *hfCache, Logger: svc.Log}
 	cfg.StorageName = "S3 endpoint " + sf.S3Endpoint + ", bucket " + sf.S3Bucket
 	go ensureBucket(ctx, svc)

@@ -30,6 +30,7 @@ const taskDelay = "QUANTFLEET_TEST_TASK_DELAY=1200ms"
 // while it holds a task, the dispatcher killed and restarted mid-job, a cancel, and a resume after
 // a full stop. Every result must be byte-identical to `quantfleet quantize`.
 func TestFleet(t *testing.T) {
+	t.Parallel() // beside TestTransientAndPermanent, which mostly waits out its outage
 	c := newCluster(t)
 	c.startFleet(3, taskDelay)
 
@@ -353,9 +354,9 @@ func TestBadInput(t *testing.T) {
 	t.Run("S3 unreachable for the dispatcher", func(t *testing.T) {
 		c.kill("dispatcher", syscall.SIGTERM)
 		dead := freePort(t)
-		c.startDispatcher("--s3-endpoint", "127.0.0.1:"+itoa(dead), "--s3-max-retries", "2")
+		c.startDispatcher("--s3-endpoint", "127.0.0.1:"+itoa(dead), "--s3-max-retries", "2", "--transient-budget", "3s")
 		code, _, errs := c.cli("submit", "--model", "s3://quantfleet/models/anything", "--level", "Q4_K_M", "--wait")
-		if code != 1 || !strings.Contains(errs, "object storage unreachable") {
+		if code != 1 || !strings.Contains(errs, "object storage unreachable") || !strings.Contains(errs, "gave up waiting after 3s") {
 			t.Errorf("exit %d: %s", code, errs)
 		}
 	})

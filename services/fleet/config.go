@@ -9,9 +9,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/url"
 	"os"
 	"quantfleet.dev/libs/fault"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -111,17 +111,35 @@ func (c Config) LogFields() []zap.Field {
 		zap.String("s3_bucket", c.S3Bucket), zap.String("s3_region", c.S3Region), zap.Bool("s3_insecure", c.S3Insecure)}
 }
 
-// redactURLs removes user info (user:password@) from NATS URLs.
+// userinfo is what precedes the host of a URL, scheme or not: "user:pass@", "token@".
+var userinfo = regexp.MustCompile(`^(\s*(?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/\s]*@`)
+
+// redactURLs replaces the user info (user:password@, token@) of NATS URLs, parsed or not
+// ("user:pass@host:4222" is no URL url.Parse understands as one).
 func redactURLs(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = url.User("REDACTED")
-			parts[i] = u.String()
-		}
+		parts[i] = userinfo.ReplaceAllString(p, "${1}REDACTED@")
 	}
 	return strings.Join(parts, ",")
 }
+
+// redactedError is err with the user info of any URL in its text redacted (the client's errors may
+// quote the URL it was given).
+type redactedError struct{ err error }
+
+func (e redactedError) Error() string {
+	words := strings.Split(e.err.Error(), " ")
+	for i, w := range words {
+		if strings.Contains(w, "@") {
+			start := strings.IndexFunc(w, func(r rune) bool { return r != '"' && r != '\'' && r != '(' && r != '<' })
+			words[i] = w[:max(start, 0)] + redactURLs(w[max(start, 0):])
+		}
+	}
+	return strings.Join(words, " ")
+}
+
+func (e redactedError) Unwrap() error { return e.err }
 
 // NATSOptions returns the client options for the configured authentication and TLS.
 func (c Config) NATSOptions(name string) ([]nats.Option, error) {
@@ -163,7 +181,7 @@ func (c Config) connectTimeout() time.Duration {
 }
 
 // ErrNATSUnreachable reports that no NATS server answered at start.
-var ErrNATSUnreachable = errors.New("NATS server unreachable")
+var ErrNATSUnreachable = fault.New(fault.ErrTransient, "NATS server unreachable")
 
 // ConnectNATS connects to NATS, retrying until the connect timeout; afterwards the connection
 // reconnects by itself forever.
@@ -189,7 +207,7 @@ func (c Config) ConnectNATS(ctx context.Context, name string, log *zap.Logger, e
 			return nc, nil
 		}
 		if errors.Is(err, nats.ErrAuthorization) || time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("%w at %s: %w", ErrNATSUnreachable, redactURLs(c.NATSURL), err)
+			return nil, fmt.Errorf("%w at %s: %w", ErrNATSUnreachable, redactURLs(c.NATSURL), redactedError{err})
 		}
 		select {
 		case <-time.After(250 * time.Millisecond):

@@ -1,11 +1,13 @@
 package fleet_test
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	protobuf "google.golang.org/protobuf/proto"
 
@@ -99,5 +101,29 @@ func TestPermanent(t *testing.T) {
 	}
 	if fleet.Permanent(errors.New("connection refused")) {
 		t.Error("a plain error is transient")
+	}
+}
+
+// TestRedactNATSURLs: credentials in NATS URLs never reach descriptions, whether the URL parses or not.
+func TestRedactNATSURLs(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"nats://user:hunter2@10.0.0.1:4222", "nats://REDACTED@10.0.0.1:4222"},
+		{"user:hunter2@10.0.0.1:4222", "REDACTED@10.0.0.1:4222"},
+		{"hunter2@nats:4222", "REDACTED@nats:4222"},
+		{"nats://u:p@ss:hunter2@h:4222", "nats://REDACTED@h:4222"},
+		{"tls://a:hunter2@h1:4222, nats://h2:4222,b:hunter2@h3", "tls://REDACTED@h1:4222, nats://h2:4222,REDACTED@h3"},
+		{"nats://%zz:hunter2@h:4222", "nats://REDACTED@h:4222"},
+		{"nats://h:4222", "nats://h:4222"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := fleet.Config{NATSURL: tc.url, NATSConnectTimeout: 100 * time.Millisecond}.ConnectNATS(ctx, "test", nil)
+		cancel()
+		if err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: connect error %v", tc.url, err)
+		}
+		got := fleet.Config{NATSURL: tc.url}.String()
+		if !strings.Contains(got, "nats="+tc.want+" ") || strings.Contains(got, "hunter2") {
+			t.Errorf("%q: %s, want nats=%s", tc.url, got, tc.want)
+		}
 	}
 }

@@ -18,6 +18,8 @@ type ServiceFlags struct {
 	Config
 	HTTPAddr string
 	LogLevel string
+	// Backoff is how long and how often transient failures are retried.
+	Backoff Backoff
 }
 
 // Register adds the flags to fs (defaults from getenv; os.Getenv when nil).
@@ -31,6 +33,7 @@ func (s *ServiceFlags) Register(fs *flag.FlagSet, getenv func(string) string, de
 		retries = v
 	}
 	fs.IntVar(&s.S3MaxRetries, "s3-max-retries", retries, "attempts of one S3 request on transient errors (env S3_MAX_RETRIES)")
+	s.Backoff.Register(fs, getenv)
 	if v := getenv("HTTP_ADDR"); v != "" {
 		defaultHTTP = v
 	}

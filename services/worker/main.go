@@ -41,6 +41,7 @@ func run() error {
 	}
 	// A test knob, deliberately not a flag: hold every task this long (heartbeats continue).
 	cfg.TaskDelay = fleet.EnvDuration("QUANTFLEET_TEST_TASK_DELAY")
+	cfg.Backoff = sf.Backoff
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	svc, err := sf.Start(ctx, "worker")

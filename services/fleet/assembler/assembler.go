@@ -32,9 +32,12 @@ type Config struct {
 	PullWait   time.Duration // [5 s]
 	RetryDelay func(attempt uint64) time.Duration
 	CancelPoll time.Duration // [2 s]
-	// KeepShards keeps a completed job's shards, plan and completion records (for inspection);
-	// by default they are removed once the file is valid.
+	// KeepShards keeps a completed job's intermediate objects (plan, header, shards, checkpoint)
+	// and completion records, for inspection; by default they are removed once the result is valid.
 	KeepShards bool
+	// Backoff retries an assembly that failed transiently (object storage down) in place, for
+	// Backoff.Budget; such failures do not use up deliveries.
+	Backoff fleet.Backoff
 }
 
 // Assembler runs assembly tasks of the asm pool.
@@ -114,12 +117,23 @@ func (a *Assembler) handle(ctx context.Context, d *queue.Delivery) error {
 	}
 	start := time.Now()
 	actx, ended, stop := fleet.WatchJob(ctx, a.rt, t.JobId, a.cfg.CancelPoll)
-	res, err := a.assemble(actx, t, log)
+	var res *domain.QuantizedModel
+	err = a.cfg.Backoff.RetryJob(actx, a.rt, t.JobId, log, func() error {
+		var err error
+		res, err = a.assemble(actx, t, log)
+		return err
+	})
 	stop()
 	if ended() {
 		log.Info("job ended during assembly: removing the output")
 		a.removeOutput(context.WithoutCancel(ctx), out)
 		return nil
+	}
+	if errors.Is(err, errIncomplete) {
+		// Not queued by the dispatcher (it queues the assembly once every record exists), or the
+		// records were lost: dead-letter it and let the dispatcher judge, never fail the job here.
+		a.m.jobs.WithLabelValues("malformed").Inc()
+		return queue.Malformed(err)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -143,6 +157,9 @@ func (a *Assembler) handle(ctx context.Context, d *queue.Delivery) error {
 			return errJobEnded
 		}
 		j.Result = res
+		if !a.cfg.KeepShards {
+			j.CheckpointPath = "" // removed with the job's other intermediates below
+		}
 		return j.Transition(domain.StatusCompleted, time.Now().UTC())
 	})
 	if err != nil {
@@ -169,9 +186,13 @@ func (a *Assembler) handle(ctx context.Context, d *queue.Delivery) error {
 
 var errJobEnded = errors.New("job is no longer running")
 
+// errIncomplete marks an assembly of a job whose tasks are not all recorded.
+var errIncomplete = errors.New("assembly of an incomplete job")
+
 // assemble composes, validates and describes the file.
 func (a *Assembler) assemble(ctx context.Context, t *pb.Task, log *zap.Logger) (*domain.QuantizedModel, error) {
-	plan, err := ggufjob.LoadPlanChecked(ctx, a.rt.Store, t.Plan.Key, t.Plan.Sha256)
+	// The job's own plan and header keys, whatever the message says.
+	plan, err := ggufjob.LoadPlanChecked(ctx, a.rt.Store, fleet.PlanKey(t.JobId), t.GetPlan().GetSha256())
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +208,7 @@ func (a *Assembler) assemble(ctx context.Context, t *pb.Task, log *zap.Logger) (
 	for _, task := range plan.Tasks {
 		b, ok := recs[task.ID]
 		if !ok {
-			return nil, fmt.Errorf("%w: task %s (%s) has no completion record", ggufjob.ErrShard, task.ID, task.Label)
+			return nil, fmt.Errorf("%w: %w: task %s (%s) has no completion record", errIncomplete, ggufjob.ErrShard, task.ID, task.Label)
 		}
 		r, err := fleet.DecodeResult(b)
 		if err != nil {
@@ -195,10 +216,7 @@ func (a *Assembler) assemble(ctx context.Context, t *pb.Task, log *zap.Logger) (
 		}
 		sums[task.ID], shardKeys[task.ID] = r.Shards[0].Sha256, r.Shards[0].Key
 	}
-	headerKey := t.Params[fleet.ParamHeader]
-	if headerKey == "" {
-		headerKey = fleet.HeaderKey(t.JobId)
-	}
+	headerKey := fleet.HeaderKey(t.JobId)
 	out := fleet.TaskOutputKey(t)
 	oi, err := ggufjob.Assemble(ctx, a.rt.Store, plan, headerKey, func(id string) string { return shardKeys[id] }, out)
 	if err != nil {
@@ -248,7 +266,7 @@ func (a *Assembler) assembleLayered(ctx context.Context, t *pb.Task, plan *ggufj
 	for _, task := range plan.Tasks {
 		b, ok := recs[task.ID]
 		if !ok {
-			return nil, fmt.Errorf("%w: task %s (%s) has no completion record", ggufjob.ErrShard, task.ID, task.Label)
+			return nil, fmt.Errorf("%w: %w: task %s (%s) has no completion record", errIncomplete, ggufjob.ErrShard, task.ID, task.Label)
 		}
 		r, err := fleet.DecodeResult(b)
 		if err != nil {
@@ -290,16 +308,16 @@ func (a *Assembler) assembleLayered(ctx context.Context, t *pb.Task, plan *ggufj
 	}, nil
 }
 
-// cleanup removes what only served to build the file.
+// cleanup removes what only served to build the result: everything under the job's prefix (plan,
+// header, shards, activations, checkpoint) and the completion records. `get` needs only the output,
+// and a completed job cannot be resumed. Storage that is down is waited for.
 func (a *Assembler) cleanup(ctx context.Context, job string, log *zap.Logger) {
-	if _, err := a.rt.Store.DeletePrefix(ctx, fleet.ShardPrefix(job)); err != nil {
-		log.Warn("removing shards failed", zap.Error(err))
-	}
-	if _, err := a.rt.Store.DeletePrefix(ctx, fleet.JobPrefix(job)+"act/"); err != nil {
-		log.Warn("removing activations failed", zap.Error(err))
-	}
-	if err := a.rt.Store.Delete(ctx, fleet.HeaderKey(job)); err != nil {
-		log.Warn("removing the header failed", zap.Error(err))
+	err := a.cfg.Backoff.Retry(ctx, func() error {
+		_, err := a.rt.Store.DeletePrefix(ctx, fleet.JobPrefix(job))
+		return err
+	}, nil)
+	if err != nil {
+		log.Warn("removing the job's intermediate objects failed", zap.Error(err))
 	}
 	if err := a.rt.Done.DeleteJob(ctx, job); err != nil {
 		log.Warn("removing completion records failed", zap.Error(err))

@@ -80,6 +80,11 @@ func (c *Client) Submit(ctx context.Context, r SubmitRequest) (*Submitted, error
 	if err := cfg.Normalize(); err != nil {
 		return nil, err
 	}
+	if r.Pool != "" {
+		if err := queue.CheckPool(r.Pool); err != nil {
+			return nil, err
+		}
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, err
@@ -227,8 +232,8 @@ func (c *Client) Resume(ctx context.Context, id string, cfg *domain.Quantization
 	if err != nil {
 		return nil, err
 	}
-	if j.Status.Terminal() {
-		return nil, fmt.Errorf("%w: job %s is %s: only a pending or running job can be resumed", ErrJobEnded, id, j.Status)
+	if j.Status == domain.StatusCompleted || j.Status == domain.StatusCancelled {
+		return nil, fmt.Errorf("%w: job %s is %s: only a pending, running or failed job can be resumed", ErrJobEnded, id, j.Status)
 	}
 	b, err := proto.Marshal(req)
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/quantize"
@@ -43,9 +44,11 @@ type Config struct {
 	Hub *hub.Client
 	// TempDir holds the small model files while planning [os.TempDir()].
 	TempDir string
-	// Retries is how many times preparing a job (source, plan) is tried on transient errors
-	// such as unreachable object storage [5]; RetryBackoff is the first delay, doubled each time up
-	// to 30 s [1 s].
+	// Backoff waits out transient failures (object storage or NATS down) while preparing a job;
+	// the job shows what it waits for, and fails once Backoff.Budget is spent.
+	Backoff fleet.Backoff
+	// Retries is how many times preparing a job is tried on errors nobody classified (neither
+	// transient nor permanent) [5]; RetryBackoff is the first delay, doubled each time up to 30 s [1 s].
 	Retries      int
 	RetryBackoff time.Duration
 	// CleanupGrace is when a cancelled job's objects are swept a second time, after tasks that
@@ -242,16 +245,18 @@ func (d *Dispatcher) handleJob(ctx context.Context, j *domain.QuantizationJob) {
 		d.claim(ctx, j.JobID)
 	case domain.StatusRunning:
 		d.track(ctx, j.JobID)
-	case domain.StatusCancelled:
+	case domain.StatusCancelled, domain.StatusFailed:
+		// Neither leaves objects behind; a failed job that is resumed runs again from its source.
 		d.untrack(j.JobID)
+		key := j.JobID + "@" + j.EndTime.String() // a job resumed and failed again is swept again
 		d.mu.Lock()
-		first := !d.cleaned[j.JobID]
-		d.cleaned[j.JobID] = true
+		first := !d.cleaned[key]
+		d.cleaned[key] = true
 		d.mu.Unlock()
 		if first {
-			go d.cleanup(ctx, j.JobID)
+			go d.cleanup(ctx, j.JobID, j.Status, j.EndTime)
 		}
-	case domain.StatusCompleted, domain.StatusFailed:
+	case domain.StatusCompleted:
 		d.untrack(j.JobID)
 	}
 }
@@ -326,6 +331,10 @@ type jobState struct {
 	memCur     int64
 	memPeak    int64
 	memDirty   bool // memory not yet written to the job record
+	// idleSamples counts samples in a row that found the job's pool without workers;
+	// poolWaiting is set while the job says it waits for one.
+	idleSamples int
+	poolWaiting bool
 }
 
 func (st *jobState) isReady() bool {
@@ -361,8 +370,8 @@ func (d *Dispatcher) drive(ctx context.Context, st *jobState) {
 
 // describe turns a preparation error into the job's error_message.
 func (d *Dispatcher) describe(err error) string {
-	if fleet.Unreachable(err) {
-		return fmt.Sprintf("object storage unreachable (%s) after %d attempts: %v", d.cfg.StorageName, d.cfg.Retries, err)
+	if errors.Is(err, blob.ErrUnavailable) {
+		return fmt.Sprintf("object storage unreachable (%s): %v", d.cfg.StorageName, err)
 	}
 	return err.Error()
 }
@@ -375,11 +384,16 @@ func (d *Dispatcher) prepare(ctx context.Context, st *jobState, log *zap.Logger)
 	if err := req.Config.Validate(); err != nil {
 		return err
 	}
+	if req.Pool != "" {
+		if err := queue.CheckPool(req.Pool); err != nil {
+			return err
+		}
+	}
 	st.req = req
 	var plan *ggufjob.Plan
 	var sum string
 	var ck *Checkpoint
-	err = d.retry(ctx, log, "preparing the job", func() error {
+	err = d.retry(ctx, log, st.id, "preparing the job", func() error {
 		var err error
 		plan, sum, err = ggufjob.ReadPlan(ctx, d.rt.Store, fleet.PlanKey(st.id))
 		if errors.Is(err, blob.ErrNotFound) { // never planned
@@ -470,9 +484,9 @@ func (d *Dispatcher) publishNext(ctx context.Context, st *jobState) {
 // publish enqueues tasks of generation gen (duplicates of earlier publishes are dropped by the
 // stream's de-duplication).
 func (d *Dispatcher) publish(ctx context.Context, st *jobState, tasks []ggufjob.Task, gen uint32) error {
-	pool := st.req.Pool
-	if pool == "" {
-		pool = d.cfg.Pool
+	pool := d.pool(st.req)
+	if err := queue.EnsurePool(ctx, d.rt.JS, d.cfg.Queue, pool); err != nil {
+		return err
 	}
 	for _, t := range tasks {
 		msg := d.tensorTask(st, t, pool, gen)
@@ -489,6 +503,46 @@ func (d *Dispatcher) publish(ctx context.Context, st *jobState, tasks []ggufjob.
 		}
 	}
 	return nil
+}
+
+// pool is the worker pool of a job's tasks.
+func (d *Dispatcher) pool(req *fleet.JobRequest) string {
+	if req != nil && req.Pool != "" {
+		return req.Pool
+	}
+	return d.cfg.Pool
+}
+
+// watchPools notes in a job that waits on a pool without any worker (none pulling, none running
+// a task, for three samples in a row) that it is "waiting for a worker of pool NAME", and clears
+// the note once one turns up.
+func (d *Dispatcher) watchPools(ctx context.Context, st *jobState) {
+	st.mu.Lock()
+	pool := d.pool(st.req)
+	if len(st.done) == len(st.plan.Tasks) {
+		pool = queue.PoolAsm
+	}
+	st.mu.Unlock()
+	idle, err := queue.PoolIdle(ctx, d.rt.JS, pool)
+	if err != nil {
+		return
+	}
+	st.mu.Lock()
+	if idle {
+		st.idleSamples++
+	} else {
+		st.idleSamples = 0
+	}
+	set := st.idleSamples == 3
+	clear := !idle && st.poolWaiting
+	st.poolWaiting = (st.poolWaiting || set) && !clear
+	st.mu.Unlock()
+	switch {
+	case set:
+		_ = fleet.SetWaiting(ctx, d.rt, st.id, "waiting for a worker of pool "+pool)
+	case clear:
+		_ = fleet.SetWaiting(ctx, d.rt, st.id, "")
+	}
 }
 
 // maxInputsSize bounds the source ranges a task message lists (they are informative: workers find
@@ -526,12 +580,13 @@ func (d *Dispatcher) tensorTask(st *jobState, t ggufjob.Task, pool string, gen u
 	return msg
 }
 
-// retry runs f until it succeeds, fails permanently, or Retries attempts have failed.
-func (d *Dispatcher) retry(ctx context.Context, log *zap.Logger, what string, f func() error) error {
+// retry runs f for job until it succeeds or fails permanently: transient failures are waited out
+// for the backoff budget, errors of no class are tried Retries times.
+func (d *Dispatcher) retry(ctx context.Context, log *zap.Logger, job, what string, f func() error) error {
 	delay := d.cfg.RetryBackoff
 	var err error
 	for attempt := 1; attempt <= d.cfg.Retries; attempt++ {
-		if err = f(); err == nil || fleet.Permanent(err) || ctx.Err() != nil {
+		if err = d.cfg.Backoff.RetryJob(ctx, d.rt, job, log, f); err == nil || fault.Permanent(err) || ctx.Err() != nil {
 			return err
 		}
 		if attempt == d.cfg.Retries {
@@ -549,6 +604,12 @@ func (d *Dispatcher) handleEvent(ctx context.Context, m jetstream.Msg) {
 	ev, err := fleet.DecodeEvent(m.Data())
 	if err != nil {
 		d.log.Warn("dropping undecodable event", zap.String("subject", m.Subject()), zap.Error(err))
+		_ = m.Term()
+		return
+	}
+	if m.Subject() != queue.EventSubject(ev.JobId, fleet.EventKind(ev)) {
+		// An event about one job on another job's subject: forged or broken.
+		d.log.Warn("refusing an event whose subject names another job", zap.String("subject", m.Subject()), zap.String("job", ev.JobId))
 		_ = m.Term()
 		return
 	}
@@ -573,12 +634,17 @@ func (d *Dispatcher) handleEvent(ctx context.Context, m jetstream.Msg) {
 	case *pb.JobEvent_TaskFailed:
 		f := e.TaskFailed
 		d.m.failed.Inc()
-		if f.Permanent {
-			label := f.TaskId
-			if t, ok := st.plan.Task(f.TaskId); ok {
-				label = t.Label
-			}
-			_ = fleet.FailJob(ctx, d.rt, ev.JobId, fleet.TaskErrorMessage(f.TaskId, label, f.Delivery, f.ErrorMessage))
+		// The worker fails the job itself; this is the backup when it could not. Only a failure of
+		// a task of this job's plan, of the current generation and not done, is believed.
+		st.mu.Lock()
+		t, inPlan := st.plan.Task(f.TaskId)
+		genuine := inPlan && f.Generation == st.generation && st.done[f.TaskId] == nil
+		st.mu.Unlock()
+		if f.Permanent && !genuine {
+			d.log.Warn("refusing a permanent failure of a task that is not running in this job", zap.String("job", ev.JobId),
+				zap.String("task", f.TaskId), zap.Uint32("generation", f.Generation))
+		} else if f.Permanent {
+			_ = fleet.FailJob(ctx, d.rt, ev.JobId, fleet.TaskErrorMessage(f.TaskId, t.Label, f.Delivery, f.ErrorMessage))
 		}
 	case *pb.JobEvent_TaskProgress:
 		p := e.TaskProgress
@@ -586,17 +652,17 @@ func (d *Dispatcher) handleEvent(ctx context.Context, m jetstream.Msg) {
 		st.memCur, st.memPeak, st.memDirty = p.MemoryBytes, max(st.memPeak, p.PeakMemoryBytes), true
 		st.mu.Unlock()
 	case *pb.JobEvent_TaskDone:
-		// Trust the recorded winner, not the event.
-		res := e.TaskDone
-		b, ok, err := d.rt.Done.Get(ctx, res.JobId, res.TaskId)
+		// Trust the recorded winner, not the event: without a record the event means nothing.
+		b, ok, err := d.rt.Done.Get(ctx, ev.JobId, e.TaskDone.GetTaskId())
 		if err != nil {
 			_ = m.NakWithDelay(time.Second)
 			return
 		}
-		if ok {
-			if r, err := fleet.DecodeResult(b); err == nil {
-				res = r
-			}
+		res, derr := fleet.DecodeResult(b)
+		if !ok || derr != nil || res.JobId != ev.JobId {
+			d.log.Warn("ignoring task_done without a completion record", zap.String("job", ev.JobId), zap.String("task", e.TaskDone.GetTaskId()))
+			_ = m.Ack()
+			return
 		}
 		d.progress(ctx, st, res)
 		d.publishNext(ctx, st)
@@ -615,9 +681,9 @@ func (d *Dispatcher) progress(ctx context.Context, st *jobState, res *pb.TaskRes
 		}
 		if st.done[res.TaskId] == nil {
 			d.m.done.Inc()
+			st.dirty = true // a task seen again (a late event) changes no checkpoint
 		}
 		st.done[res.TaskId] = res
-		st.dirty = true
 		st.memPeak = max(st.memPeak, res.PeakMemoryBytes)
 	}
 	done, total := len(st.done), len(st.plan.Tasks)
@@ -702,12 +768,51 @@ func (d *Dispatcher) handleDeadLetter(ctx context.Context, m jetstream.Msg) {
 		_ = m.Ack()
 		return
 	}
+	switch ok, err := d.genuine(ctx, m.Data()); {
+	case err != nil:
+		_ = m.NakWithDelay(time.Second)
+		return
+	case !ok:
+		// Stale (an earlier generation) or forged: it must not fail the job.
+		d.log.Warn("ignoring the dead letter of a task the job is not running", zap.String("job", job), zap.String("task", task),
+			zap.String("reason", reason))
+		_ = m.Ack()
+		return
+	}
 	msg := fmt.Sprintf("task %s was dead-lettered: %s", task, reason)
 	if err := fleet.FailJob(ctx, d.rt, job, msg); err != nil && !errors.Is(err, queue.ErrJobNotFound) {
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
 	_ = m.Ack()
+}
+
+// genuine reports whether data is a task this dispatcher published for an active job in the
+// job's current generation and plan (assemblies included).
+func (d *Dispatcher) genuine(ctx context.Context, data []byte) (bool, error) {
+	t, err := fleet.DecodeTask(data)
+	if err != nil {
+		return false, nil
+	}
+	active, err := fleet.JobActive(ctx, d.rt, t.JobId)
+	if err != nil || !active {
+		return false, err
+	}
+	st := d.track(ctx, t.JobId)
+	select {
+	case <-st.readyCh:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-time.After(10 * time.Second):
+		return false, errors.New("job not prepared yet")
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	_, inPlan := st.plan.Task(t.TaskId)
+	if t.Kind == pb.TaskKind_TASK_KIND_ASSEMBLE {
+		inPlan = st.assembled // queued by this dispatcher only once every task was done
+	}
+	return inPlan && t.Generation == st.generation && t.GetPlan().GetSha256() == st.planSum, nil
 }
 
 // tick writes dirty checkpoints, reconciles completion records and samples the queue lag.
@@ -734,6 +839,7 @@ func (d *Dispatcher) tick(ctx context.Context) {
 				if memDirty {
 					d.progress(ctx, st, nil)
 				}
+				d.watchPools(ctx, st)
 			}
 			d.sampleLag(ctx)
 		case <-recT.C:
@@ -793,26 +899,45 @@ func (d *Dispatcher) sampleLag(ctx context.Context) {
 	}
 }
 
-// cleanup removes a cancelled job's objects and completion records, twice: now, and after the
-// tasks still running have noticed the cancel.
-func (d *Dispatcher) cleanup(ctx context.Context, id string) {
+// cleanup removes a cancelled or failed job's objects and completion records, twice: now, and
+// after the tasks still running have noticed the end. A job that left that state meanwhile (a
+// resumed failed job) is left alone.
+func (d *Dispatcher) cleanup(ctx context.Context, id string, status domain.JobStatus, ended time.Time) {
 	for i, wait := range []time.Duration{0, d.cfg.CleanupGrace} {
 		sleep(ctx, wait)
 		if ctx.Err() != nil {
 			return
 		}
+		if j, _, err := d.rt.Jobs.Get(ctx, id); err != nil || j.Status != status || !j.EndTime.Equal(ended) {
+			return
+		}
 		n := 0
 		for _, p := range []string{fleet.JobPrefix(id), fleet.OutputPrefix(id)} {
-			k, err := d.rt.Store.DeletePrefix(ctx, p)
+			err := d.cfg.Backoff.Retry(ctx, func() error { // storage that is down is waited for
+				k, err := d.rt.Store.DeletePrefix(ctx, p)
+				n += k
+				return err
+			}, nil)
 			if err != nil {
-				d.log.Warn("removing a cancelled job's objects failed", zap.String("job", id), zap.Error(err))
+				d.log.Warn("removing an ended job's objects failed", zap.String("job", id), zap.Error(err))
+			}
+		}
+		if err := d.rt.Done.DeleteJob(ctx, id); err != nil {
+			d.log.Warn("removing an ended job's records failed", zap.String("job", id), zap.Error(err))
+		}
+		// Tasks still queued (a pool without workers keeps them forever) go too.
+		req, _ := d.rt.Request(ctx, id)
+		for _, pool := range []string{d.pool(req), queue.PoolAsm} {
+			k, err := queue.DeleteTasks(ctx, d.rt.JS, pool, func(b []byte) bool {
+				t, err := fleet.DecodeTask(b)
+				return err == nil && t.JobId == id
+			})
+			if err != nil {
+				d.log.Warn("removing an ended job's tasks failed", zap.String("job", id), zap.Error(err))
 			}
 			n += k
 		}
-		if err := d.rt.Done.DeleteJob(ctx, id); err != nil {
-			d.log.Warn("removing a cancelled job's records failed", zap.String("job", id), zap.Error(err))
-		}
-		d.log.Info("cancelled job cleaned up", zap.String("job", id), zap.Int("objects", n), zap.Int("sweep", i+1))
+		d.log.Info("ended job cleaned up", zap.String("job", id), zap.String("status", string(status)), zap.Int("objects", n), zap.Int("sweep", i+1))
 	}
 }
 
@@ -871,7 +996,7 @@ func (d *Dispatcher) serveControl(ctx context.Context, m *nats.Msg) {
 	reply(r)
 }
 
-var errCannotResume = errors.New("only a pending or running job can be resumed")
+var errCannotResume = errors.New("only a pending, running or failed job can be resumed")
 
 func (d *Dispatcher) resume(ctx context.Context, id string, cfg *domain.QuantizationConfig) (domain.JobStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -880,7 +1005,7 @@ func (d *Dispatcher) resume(ctx context.Context, id string, cfg *domain.Quantiza
 	if err != nil {
 		return "", err
 	}
-	if j.Status.Terminal() {
+	if j.Status == domain.StatusCompleted || j.Status == domain.StatusCancelled {
 		return j.Status, fmt.Errorf("%w: job %s is %s", errCannotResume, j.JobID, j.Status)
 	}
 	if cfg != nil {
@@ -897,6 +1022,16 @@ func (d *Dispatcher) resume(ctx context.Context, id string, cfg *domain.Quantiza
 		if err := snap.CheckResume(*cfg); err != nil {
 			return j.Status, err
 		}
+	}
+	if j.Status == domain.StatusFailed {
+		// FAILED → PENDING: the job runs again (from its source: a failed job's objects are gone).
+		j, err = d.rt.Jobs.Update(ctx, id, func(j *domain.QuantizationJob) error {
+			return j.TransitionWhy(domain.StatusPending, "resumed", time.Now().UTC())
+		})
+		if err != nil {
+			return domain.StatusFailed, err
+		}
+		d.log.Info("failed job resumed", zap.String("job", id))
 	}
 	if j.Status == domain.StatusPending {
 		d.claim(ctx, j.JobID)

@@ -110,7 +110,8 @@ func TestObjectStorageUnreachable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	rt := fleetOn(t, fleet.Config{S3Endpoint: dead, S3Insecure: true, S3Bucket: "fleetbucket", S3AccessKey: "k", S3SecretKey: "s", S3MaxRetries: 1})
-	startDispatcher(t, ctx, rt("dispatcher"), dispatcher.Config{Retries: 3, RetryBackoff: 50 * time.Millisecond, StorageName: "S3 at " + dead})
+	startDispatcher(t, ctx, rt("dispatcher"), dispatcher.Config{Retries: 3, RetryBackoff: 50 * time.Millisecond, StorageName: "S3 at " + dead,
+		Backoff: fleet.Backoff{Budget: time.Second, Max: 200 * time.Millisecond}})
 	c := &client.Client{RT: rt("client")}
 	if err := c.RT.Bind(ctx); err != nil {
 		t.Fatal(err)
@@ -126,6 +127,30 @@ func TestObjectStorageUnreachable(t *testing.T) {
 	if j.Status != domain.StatusFailed || !strings.Contains(j.ErrorMessage, "object storage unreachable") || !strings.Contains(j.ErrorMessage, dead) {
 		t.Errorf("job %s: %q", j.Status, j.ErrorMessage)
 	}
+}
+
+// fleetIn creates bucket on the test S3 server and returns a runtime factory over it (with its own
+// NATS server) and the bucket's store.
+func fleetIn(t *testing.T, ctx context.Context, cfg fleet.Config) (func(name string) *fleet.Runtime, *blob.S3) {
+	t.Helper()
+	store, err := cfg.OpenStore("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.EnsureBucket(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return fleetOn(t, cfg), store
+}
+
+// newClient is a bound client on its own connection.
+func newClient(t *testing.T, ctx context.Context, rt func(string) *fleet.Runtime) *client.Client {
+	t.Helper()
+	c := &client.Client{RT: rt("client")}
+	if err := c.RT.Bind(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func s3Config(bucket string) fleet.Config {

@@ -53,7 +53,7 @@ func (d *Dispatcher) plan(ctx context.Context, id string, req *fleet.JobRequest,
 		return d.planLayered(ctx, id, req, loc, name, m, fsys, log)
 	}
 	p, header, err := ggufjob.PlanJob(ctx, id, m, fsys, req.Config.QuantizationLevel, ggufjob.PlanOptions{
-		RemoteID: remote, TokenizerPre: req.TokenizerPre, TempDir: d.cfg.TempDir})
+		RemoteID: remote, TokenizerPre: req.TokenizerPre, TempDir: d.cfg.TempDir, SourceName: req.Model})
 	if err != nil {
 		return nil, "", err
 	}

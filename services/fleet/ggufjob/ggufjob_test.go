@@ -14,7 +14,6 @@ import (
 	"quantfleet.dev/libs/blob/s3embed"
 	"quantfleet.dev/libs/convert"
 	"quantfleet.dev/libs/hfmodel"
-	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/services/fleet/ggufjob"
 	"quantfleet.dev/services/fleet/modelstore"
 	"quantfleet.dev/services/internal/testenv"
@@ -87,32 +86,12 @@ func (s *countingStore) Get(ctx context.Context, key string) (io.ReadCloser, blo
 	panic("unexpected whole-object Get of " + key)
 }
 
-// localGGUF runs the local pipeline and returns the file's bytes.
-func localGGUF(t *testing.T, model, level string) []byte {
-	t.Helper()
-	m, err := hfmodel.OpenDir(model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	out := t.TempDir()
-	res, err := quantize.GGUF(context.Background(), quantize.GGUFRequest{Model: m, ModelDir: model, Level: level, OutputDir: out, OutputName: "x.gguf"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(res.OutputPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestFleetPathMatchesLocal(t *testing.T) {
 	model := testenv.TinyLlama(t)
 	ctx := context.Background()
 	for _, level := range []string{"Q4_K_M", "Q8_0", "BF16"} {
 		t.Run(level, func(t *testing.T) {
-			want := localGGUF(t, model, level)
+			want := testenv.QuantizeGGUF(t, model, level)
 			s3 := newS3(t)
 			prefix, uploaded, err := modelstore.UploadDir(ctx, s3, model, nil)
 			if err != nil || !uploaded {

@@ -78,7 +78,19 @@ type PlanOptions struct {
 	TokenizerPre string
 	// TempDir is where the small files are copied (default os.TempDir()); they are removed after.
 	TempDir string
+	// SourceName is the model as the user named it (a local path, s3:// URL or Hub id): error
+	// messages name it instead of the temporary copy.
+	SourceName string
 }
+
+// relocated is an error whose text names the user's model instead of the planner's temporary copy.
+type relocated struct {
+	err      error
+	from, to string
+}
+
+func (e *relocated) Error() string { return strings.ReplaceAll(e.err.Error(), e.from, e.to) }
+func (e *relocated) Unwrap() error { return e.err }
 
 // PlanJob plans the conversion of m at level: it copies the model's small top-level files (config,
 // tokenizer, README) from fsys to a temporary directory for convert.NewPlan, and returns the plan
@@ -102,6 +114,9 @@ func PlanJob(ctx context.Context, jobID string, m *hfmodel.Model, fsys *objfs.FS
 		}
 	}
 	cp, err := convert.NewPlan(m, dir, level, convert.Options{RemoteID: o.RemoteID, DirName: o.DirName, TokenizerPre: o.TokenizerPre})
+	if err != nil && o.SourceName != "" {
+		return nil, nil, &relocated{err: err, from: dir, to: strings.TrimSuffix(o.SourceName, "/")}
+	}
 	if err != nil {
 		return nil, nil, err
 	}

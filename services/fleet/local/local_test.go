@@ -14,8 +14,6 @@ import (
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
-	"quantfleet.dev/libs/hfmodel"
-	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/libs/queue"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
@@ -25,27 +23,9 @@ import (
 	"quantfleet.dev/services/internal/testenv"
 )
 
-func localGGUF(t *testing.T, model, level string) []byte {
-	t.Helper()
-	m, err := hfmodel.OpenDir(model)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	res, err := quantize.GGUF(context.Background(), quantize.GGUFRequest{Model: m, ModelDir: model, Level: level, OutputDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(res.OutputPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestLocalFleetMatchesQuantize(t *testing.T) {
 	model := testenv.TinyLlama(t)
-	want := localGGUF(t, model, "Q4_K_M")
+	want := testenv.QuantizeGGUF(t, model, "Q4_K_M")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	f, err := local.Start(ctx, local.Options{Workers: 2, KeepShards: true, Log: zaptest.NewLogger(t)})
@@ -125,7 +105,7 @@ func TestLocalFleetMatchesQuantize(t *testing.T) {
 // dead-lettered while the fleet goes on, and a cancelled job leaves nothing behind.
 func TestLocalFleetFaults(t *testing.T) {
 	model := testenv.TinyLlama(t)
-	want := localGGUF(t, model, "Q4_K_M")
+	want := testenv.QuantizeGGUF(t, model, "Q4_K_M")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	f, err := local.Start(ctx, local.Options{Workers: 2, Slots: 1, KeepShards: true, TaskDelay: 400 * time.Millisecond,

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -48,6 +49,9 @@ type Config struct {
 	// TaskDelay pauses every task before it starts (heartbeats continue): a test knob for
 	// exercising crashes while tasks are held.
 	TaskDelay time.Duration
+	// Backoff retries a task that failed transiently (object storage down) in place, keeping the
+	// task and its heartbeats, for Backoff.Budget; such failures do not use up deliveries.
+	Backoff fleet.Backoff
 }
 
 // Worker runs tensor tasks.
@@ -145,6 +149,14 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) error {
 		w.m.tasks.WithLabelValues(w.cfg.Pool, kind, "dropped").Inc()
 		return nil
 	}
+	// The message is only a pointer: the plan (and through it the source) comes from the job's own
+	// key, and a task its plan does not list, or made from another plan, is refused without
+	// touching the job (a stale or forged message must not fail someone's job).
+	if _, err := w.taskPlan(ctx, t); errors.Is(err, ggufjob.ErrPlanChanged) || errors.Is(err, errNotInPlan) ||
+		errors.Is(err, blob.ErrNotFound) {
+		w.m.tasks.WithLabelValues(w.cfg.Pool, kind, "malformed").Inc()
+		return queue.Malformed(err)
+	}
 	if _, done, err := w.rt.Done.Get(ctx, t.JobId, t.TaskId); err != nil {
 		return err
 	} else if done {
@@ -163,7 +175,12 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) error {
 	log.Info("task started", zap.String("attempt_id", at.id))
 
 	tctx, ended, stop := fleet.WatchJob(ctx, w.rt, t.JobId, w.cfg.CancelPoll)
-	res, err := w.run(tctx, at, log)
+	var res *pb.TaskResult
+	err = w.cfg.Backoff.RetryJob(tctx, w.rt, t.JobId, log, func() error {
+		var err error
+		res, err = w.run(tctx, at, log)
+		return err
+	})
 	stop()
 	if ended() {
 		log.Info("job ended while its task ran: dropping the task")
@@ -182,7 +199,12 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) error {
 	if err != nil {
 		return err
 	}
-	won, existing, err := w.rt.Done.Record(ctx, t.JobId, t.TaskId, rec)
+	var won bool
+	var existing []byte
+	err = w.cfg.Backoff.Retry(ctx, func() error { // NATS briefly away: keep the finished work
+		won, existing, err = w.rt.Done.Record(ctx, t.JobId, t.TaskId, rec)
+		return err
+	}, nil)
 	if err != nil {
 		return err
 	}
@@ -270,20 +292,17 @@ func (w *Worker) run(ctx context.Context, at *attempt, log *zap.Logger) (*pb.Tas
 			return nil, ctx.Err()
 		}
 	}
-	plan, err := w.plan(ctx, t)
+	plan, err := w.taskPlan(ctx, t)
 	if err != nil {
 		return nil, err
 	}
-	spec, ok := plan.Task(t.TaskId)
-	if !ok {
-		return nil, fmt.Errorf("%w: plan of job %s has no task %s", ggufjob.ErrBadPlan, t.JobId, t.TaskId)
-	}
-	loc := fleet.TaskSource(t)
+	spec, _ := plan.Task(t.TaskId)
+	loc := fleet.Location{Bucket: plan.SourceBucket, Prefix: plan.SourcePrefix}
 	src, err := w.rt.StoreFor(loc.Bucket)
 	if err != nil {
 		return nil, err
 	}
-	name := t.Params[fleet.ParamModelName]
+	name := plan.ModelName
 	m, release, err := w.models.get(loc, name, func() (*hfmodel.Model, error) {
 		// The model outlives this task (later tasks reuse it), so it reads with a context of its own.
 		m, _, err := ggufjob.OpenModel(context.WithoutCancel(ctx), countStore{src, w.m.read}, loc.Prefix, name)
@@ -378,11 +397,22 @@ func (w *Worker) removeShard(t *pb.Task) error {
 	return w.rt.Store.Delete(ctx, fleet.TaskOutputKey(t))
 }
 
-// plan returns the job's plan, checking it against the task's SHA-256 when one is given.
-func (w *Worker) plan(ctx context.Context, t *pb.Task) (*ggufjob.Plan, error) {
-	return w.plans.get(t.JobId+"/"+t.Plan.Sha256, func() (*ggufjob.Plan, error) {
-		return ggufjob.LoadPlanChecked(ctx, w.rt.Store, t.Plan.Key, t.Plan.Sha256)
+// errNotInPlan marks a task message whose task its job's plan does not list.
+var errNotInPlan = errors.New("task not in its job's plan")
+
+// taskPlan returns the plan of the task's job, read from the job's plan key (whatever the message
+// says), checked against the message's SHA-256, and listing the task.
+func (w *Worker) taskPlan(ctx context.Context, t *pb.Task) (*ggufjob.Plan, error) {
+	p, err := w.plans.get(t.JobId+"/"+t.GetPlan().GetSha256(), func() (*ggufjob.Plan, error) {
+		return ggufjob.LoadPlanChecked(ctx, w.rt.Store, fleet.PlanKey(t.JobId), t.GetPlan().GetSha256())
 	})
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := p.Task(t.TaskId); !ok {
+		return nil, fmt.Errorf("%w: job %s has no task %s", errNotInPlan, t.JobId, t.TaskId)
+	}
+	return p, nil
 }
 
 // planCache keeps recently used plans.

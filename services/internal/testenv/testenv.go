@@ -3,9 +3,13 @@
 package testenv
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"quantfleet.dev/libs/hfmodel"
+	"quantfleet.dev/libs/quantize"
 )
 
 // SharedDir finds ../shared beside the repository root (the directory holding go.work). Without it
@@ -50,4 +54,24 @@ func findShared() string {
 // TinyLlama returns the path of the tiny-llama checkpoint.
 func TinyLlama(t testing.TB) string {
 	return filepath.Join(SharedDir(t), "models", "tiny-llama")
+}
+
+// QuantizeGGUF is `quantfleet quantize` of a model directory at a GGUF level on this machine: the
+// bytes a fleet must write for the same job.
+func QuantizeGGUF(t testing.TB, model, level string) []byte {
+	t.Helper()
+	m, err := hfmodel.OpenDir(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	res, err := quantize.GGUF(context.Background(), quantize.GGUFRequest{Model: m, ModelDir: model, Level: level, OutputDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(res.OutputPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
