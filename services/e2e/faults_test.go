@@ -110,7 +110,9 @@ func TestTransientAndPermanent(t *testing.T) {
 		if err := json.Unmarshal(raw, &cfg); err != nil {
 			t.Fatal(err)
 		}
-		cfg["architectures"] = []string{"AlienForCausalLM"}
+		// A vocabulary of 10^12 entries once made the planner allocate until the kernel killed
+		// it, on every restart; now the config is checked against the weights first.
+		cfg["vocab_size"] = 1_000_000_000_000
 		raw, _ = json.Marshal(cfg)
 		if err := os.WriteFile(filepath.Join(dir, "config.json"), raw, 0o644); err != nil {
 			t.Fatal(err)
@@ -120,7 +122,7 @@ func TestTransientAndPermanent(t *testing.T) {
 			pids[n] = c.proc(n).cmd.Process.Pid
 		}
 		code, _, errs := c.cli("submit", "--model", dir, "--level", "Q4_K_M", "--wait")
-		if code != 1 || !strings.Contains(errs, "AlienForCausalLM") || !strings.Contains(errs, dir) || strings.Contains(errs, "quantfleet-plan-") {
+		if code != 1 || !strings.Contains(errs, "vocab_size") || !strings.Contains(errs, dir) || strings.Contains(errs, "quantfleet-plan-") {
 			t.Fatalf("submit of a hostile model: exit %d: %s", code, errs)
 		}
 		bad := c.lastJob()
