@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Summarizes scripts/quality.sh's results.jsonl: perplexity mean ± sample standard deviation
-per mode and implementation, and the bar (quantfleet's mean ≤ the reference's mean + 0.2 %)."""
+"""Summarizes scripts/quality.sh's results (one or more JSON Lines files, e.g. results.jsonl and
+scripts/reference/tiny-llama-reference.jsonl): perplexity mean ± sample standard deviation per mode
+and implementation, and the bar (quantfleet's mean ≤ the reference's mean + 0.2 %)."""
 import json
 import statistics
 import sys
 
 BAR = 0.002
-rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+rows = [json.loads(line) for path in sys.argv[1:] for line in open(path) if line.strip()]
 modes = list(dict.fromkeys(r["mode"] for r in rows))
 
 
