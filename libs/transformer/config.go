@@ -7,6 +7,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"quantfleet.dev/libs/hfmodel"
 )
@@ -20,8 +22,9 @@ var ErrUnsupported = errors.New("unsupported")
 // hfmodel.ErrBadConfig, so errors.Is works with either name.
 var ErrBadConfig = hfmodel.ErrBadConfig
 
-// Architectures lists the supported values of config.json's "architectures".
-var Architectures = hfmodel.Architectures
+// Architectures lists the values of config.json's "architectures" the runtime runs (GPTQ, AWQ,
+// eval); hfmodel.Architectures, which GGUF conversion takes, is wider.
+var Architectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
 
 // unsupportedArch is hfmodel's unsupported-architecture error, matching ErrUnsupported too.
 type unsupportedArch struct{ err error }
@@ -104,6 +107,10 @@ func ParseConfig(raw []byte) (*Config, error) {
 			return nil, unsupportedArch{err}
 		}
 		return nil, err
+	}
+	if !slices.Contains(Architectures, hc.Architecture) {
+		return nil, unsupportedArch{fmt.Errorf("%w %s for GPTQ/AWQ and eval (GGUF conversion supports it; runtime supports: %s)",
+			hfmodel.ErrUnsupportedArchitecture, hc.Architecture, strings.Join(Architectures, ", "))}
 	}
 	var j rawConfig
 	if err := json.Unmarshal(raw, &j); err != nil {
