@@ -31,11 +31,11 @@ func CheckHeader(h *gguf.Header) error {
 	if err != nil {
 		return err
 	}
-	if d.Experts > 0 {
-		if spec != llamaArch {
-			return fmt.Errorf("%w: %s.expert_count on a dense architecture", ErrHeader, arch)
-		}
+	switch {
+	case d.Experts > 0 && spec == llamaArch:
 		spec = mixtralArch
+	case d.Experts > 0 && spec.experts == nil:
+		return fmt.Errorf("%w: %s.expert_count on a dense architecture", ErrHeader, arch)
 	}
 	if err := checkTokenArrays(h, d.Vocab); err != nil {
 		return err
