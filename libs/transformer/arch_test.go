@@ -1,0 +1,138 @@
+package transformer
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func TestGeluTanhAndSoftcap(t *testing.T) {
+	cases := []struct{ x, gelu float64 }{
+		{0, 0}, {1, 0.8411920}, {-1, -0.1588080}, {3, 2.9963627}, {-3, -0.0036373},
+	}
+	for _, c := range cases {
+		g, u := []float32{float32(c.x)}, []float32{2}
+		geluTanhMul(g, u)
+		if math.Abs(float64(g[0])-2*c.gelu) > 1e-5 {
+			t.Errorf("gelu_tanh(%v)·2 = %v, want %v", c.x, g[0], 2*c.gelu)
+		}
+	}
+	x := []float32{0, 15, -60, 1e4}
+	softcap(x, 30)
+	for i, want := range []float64{0, 30 * math.Tanh(0.5), 30 * math.Tanh(-2), 30} {
+		if math.Abs(float64(x[i])-want) > 1e-4 {
+			t.Errorf("softcap[%d] = %v, want %v", i, x[i], want)
+		}
+	}
+}
+
+// TestAttendCappedMatchesAttend: without a cap and with the default scale the plain
+// attention used for Gemma equals the blocked kernel, with and without a window.
+func TestAttendCappedMatchesAttend(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	batch, seq, heads, kv, hd := 2, 37, 4, 2, 16
+	fill := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return v
+	}
+	q, k, v := fill(batch*seq*heads*hd), fill(batch*seq*kv*hd), fill(batch*seq*kv*hd)
+	for _, window := range []int{0, 5} {
+		want := make([]float32, len(q))
+		got := make([]float32, len(q))
+		attend(want, q, k, v, batch, seq, heads, kv, hd, window)
+		attendCapped(got, q, k, v, batch, seq, heads, kv, hd, window, float32(1/math.Sqrt(float64(hd))), 0)
+		for i := range want {
+			if math.Abs(float64(want[i]-got[i])) > 1e-4 {
+				t.Fatalf("window %d: element %d = %v, kernel %v", window, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+func TestLongRopeFactors(t *testing.T) {
+	c := &Config{HeadDim: 8, MaxPositionEmbeddings: 131072, Rope: Rope{Type: "longrope", Theta: 10000, Dim: 8,
+		OriginalMaxPositionEmbeddings: 4096, ShortFactor: []float64{1, 2, 3, 4}, LongFactor: []float64{5, 6, 7, 8}}}
+	short, att := c.invFreq(64)
+	long, _ := c.invFreq(5000)
+	wantAtt := math.Sqrt(1 + math.Log(32)/math.Log(4096))
+	if math.Abs(float64(att)-wantAtt) > 1e-6 {
+		t.Errorf("attention factor %v, want %v", att, wantAtt)
+	}
+	for i := range short {
+		base := math.Pow(10000, float64(2*i)/8)
+		if w := 1 / ((c.Rope.ShortFactor[i]) * base); math.Abs(float64(short[i])-w) > 1e-6*w {
+			t.Errorf("short inv_freq[%d] = %v, want %v", i, short[i], w)
+		}
+		if w := 1 / ((c.Rope.LongFactor[i]) * base); math.Abs(float64(long[i])-w) > 1e-6*w {
+			t.Errorf("long inv_freq[%d] = %v, want %v", i, long[i], w)
+		}
+	}
+}
+
+// TestMoERouting: each token's output is Σ over its top-k experts of the (renormalised)
+// softmax weight times the expert's SwiGLU output.
+func TestMoERouting(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	hidden, ff, experts := 4, 3, 4
+	lin := func(out, in int) *Linear {
+		w := make([]float32, out*in)
+		for i := range w {
+			w[i] = float32(rng.NormFloat64())
+		}
+		return &Linear{Out: out, In: in, Weight: w}
+	}
+	a := &archLayer{Router: lin(experts, hidden)}
+	for range experts {
+		a.Experts = append(a.Experts, expert{lin(ff, hidden), lin(ff, hidden), lin(hidden, ff)})
+	}
+	x := NewTensor(1, 5, hidden)
+	for i := range x.Data {
+		x.Data[i] = float32(rng.NormFloat64())
+	}
+	for _, c := range []struct {
+		used int
+		norm bool
+	}{{2, true}, {2, false}, {4, true}} {
+		m := &Model{Config: &Config{ArchConfig: ArchConfig{Experts: experts, ExpertsUsed: c.used, NormTopK: c.norm}}}
+		l := &Layer{model: m, arch: a}
+		got := l.moe(x)
+		for r := 0; r < x.Rows(); r++ {
+			p := make([]float32, experts)
+			a.Router.apply(p, x.Row(r), 1)
+			softmaxRow(p)
+			order := []int{0, 1, 2, 3}
+			for i := range order { // selection sort, descending
+				for j := i + 1; j < len(order); j++ {
+					if p[order[j]] > p[order[i]] {
+						order[i], order[j] = order[j], order[i]
+					}
+				}
+			}
+			var sum float32
+			for _, e := range order[:c.used] {
+				sum += p[e]
+			}
+			want := make([]float64, hidden)
+			for _, e := range order[:c.used] {
+				in := NewTensor(1, 1, hidden)
+				copy(in.Data, x.Row(r))
+				y := a.Experts[e].forward(in)
+				w := p[e]
+				if c.norm {
+					w /= sum
+				}
+				for j := range want {
+					want[j] += float64(w * y.Data[j])
+				}
+			}
+			for j := range want {
+				if d := math.Abs(float64(got.Row(r)[j]) - want[j]); d > 1e-4 {
+					t.Fatalf("used %d norm %v row %d[%d] = %v, want %v", c.used, c.norm, r, j, got.Row(r)[j], want[j])
+				}
+			}
+		}
+	}
+}
