@@ -140,7 +140,8 @@ func headerDims(h *gguf.Header, arch string) (hfmodel.Dims, error) {
 	case "phi3":
 		d.Layout = hfmodel.LayoutPhi3
 	case "qwen2moe", "qwen3moe":
-		d.Layout, d.QKNorm, d.AttentionBias = hfmodel.LayoutQwenMoE, arch == "qwen3moe", arch == "qwen2moe"
+		d.Layout, d.QKNorm = hfmodel.LayoutQwenMoE, arch == "qwen3moe"
+		d.AttentionBias, d.OutputBias = has("blk.0.attn_q.bias"), has("blk.0.attn_output.bias")
 		d.ExpertFF = u32("expert_feed_forward_length", true)
 		d.SharedExpertFF = u32("expert_shared_feed_forward_length", false)
 		if err != nil {

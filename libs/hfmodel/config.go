@@ -90,13 +90,14 @@ var archDefaults = map[string]map[string]any{
 		"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
 		"num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 4096 * 32,
 		"rms_norm_eps": 1e-5, "tie_word_embeddings": false, "num_experts_per_tok": 2, "num_local_experts": 8,
+		"rope_theta": 1e6, // MixtralConfig.default_theta
 	},
 	"Qwen2MoeForCausalLM": {
 		"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 24,
 		"num_attention_heads": 16, "num_key_value_heads": 16, "max_position_embeddings": 32768,
 		"rms_norm_eps": 1e-6, "tie_word_embeddings": false, "decoder_sparse_step": 1,
 		"moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632, "num_experts_per_tok": 4,
-		"num_experts": 60, "norm_topk_prob": false,
+		"num_experts": 60, "norm_topk_prob": false, "qkv_bias": true,
 	},
 	"Qwen3MoeForCausalLM": {
 		"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 24,
@@ -117,8 +118,9 @@ var gemma3Defaults = map[string]any{
 // headDimDerived marks the config classes that set head_dim = hidden_size / num_attention_heads when
 // it is None: absent or null for Llama and Mistral, only an explicit null for Qwen3 (whose class
 // default is 128). Qwen2Config has no head_dim at all.
-var headDimDerived = map[string]bool{"LlamaForCausalLM": true, "MistralForCausalLM": true, "Qwen3ForCausalLM": true,
-	"MixtralForCausalLM": true, "Qwen3MoeForCausalLM": true}
+// MixtralConfig keeps a null head_dim and Qwen3MoeConfig has none (both then use
+// hidden_size/num_attention_heads, without a head_dim key for the converter).
+var headDimDerived = map[string]bool{"LlamaForCausalLM": true, "MistralForCausalLM": true, "Qwen3ForCausalLM": true}
 
 // Config is a parsed config.json with class defaults applied.
 type Config struct {

@@ -89,7 +89,9 @@ func (c *Config) Dims() (Dims, error) {
 	case "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM":
 		d.Layout = LayoutQwenMoE
 		if c.Architecture == "Qwen2MoeForCausalLM" {
-			d.AttentionBias = true
+			if d.AttentionBias, err = c.Bool("qkv_bias"); err != nil {
+				return Dims{}, err
+			}
 		} else {
 			d.AttentionBias, d.OutputBias, d.QKNorm = attnBias, attnBias, true
 		}

@@ -331,7 +331,7 @@ var moreSpecs = []spec{
 			"decoder_sparse_step": 1, "hidden_act": "silu", "initializer_range": num("0.02"),
 			"max_position_embeddings": 8192, "max_window_layers": 2, "mlp_only_layers": []any{},
 			"moe_intermediate_size": 64, "norm_topk_prob": false, "num_experts": 4, "num_experts_per_tok": 2,
-			"output_router_logits": false, "rms_norm_eps": num("1e-06"), "rope_theta": num("1000000.0"),
+			"output_router_logits": false, "qkv_bias": true, "rms_norm_eps": num("1e-06"), "rope_theta": num("1000000.0"),
 			"router_aux_loss_coef": num("0.001"), "shared_expert_intermediate_size": 128, "sliding_window": nil,
 			"tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.40.0",
 			"use_cache": true, "use_sliding_window": false,
