@@ -150,3 +150,50 @@ func TestLlama3GGUFMetadataMatchesConverter(t *testing.T) {
 		t.Errorf("tokenizer keys in order\n got  %q\n want %q", gotKeys, wantKeys)
 	}
 }
+
+// TestGGUFMetadataArchPaths: the architecture picks the converter's vocabulary path.
+func TestGGUFMetadataArchPaths(t *testing.T) {
+	tiny := filepath.Join(sharedtest.Dir(t), "models", "tiny-llama")
+	spDir := t.TempDir()
+	for _, n := range []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json"} {
+		b, err := os.ReadFile(filepath.Join(tiny, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(spDir, n), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bpeDir := realTokenizerDir(t, "gemma3") // tokenizer.json only
+	cases := []struct {
+		arch, dir string
+		err       error
+		model     string
+		spacePre  bool // tokenizer.ggml.add_space_prefix = false written last
+	}{
+		{"gemma2", spDir, nil, "llama", true},
+		{"gemma3", spDir, nil, "llama", true},
+		{"gemma3", bpeDir, ErrUnsupported, "", false},
+		{"phi3", spDir, nil, "llama", false},
+		{"mistral3", spDir, ErrUnsupported, "", false},
+	}
+	for _, c := range cases {
+		kv, err := GGUFMetadata(c.dir, GGUFOptions{Arch: c.arch, VocabSize: 8192})
+		if c.err != nil {
+			if !errors.Is(err, c.err) {
+				t.Errorf("%s %s: error %v, want %v", c.arch, c.dir, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", c.arch, err)
+		}
+		if kv[0].Key != "tokenizer.ggml.model" || kv[0].Value != c.model {
+			t.Errorf("%s: first key %s = %v", c.arch, kv[0].Key, kv[0].Value)
+		}
+		last := kv[len(kv)-1]
+		if got := last.Key == "tokenizer.ggml.add_space_prefix" && last.Value == false; got != c.spacePre {
+			t.Errorf("%s: last key %s = %v", c.arch, last.Key, last.Value)
+		}
+	}
+}

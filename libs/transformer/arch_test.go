@@ -1,8 +1,12 @@
 package transformer
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -134,5 +138,60 @@ func TestMoERouting(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestParseArchConfig(t *testing.T) {
+	factors := func(v string) string { return "[" + strings.TrimSuffix(strings.Repeat(v+",", 32), ",") + "]" }
+	cases := []struct {
+		name, json string
+		windows    []int
+		check      func(c *Config) string
+	}{
+		{"gemma2 alternates", `{"architectures":["Gemma2ForCausalLM"],"hidden_size":256,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":64,"num_hidden_layers":4,"sliding_window":16,"query_pre_attn_scalar":64}`,
+			[]int{16, 0, 16, 0}, func(c *Config) string {
+				if !c.Gemma || c.QueryScale != 0.125 || c.AttnSoftcap != 50 || c.FinalSoftcap != 30 || !c.TieWordEmbeddings {
+					return fmt.Sprintf("%+v", c.ArchConfig)
+				}
+				return ""
+			}},
+		{"gemma3 pattern and local rope", `{"architectures":["Gemma3ForCausalLM"],"hidden_size":256,"num_attention_heads":4,"num_key_value_heads":1,"head_dim":64,"num_hidden_layers":6,"sliding_window":8,"sliding_window_pattern":3,
+			"rope_parameters":{"full_attention":{"rope_type":"linear","factor":8.0,"rope_theta":1000000.0},"sliding_attention":{"rope_type":"default","rope_theta":10000.0}}}`,
+			[]int{8, 8, 0, 8, 8, 0}, func(c *Config) string {
+				if c.Rope.Theta != 1e6 || c.Rope.Type != "linear" || c.LocalRope == nil || c.LocalRope.Theta != 10000 || c.FinalSoftcap != 0 || !c.QKNorm {
+					return fmt.Sprintf("rope %+v local %+v", c.Rope, c.LocalRope)
+				}
+				return ""
+			}},
+		{"phi3 longrope", `{"architectures":["Phi3ForCausalLM"],"hidden_size":256,"num_attention_heads":4,"num_hidden_layers":2,"max_position_embeddings":131072,"original_max_position_embeddings":4096,
+			"rope_scaling":{"type":"longrope","long_factor":` + factors("2.0") + `,"short_factor":` + factors("1.5") + `}}`,
+			[]int{0, 0}, func(c *Config) string {
+				if c.Rope.Type != "longrope" || len(c.Rope.LongFactor) != 32 || c.Rope.ShortFactor[0] != 1.5 || c.Rope.OriginalMaxPositionEmbeddings != 4096 {
+					return fmt.Sprintf("%+v", c.Rope)
+				}
+				return ""
+			}},
+		{"qwen3moe routing", `{"architectures":["Qwen3MoeForCausalLM"],"hidden_size":256,"num_attention_heads":8,"num_hidden_layers":2,"num_experts":8,"num_experts_per_tok":2,"moe_intermediate_size":64,"norm_topk_prob":true}`,
+			[]int{0, 0}, func(c *Config) string {
+				if c.Experts != 8 || c.ExpertsUsed != 2 || !c.NormTopK {
+					return fmt.Sprintf("%+v", c.ArchConfig)
+				}
+				return ""
+			}},
+	}
+	for _, c := range cases {
+		cfg, err := ParseConfig([]byte(c.json))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if !slices.Equal(cfg.SlidingWindow, c.windows) {
+			t.Errorf("%s: windows %v, want %v", c.name, cfg.SlidingWindow, c.windows)
+		}
+		if msg := c.check(cfg); msg != "" {
+			t.Errorf("%s: %s", c.name, msg)
+		}
+	}
+	if _, err := ParseConfig([]byte(`{"architectures":["LlamaForCausalLM"],"rope_scaling":{"rope_type":"longrope","long_factor":[1],"short_factor":[1]}}`)); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("longrope outside Phi-3: %v", err)
 	}
 }

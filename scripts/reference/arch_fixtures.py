@@ -38,7 +38,8 @@ def run(cmd, **kw):
 def build_quantize(src: Path, build: Path) -> Path:
     run(["cmake", "-S", src, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF",
          "-DGGML_CUDA=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-         "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_TOOLS=ON"])
+         "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF",
+         "-DLLAMA_BUILD_TOOLS=ON"])
     run(["cmake", "--build", build, "--target", "llama-quantize", "-j", str(os.cpu_count() or 8)])
     exe = build / "bin" / "llama-quantize"
     if not exe.exists():
@@ -102,38 +103,43 @@ def documents(shared: Path):
     return [d.strip() for d in text.split("\n\f\n") if d.strip()]
 
 
-def forward(models: Path, docs, out: Path):
+def forward(models: Path, docs, out: Path, failed: list):
+    for name in FORWARD:
+        try:
+            forward_one(models / name, name, docs, out)
+        except Exception as e:  # noqa: BLE001
+            failed.append(f"forward {name}: {e}")
+
+
+def forward_one(d: Path, name: str, docs, out: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    torch.manual_seed(0)
-    for name in FORWARD:
-        d = models / name
-        tok = AutoTokenizer.from_pretrained(d)
-        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
-        cfg = json.loads((d / "config.json").read_text())
-        bos = cfg.get("bos_token_id")
-        ids = []
-        for doc in docs:
-            if bos is not None:
-                ids.append(bos)
-            ids += tok.encode(doc, add_special_tokens=False)
-            if len(ids) > (CTX + 1) * WINDOWS:
-                break
-        windows, nll = [], []
-        with torch.no_grad():
-            for w in range(WINDOWS):
-                x = ids[w * CTX:(w + 1) * CTX + 1]
-                logits = model(torch.tensor([x[:-1]])).logits[0].float()
-                lp = torch.log_softmax(logits, dim=-1)
-                tgt = torch.tensor(x[1:])
-                per = -lp[torch.arange(len(tgt)), tgt]
-                windows.append(x)
-                nll.append({"mean": per.mean().item(), "per_token": per.tolist()})
-        rec = {"model": name, "ctx": CTX, "windows": windows, "nll": nll,
-               "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-               "note": "float32 weights (bf16 checkpoint widened), eager attention; window i is ids[i*ctx:(i+1)*ctx+1]"}
-        with gzip.open(out / f"{name}.nll.json.gz", "wt") as f:
-            json.dump(rec, f)
+    tok = AutoTokenizer.from_pretrained(d)
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+    cfg = json.loads((d / "config.json").read_text())
+    bos = cfg.get("bos_token_id")
+    ids = []
+    for doc in docs:
+        if bos is not None:
+            ids.append(bos)
+        ids += tok.encode(doc, add_special_tokens=False)
+        if len(ids) > (CTX + 1) * WINDOWS:
+            break
+    windows, nll = [], []
+    with torch.no_grad():
+        for w in range(WINDOWS):
+            x = ids[w * CTX:(w + 1) * CTX + 1]
+            logits = model(torch.tensor([x[:-1]])).logits[0].float()
+            lp = torch.log_softmax(logits, dim=-1)
+            tgt = torch.tensor(x[1:])
+            per = -lp[torch.arange(len(tgt)), tgt]
+            windows.append(x)
+            nll.append({"mean": per.mean().item(), "per_token": per.tolist()})
+    rec = {"model": name, "ctx": CTX, "windows": windows, "nll": nll,
+           "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+           "note": "float32 weights (bf16 checkpoint widened), eager attention; window i is ids[i*ctx:(i+1)*ctx+1]"}
+    with gzip.open(out / f"{name}.nll.json.gz", "wt") as f:
+        json.dump(rec, f)
 
 
 def tokenizer_ids(shared: Path, docs, out: Path, llama_cpp: Path, gguf_dump: Path, work: Path):
@@ -190,20 +196,30 @@ def main():
         digests[m] = h.hexdigest()
     (out / "converter" / "weight_digests.json").write_text(json.dumps(digests, indent=1))
     gguf_dump = a.shared / "tools" / "gguf_dump.py"
+    failed = []  # one model's failure (a converter refusal, say) must not cost the others' fixtures
     for m in MODELS:
-        auto = out / "work" / f"{m}.auto.gguf"
-        run([sys.executable, a.llama_cpp / "convert_hf_to_gguf.py", models / m, "--outtype", "auto", "--outfile", auto])
-        dump(gguf_dump, auto, out / "converter" / f"{m}.auto")
-        for lv in LEVELS:
-            q = out / "work" / f"{m}.{lv}.gguf"
-            run([quantize, auto, q, lv, str(os.cpu_count() or 8)])
-            dump(gguf_dump, q, out / "converter" / f"{m}.{lv}")
-            q.unlink()
+        try:
+            auto = out / "work" / f"{m}.auto.gguf"
+            run([sys.executable, a.llama_cpp / "convert_hf_to_gguf.py", models / m, "--outtype", "auto", "--outfile", auto])
+            dump(gguf_dump, auto, out / "converter" / f"{m}.auto")
+            for lv in LEVELS:
+                q = out / "work" / f"{m}.{lv}.gguf"
+                run([quantize, auto, q, lv, str(os.cpu_count() or 8)])
+                dump(gguf_dump, q, out / "converter" / f"{m}.{lv}")
+                q.unlink()
+        except Exception as e:  # noqa: BLE001
+            failed.append(f"convert {m}: {e}")
     docs = documents(a.shared)
-    tokenizer_ids(a.shared, docs, out / "tokenizer", a.llama_cpp, gguf_dump, out / "work")
-    if not a.skip_forward:
-        forward(models, docs, out / "forward")
+    for step, fn in [("tokenizer", lambda: tokenizer_ids(a.shared, docs, out / "tokenizer", a.llama_cpp, gguf_dump, out / "work")),
+                     ("forward", lambda: None if a.skip_forward else forward(models, docs, out / "forward", failed))]:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            failed.append(f"{step}: {e}")
     print(f"done in {time.time() - t0:.0f}s; outputs under {out}/converter, {out}/forward, {out}/tokenizer")
+    for f in failed:
+        print("FAILED:", f)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
