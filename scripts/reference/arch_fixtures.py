@@ -3,11 +3,11 @@
 
 Run from the repository root:
 
-    python3 scripts/reference/arch_fixtures.py --llama-cpp .devcarry/llama.cpp --shared .devcarry/shared --out .devcarry/out
+    python3 scripts/reference/arch_fixtures.py --llama-cpp .devcarry/llama.cpp --shared .devcarry/shared --out "$OUT"
 
 It (1) builds llama-quantize from the llama.cpp source tree the default way (no -march, no FMA:
 the reference the quantizers match), (2) writes the synthetic checkpoints with the synth test binary
-(.devcarry/synth.test, or `go test` when Go is installed), (3) converts each with the unmodified
+(.devcarry/synth.test, else `go test`), (3) converts each with the unmodified
 convert_hf_to_gguf.py (--outtype auto) and quantizes that file with llama-quantize at every level
 the Go tests compare, dumping each output with shared/tools/gguf_dump.py plus the GGUF value type of
 every key, (4) computes transformers' per-window NLL of each text model on token windows it writes
@@ -15,7 +15,7 @@ out (forward-pass fixtures), (5) tokenizes shared/data/eval.txt with the real Ll
 Gemma 3 tokenizers and converts the Llama 3 one with --vocab-only (tokenizer fixtures).
 
 Outputs, to copy into the repository:
-  OUT/converter/*.json        -> libs/convert/testdata/converter/
+  OUT/converter/*.json        -> libs/convert/testdata/converter/ (weight_digests.json: compare, do not copy)
   OUT/forward/*.json.gz       -> libs/transformer/testdata/arch/
   OUT/tokenizer/*.json.gz     -> libs/tokenizer/testdata/real/
 """
@@ -52,10 +52,11 @@ def write_models(repo: Path, shared: Path, dest: Path):
                QUANTFLEET_SYNTH_TINY=str((shared / "models" / "tiny-llama").resolve()))
     pkg = repo / "libs" / "convert" / "internal" / "synth"
     binary = repo / ".devcarry" / "synth.test"
-    if shutil.which("go"):
-        run(["go", "test", "-count=1", "-run", "^TestWrite$", "."], cwd=pkg, env=env)
-    else:
+    # The prebuilt test binary first: the device machine may have no module cache or network.
+    if binary.exists():
         run([binary.resolve(), "-test.run", "^TestWrite$"], cwd=pkg, env=env)
+    else:
+        run(["go", "test", "-count=1", "-run", "^TestWrite$", "."], cwd=pkg, env=env)
 
 
 # GGUF value types of every key (numbers as in gguf.h), read with the standard library.
@@ -176,17 +177,20 @@ def main():
     ap.add_argument("--llama-cpp", type=Path, required=True, help="llama.cpp source tree (convert_hf_to_gguf.py, gguf-py, CMake)")
     ap.add_argument("--shared", type=Path, default=Path(".devcarry/shared"))
     ap.add_argument("--out", type=Path, default=Path(".devcarry/out"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/quantfleet-arch-work"), help="build, checkpoints, GGUF files (not kept)")
     ap.add_argument("--skip-forward", action="store_true")
     a = ap.parse_args()
     t0 = time.time()
     repo = Path.cwd()
     out = a.out
-    for sub in ["converter", "forward", "tokenizer", "work"]:
+    work = a.work
+    for sub in ["converter", "forward", "tokenizer"]:
         (out / sub).mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str((a.llama_cpp / "gguf-py").resolve()))
     os.environ["PYTHONPATH"] = str((a.llama_cpp / "gguf-py").resolve()) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    quantize = build_quantize(a.llama_cpp.resolve(), (out / "work" / "build").resolve())
-    models = out / "work" / "models"
+    quantize = build_quantize(a.llama_cpp.resolve(), (work / "build").resolve())
+    models = work / "models"
     write_models(repo, a.shared, models)
     digests = {}
     for m in MODELS:
@@ -199,18 +203,18 @@ def main():
     failed = []  # one model's failure (a converter refusal, say) must not cost the others' fixtures
     for m in MODELS:
         try:
-            auto = out / "work" / f"{m}.auto.gguf"
+            auto = work / f"{m}.auto.gguf"
             run([sys.executable, a.llama_cpp / "convert_hf_to_gguf.py", models / m, "--outtype", "auto", "--outfile", auto])
             dump(gguf_dump, auto, out / "converter" / f"{m}.auto")
             for lv in LEVELS:
-                q = out / "work" / f"{m}.{lv}.gguf"
+                q = work / f"{m}.{lv}.gguf"
                 run([quantize, auto, q, lv, str(os.cpu_count() or 8)])
                 dump(gguf_dump, q, out / "converter" / f"{m}.{lv}")
                 q.unlink()
         except Exception as e:  # noqa: BLE001
             failed.append(f"convert {m}: {e}")
     docs = documents(a.shared)
-    for step, fn in [("tokenizer", lambda: tokenizer_ids(a.shared, docs, out / "tokenizer", a.llama_cpp, gguf_dump, out / "work")),
+    for step, fn in [("tokenizer", lambda: tokenizer_ids(a.shared, docs, out / "tokenizer", a.llama_cpp, gguf_dump, work)),
                      ("forward", lambda: None if a.skip_forward else forward(models, docs, out / "forward", failed))]:
         try:
             fn()
