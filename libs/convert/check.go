@@ -44,7 +44,7 @@ func CheckHeader(h *gguf.Header) error {
 	if err != nil {
 		return err
 	}
-	if err := d.CheckTensors(ts); err != nil {
+	if err := d.CheckGGUFTensors(ts); err != nil {
 		return fmt.Errorf("%w: %v", ErrHeader, err)
 	}
 	return nil

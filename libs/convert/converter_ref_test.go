@@ -246,6 +246,19 @@ func TestArchSynthConverts(t *testing.T) {
 				if len(got.Tensors) != len(plan.Tensors) {
 					t.Fatalf("%d tensors read back, %d planned", len(got.Tensors), len(plan.Tensors))
 				}
+				// The converter (Python writer) keeps a trailing 1 dimension, llama-quantize
+				// (gguf.cpp, ggml_n_dims) drops it.
+				for _, tn := range got.Tensors {
+					if tn.Name == "blk.0.ffn_gate_inp_shexp.weight" {
+						want := []uint64{64, 1}
+						if level != "BF16" {
+							want = want[:1]
+						}
+						if !slices.Equal(tn.Shape, want) {
+							t.Errorf("%s: shape %v, want %v", tn.Name, tn.Shape, want)
+						}
+					}
+				}
 			})
 		}
 	}

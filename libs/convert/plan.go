@@ -180,6 +180,11 @@ func NewPlan(m *hfmodel.Model, dir string, levelName string, opt Options) (*Plan
 		}
 		for i := range tensors {
 			tensors[i].Type = types[i]
+			// gguf.cpp writes ggml_n_dims dimensions: trailing 1s dropped (Qwen2-MoE's
+			// [hidden, 1] shared-expert gate becomes [hidden]); the Python writer keeps them.
+			for len(tensors[i].Ne) > 1 && tensors[i].Ne[len(tensors[i].Ne)-1] == 1 {
+				tensors[i].Ne = tensors[i].Ne[:len(tensors[i].Ne)-1]
+			}
 		}
 		h.Remove("general.quantization_version")
 		h.Remove("general.file_type")

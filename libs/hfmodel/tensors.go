@@ -282,6 +282,22 @@ func TrimPrefix(name string) string { return strings.ReplaceAll(name, "language_
 // is there with its shape, and there is no other (beyond ignored buffers). It looks only at the
 // headers, so a config.json with absurd sizes fails here before anything is allocated for it.
 func (d Dims) CheckTensors(ts []safetensors.Tensor) error {
+	return d.checkTensors(ts, slices.Equal[[]int64])
+}
+
+// CheckGGUFTensors is CheckTensors for a GGUF file's tensors in PyTorch order, where leading
+// 1s may be missing (gguf.cpp writes ggml_n_dims dimensions, dropping trailing ones).
+func (d Dims) CheckGGUFTensors(ts []safetensors.Tensor) error {
+	trim := func(s []int64) []int64 {
+		for len(s) > 1 && s[0] == 1 {
+			s = s[1:]
+		}
+		return s
+	}
+	return d.checkTensors(ts, func(a, b []int64) bool { return slices.Equal(trim(a), trim(b)) })
+}
+
+func (d Dims) checkTensors(ts []safetensors.Tensor, sameShape func(a, b []int64) bool) error {
 	// A block has at least 6 tensors and an expert 3: more than that cannot match, and the
 	// table below must not be built for them.
 	if d.Layers > len(ts) || d.Layers*d.Experts*3 > len(ts) {
@@ -302,7 +318,7 @@ func (d Dims) CheckTensors(ts []safetensors.Tensor) error {
 			return fmt.Errorf("%w: the weights have no tensor %s, which config.json implies", ErrBadConfig, s.Name)
 		}
 		delete(have, s.Name)
-		if !slices.Equal(t.Shape, s.Shape) {
+		if !sameShape(t.Shape, s.Shape) {
 			return fmt.Errorf("%w: tensor %s has shape %v, config.json implies %v", ErrBadConfig, t.Name, t.Shape, s.Shape)
 		}
 		return nil
