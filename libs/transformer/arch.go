@@ -3,13 +3,13 @@ package transformer
 import (
 	"fmt"
 	"math"
-	"sort"
 
 	"quantfleet.dev/libs/hfmodel"
 )
 
 // archLayer holds the parts of a Gemma 2/3, Phi-3 or mixture-of-experts decoder layer that
-// the Llama layer does not have. These layers run in eval only (no hooks: GPTQ/AWQ refuse
+// the Llama layer does not have (Gemma's attention and GeGLU: arch_gemma.go; routing:
+// arch_moe.go). These layers run in eval only (no hooks: GPTQ/AWQ refuse
 // their architectures).
 type archLayer struct {
 	PostAttnNorm, PreFFNorm, PostFFNorm *Norm      // Gemma's sandwich norms
@@ -198,50 +198,6 @@ func (l *Layer) archAttention(n *Tensor) *Tensor {
 	return o
 }
 
-// attendCapped is plain causal attention with a given scale and optional tanh soft-cap of the
-// scores (Gemma 2: cap·tanh(s/cap)), the way transformers' eager attention computes them.
-func attendCapped(out, q, k, v []float32, batch, seq, heads, kvHeads, hd, window int, scale, softcap float32) {
-	group := heads / kvHeads
-	qd, kd := heads*hd, kvHeads*hd
-	parallel(numThreads(), batch*heads, func(lo, hi int) {
-		s := make([]float32, seq)
-		for w := lo; w < hi; w++ {
-			b, h := w/heads, w%heads
-			g := h / group
-			for i := 0; i < seq; i++ {
-				qi := q[(b*seq+i)*qd+h*hd : (b*seq+i)*qd+(h+1)*hd]
-				j0 := 0
-				if window > 0 {
-					j0 = max(0, i-window+1)
-				}
-				sc := s[:i+1-j0]
-				for j := j0; j <= i; j++ {
-					kj := k[(b*seq+j)*kd+g*hd : (b*seq+j)*kd+(g+1)*hd]
-					var d float32
-					for e := range qi {
-						d += float32(qi[e] * kj[e])
-					}
-					d *= scale
-					if softcap > 0 {
-						d = float32(math.Tanh(float64(d/softcap))) * softcap
-					}
-					sc[j-j0] = d
-				}
-				softmaxRow(sc)
-				oi := out[(b*seq+i)*qd+h*hd : (b*seq+i)*qd+(h+1)*hd]
-				clear(oi)
-				for j := j0; j <= i; j++ {
-					vj := v[(b*seq+j)*kd+g*hd : (b*seq+j)*kd+(g+1)*hd]
-					p := sc[j-j0]
-					for e := range oi {
-						oi[e] += p * vj[e]
-					}
-				}
-			}
-		}
-	})
-}
-
 // archMLP is Gemma's GeGLU (gelu_pytorch_tanh) or Phi-3's fused SwiGLU (gate rows first).
 func (l *Layer) archMLP(n *Tensor) *Tensor {
 	rows := n.Rows()
@@ -267,90 +223,5 @@ func (l *Layer) archMLP(n *Tensor) *Tensor {
 	}
 	d := NewTensor(n.Batch, n.Seq, l.Down.Out)
 	l.Down.apply(d.Data, g.Data, rows)
-	return d
-}
-
-// geluTanhMul computes g ← gelu_tanh(g)·u: 0.5·x·(1+tanh(√(2/π)·(x+0.044715·x³))).
-func geluTanhMul(g, u []float32) {
-	const c = 0.7978845608028654 // sqrt(2/pi)
-	for i, x := range g {
-		xf := float64(x)
-		g[i] = float32(0.5*xf*(1+math.Tanh(c*(xf+0.044715*xf*xf*xf)))) * u[i]
-	}
-}
-
-// moe routes each token: softmax over the router logits (float32), the top-k experts
-// (renormalised when NormTopK), each expert a SwiGLU MLP; Qwen2-MoE adds its shared expert
-// scaled by sigmoid(shared_expert_gate).
-func (l *Layer) moe(n *Tensor) *Tensor {
-	c := l.model.Config
-	rows, e := n.Rows(), len(l.arch.Experts)
-	logits := make([]float32, rows*e)
-	l.arch.Router.apply(logits, n.Data, rows)
-	// Per-expert token lists, so that each expert runs one matrix product.
-	tokens := make([][]int, e)
-	weights := make([][]float32, e)
-	idx := make([]int, e)
-	for r := 0; r < rows; r++ {
-		p := logits[r*e : (r+1)*e]
-		softmaxRow(p)
-		for i := range idx {
-			idx[i] = i
-		}
-		sort.SliceStable(idx, func(a, b int) bool { return p[idx[a]] > p[idx[b]] })
-		top := idx[:c.ExpertsUsed]
-		var sum float32
-		for _, x := range top {
-			sum += p[x]
-		}
-		for _, x := range top {
-			w := p[x]
-			if c.NormTopK {
-				w /= sum
-			}
-			tokens[x] = append(tokens[x], r)
-			weights[x] = append(weights[x], w)
-		}
-	}
-	out := NewTensor(n.Batch, n.Seq, n.Dim)
-	for x, toks := range tokens {
-		if len(toks) == 0 {
-			continue
-		}
-		in := NewTensor(1, len(toks), n.Dim)
-		for i, r := range toks {
-			copy(in.Row(i), n.Row(r))
-		}
-		y := l.arch.Experts[x].forward(in)
-		for i, r := range toks {
-			o, yr, w := out.Row(r), y.Row(i), weights[x][i]
-			for j := range o {
-				o[j] += w * yr[j]
-			}
-		}
-	}
-	if l.arch.Shared != nil {
-		y := l.arch.Shared.forward(n)
-		gate := make([]float32, rows)
-		l.arch.SharedGate.apply(gate, n.Data, rows)
-		for r := 0; r < rows; r++ {
-			s := float32(1 / (1 + math.Exp(-float64(gate[r]))))
-			o, yr := out.Row(r), y.Row(r)
-			for j := range o {
-				o[j] += s * yr[j]
-			}
-		}
-	}
-	return out
-}
-
-func (x *expert) forward(n *Tensor) *Tensor {
-	rows := n.Rows()
-	g, u := NewTensor(n.Batch, n.Seq, x.Gate.Out), NewTensor(n.Batch, n.Seq, x.Up.Out)
-	x.Gate.apply(g.Data, n.Data, rows)
-	x.Up.apply(u.Data, n.Data, rows)
-	siluMul(g.Data, u.Data)
-	d := NewTensor(n.Batch, n.Seq, x.Down.Out)
-	x.Down.apply(d.Data, g.Data, rows)
 	return d
 }

@@ -195,3 +195,12 @@ func TestParseArchConfig(t *testing.T) {
 		t.Errorf("longrope outside Phi-3: %v", err)
 	}
 }
+
+func TestEmbedScaleDtype(t *testing.T) {
+	s := float32(math.Sqrt(3072)) // 55.4256...
+	for dtype, want := range map[string]float32{"bfloat16": 55.5, "float16": 55.4375, "float32": s, "": s} {
+		if got := roundToDtype(s, dtype); got != want {
+			t.Errorf("%q: %v, want %v", dtype, got, want)
+		}
+	}
+}

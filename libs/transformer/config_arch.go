@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/x448/float16"
+
 	"quantfleet.dev/libs/hfmodel"
 )
 
@@ -22,6 +24,9 @@ type ArchConfig struct {
 	// LocalRope is the rotary embedding of sliding-window layers (Gemma 3's local base); nil:
 	// every layer uses Rope.
 	LocalRope *Rope
+	// EmbedScale multiplies Gemma's embeddings: sqrt(hidden_size) rounded to the checkpoint's
+	// dtype, as transformers' normalizer tensor is.
+	EmbedScale float32
 	// Mixture of experts: Experts routed experts, ExpertsUsed of them per token; NormTopK
 	// renormalises the top-k routing weights (Mixtral always, Qwen MoE with norm_topk_prob).
 	Experts, ExpertsUsed int
@@ -36,6 +41,7 @@ func (c *Config) parseArch(hc *hfmodel.Config, d hfmodel.Dims) error {
 	case "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration":
 		c.Gemma = true
 		c.TieWordEmbeddings = c.TieWordEmbeddings || d.Tied
+		c.EmbedScale = roundToDtype(float32(math.Sqrt(float64(c.HiddenSize))), hc.TorchDtype)
 		act, err := optString(hc.Params, "hidden_activation")
 		if err != nil {
 			return err
@@ -103,4 +109,17 @@ func defaultLayerTypes(hc *hfmodel.Config, layers int) ([]any, error) {
 		}
 	}
 	return out, nil
+}
+
+// roundToDtype rounds v to bfloat16 or float16 (nearest even) when the checkpoint's dtype is one.
+func roundToDtype(v float32, dtype string) float32 {
+	switch dtype {
+	case "bfloat16":
+		u := math.Float32bits(v)
+		u += 0x7fff + (u>>16)&1
+		return math.Float32frombits(u &^ 0xffff)
+	case "float16":
+		return float32(float16.Fromfloat32(v).Float32())
+	}
+	return v
 }

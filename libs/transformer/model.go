@@ -178,9 +178,7 @@ func (m *Model) Embed(seqs [][]int) (*Tensor, error) {
 		}
 	}
 	if m.Config.Gemma {
-		// Gemma scales the embeddings by sqrt(hidden_size), rounded to the weights' dtype
-		// (float32 here).
-		scale := float32(math.Sqrt(float64(h)))
+		scale := m.Config.EmbedScale
 		for i := range x.Data {
 			x.Data[i] *= scale
 		}
