@@ -246,6 +246,15 @@ func TestArchSynthConverts(t *testing.T) {
 				if len(got.Tensors) != len(plan.Tensors) {
 					t.Fatalf("%d tensors read back, %d planned", len(got.Tensors), len(plan.Tensors))
 				}
+				// LlamaModel permutes q/k rows for every arch-llama model, Mixtral included;
+				// the NEOX-rope architectures keep them.
+				for _, tp := range plan.Tensors {
+					if strings.HasSuffix(tp.Name, "attn_q.weight") || strings.HasSuffix(tp.Name, "attn_k.weight") {
+						if permuted := tp.PermuteHeads > 0; permuted != (plan.Arch == "llama") {
+							t.Errorf("%s: permute heads %d in arch %s", tp.Name, tp.PermuteHeads, plan.Arch)
+						}
+					}
+				}
 				// The converter (Python writer) keeps a trailing 1 dimension, llama-quantize
 				// (gguf.cpp, ggml_n_dims) drops it.
 				for _, tn := range got.Tensors {

@@ -296,7 +296,8 @@ func converterTensors(m *hfmodel.Model, spec *archSpec, inter ggml.Type, rope Ro
 			tp.Intermediate = ggml.F32
 		}
 		tp.AddOne = spec.normShift && hasSuffix(t.Name, "norm.weight")
-		if spec == llamaArch && len(t.Shape) >= 1 {
+		// LlamaModel.modify_tensors (Llama, Mistral, Mixtral): NORM rope wants q/k rows permuted.
+		if spec.gguf == "llama" && len(t.Shape) >= 1 {
 			switch {
 			case hasSuffix(t.Name, "q_proj.weight") || hasSuffix(t.Name, "q_proj.bias"):
 				tp.PermuteHeads = c.NumHeads
