@@ -217,6 +217,7 @@ func init() {
 // scripts/reference/arch_fixtures.py).
 var moreSpecs = []spec{
 	{
+		// query_pre_attn_scalar differs from head_dim (as in Gemma 2 27B) so that the scaling is tested.
 		name: "gemma-2-synth-it", arch: "Gemma2ForCausalLM", modelType: "gemma2", dtype: safetensors.BF16,
 		hidden: 256, layers: 4, heads: 4, kvHeads: 2, headDim: 64, inter: 512, vocab: 8192,
 		tied: true, layout: "gemma", tokenizer: tokSP, seed: 11,
@@ -224,7 +225,7 @@ var moreSpecs = []spec{
 			"attention_bias": false, "attention_dropout": num("0.0"), "attn_logit_softcapping": num("50.0"),
 			"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "final_logit_softcapping": num("30.0"),
 			"hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh", "initializer_range": num("0.02"),
-			"max_position_embeddings": 8192, "query_pre_attn_scalar": 64, "rms_norm_eps": num("1e-06"),
+			"max_position_embeddings": 8192, "query_pre_attn_scalar": 48, "rms_norm_eps": num("1e-06"),
 			"rope_parameters": map[string]any{"rope_theta": num("10000.0"), "rope_type": "default"},
 			"sliding_window":  16, "dtype": "bfloat16", "transformers_version": "5.17.0", "use_cache": true,
 		},
@@ -238,7 +239,7 @@ var moreSpecs = []spec{
 			"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "final_logit_softcapping": nil,
 			"hidden_activation": "gelu_pytorch_tanh", "initializer_range": num("0.02"),
 			"layer_types":             []any{"sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention", "full_attention"},
-			"max_position_embeddings": 32768, "query_pre_attn_scalar": 64, "rms_norm_eps": num("1e-06"),
+			"max_position_embeddings": 32768, "query_pre_attn_scalar": 32, "rms_norm_eps": num("1e-06"),
 			"rope_parameters": map[string]any{
 				"full_attention":    map[string]any{"rope_theta": num("1000000.0"), "rope_type": "default"},
 				"sliding_attention": map[string]any{"rope_theta": num("10000.0"), "rope_type": "default"},
