@@ -23,27 +23,39 @@ var ErrHeader = fault.New(fault.ErrBadInput, "GGUF header is not loadable")
 // quantize.ValidateGGUF on the file read back.
 func CheckHeader(h *gguf.Header) error {
 	arch, _ := headerValue[string](h, "general.architecture")
-	if _, ok := ggufArchs[arch]; !ok {
+	spec, ok := ggufArchs[arch]
+	if !ok {
 		return fmt.Errorf("%w: general.architecture %q", ErrHeader, arch)
 	}
 	d, err := headerDims(h, arch)
 	if err != nil {
 		return err
 	}
+	switch {
+	case d.Experts > 0 && spec == llamaArch:
+		spec = mixtralArch
+	case d.Experts > 0 && spec.experts == nil:
+		return fmt.Errorf("%w: %s.expert_count on a dense architecture", ErrHeader, arch)
+	}
 	if err := checkTokenArrays(h, d.Vocab); err != nil {
 		return err
 	}
-	ts, err := checkpointView(h, arch)
+	ts, err := checkpointView(h, arch, spec, d)
 	if err != nil {
 		return err
 	}
-	if err := d.CheckTensors(ts); err != nil {
+	if err := d.CheckGGUFTensors(ts); err != nil {
 		return fmt.Errorf("%w: %v", ErrHeader, err)
 	}
 	return nil
 }
 
-var ggufArchs = map[string]bool{"llama": true, "qwen2": true, "qwen3": true}
+// ggufArchs are the llama.cpp architectures quantfleet writes, with the converter entry whose
+// names they use (llama with experts is Mixtral's).
+var ggufArchs = map[string]*archSpec{
+	"llama": llamaArch, "qwen2": archs["Qwen2ForCausalLM"], "qwen3": archs["Qwen3ForCausalLM"],
+	"gemma2": gemma2Arch, "gemma3": gemma3Arch, "phi3": phi3Arch, "qwen2moe": qwen2MoeArch, "qwen3moe": qwen3MoeArch,
+}
 
 // headerValue returns a key's value if it has type T (llama.cpp insists on the stored type).
 func headerValue[T any](h *gguf.Header, key string) (T, bool) {
@@ -91,6 +103,8 @@ func headerDims(h *gguf.Header, arch string) (hfmodel.Dims, error) {
 		return d, fmt.Errorf("%w: head_count %d is not a multiple of head_count_kv %d", ErrHeader, d.Heads, d.KVHeads)
 	case valueLen != 0 && valueLen != d.HeadDim:
 		return d, fmt.Errorf("%w: value_length %d differs from key_length %d", ErrHeader, valueLen, d.HeadDim)
+	case (arch == "llama" || arch == "phi3") && ropeDim == 0:
+		return d, fmt.Errorf("%w: %s.rope.dimension_count is missing", ErrHeader, arch)
 	case arch == "llama" && ropeDim != d.HeadDim:
 		return d, fmt.Errorf("%w: llama.rope.dimension_count %d, head size %d", ErrHeader, ropeDim, d.HeadDim)
 	}
@@ -102,13 +116,40 @@ func headerDims(h *gguf.Header, arch string) (hfmodel.Dims, error) {
 	_, hasOutput := h.Tensor("output.weight")
 	d.Tied = !hasOutput
 	has := func(name string) bool { _, ok := h.Tensor(name); return ok }
+	d.Experts = u32("expert_count", false)
+	used := u32("expert_used_count", false)
+	if err != nil {
+		return d, err
+	}
+	if (d.Experts > 0) != (used > 0) || used > d.Experts || d.Experts > hfmodel.MaxExperts {
+		return d, fmt.Errorf("%w: expert_count %d, expert_used_count %d", ErrHeader, d.Experts, used)
+	}
 	switch arch {
 	case "llama": // biases are optional there, all blocks alike
 		d.AttentionBias, d.OutputBias, d.MLPBias = has("blk.0.attn_q.bias"), has("blk.0.attn_output.bias"), has("blk.0.ffn_up.bias")
+		if d.Experts > 0 {
+			d.Layout, d.ExpertFF = hfmodel.LayoutMixtral, d.Intermediate
+		}
 	case "qwen2":
 		d.AttentionBias = true
 	case "qwen3":
 		d.QKNorm = true
+	case "gemma2", "gemma3":
+		d.Layout, d.QKNorm = hfmodel.LayoutGemma, arch == "gemma3"
+		d.AttentionBias, d.OutputBias = has("blk.0.attn_q.bias"), has("blk.0.attn_output.bias")
+	case "phi3":
+		d.Layout = hfmodel.LayoutPhi3
+	case "qwen2moe", "qwen3moe":
+		d.Layout, d.QKNorm = hfmodel.LayoutQwenMoE, arch == "qwen3moe"
+		d.AttentionBias, d.OutputBias = has("blk.0.attn_q.bias"), has("blk.0.attn_output.bias")
+		d.ExpertFF = u32("expert_feed_forward_length", true)
+		d.SharedExpertFF = u32("expert_shared_feed_forward_length", false)
+		if err != nil {
+			return d, err
+		}
+		if d.Experts == 0 {
+			return d, fmt.Errorf("%w: %s.expert_count is missing", ErrHeader, arch)
+		}
 	}
 	return d, nil
 }
@@ -132,20 +173,17 @@ func checkTokenArrays(h *gguf.Header, n int) error {
 }
 
 // checkpointView lists the header's tensors under their Hugging Face names and shapes, as the
-// tensor table knows them. rope_freqs (llama) is generated, not in the table: it is checked here.
-func checkpointView(h *gguf.Header, arch string) ([]safetensors.Tensor, error) {
+// tensor table knows them; a stacked expert tensor stands for its experts. Generated tensors
+// (rope_freqs, Phi-3's rope factors) are not in the table: they are checked here.
+func checkpointView(h *gguf.Header, arch string, spec *archSpec, d hfmodel.Dims) ([]safetensors.Tensor, error) {
 	ts := make([]safetensors.Tensor, 0, len(h.Tensors))
 	for _, t := range h.Tensors {
-		if t.Name == "rope_freqs.weight" && arch == "llama" {
-			dim, _ := headerValue[uint32](h, "llama.rope.dimension_count")
+		if generated(t.Name, arch) {
+			dim, _ := headerValue[uint32](h, arch+".rope.dimension_count")
 			if len(t.Dims) != 1 || t.Dims[0] != uint64(dim/2) {
-				return nil, fmt.Errorf("%w: rope_freqs.weight has dims %v for rope.dimension_count %d", ErrHeader, t.Dims, dim)
+				return nil, fmt.Errorf("%w: %s has dims %v for rope.dimension_count %d", ErrHeader, t.Name, t.Dims, dim)
 			}
 			continue
-		}
-		name, ok := hfName(t.Name)
-		if !ok {
-			return nil, fmt.Errorf("%w: tensor %s is not one llama.cpp loads for %s", ErrHeader, t.Name, arch)
 		}
 		shape := make([]int64, len(t.Dims))
 		for i, n := range t.Dims {
@@ -154,16 +192,63 @@ func checkpointView(h *gguf.Header, arch string) ([]safetensors.Tensor, error) {
 			}
 			shape[len(t.Dims)-1-i] = int64(n)
 		}
+		if block, proj, ok := spec.stackedOf(t.Name); ok {
+			if len(shape) != 3 || shape[0] != int64(d.Experts) {
+				return nil, fmt.Errorf("%w: tensor %s has dims %v for %d experts", ErrHeader, t.Name, t.Dims, d.Experts)
+			}
+			for x := 0; x < d.Experts; x++ {
+				ts = append(ts, safetensors.Tensor{Name: fmt.Sprintf("model.layers.%d.%s%d.%s.weight", block, spec.expertPrefix, x, proj), Shape: shape[1:]})
+			}
+			continue
+		}
+		name, ok := spec.hfName(t.Name)
+		if !ok {
+			return nil, fmt.Errorf("%w: tensor %s is not one llama.cpp loads for %s", ErrHeader, t.Name, arch)
+		}
 		ts = append(ts, safetensors.Tensor{Name: name, Shape: shape})
 	}
 	return ts, nil
 }
 
+func generated(name, arch string) bool {
+	switch name {
+	case "rope_freqs.weight":
+		return arch == "llama"
+	case "rope_factors_long.weight", "rope_factors_short.weight":
+		return arch == "phi3"
+	}
+	return false
+}
+
+// stackedOf recognises "blk.B.<stacked>.weight" and returns the block and per-expert projection.
+func (a *archSpec) stackedOf(name string) (int, string, bool) {
+	rest, ok := strings.CutPrefix(name, "blk.")
+	if !ok || a.experts == nil {
+		return 0, "", false
+	}
+	num, sub, _ := strings.Cut(rest, ".")
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 0 || strconv.Itoa(n) != num {
+		return 0, "", false
+	}
+	for _, p := range a.experts {
+		if sub == p.gguf+".weight" {
+			return n, p.hf, true
+		}
+	}
+	return 0, "", false
+}
+
 // hfName inverts ggufName.
-func hfName(name string) (string, bool) {
+func (a *archSpec) hfName(name string) (string, bool) {
 	base, suffix, ok := cutSuffix(name)
 	if !ok {
 		return "", false
+	}
+	for hf, g := range a.global {
+		if g == base && g != "" {
+			return hf + suffix, true
+		}
 	}
 	for hf, g := range globalNames {
 		if g == base {
@@ -178,8 +263,13 @@ func hfName(name string) (string, bool) {
 	if n, err := strconv.Atoi(num); err != nil || n < 0 || strconv.Itoa(n) != num {
 		return "", false
 	}
-	for hf, g := range blockNames {
+	for hf, g := range a.names {
 		if g == sub {
+			return "model.layers." + num + "." + hf + suffix, true
+		}
+	}
+	for hf, g := range blockNames {
+		if _, overridden := a.names[hf]; g == sub && !overridden {
 			return "model.layers." + num + "." + hf + suffix, true
 		}
 	}

@@ -83,6 +83,17 @@ func TestCheckHeader(t *testing.T) {
 		{"zero-sized tensor", "mistral-synth", editTensor("blk.0.attn_norm.weight", func(t *gguf.TensorInfo) { t.Dims[0] = 0 }), "tensor blk.0.attn_norm.weight has dims [0]"},
 		{"unknown tensor", "mistral-synth", editTensor("output_norm.weight", func(t *gguf.TensorInfo) { t.Name = "blk.0.ffn_gate_exps.weight" }), "tensor blk.0.ffn_gate_exps.weight is not one llama.cpp loads"},
 		{"rope_freqs size", "llama-synth-3.2-f32", editTensor("rope_freqs.weight", func(t *gguf.TensorInfo) { t.Dims[0] = 64 }), "rope_freqs.weight has dims [64]"},
+		{"expert_count", "Mixtral-synth-8x", setKV("llama.expert_count", uint32(4)), "blk.0.ffn_down_exps.weight has dims [256 256 8] for 4 experts"},
+		{"expert_used_count", "Qwen3-MoE-synth", setKV("qwen3moe.expert_used_count", uint32(17)), "expert_count 16, expert_used_count 17"},
+		{"expert ff", "Qwen1.5-MoE-synth", setKV("qwen2moe.expert_feed_forward_length", uint32(32)), "mlp.experts.0.gate_proj.weight has shape [64 64], config.json implies [32 64]"},
+		{"missing stacked experts", "Qwen3-MoE-synth", dropHeaderTensor("blk.1.ffn_up_exps.weight"), "no tensor model.layers.1.mlp.experts.0.up_proj.weight"},
+		{"experts on dense arch", "gemma-2-synth-it", func(h *gguf.Header) {
+			h.Set("gemma2.expert_count", uint32(2))
+			h.Set("gemma2.expert_used_count", uint32(1))
+		}, "gemma2.expert_count on a dense architecture"},
+		{"missing gemma sandwich norm", "gemma-3-synth-it", dropHeaderTensor("blk.2.post_ffw_norm.weight"), "no tensor model.layers.2.post_feedforward_layernorm.weight"},
+		{"phi3 fused qkv rows", "Phi-3-synth-128k-instruct", setKV("phi3.attention.head_count_kv", uint32(4)), "self_attn.qkv_proj.weight has shape [512 256], config.json implies [768 256]"},
+		{"phi3 rope factors", "Phi-3-synth-128k-instruct", editTensor("rope_factors_long.weight", func(t *gguf.TensorInfo) { t.Dims[0] = 16 }), "rope_factors_long.weight has dims [16]"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -128,7 +128,7 @@ type MixInput struct {
 
 // MixModel is what the type selection needs to know about the model.
 type MixModel struct {
-	Arch        string // "llama", "qwen2", "qwen3"
+	Arch        string // llama.cpp's architecture name
 	BlockCount  int
 	HeadCount   int
 	HeadCountKV int
@@ -138,8 +138,8 @@ type MixModel struct {
 // is70B mirrors LLM_TYPE_70B for the supported architectures.
 func (m MixModel) is70B() bool {
 	switch m.Arch {
-	case "llama":
-		return m.BlockCount == 80 && m.HeadCount != m.HeadCountKV
+	case "llama": // with 8 experts llama.cpp sizes it as 8x7B/8x22B, never 70B
+		return m.NExpert != 8 && m.BlockCount == 80 && m.HeadCount != m.HeadCountKV
 	case "qwen2":
 		return m.BlockCount == 80
 	}

@@ -96,34 +96,76 @@ func syntheticTensors(s schema, tied, qkNorm bool) []MixInput {
 	return ts
 }
 
+// syntheticMoETensors builds a mixture-of-experts model's GGUF tensor list (gpt-oss layout:
+// head size 64, n_ff per expert, stacked ffn_*_exps, router, untied output).
+func syntheticMoETensors(s schema, nExpert int) []MixInput {
+	e, ff, x := uint64(s.nEmbd), uint64(s.nFF), uint64(nExpert)
+	q, kv := uint64(64*s.nHead), uint64(64*s.nHeadKV)
+	ts := []MixInput{
+		{Name: "token_embd.weight", Ne: []uint64{e, 201088}},
+		{Name: "output_norm.weight", Ne: []uint64{e}},
+		{Name: "output.weight", Ne: []uint64{e, 201088}},
+	}
+	for b := 0; b < s.nLayer; b++ {
+		add := func(n string, ne ...uint64) {
+			ts = append(ts, MixInput{Name: fmt.Sprintf("blk.%d.%s", b, n), Ne: ne})
+		}
+		add("attn_norm.weight", e)
+		add("attn_q.weight", e, q)
+		add("attn_k.weight", e, kv)
+		add("attn_v.weight", e, kv)
+		add("attn_output.weight", q, e)
+		add("attn_sinks.weight", uint64(s.nHead))
+		add("post_attention_norm.weight", e)
+		add("ffn_gate_inp.weight", e, x)
+		add("ffn_gate_exps.weight", e, ff, x)
+		add("ffn_up_exps.weight", e, ff, x)
+		add("ffn_down_exps.weight", ff, e, x)
+	}
+	for i := range ts {
+		ts[i].Type = ggml.BF16
+		if len(ts[i].Ne) == 1 || strings.Contains(ts[i].Name, "ffn_gate_inp") {
+			ts[i].Type = ggml.F32
+		}
+	}
+	SortTensors(ts, func(m MixInput) string { return m.Name })
+	return ts
+}
+
 // TestChooseTypesMatchesLlamaCppSnapshots checks the per-tensor types of every level against
 // llama.cpp's own type-selection fixtures.
 func TestChooseTypesMatchesLlamaCppSnapshots(t *testing.T) {
 	cases := []struct {
 		file, arch   string
 		tied, qkNorm bool
+		experts      int // > 0: a mixture of experts (row lengths not multiples of 256: fallbacks)
 	}{
-		{"qwen3-0.6b", "qwen3", false, true},
-		{"qwen3-14b", "qwen3", false, true},
-		{"meta-llama-3.1-70b-instruct", "llama", false, false},
-		{"gemma-3-4b-it", "gemma3", true, false},
+		{"qwen3-0.6b", "qwen3", false, true, 0},
+		{"qwen3-14b", "qwen3", false, true, 0},
+		{"meta-llama-3.1-70b-instruct", "llama", false, false, 0},
+		{"gemma-3-4b-it", "gemma3", true, false, 0},
+		{"gpt-oss-120b", "gpt-oss", false, false, 128},
 	}
 	for _, c := range cases {
 		s := loadSchema(t, filepath.Join("testdata", "snapshots", c.file+".schema"))
 		tensors := syntheticTensors(s, c.tied, c.qkNorm)
+		if c.experts > 0 {
+			tensors = syntheticMoETensors(s, c.experts)
+		}
 		for _, level := range Levels {
 			want, ok := s.sections[level.Name]
 			if !ok {
 				t.Fatalf("%s has no section %s", c.file, level.Name)
 			}
 			t.Run(c.file+"/"+level.Name, func(t *testing.T) {
-				types, err := ChooseTypes(level, MixModel{Arch: c.arch, BlockCount: s.nLayer, HeadCount: s.nHead, HeadCountKV: s.nHeadKV}, tensors)
+				types, err := ChooseTypes(level, MixModel{Arch: c.arch, BlockCount: s.nLayer, HeadCount: s.nHead, HeadCountKV: s.nHeadKV, NExpert: c.experts}, tensors)
 				if err != nil {
 					t.Fatal(err)
 				}
 				got := map[string]string{}
 				for i, tt := range tensors {
-					if len(tt.Ne) > 1 && types[i] != level.Default {
+					// The fixtures list quantizable tensors only (not norms, not the router).
+					if allowsQuantization(tt.Name, nDims(tt.Ne)) && types[i] != level.Default {
 						got[tt.Name] = types[i].String()
 					}
 				}

@@ -32,27 +32,68 @@ var blockNames = map[string]string{
 	"mlp.down_proj":            "ffn_down",
 }
 
-// ggufName maps a Hugging Face tensor name of the supported architectures to its GGUF name
-// (gguf-py's tensor_mapping). It returns the block number, or -1 for non-block tensors.
-func ggufName(hf string) (name string, block int, err error) {
+// ggufName maps a Hugging Face tensor name of architecture a to its GGUF name (gguf-py's
+// tensor_mapping). It returns the block number, or -1 for non-block tensors; an empty name
+// means the converter drops the tensor.
+func (a *archSpec) ggufName(hf string) (name string, block int, err error) {
 	base, suffix, ok := cutSuffix(hf)
 	if !ok {
 		return "", 0, fmt.Errorf("%w %q", ErrUnmappedTensor, hf)
 	}
 	base = hfmodel.TrimPrefix(base)
+	if g, ok := a.global[base]; ok {
+		if g == "" {
+			return "", -1, nil
+		}
+		return g + suffix, -1, nil
+	}
 	if g, ok := globalNames[base]; ok {
 		return g + suffix, -1, nil
 	}
 	if rest, ok := strings.CutPrefix(base, "model.layers."); ok {
 		num, sub, found := strings.Cut(rest, ".")
 		n, convErr := strconv.Atoi(num)
-		if found && convErr == nil && n >= 0 {
-			if g, ok := blockNames[sub]; ok {
+		if found && convErr == nil && n >= 0 && strconv.Itoa(n) == num {
+			if g, ok := a.blockName(sub); ok {
 				return fmt.Sprintf("blk.%d.%s%s", n, g, suffix), n, nil
 			}
 		}
 	}
 	return "", 0, fmt.Errorf("%w %q", ErrUnmappedTensor, hf)
+}
+
+// blockName maps a block-relative module name.
+func (a *archSpec) blockName(sub string) (string, bool) {
+	if g, ok := a.names[sub]; ok {
+		return g, true
+	}
+	g, ok := blockNames[sub]
+	return g, ok
+}
+
+// expertOf splits a per-expert tensor name ("model.layers.B.<expertPrefix>X.<proj>.weight")
+// into block, expert and projection; ok is false for other tensors.
+func (a *archSpec) expertOf(hf string) (block, expert int, proj string, ok bool) {
+	if a.experts == nil {
+		return 0, 0, "", false
+	}
+	rest, found := strings.CutPrefix(hfmodel.TrimPrefix(hf), "model.layers.")
+	if !found {
+		return 0, 0, "", false
+	}
+	num, sub, _ := strings.Cut(rest, ".")
+	sub, found = strings.CutPrefix(sub, a.expertPrefix)
+	if !found {
+		return 0, 0, "", false
+	}
+	x, proj, _ := strings.Cut(sub, ".")
+	proj, found = strings.CutSuffix(proj, ".weight")
+	b, err1 := strconv.Atoi(num)
+	e, err2 := strconv.Atoi(x)
+	if !found || err1 != nil || err2 != nil || b < 0 || e < 0 {
+		return 0, 0, "", false
+	}
+	return b, e, proj, true
 }
 
 // permuteRows undoes Hugging Face's rotate-half layout of q_proj/k_proj rows for llama.cpp's

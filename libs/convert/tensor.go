@@ -28,6 +28,9 @@ type RopeFreqs struct {
 	LowFreq                      float64 `json:"low_freq_factor"`
 	HighFreq                     float64 `json:"high_freq_factor"`
 	OriginalMaxPositionEmbedding float64 `json:"original_max_position_embeddings"`
+	// LongFactors and ShortFactors are Phi-3 LongRoPE's rope_factors_long/short.
+	LongFactors  []float64 `json:"long_factors,omitempty"`
+	ShortFactors []float64 `json:"short_factors,omitempty"`
 }
 
 func ropeFreqsFrom(c *hfmodel.Config) RopeFreqs {
@@ -82,31 +85,45 @@ func powf(x, y float32) float32 {
 // round through the converter's intermediate type, then convert or quantize to the target type.
 func (t TensorPlan) Produce(src Source, rope RopeFreqs) ([]byte, error) {
 	var data []float32
-	if t.Generated == "rope_freqs" {
+	switch t.Generated {
+	case "rope_freqs":
 		data = rope.values()
-	} else {
-		st, ok := src.Lookup(t.Source)
-		if !ok {
-			return nil, fmt.Errorf("%w: %s", safetensors.ErrNotFound, t.Source)
+	case "rope_factors_long", "rope_factors_short":
+		f := rope.LongFactors
+		if t.Generated == "rope_factors_short" {
+			f = rope.ShortFactors
 		}
-		raw, err := src.ReadRaw(st)
-		if err != nil {
-			return nil, err
+		data = make([]float32, len(f))
+		for i, v := range f {
+			data[i] = float32(v)
 		}
-		data = make([]float32, st.NumElements())
-		if err := safetensors.DecodeFloat32(st.DType, raw, data); err != nil {
-			return nil, fmt.Errorf("tensor %s: %w", t.Source, err)
+	case "":
+		sources := t.Sources
+		if len(sources) == 0 {
+			sources = []string{t.Source}
 		}
-		if err := checkFinite(data); err != nil {
-			return nil, fmt.Errorf("tensor %s: %w", t.Source, err)
-		}
-		if t.PermuteHeads > 0 {
-			cols := 1
-			if len(st.Shape) > 1 {
-				cols = int(st.NumElements() / st.Shape[0])
+		for _, name := range sources {
+			part, st, err := readFloat32(src, name)
+			if err != nil {
+				return nil, err
 			}
-			data = permuteRows(data, int(st.Shape[0]), cols, t.PermuteHeads)
+			if t.AddOne {
+				addOne(part, st.DType)
+			}
+			if t.PermuteHeads > 0 {
+				cols := 1
+				if len(st.Shape) > 1 {
+					cols = int(st.NumElements() / st.Shape[0])
+				}
+				part = permuteRows(part, int(st.Shape[0]), cols, t.PermuteHeads)
+			}
+			data = append(data, part...)
 		}
+	default:
+		return nil, fmt.Errorf("tensor %s: unknown generated tensor %q", t.Name, t.Generated)
+	}
+	if uint64(len(data)) != t.elements() {
+		return nil, fmt.Errorf("tensor %s: %d values for dims %v", t.Name, len(data), t.Ne)
 	}
 	inter, err := encodeFloat(t.Intermediate, data)
 	if err != nil {
@@ -131,6 +148,48 @@ func (t TensorPlan) Produce(src Source, rope RopeFreqs) ([]byte, error) {
 		return nil, fmt.Errorf("tensor %s: quantized data validation failed: %w", t.Name, err)
 	}
 	return out, nil
+}
+
+// readFloat32 reads one source tensor as float32 and refuses NaN/Inf.
+func readFloat32(src Source, name string) ([]float32, safetensors.Tensor, error) {
+	st, ok := src.Lookup(name)
+	if !ok {
+		return nil, st, fmt.Errorf("%w: %s", safetensors.ErrNotFound, name)
+	}
+	raw, err := src.ReadRaw(st)
+	if err != nil {
+		return nil, st, err
+	}
+	data := make([]float32, st.NumElements())
+	if err := safetensors.DecodeFloat32(st.DType, raw, data); err != nil {
+		return nil, st, fmt.Errorf("tensor %s: %w", name, err)
+	}
+	if err := checkFinite(data); err != nil {
+		return nil, st, fmt.Errorf("tensor %s: %w", name, err)
+	}
+	return data, st, nil
+}
+
+// addOne is Gemma's norm shift, `data_torch + 1` in the converter: bf16 has been widened to
+// float32 there first, float16 stays float16, so its sum is rounded to float16.
+func addOne(v []float32, dt safetensors.DType) {
+	for i := range v {
+		v[i]++
+	}
+	if dt == safetensors.F16 {
+		b := make([]byte, 2*len(v))
+		if ggml.Quantize(ggml.F16, b, v, len(v)) == nil {
+			_ = ggml.Dequantize(ggml.F16, v, b)
+		}
+	}
+}
+
+func (t TensorPlan) elements() uint64 {
+	n := uint64(1)
+	for _, d := range t.Ne {
+		n *= d
+	}
+	return n
 }
 
 // ErrNotFinite reports a NaN or Inf in a source tensor; llama-quantize refuses such input too.

@@ -29,14 +29,23 @@ const MaxSize = math.MaxInt32
 const MaxLayers = 1 << 16
 
 // Architectures lists the supported `architectures[0]` values of config.json.
-var Architectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+var Architectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+	"Gemma2ForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "Phi3ForCausalLM",
+	"MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"}
 
 // modelTypes resolves config.json's model_type when it has no "architectures" entry.
 var modelTypes = map[string]string{
-	"llama":   "LlamaForCausalLM",
-	"mistral": "MistralForCausalLM",
-	"qwen2":   "Qwen2ForCausalLM",
-	"qwen3":   "Qwen3ForCausalLM",
+	"llama":       "LlamaForCausalLM",
+	"mistral":     "MistralForCausalLM",
+	"qwen2":       "Qwen2ForCausalLM",
+	"qwen3":       "Qwen3ForCausalLM",
+	"gemma2":      "Gemma2ForCausalLM",
+	"gemma3_text": "Gemma3ForCausalLM",
+	"gemma3":      "Gemma3ForConditionalGeneration",
+	"phi3":        "Phi3ForCausalLM",
+	"mixtral":     "MixtralForCausalLM",
+	"qwen2_moe":   "Qwen2MoeForCausalLM",
+	"qwen3_moe":   "Qwen3MoeForCausalLM",
 }
 
 // archDefaults are the transformers 5 config-class defaults that AutoConfig fills in for keys a
@@ -62,11 +71,55 @@ var archDefaults = map[string]map[string]any{
 		"num_attention_heads": 32, "num_key_value_heads": 32, "head_dim": 128, "max_position_embeddings": 32768,
 		"rms_norm_eps": 1e-6, "tie_word_embeddings": false, "attention_bias": false,
 	},
+	"Gemma2ForCausalLM": {
+		"vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+		"num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "max_position_embeddings": 8192,
+		"rms_norm_eps": 1e-6, "tie_word_embeddings": true, "attention_bias": false, "query_pre_attn_scalar": 256,
+		"sliding_window": 4096, "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0,
+		"hidden_activation": "gelu_pytorch_tanh",
+	},
+	"Gemma3ForCausalLM": gemma3Defaults,
+	// The multimodal class: its text_config is merged into the top level before defaults apply.
+	"Gemma3ForConditionalGeneration": gemma3Defaults,
+	"Phi3ForCausalLM": {
+		"vocab_size": 32064, "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
+		"num_attention_heads": 32, "max_position_embeddings": 4096, "original_max_position_embeddings": 4096,
+		"rms_norm_eps": 1e-5, "tie_word_embeddings": false, "partial_rotary_factor": 1.0,
+	},
+	"MixtralForCausalLM": {
+		"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+		"num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 4096 * 32,
+		"rms_norm_eps": 1e-5, "tie_word_embeddings": false, "num_experts_per_tok": 2, "num_local_experts": 8,
+		"rope_theta": 1e6, // MixtralConfig.default_theta
+	},
+	"Qwen2MoeForCausalLM": {
+		"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 24,
+		"num_attention_heads": 16, "num_key_value_heads": 16, "max_position_embeddings": 32768,
+		"rms_norm_eps": 1e-6, "tie_word_embeddings": false, "decoder_sparse_step": 1,
+		"moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632, "num_experts_per_tok": 4,
+		"num_experts": 60, "norm_topk_prob": false, "qkv_bias": true,
+	},
+	"Qwen3MoeForCausalLM": {
+		"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 24,
+		"num_attention_heads": 32, "num_key_value_heads": 4, "max_position_embeddings": 32768,
+		"rms_norm_eps": 1e-6, "tie_word_embeddings": false, "attention_bias": false, "decoder_sparse_step": 1,
+		"moe_intermediate_size": 768, "num_experts_per_tok": 8, "num_experts": 128, "norm_topk_prob": false,
+	},
+}
+
+// gemma3Defaults are Gemma3TextConfig's.
+var gemma3Defaults = map[string]any{
+	"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+	"num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "max_position_embeddings": 131072,
+	"rms_norm_eps": 1e-6, "tie_word_embeddings": true, "attention_bias": false, "query_pre_attn_scalar": 256,
+	"sliding_window": 4096, "hidden_activation": "gelu_pytorch_tanh",
 }
 
 // headDimDerived marks the config classes that set head_dim = hidden_size / num_attention_heads when
 // it is None: absent or null for Llama and Mistral, only an explicit null for Qwen3 (whose class
 // default is 128). Qwen2Config has no head_dim at all.
+// MixtralConfig keeps a null head_dim and Qwen3MoeConfig has none (both then use
+// hidden_size/num_attention_heads, without a head_dim key for the converter).
 var headDimDerived = map[string]bool{"LlamaForCausalLM": true, "MistralForCausalLM": true, "Qwen3ForCausalLM": true}
 
 // Config is a parsed config.json with class defaults applied.
@@ -92,6 +145,8 @@ type Config struct {
 	// Rope holds rope_parameters (transformers 5) or rope_scaling plus rope_theta (transformers 4),
 	// merged the way the converter merges them: rope_theta, rope_type, factor, ...
 	Rope map[string]any
+
+	experts, expertsUsed, expertFF, sharedFF int // set by Dims for mixtures of experts
 }
 
 // ParseConfig parses config.json bytes.
@@ -213,8 +268,22 @@ func ropeParameters(params map[string]any) map[string]any {
 	for k, v := range src {
 		rope[k] = v
 	}
-	if _, ok := rope["full_attention"]; ok {
+	_, full := rope["full_attention"]
+	_, sliding := rope["sliding_attention"]
+	if full || sliding {
 		return rope
+	}
+	// Per-layer-type bases (Gemma 3's local layers) and the partial/original sizes are mirrored
+	// into the rope parameters as the converter does.
+	if v, ok := params["rope_local_base_freq"]; ok && v != nil {
+		rope["sliding_attention"] = map[string]any{"rope_theta": v}
+	}
+	for _, k := range []string{"partial_rotary_factor", "original_max_position_embeddings"} {
+		if _, ok := rope[k]; !ok {
+			if v, ok := params[k]; ok && v != nil {
+				rope[k] = v
+			}
+		}
 	}
 	if _, ok := rope["rope_theta"]; !ok {
 		if v, ok := params["rope_theta"]; ok && v != nil {

@@ -15,7 +15,7 @@ func TestParseConfigArchitecture(t *testing.T) {
 		{`{"architectures":["Qwen2ForCausalLM"],"model_type":"llama"}`, "Qwen2ForCausalLM", nil, ""},
 		{`{"model_type":"mistral"}`, "MistralForCausalLM", nil, ""},
 		{`{"model_type":"qwen3"}`, "Qwen3ForCausalLM", nil, ""},
-		{`{"architectures":["GPT2LMHeadModel"]}`, "", ErrUnsupportedArchitecture, "unsupported architecture GPT2LMHeadModel (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"},
+		{`{"architectures":["GPT2LMHeadModel"]}`, "", ErrUnsupportedArchitecture, "unsupported architecture GPT2LMHeadModel (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Phi3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)"},
 		{`{"model_type":"gemma"}`, "", ErrUnsupportedArchitecture, `unsupported architecture with model_type "gemma" (supported: `},
 		{`null`, "", ErrBadConfig, "not a JSON object"},
 	}

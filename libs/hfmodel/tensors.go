@@ -18,9 +18,26 @@ type Dims struct {
 	AttentionBias                       bool // q/k/v biases
 	OutputBias                          bool // o_proj bias
 	MLPBias                             bool // gate/up/down biases
-	QKNorm                              bool // Qwen3's per-head q_norm/k_norm
+	QKNorm                              bool // Qwen3's and Gemma 3's per-head q_norm/k_norm
 	Tied                                bool // lm_head may be absent (tie_word_embeddings)
+
+	// Layout says how a block's tensors are named and shaped beyond the Llama pattern.
+	Layout Layout
+	// Mixture of experts: Experts routed experts per block of ExpertFF rows each (gate/up);
+	// SharedExpertFF > 0 adds Qwen2-MoE's always-on shared expert and its sigmoid gate.
+	Experts, ExpertFF, SharedExpertFF int
 }
+
+// Layout is a family of block layouts.
+type Layout int
+
+const (
+	LayoutLlama   Layout = iota // Llama, Mistral, Qwen2, Qwen3
+	LayoutGemma                 // + post-attention, pre- and post-feed-forward norms
+	LayoutPhi3                  // fused qkv_proj and gate_up_proj
+	LayoutMixtral               // block_sparse_moe.gate and experts.N.w1/w2/w3
+	LayoutQwenMoE               // mlp.gate and mlp.experts.N.{gate,up,down}_proj
+)
 
 // TensorSpec is one expected tensor: its Hugging Face name and PyTorch shape.
 type TensorSpec struct {
@@ -55,8 +72,96 @@ func (c *Config) Dims() (Dims, error) {
 		d.AttentionBias = true
 	case "Qwen3ForCausalLM":
 		d.AttentionBias, d.OutputBias, d.QKNorm = attnBias, attnBias, true
+	case "Gemma2ForCausalLM":
+		d.Layout, d.AttentionBias, d.OutputBias = LayoutGemma, attnBias, attnBias
+		d.Tied = true // the converter drops lm_head.weight, the model always ties it
+	case "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration":
+		d.Layout, d.AttentionBias, d.OutputBias, d.QKNorm = LayoutGemma, attnBias, attnBias, true
+	case "Phi3ForCausalLM":
+		d.Layout = LayoutPhi3
+	case "MixtralForCausalLM":
+		d.Layout = LayoutMixtral
+		d.ExpertFF = d.Intermediate
+		if err := c.moe("num_local_experts"); err != nil {
+			return Dims{}, err
+		}
+		d.Experts = c.experts
+	case "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM":
+		d.Layout = LayoutQwenMoE
+		if c.Architecture == "Qwen2MoeForCausalLM" {
+			if d.AttentionBias, err = c.Bool("qkv_bias"); err != nil {
+				return Dims{}, err
+			}
+		} else {
+			d.AttentionBias, d.OutputBias, d.QKNorm = attnBias, attnBias, true
+		}
+		if err := c.moe("num_experts"); err != nil {
+			return Dims{}, err
+		}
+		d.Experts, d.ExpertFF, d.SharedExpertFF = c.experts, c.expertFF, c.sharedFF
 	}
 	return d, nil
+}
+
+// moe reads and checks the mixture-of-experts sizes: every block must be sparse (llama.cpp's
+// qwen2moe/qwen3moe graphs have no dense blocks) and top-k must not exceed the expert count.
+func (c *Config) moe(countKey string) error {
+	n, ok, err := c.Int(countKey)
+	if err == nil && (!ok || n < 1 || n > MaxExperts) {
+		err = fmt.Errorf("%w: %q must be between 1 and %d", ErrBadConfig, countKey, MaxExperts)
+	}
+	if err != nil {
+		return err
+	}
+	k, ok, err := c.Int("num_experts_per_tok")
+	if err == nil && (!ok || k < 1 || k > n) {
+		err = fmt.Errorf("%w: num_experts_per_tok must be between 1 and %s (%d)", ErrBadConfig, countKey, n)
+	}
+	if err != nil {
+		return err
+	}
+	c.experts, c.expertsUsed = int(n), int(k)
+	if c.Architecture == "MixtralForCausalLM" {
+		return nil
+	}
+	if step, ok, _ := c.Int("decoder_sparse_step"); ok && step != 1 {
+		return fmt.Errorf("%w: decoder_sparse_step %d (only every block sparse is supported)", ErrUnsupportedArchitecture, step)
+	}
+	if l, _ := c.Params["mlp_only_layers"].([]any); len(l) > 0 {
+		return fmt.Errorf("%w: mlp_only_layers (dense blocks in a mixture of experts)", ErrUnsupportedArchitecture)
+	}
+	ff, ok, err := c.Int("moe_intermediate_size")
+	if err == nil && (!ok || ff < 1 || ff > MaxSize) {
+		err = fmt.Errorf("%w: moe_intermediate_size must be positive", ErrBadConfig)
+	}
+	if err != nil {
+		return err
+	}
+	c.expertFF = int(ff)
+	if c.Architecture == "Qwen2MoeForCausalLM" {
+		sf, ok, err := c.Int("shared_expert_intermediate_size")
+		if err == nil && ok && (sf < 0 || sf > MaxSize) {
+			err = fmt.Errorf("%w: shared_expert_intermediate_size %d", ErrBadConfig, sf)
+		}
+		if err != nil {
+			return err
+		}
+		c.sharedFF = int(sf)
+	}
+	return nil
+}
+
+// MaxExperts bounds the expert count before per-expert tables are built.
+const MaxExperts = 1 << 12
+
+// ExpertsUsed is num_experts_per_tok of a mixture of experts (0 for dense models).
+func (c *Config) ExpertsUsed() int {
+	if c.experts == 0 {
+		if _, err := c.Dims(); err != nil {
+			return 0
+		}
+	}
+	return c.expertsUsed
 }
 
 // Bool returns a boolean parameter, false when absent or null.
@@ -95,18 +200,52 @@ func (d Dims) Block(i int) []TensorSpec {
 		}
 	}
 	add("input_layernorm.weight", h)
-	linear("self_attn.q_proj", q, h, d.AttentionBias)
-	linear("self_attn.k_proj", kv, h, d.AttentionBias)
-	linear("self_attn.v_proj", kv, h, d.AttentionBias)
+	if d.Layout == LayoutPhi3 {
+		add("self_attn.qkv_proj.weight", q+2*kv, h)
+	} else {
+		linear("self_attn.q_proj", q, h, d.AttentionBias)
+		linear("self_attn.k_proj", kv, h, d.AttentionBias)
+		linear("self_attn.v_proj", kv, h, d.AttentionBias)
+	}
 	linear("self_attn.o_proj", h, q, d.OutputBias)
 	if d.QKNorm {
 		add("self_attn.q_norm.weight", int64(d.HeadDim))
 		add("self_attn.k_norm.weight", int64(d.HeadDim))
 	}
 	add("post_attention_layernorm.weight", h)
-	linear("mlp.gate_proj", ff, h, d.MLPBias)
-	linear("mlp.up_proj", ff, h, d.MLPBias)
-	linear("mlp.down_proj", h, ff, d.MLPBias)
+	e, eff := int64(d.Experts), int64(d.ExpertFF)
+	switch d.Layout {
+	case LayoutGemma:
+		add("pre_feedforward_layernorm.weight", h)
+		add("post_feedforward_layernorm.weight", h)
+		fallthrough
+	case LayoutLlama:
+		linear("mlp.gate_proj", ff, h, d.MLPBias)
+		linear("mlp.up_proj", ff, h, d.MLPBias)
+		linear("mlp.down_proj", h, ff, d.MLPBias)
+	case LayoutPhi3:
+		add("mlp.gate_up_proj.weight", 2*ff, h)
+		add("mlp.down_proj.weight", h, ff)
+	case LayoutMixtral, LayoutQwenMoE:
+		// Router, then per expert gate, down and up projections (w1, w2, w3 in Mixtral).
+		module, names := "mlp.", [3]string{"gate_proj", "down_proj", "up_proj"}
+		if d.Layout == LayoutMixtral {
+			module, names = "block_sparse_moe.", [3]string{"w1", "w2", "w3"}
+		}
+		add(module+"gate.weight", e, h)
+		for x := 0; x < d.Experts; x++ {
+			ep := module + "experts." + strconv.Itoa(x) + "."
+			add(ep+names[0]+".weight", eff, h)
+			add(ep+names[1]+".weight", h, eff)
+			add(ep+names[2]+".weight", eff, h)
+		}
+		if sf := int64(d.SharedExpertFF); sf > 0 {
+			add("mlp.shared_expert.gate_proj.weight", sf, h)
+			add("mlp.shared_expert.up_proj.weight", sf, h)
+			add("mlp.shared_expert.down_proj.weight", h, sf)
+			add("mlp.shared_expert_gate.weight", 1, h)
+		}
+	}
 	return out
 }
 
@@ -114,19 +253,54 @@ func (d Dims) Block(i int) []TensorSpec {
 // them too).
 func IgnoredTensor(name string) bool {
 	return strings.HasSuffix(name, ".attention.masked_bias") || strings.HasSuffix(name, ".attention.bias") ||
-		strings.HasSuffix(name, ".rotary_emb.inv_freq")
+		strings.HasSuffix(name, ".rotary_emb.inv_freq") || multimodalTensor(name)
 }
 
-// TrimPrefix removes the "language_model." prefix of multimodal exports, as the converter does.
-func TrimPrefix(name string) string { return strings.TrimPrefix(name, "language_model.") }
+// multimodalTensor reports the vision/audio towers and projectors of a multimodal checkpoint
+// (Gemma3ForConditionalGeneration): TextModel.filter_tensors leaves them out of the text GGUF.
+func multimodalTensor(name string) bool {
+	for _, p := range []string{"mlp", "vit.", "vpm.", "siglip2.", "conformer.", "merger.", "resampler.", "sound_encoder.", "sound_projection.", "speech_embeddings."} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	for _, s := range []string{"visual.", "vision.", "audio.", "talker.", "vision_", "audio_", "token2wav.", "code2wav.",
+		"projector.", "pre_mm_projector_norm", "image_newline", "view_seperator", "patch_embed", "patch_embedding",
+		"patch_merger.", "patch_merge_mlp.", "model.connector."} {
+		if strings.Contains(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// TrimPrefix removes the "language_model." part of multimodal exports ("language_model.model.…"
+// in transformers 4, "model.language_model.…" in transformers 5), as the converter does.
+func TrimPrefix(name string) string { return strings.ReplaceAll(name, "language_model.", "") }
 
 // CheckTensors checks a checkpoint's tensors against config.json: every tensor the table expects
 // is there with its shape, and there is no other (beyond ignored buffers). It looks only at the
 // headers, so a config.json with absurd sizes fails here before anything is allocated for it.
 func (d Dims) CheckTensors(ts []safetensors.Tensor) error {
-	// A block has at least 9 tensors: more layers than tensors cannot match, and the table
-	// below must not be built for them.
-	if d.Layers > len(ts) {
+	return d.checkTensors(ts, slices.Equal[[]int64])
+}
+
+// CheckGGUFTensors is CheckTensors for a GGUF file's tensors in PyTorch order, where leading
+// 1s may be missing (gguf.cpp writes ggml_n_dims dimensions, dropping trailing ones).
+func (d Dims) CheckGGUFTensors(ts []safetensors.Tensor) error {
+	trim := func(s []int64) []int64 {
+		for len(s) > 1 && s[0] == 1 {
+			s = s[1:]
+		}
+		return s
+	}
+	return d.checkTensors(ts, func(a, b []int64) bool { return slices.Equal(trim(a), trim(b)) })
+}
+
+func (d Dims) checkTensors(ts []safetensors.Tensor, sameShape func(a, b []int64) bool) error {
+	// A block has at least 6 tensors and an expert 3: more than that cannot match, and the
+	// table below must not be built for them.
+	if d.Layers > len(ts) || d.Layers*d.Experts*3 > len(ts) {
 		return fmt.Errorf("%w: num_hidden_layers %d, but the weights hold only %d tensors", ErrBadConfig, d.Layers, len(ts))
 	}
 	have := make(map[string]safetensors.Tensor, len(ts))
@@ -144,7 +318,7 @@ func (d Dims) CheckTensors(ts []safetensors.Tensor) error {
 			return fmt.Errorf("%w: the weights have no tensor %s, which config.json implies", ErrBadConfig, s.Name)
 		}
 		delete(have, s.Name)
-		if !slices.Equal(t.Shape, s.Shape) {
+		if !sameShape(t.Shape, s.Shape) {
 			return fmt.Errorf("%w: tensor %s has shape %v, config.json implies %v", ErrBadConfig, t.Name, t.Shape, s.Shape)
 		}
 		return nil

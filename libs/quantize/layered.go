@@ -64,6 +64,9 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	if err != nil {
 		return nil, err
 	}
+	if err := mcfg.CheckQuantizable(); err != nil {
+		return nil, err
+	}
 	st, err := safetensors.OpenModel(req.ModelDir)
 	if err != nil {
 		return nil, err

@@ -18,7 +18,7 @@ import (
 
 // GGUFOptions parameterizes GGUFMetadata.
 type GGUFOptions struct {
-	Arch        string // "llama" | "qwen2" | "qwen3"
+	Arch        string // llama.cpp's architecture name: "llama", "qwen2", "gemma3", ...
 	VocabSize   int    // config.json vocab_size, 0 if absent
 	PreOverride string // user flag overriding tokenizer.ggml.pre detection
 	// From config.json <typ>_token_id when ints; nil means "read config.json".
@@ -64,6 +64,12 @@ func GGUFMetadata(dir string, opt GGUFOptions) ([]gguf.KV, error) {
 		err = c.llama()
 	case "qwen2", "qwen3":
 		err = c.sentencePieceOr(c.gpt2)
+	case "qwen2moe", "qwen3moe": // TextModel.set_vocab: GPT-2 BPE only
+		err = c.gpt2()
+	case "gemma2", "gemma3":
+		err = c.gemma()
+	case "phi3":
+		err = c.phi3()
 	default:
 		err = fmt.Errorf("%w: architecture %q", ErrUnsupported, opt.Arch)
 	}
@@ -78,6 +84,8 @@ type converter struct {
 	opt      GGUFOptions
 	kv       *kvList
 	override map[string]*int
+	// phi3Vocab selects Phi3MiniModel's variant of the SentencePiece vocabulary.
+	phi3Vocab bool
 }
 
 func (c *converter) path(name string) string { return filepath.Join(c.dir, name) }
@@ -239,7 +247,12 @@ func (c *converter) sentencePieceVocab() ([]string, []float32, []int32, error) {
 				if id < 0 || id >= n {
 					continue
 				}
-				if truthy(d["special"]) || looksSpecial(content) {
+				if c.phi3Vocab {
+					types[id] = typeUserDefined
+					if truthy(d["special"]) {
+						types[id] = typeControl
+					}
+				} else if truthy(d["special"]) || looksSpecial(content) {
 					types[id] = typeControl
 				} else {
 					content = strings.ReplaceAll(content, "\u2581", " ")
@@ -252,6 +265,11 @@ func (c *converter) sentencePieceVocab() ([]string, []float32, []int32, error) {
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, nil, nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	if c.phi3Vocab {
+		if err := c.phi3AddedTokens(tokens, scores, types); err != nil {
+			return nil, nil, nil, err
+		}
 	}
 	if err := checkPadding(len(m.Pieces), added, n); err != nil {
 		return nil, nil, nil, err

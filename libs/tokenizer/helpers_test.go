@@ -45,6 +45,14 @@ func pyIsSpace(r rune) bool {
 
 func readGzipJSON(t testing.TB, path string, v any) {
 	t.Helper()
+	if err := json.Unmarshal(readGzip(t, path), v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// readGzip returns the uncompressed contents of a .gz file.
+func readGzip(t testing.TB, path string) []byte {
+	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -54,9 +62,11 @@ func readGzipJSON(t testing.TB, path string, v any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.NewDecoder(g).Decode(v); err != nil {
+	b, err := io.ReadAll(g)
+	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
+	return b
 }
 
 // untarCases unpacks testdata/cases.tar.gz into a temporary directory.

@@ -7,6 +7,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"quantfleet.dev/libs/hfmodel"
 )
@@ -20,8 +22,21 @@ var ErrUnsupported = errors.New("unsupported")
 // hfmodel.ErrBadConfig, so errors.Is works with either name.
 var ErrBadConfig = hfmodel.ErrBadConfig
 
-// Architectures lists the supported values of config.json's "architectures".
+// Architectures lists the values of config.json's "architectures" the forward pass runs (eval).
 var Architectures = hfmodel.Architectures
+
+// QuantizableArchitectures are those GPTQ and AWQ quantize: their layer hooks and checkpoint
+// writers know the Llama layer only.
+var QuantizableArchitectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+
+// CheckQuantizable refuses architectures GPTQ/AWQ cannot quantize.
+func (c *Config) CheckQuantizable() error {
+	if slices.Contains(QuantizableArchitectures, c.Architecture) {
+		return nil
+	}
+	return unsupportedArch{fmt.Errorf("%w %s for GPTQ/AWQ (GGUF conversion and eval support it; GPTQ/AWQ support: %s)",
+		hfmodel.ErrUnsupportedArchitecture, c.Architecture, strings.Join(QuantizableArchitectures, ", "))}
+}
 
 // unsupportedArch is hfmodel's unsupported-architecture error, matching ErrUnsupported too.
 type unsupportedArch struct{ err error }
@@ -54,6 +69,12 @@ type Config struct {
 	EOSTokenID    int // first EOS id, -1 when none
 	// Quantization is config.json's "quantization_config", verbatim (nil if absent).
 	Quantization json.RawMessage
+	ArchConfig
+	dims hfmodel.Dims // the table's options for the non-Llama layouts
+}
+
+func isGemma(arch string) bool {
+	return arch == "Gemma2ForCausalLM" || arch == "Gemma3ForCausalLM" || arch == "Gemma3ForConditionalGeneration"
 }
 
 // Rope holds the rotary embedding parameters: transformers' rope_theta / rope_scaling
@@ -69,6 +90,33 @@ type Rope struct {
 	Mscale, MscaleAllDim          float64 // 0 if unset
 	Truncate                      bool
 	Dim                           int // rotated dimensions per head (head_dim × partial_rotary_factor)
+	// LongFactor and ShortFactor are LongRoPE's per-frequency divisors (Phi-3).
+	LongFactor, ShortFactor []float64
+}
+
+// longropeFactors reads long_factor and short_factor, half entries each.
+func longropeFactors(params map[string]any, half int) (long, short []float64, err error) {
+	read := func(key string) ([]float64, error) {
+		l, ok := params[key].([]any)
+		if !ok || len(l) != half {
+			return nil, fmt.Errorf("%w: longrope %s must be a list of %d numbers", ErrBadConfig, key, half)
+		}
+		out := make([]float64, half)
+		for i, v := range l {
+			n, ok := v.(json.Number)
+			f, e := n.Float64()
+			if !ok || e != nil || f <= 0 {
+				return nil, fmt.Errorf("%w: longrope %s[%d] = %v", ErrBadConfig, key, i, v)
+			}
+			out[i] = f
+		}
+		return out, nil
+	}
+	if long, err = read("long_factor"); err != nil {
+		return nil, nil, err
+	}
+	short, err = read("short_factor")
+	return long, short, err
 }
 
 // ReadConfig reads dir/config.json.
@@ -134,7 +182,7 @@ func ParseConfig(raw []byte) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if act != "" && act != "silu" && act != "swish" {
+	if act != "" && act != "silu" && act != "swish" && !isGemma(hc.Architecture) {
 		return nil, fmt.Errorf("%w hidden_act %q (supported: silu)", ErrUnsupported, act)
 	}
 	// The tensor-shaping options come from hfmodel's table, shared with the GGUF conversion.
@@ -143,6 +191,12 @@ func ParseConfig(raw []byte) (*Config, error) {
 		return nil, err
 	}
 	c.HeadDim, c.AttentionBias, c.OutputBias, c.MLPBias, c.QKNorm = d.HeadDim, d.AttentionBias, d.OutputBias, d.MLPBias, d.QKNorm
+	if d.Layout != hfmodel.LayoutLlama {
+		c.dims = d
+	}
+	if err := c.parseArch(hc, d); err != nil {
+		return nil, err
+	}
 	if err := c.parseWindows(hc, j.SlidingWindow); err != nil {
 		return nil, err
 	}
@@ -156,6 +210,9 @@ func ParseConfig(raw []byte) (*Config, error) {
 
 // Dims are the sizes and options that fix the checkpoint's tensors (hfmodel's table).
 func (c *Config) Dims() hfmodel.Dims {
+	if c.Layout != hfmodel.LayoutLlama {
+		return c.dims
+	}
 	return hfmodel.Dims{Vocab: c.VocabSize, Hidden: c.HiddenSize, Intermediate: c.IntermediateSize, Layers: c.NumLayers,
 		Heads: c.NumHeads, KVHeads: c.NumKVHeads, HeadDim: c.HeadDim, AttentionBias: c.AttentionBias,
 		OutputBias: c.OutputBias, MLPBias: c.MLPBias, QKNorm: c.QKNorm, Tied: c.TieWordEmbeddings}
@@ -219,6 +276,17 @@ func (c *Config) parseWindows(hc *hfmodel.Config, rawWindow json.RawMessage) err
 		if hasWindow {
 			window = set
 		}
+	case "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration":
+		if hasWindow {
+			window = set
+		}
+		if hc.Params["layer_types"] == nil {
+			types, err := defaultLayerTypes(hc, c.NumLayers)
+			if err != nil {
+				return err
+			}
+			hc.Params["layer_types"] = types
+		}
 	case "Qwen2ForCausalLM", "Qwen3ForCausalLM":
 		use, err := hc.Bool("use_sliding_window")
 		if err != nil {
@@ -269,7 +337,29 @@ func (c *Config) parseWindows(hc *hfmodel.Config, rawWindow json.RawMessage) err
 // parseRope reads hfmodel's merged rope parameters (rope_parameters, or rope_scaling plus
 // rope_theta, with transformers' default theta).
 func (c *Config) parseRope(hc *hfmodel.Config) error {
-	params := hc.Rope
+	full, nested := hc.Rope["full_attention"].(map[string]any)
+	if !nested {
+		var err error
+		c.Rope, err = c.parseRopeParams(hc, hc.Rope)
+		return err
+	}
+	// Per-layer-type parameters (Gemma 3): global layers use full_attention's, sliding
+	// layers sliding_attention's.
+	var err error
+	if c.Rope, err = c.parseRopeParams(hc, full); err != nil {
+		return err
+	}
+	if local, ok := hc.Rope["sliding_attention"].(map[string]any); ok {
+		r, err := c.parseRopeParams(hc, local)
+		if err != nil {
+			return err
+		}
+		c.LocalRope = &r
+	}
+	return nil
+}
+
+func (c *Config) parseRopeParams(hc *hfmodel.Config, params map[string]any) (Rope, error) {
 	r := Rope{Type: "default", Theta: 10000, Factor: 1, Truncate: true}
 	num := func(m map[string]any, key string) (float64, bool, error) {
 		switch v := m[key].(type) {
@@ -286,7 +376,7 @@ func (c *Config) parseRope(hc *hfmodel.Config) error {
 	}
 	partial, ok, err := num(hc.Params, "partial_rotary_factor")
 	if err != nil {
-		return err
+		return Rope{}, err
 	}
 	if !ok {
 		partial = 1
@@ -305,14 +395,14 @@ func (c *Config) parseRope(hc *hfmodel.Config) error {
 	} {
 		v, ok, err := num(params, f.key)
 		if err != nil {
-			return err
+			return Rope{}, err
 		}
 		if ok {
 			*f.dst = v
 		}
 	}
 	if v, ok, err := num(params, "original_max_position_embeddings"); err != nil {
-		return err
+		return Rope{}, err
 	} else if ok {
 		r.OriginalMaxPositionEmbeddings = int(v)
 	}
@@ -320,34 +410,43 @@ func (c *Config) parseRope(hc *hfmodel.Config) error {
 		r.Truncate = t
 	}
 	if r.Theta <= 0 || math.IsNaN(r.Theta) {
-		return fmt.Errorf("%w: rope_theta %v must be positive", ErrBadConfig, r.Theta)
+		return Rope{}, fmt.Errorf("%w: rope_theta %v must be positive", ErrBadConfig, r.Theta)
 	}
 	r.Dim = int(float64(c.HeadDim) * partial)
 	if r.Dim != c.HeadDim {
-		return fmt.Errorf("%w partial_rotary_factor %v (only full rotation is supported)", ErrUnsupported, partial)
+		return Rope{}, fmt.Errorf("%w partial_rotary_factor %v (only full rotation is supported)", ErrUnsupported, partial)
 	}
 	switch r.Type {
 	case "default":
+	case "longrope", "su":
+		if hc.Architecture != "Phi3ForCausalLM" {
+			return Rope{}, fmt.Errorf("%w rope type %q outside Phi-3", ErrUnsupported, r.Type)
+		}
+		if r.LongFactor, r.ShortFactor, err = longropeFactors(params, r.Dim/2); err != nil {
+			return Rope{}, err
+		}
+		if r.OriginalMaxPositionEmbeddings <= 0 {
+			return Rope{}, fmt.Errorf("%w: longrope needs original_max_position_embeddings", ErrBadConfig)
+		}
 	case "linear", "dynamic", "yarn", "llama3":
 		if _, ok := params["factor"]; !ok {
 			if r.Type != "yarn" || r.OriginalMaxPositionEmbeddings <= 0 {
-				return fmt.Errorf("%w: rope type %s needs a factor", ErrBadConfig, r.Type)
+				return Rope{}, fmt.Errorf("%w: rope type %s needs a factor", ErrBadConfig, r.Type)
 			}
 			// transformers: without a factor, YaRN stretches original_max_position_embeddings
 			// to max_position_embeddings.
 			r.Factor = float64(c.MaxPositionEmbeddings) / float64(r.OriginalMaxPositionEmbeddings)
 		}
 		if r.Factor <= 0 {
-			return fmt.Errorf("%w: rope factor %v must be positive", ErrBadConfig, r.Factor)
+			return Rope{}, fmt.Errorf("%w: rope factor %v must be positive", ErrBadConfig, r.Factor)
 		}
 		if r.Type == "llama3" {
 			if r.OriginalMaxPositionEmbeddings <= 0 || r.LowFreqFactor <= 0 || r.HighFreqFactor <= r.LowFreqFactor {
-				return fmt.Errorf("%w: llama3 rope needs original_max_position_embeddings > 0 and 0 < low_freq_factor < high_freq_factor", ErrBadConfig)
+				return Rope{}, fmt.Errorf("%w: llama3 rope needs original_max_position_embeddings > 0 and 0 < low_freq_factor < high_freq_factor", ErrBadConfig)
 			}
 		}
 	default:
-		return fmt.Errorf("%w rope type %q (supported: default, linear, dynamic, yarn, llama3)", ErrUnsupported, r.Type)
+		return Rope{}, fmt.Errorf("%w rope type %q (supported: default, linear, dynamic, yarn, llama3)", ErrUnsupported, r.Type)
 	}
-	c.Rope = r
-	return nil
+	return r, nil
 }

@@ -123,8 +123,9 @@ func TestParseConfigErrors(t *testing.T) {
 		err  error
 		text string
 	}{
-		{`{"architectures":["GPT2LMHeadModel"]}`, ErrUnsupported, "unsupported architecture GPT2LMHeadModel (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"},
+		{`{"architectures":["GPT2LMHeadModel"]}`, ErrUnsupported, "unsupported architecture GPT2LMHeadModel (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Phi3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)"},
 		{`{"model_type":"gemma"}`, ErrUnsupported, `model_type "gemma"`},
+		{`{"architectures":["MixtralForCausalLM"],"num_local_experts":4,"num_experts_per_tok":5}`, ErrBadConfig, "num_experts_per_tok"},
 		{`{"architectures":["LlamaForCausalLM"],"hidden_act":"gelu"}`, ErrUnsupported, "hidden_act"},
 		{`{"architectures":["LlamaForCausalLM"],"rope_scaling":{"rope_type":"longrope","short_factor":[1]}}`, ErrUnsupported, "longrope"},
 		{`{"architectures":["LlamaForCausalLM"],"rope_scaling":{"rope_type":"linear"}}`, ErrBadConfig, "needs a factor"},

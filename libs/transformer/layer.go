@@ -2,6 +2,8 @@ package transformer
 
 import (
 	"fmt"
+
+	"quantfleet.dev/libs/hfmodel"
 )
 
 // Hook observes the input of linear layers during a forward pass: it is called once per
@@ -82,6 +84,7 @@ type Layer struct {
 	Q, K, V, O        *Linear
 	Gate, Up, Down    *Linear
 	model             *Model
+	arch              *archLayer // Gemma, Phi-3 and mixture-of-experts parts; nil for Llama
 }
 
 // Linears returns the seven linears in checkpoint order: q, k, v, o, gate, up, down.
@@ -110,6 +113,9 @@ func (m *Model) Layer(i int) (*Layer, error) {
 	}
 	p := fmt.Sprintf("model.layers.%d.", i)
 	l := &Layer{Index: i, model: m}
+	if c.Layout != hfmodel.LayoutLlama {
+		return m.archLayer(l, p)
+	}
 	// Shapes come from the table the GGUF conversion checks against too.
 	shapes := map[string][]int64{}
 	for _, s := range c.Dims().Block(i) {
@@ -184,6 +190,9 @@ func (l *Layer) checkInput(x *Tensor) error {
 // h = x + o_proj(attn(input_layernorm(x))); out = h + down(silu(gate(n))·up(n)) with
 // n = post_attention_layernorm(h). hook, if not nil, sees the inputs of the linears.
 func (l *Layer) Forward(x *Tensor, hook Hook) (*Tensor, error) {
+	if l.arch != nil {
+		return l.forwardArch(x, hook)
+	}
 	if err := l.checkInput(x); err != nil {
 		return nil, err
 	}
@@ -277,23 +286,8 @@ func (l *Layer) attention(n *Tensor, hook Hook) (*Tensor, error) {
 	l.Q.apply(q.Data, n.Data, rows)
 	l.K.apply(k.Data, n.Data, rows)
 	l.V.apply(v.Data, n.Data, rows)
-	rope := l.model.rope(n.Seq)
 	hd := c.HeadDim
-	rowsParallel(rows, q.Dim+k.Dim, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			qr, kr := q.Row(r), k.Row(r)
-			if l.QNorm != nil {
-				for h := 0; h < c.NumHeads; h++ {
-					rmsNormRow(qr[h*hd:(h+1)*hd], qr[h*hd:(h+1)*hd], l.QNorm.Weight, l.QNorm.Eps)
-				}
-				for h := 0; h < c.NumKVHeads; h++ {
-					rmsNormRow(kr[h*hd:(h+1)*hd], kr[h*hd:(h+1)*hd], l.KNorm.Weight, l.KNorm.Eps)
-				}
-			}
-			rope.apply(qr, c.NumHeads, hd, r%n.Seq)
-			rope.apply(kr, c.NumKVHeads, hd, r%n.Seq)
-		}
-	})
+	l.normRotate(q, k, l.model.rope(n.Seq))
 	ctx := NewTensor(n.Batch, n.Seq, l.Q.Out)
 	window := 0
 	if l.Index < len(c.SlidingWindow) {
@@ -306,4 +300,26 @@ func (l *Layer) attention(n *Tensor, hook Hook) (*Tensor, error) {
 	o := NewTensor(n.Batch, n.Seq, l.O.Out)
 	l.O.apply(o.Data, ctx.Data, rows)
 	return o, nil
+}
+
+// normRotate applies the per-head q/k norms (Qwen3, Gemma 3) and the rotary embedding to
+// every row of q and k.
+func (l *Layer) normRotate(q, k *Tensor, rope *ropeTable) {
+	c := l.model.Config
+	hd := c.HeadDim
+	rowsParallel(q.Rows(), q.Dim+k.Dim, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			qr, kr := q.Row(r), k.Row(r)
+			if l.QNorm != nil {
+				for h := 0; h < c.NumHeads; h++ {
+					rmsNormRow(qr[h*hd:(h+1)*hd], qr[h*hd:(h+1)*hd], l.QNorm.Weight, l.QNorm.Eps)
+				}
+				for h := 0; h < c.NumKVHeads; h++ {
+					rmsNormRow(kr[h*hd:(h+1)*hd], kr[h*hd:(h+1)*hd], l.KNorm.Weight, l.KNorm.Eps)
+				}
+			}
+			rope.apply(qr, c.NumHeads, hd, r%q.Seq)
+			rope.apply(kr, c.NumKVHeads, hd, r%q.Seq)
+		}
+	})
 }

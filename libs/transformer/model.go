@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 
 	"quantfleet.dev/libs/safetensors"
@@ -61,6 +62,31 @@ func (m *Model) rope(seq int) *ropeTable {
 }
 
 // globalShape returns the shape the tensor table gives a non-block tensor.
+// localRope is the rotary table of sliding-window layers (Gemma 3's local base).
+func (m *Model) localRope(seq int) *ropeTable {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.ropes[-seq]
+	if !ok {
+		local := *m.Config
+		local.Rope = *m.Config.LocalRope
+		t = local.ropeTable(seq)
+		m.ropes[-seq] = t
+	}
+	return t
+}
+
+// softcap applies cap·tanh(x/cap) in place (Gemma 2's final logit soft-capping); cap 0: none.
+func softcap(x []float32, cap float64) {
+	if cap <= 0 {
+		return
+	}
+	c := float32(cap)
+	for i, v := range x {
+		x[i] = float32(math.Tanh(float64(v/c))) * c
+	}
+}
+
 func (m *Model) globalShape(name string) []int64 {
 	for _, s := range m.Config.Dims().Global() {
 		if s.Name == name {
@@ -94,6 +120,11 @@ func (m *Model) loadHead() (norm, head []float32, err error) {
 	if m.norm == nil {
 		if m.norm, err = loadTensor(m.Source, "model.norm.weight", m.globalShape("model.norm.weight")); err != nil {
 			return nil, nil, err
+		}
+		if m.Config.Gemma { // 1+w
+			for i := range m.norm {
+				m.norm[i]++
+			}
 		}
 	}
 	if m.head == nil {
@@ -146,6 +177,12 @@ func (m *Model) Embed(seqs [][]int) (*Tensor, error) {
 			copy(x.Row(b*x.Seq+p), e[id*h:(id+1)*h])
 		}
 	}
+	if m.Config.Gemma {
+		scale := m.Config.EmbedScale
+		for i := range x.Data {
+			x.Data[i] *= scale
+		}
+	}
 	return x, nil
 }
 
@@ -187,6 +224,7 @@ func (m *Model) Head(x *Tensor) (*Tensor, error) {
 	rmsNorm(n.Data, x.Data, norm, c.RMSNormEps)
 	logits := NewTensor(x.Batch, x.Seq, c.VocabSize)
 	Gemm(false, true, x.Rows(), c.VocabSize, c.HiddenSize, 1, n.Data, c.HiddenSize, head, c.HiddenSize, 0, logits.Data, c.VocabSize)
+	softcap(logits.Data, c.FinalSoftcap)
 	return logits, nil
 }
 
@@ -229,6 +267,7 @@ func (m *Model) NLL(x *Tensor, targets [][]int) ([]float64, error) {
 		rowsParallel(nr, c.VocabSize, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				row := logits[r*c.VocabSize : (r+1)*c.VocabSize]
+				softcap(row, c.FinalSoftcap)
 				g := r0 + r
 				t := targets[g/x.Seq][g%x.Seq]
 				nll[g] = logSumExp(row) - float64(row[t])

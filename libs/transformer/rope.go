@@ -46,6 +46,26 @@ func (c *Config) invFreq(seqLen int) ([]float32, float32) {
 			return inv(powers(b)), 1
 		}
 		return inv(powers(base)), 1
+	case "longrope", "su":
+		// transformers' _compute_longrope_parameters: short factors up to the original
+		// context, long ones beyond; the attention factor from max/original positions.
+		orig := r.OriginalMaxPositionEmbeddings
+		ext := r.ShortFactor
+		if seqLen > orig {
+			ext = r.LongFactor
+		}
+		p := powers(base)
+		f := make([]float32, half)
+		for i := range f {
+			f[i] = 1 / (float32(ext[i]) * p[i])
+		}
+		att := r.AttentionFactor
+		if scale := float64(c.MaxPositionEmbeddings) / float64(orig); att == 0 && scale > 1 {
+			att = math.Sqrt(1 + math.Log(scale)/math.Log(float64(orig)))
+		} else if att == 0 {
+			att = 1
+		}
+		return f, float32(att)
 	case "yarn":
 		return c.yarn()
 	case "llama3":

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"quantfleet.dev/libs/safetensors"
 )
@@ -24,6 +25,14 @@ type SafetensorsSource struct{ Model *safetensors.Model }
 // Float32 implements WeightSource.
 func (s SafetensorsSource) Float32(name string) ([]float32, []int64, error) {
 	t, ok := s.Model.Lookup(name)
+	if !ok {
+		// The language model of a multimodal checkpoint (transformers 5 layout).
+		if rest, found := strings.CutPrefix(name, "model."); found {
+			if t, ok = s.Model.Lookup("model.language_model." + rest); ok {
+				name = t.Name
+			}
+		}
+	}
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s in %s", ErrWeightNotFound, name, s.Model.Dir())
 	}

@@ -68,7 +68,14 @@ func ModelConfig(m *hfmodel.Model) (*transformer.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return transformer.ParseConfig(raw)
+	c, err := transformer.ParseConfig(raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.CheckQuantizable(); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // smallFileLimit bounds the top-level files copied next to the weights (config, tokenizer).

@@ -28,6 +28,9 @@ type Assets struct {
 	// TinyLlama maps tiny-llama's tokenizer.model, tokenizer.json and tokenizer_config.json to
 	// their contents (shared/models/tiny-llama).
 	TinyLlama map[string][]byte
+	// Qwen3 maps the real Qwen 3 tokenizer.json and tokenizer_config.json to their contents
+	// (shared/tokenizers/qwen3, tokenizer.json gunzipped); nil when not loaded.
+	Qwen3 map[string][]byte
 }
 
 // tokenizer kinds.
@@ -36,6 +39,7 @@ const (
 	tokGPT2Chat = "gpt2-chat" // GPT-2 BPE plus added tokens, padding and a chat template
 	tokSP       = "sp"        // tiny-llama's SentencePiece tokenizer.model (+ tokenizer.json)
 	tokLlamaHF  = "llama-hf"  // tiny-llama's tokenizer.json without tokenizer.model
+	tokQwen3    = "qwen3"     // the real Qwen 3 tokenizer (shared/tokenizers/qwen3)
 )
 
 // spec describes one checkpoint.
@@ -55,9 +59,21 @@ type spec struct {
 	attnBias  bool // q/k/v/o biases (Llama attention_bias)
 	qkNorm    bool // Qwen3 q_norm/k_norm
 	tied      bool
-	shards    int
-	tokenizer string
-	seed      uint64
+	// layout selects the block layout beyond Llama's: "gemma", "phi3", "mixtral", "qwenmoe".
+	layout   string
+	experts  int // routed experts per block
+	expertFF int // rows of an expert's gate/up projection
+	sharedFF int // Qwen2-MoE shared expert rows
+	// prefix is the language model's module path in a multimodal checkpoint ("model.language_model."
+	// instead of "model."); extra lists tower tensors the text conversion leaves out.
+	prefix string
+	extra  []extraTensor
+	// textConfig, when set, nests the shape keys and these keys under config.json's
+	// "text_config" (multimodal checkpoints).
+	textConfig map[string]any
+	shards     int
+	tokenizer  string
+	seed       uint64
 	// config holds the config.json keys beyond the shape keys.
 	config map[string]any
 	// files are extra files written verbatim.
@@ -184,6 +200,146 @@ Random weights for converter tests.
 	},
 }
 
+// longFactors are LongRoPE factors for 32 rotated pairs.
+func longFactors(base, step float64) []any {
+	out := make([]any, 32)
+	for i := range out {
+		out[i] = json.Number(fmt.Sprintf("%.4f", base+step*float64(i)))
+	}
+	return out
+}
+
+func init() {
+	specs = append(specs, moreSpecs...)
+}
+
+// moreSpecs are the architectures added with issue 13 (converter fixtures made by
+// scripts/reference/arch_fixtures.py).
+var moreSpecs = []spec{
+	{
+		// query_pre_attn_scalar differs from head_dim (as in Gemma 2 27B) so that the scaling is tested.
+		name: "gemma-2-synth-it", arch: "Gemma2ForCausalLM", modelType: "gemma2", dtype: safetensors.BF16,
+		hidden: 256, layers: 4, heads: 4, kvHeads: 2, headDim: 64, inter: 512, vocab: 8192,
+		tied: true, layout: "gemma", tokenizer: tokSP, seed: 11,
+		config: map[string]any{
+			"attention_bias": false, "attention_dropout": num("0.0"), "attn_logit_softcapping": num("50.0"),
+			"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "final_logit_softcapping": num("30.0"),
+			"hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh", "initializer_range": num("0.02"),
+			"max_position_embeddings": 8192, "query_pre_attn_scalar": 48, "rms_norm_eps": num("1e-06"),
+			"rope_parameters": map[string]any{"rope_theta": num("10000.0"), "rope_type": "default"},
+			"sliding_window":  16, "dtype": "bfloat16", "transformers_version": "5.17.0", "use_cache": true,
+		},
+	},
+	{
+		name: "gemma-3-synth-it", arch: "Gemma3ForCausalLM", modelType: "gemma3_text", dtype: safetensors.BF16,
+		hidden: 256, layers: 6, heads: 4, kvHeads: 1, headDim: 64, inter: 512, vocab: 8192,
+		qkNorm: true, tied: true, layout: "gemma", tokenizer: tokSP, seed: 12,
+		config: map[string]any{
+			"attention_bias": false, "attention_dropout": num("0.0"), "attn_logit_softcapping": nil,
+			"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "final_logit_softcapping": nil,
+			"hidden_activation": "gelu_pytorch_tanh", "initializer_range": num("0.02"),
+			"layer_types":             []any{"sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention", "full_attention"},
+			"max_position_embeddings": 32768, "query_pre_attn_scalar": 32, "rms_norm_eps": num("1e-06"),
+			"rope_parameters": map[string]any{
+				"full_attention":    map[string]any{"rope_theta": num("1000000.0"), "rope_type": "default"},
+				"sliding_attention": map[string]any{"rope_theta": num("10000.0"), "rope_type": "default"},
+			},
+			"sliding_window": 16, "dtype": "bfloat16", "transformers_version": "5.17.0", "use_cache": true,
+		},
+	},
+	{
+		// The text part of a multimodal checkpoint: transformers 5 module paths, a vision tower and
+		// projector the text GGUF leaves out, text_config nested.
+		name: "gemma-3-synth-mm", arch: "Gemma3ForConditionalGeneration", modelType: "gemma3", dtype: safetensors.BF16,
+		hidden: 256, layers: 2, heads: 4, kvHeads: 2, headDim: 64, inter: 512, vocab: 8192,
+		qkNorm: true, tied: true, layout: "gemma", tokenizer: tokSP, seed: 13, prefix: "model.language_model.",
+		extra: []extraTensor{
+			{"model.multi_modal_projector.mm_input_projection_weight", 64, 256},
+			{"model.multi_modal_projector.mm_soft_emb_norm.weight", 64, 0},
+			{"model.vision_tower.vision_model.embeddings.position_embedding.weight", 16, 64},
+			{"model.vision_tower.vision_model.post_layernorm.bias", 64, 0},
+			{"model.vision_tower.vision_model.post_layernorm.weight", 64, 0},
+		},
+		textConfig: map[string]any{
+			"model_type": "gemma3_text", "attention_bias": false, "final_logit_softcapping": nil,
+			"attn_logit_softcapping": nil, "hidden_activation": "gelu_pytorch_tanh",
+			"layer_types":             []any{"sliding_attention", "full_attention"},
+			"max_position_embeddings": 32768, "query_pre_attn_scalar": 64, "rms_norm_eps": num("1e-06"),
+			"rope_parameters": map[string]any{
+				"full_attention":    map[string]any{"rope_theta": num("1000000.0"), "rope_type": "default"},
+				"sliding_attention": map[string]any{"rope_theta": num("10000.0"), "rope_type": "default"},
+			},
+			"sliding_window": 16,
+		},
+		config: map[string]any{
+			"boi_token_index": 5, "eoi_token_index": 6, "image_token_index": 7, "mm_tokens_per_image": 4,
+			"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "dtype": "bfloat16", "transformers_version": "5.17.0",
+			"vision_config": map[string]any{
+				"model_type": "siglip_vision_model", "hidden_size": 64, "intermediate_size": 128,
+				"num_hidden_layers": 0, "num_attention_heads": 2, "image_size": 64, "patch_size": 16,
+			},
+		},
+	},
+	{
+		name: "Phi-3-synth-128k-instruct", arch: "Phi3ForCausalLM", modelType: "phi3", dtype: safetensors.BF16,
+		hidden: 256, layers: 2, heads: 4, kvHeads: 2, inter: 512, vocab: 8192,
+		layout: "phi3", tokenizer: tokSP, seed: 14,
+		config: map[string]any{
+			"attention_bias": false, "attention_dropout": num("0.0"), "bos_token_id": 1, "eos_token_id": 2,
+			"hidden_act": "silu", "initializer_range": num("0.02"), "max_position_embeddings": 131072,
+			"original_max_position_embeddings": 4096, "rms_norm_eps": num("1e-05"),
+			"rope_scaling": map[string]any{"type": "longrope", "long_factor": longFactors(1.0, 0.25), "short_factor": longFactors(1.0, 0.01)},
+			"rope_theta":   num("10000.0"), "sliding_window": 262144, "tie_word_embeddings": false,
+			"torch_dtype": "bfloat16", "transformers_version": "4.40.2", "use_cache": true,
+		},
+	},
+	{
+		// Eight experts: llama-quantize's n_expert == 8 rules apply.
+		name: "Mixtral-synth-8x", arch: "MixtralForCausalLM", modelType: "mixtral", dtype: safetensors.BF16,
+		hidden: 256, layers: 2, heads: 8, kvHeads: 2, inter: 256, vocab: 8192,
+		layout: "mixtral", experts: 8, expertFF: 256, tokenizer: tokSP, seed: 15,
+		config: map[string]any{
+			"attention_dropout": num("0.0"), "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+			"initializer_range": num("0.02"), "max_position_embeddings": 32768, "num_experts_per_tok": 2,
+			"num_local_experts": 8, "output_router_logits": false, "rms_norm_eps": num("1e-05"),
+			"rope_theta": num("1000000.0"), "router_aux_loss_coef": num("0.02"), "sliding_window": nil,
+			"tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.36.0", "use_cache": true,
+		},
+	},
+	{
+		name: "Qwen3-MoE-synth", arch: "Qwen3MoeForCausalLM", modelType: "qwen3_moe", dtype: safetensors.BF16,
+		hidden: 256, layers: 2, heads: 8, kvHeads: 2, headDim: 64, inter: 512, vocab: 50304,
+		qkNorm: true, layout: "qwenmoe", experts: 16, expertFF: 256, tokenizer: tokGPT2Chat, seed: 16,
+		config: map[string]any{
+			"attention_bias": false, "attention_dropout": num("0.0"), "bos_token_id": 50256, "eos_token_id": 50258,
+			"decoder_sparse_step": 1, "hidden_act": "silu", "initializer_range": num("0.02"),
+			"max_position_embeddings": 40960, "max_window_layers": 2, "mlp_only_layers": []any{},
+			"moe_intermediate_size": 256, "norm_topk_prob": true, "num_experts": 16, "num_experts_per_tok": 4,
+			"output_router_logits": false, "rms_norm_eps": num("1e-06"), "rope_scaling": nil,
+			"rope_theta": num("1000000.0"), "router_aux_loss_coef": num("0.001"), "sliding_window": nil,
+			"tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.51.0",
+			"use_cache": true, "use_sliding_window": false,
+		},
+	},
+	{
+		// The real Qwen 3 tokenizer (known to the converter as "qwen2"): also the GGUF tokenizer
+		// regression for it. Small hidden size keeps the 151936-row embeddings small.
+		name: "Qwen1.5-MoE-synth", arch: "Qwen2MoeForCausalLM", modelType: "qwen2_moe", dtype: safetensors.BF16,
+		hidden: 64, layers: 2, heads: 4, kvHeads: 4, inter: 128, vocab: 151936,
+		qkvBias: true, layout: "qwenmoe", experts: 4, expertFF: 64, sharedFF: 128, tokenizer: tokQwen3, seed: 17,
+		config: map[string]any{
+			"attention_dropout": num("0.0"), "bos_token_id": 151643, "eos_token_id": 151645,
+			"decoder_sparse_step": 1, "hidden_act": "silu", "initializer_range": num("0.02"),
+			"max_position_embeddings": 8192, "max_window_layers": 2, "mlp_only_layers": []any{},
+			"moe_intermediate_size": 64, "norm_topk_prob": false, "num_experts": 4, "num_experts_per_tok": 2,
+			"output_router_logits": false, "qkv_bias": true, "rms_norm_eps": num("1e-06"), "rope_theta": num("1000000.0"),
+			"router_aux_loss_coef": num("0.001"), "shared_expert_intermediate_size": 128, "sliding_window": nil,
+			"tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.40.0",
+			"use_cache": true, "use_sliding_window": false,
+		},
+	},
+}
+
 // Names lists the checkpoints, in a fixed order.
 func Names() []string {
 	out := make([]string, len(specs))
@@ -249,6 +405,19 @@ func (s *spec) configJSON() ([]byte, error) {
 	}
 	if s.headDim > 0 {
 		c["head_dim"] = s.headDim
+	}
+	if s.textConfig != nil {
+		text := map[string]any{}
+		for k, v := range c {
+			if k != "architectures" && k != "model_type" {
+				text[k] = v
+				delete(c, k)
+			}
+		}
+		for k, v := range s.textConfig {
+			text[k] = v
+		}
+		c["text_config"] = text
 	}
 	for k, v := range s.config {
 		c[k] = v
@@ -321,6 +490,14 @@ func (s *spec) tokenizerFiles(a Assets) (map[string][]byte, error) {
 			b, ok := a.TinyLlama[n]
 			if !ok {
 				return nil, fmt.Errorf("synth: %s needs tiny-llama's %s", s.name, n)
+			}
+			files[n] = b
+		}
+	case tokQwen3:
+		for _, n := range []string{"tokenizer.json", "tokenizer_config.json"} {
+			b, ok := a.Qwen3[n]
+			if !ok {
+				return nil, fmt.Errorf("synth: %s needs the Qwen 3 %s (shared/tokenizers/qwen3)", s.name, n)
 			}
 			files[n] = b
 		}
@@ -410,6 +587,10 @@ func (s *spec) tensors() []tensor {
 	kv := s.kvHeads
 	if kv == 0 {
 		kv = s.heads
+	}
+	if s.layout != "" {
+		s.moreTensors(matrix, vector, kv, hd)
+		return out
 	}
 	matrix("model.embed_tokens.weight", s.vocab, s.hidden)
 	for l := 0; l < s.layers; l++ {
@@ -544,20 +725,43 @@ func shardOf(name string, layers, shards int) int {
 	return shards - 1
 }
 
-// LoadAssets reads GPT-2's gzipped tokenizer.json and tiny-llama's tokenizer files.
-func LoadAssets(gpt2TokenizerGz, tinyLlamaDir string) (Assets, error) {
-	a := Assets{TinyLlama: map[string][]byte{}}
-	f, err := os.Open(gpt2TokenizerGz)
+// LoadQwen3 reads the real Qwen 3 tokenizer files of shared/tokenizers/qwen3 into a.Qwen3.
+func (a *Assets) LoadQwen3(dir string) error {
+	tj, err := readGzip(filepath.Join(dir, "tokenizer.json.gz"))
 	if err != nil {
-		return a, err
+		return err
+	}
+	tc, err := os.ReadFile(filepath.Join(dir, "tokenizer_config.json"))
+	if err != nil {
+		return err
+	}
+	a.Qwen3 = map[string][]byte{"tokenizer.json": tj, "tokenizer_config.json": tc}
+	return nil
+}
+
+func readGzip(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	zr, err := gzip.NewReader(f)
 	if err != nil {
-		return a, fmt.Errorf("synth: %s: %w", gpt2TokenizerGz, err)
+		return nil, fmt.Errorf("synth: %s: %w", path, err)
 	}
-	if a.GPT2TokenizerJSON, err = io.ReadAll(zr); err != nil {
-		return a, fmt.Errorf("synth: %s: %w", gpt2TokenizerGz, err)
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		return nil, fmt.Errorf("synth: %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// LoadAssets reads GPT-2's gzipped tokenizer.json and tiny-llama's tokenizer files.
+func LoadAssets(gpt2TokenizerGz, tinyLlamaDir string) (Assets, error) {
+	a := Assets{TinyLlama: map[string][]byte{}}
+	var err error
+	if a.GPT2TokenizerJSON, err = readGzip(gpt2TokenizerGz); err != nil {
+		return a, err
 	}
 	for _, n := range []string{"tokenizer.model", "tokenizer.json", "tokenizer_config.json"} {
 		b, err := os.ReadFile(filepath.Join(tinyLlamaDir, n))
@@ -567,4 +771,91 @@ func LoadAssets(gpt2TokenizerGz, tinyLlamaDir string) (Assets, error) {
 		a.TinyLlama[n] = b
 	}
 	return a, nil
+}
+
+// extraTensor is a tower tensor of a multimodal checkpoint: rows × cols, or a vector when cols is 0.
+type extraTensor struct {
+	name       string
+	rows, cols int
+}
+
+// moreTensors generates the checkpoints of the layouts added after the first converter
+// fixtures (Gemma 2/3, Phi-3, Mixtral, Qwen MoE), in module-tree order.
+func (s *spec) moreTensors(matrix func(string, int, int), vector func(string, int, float64), kv, hd int) {
+	pre := "model."
+	if s.prefix != "" {
+		pre = s.prefix
+	}
+	// Gemma's norms scale by 1+w, so their weights sit around 0.
+	normCenter := 1.0
+	if s.layout == "gemma" {
+		normCenter = 0
+	}
+	matrix(pre+"embed_tokens.weight", s.vocab, s.hidden)
+	for l := 0; l < s.layers; l++ {
+		p := fmt.Sprintf("%slayers.%d.", pre, l)
+		vector(p+"input_layernorm.weight", s.hidden, normCenter)
+		if s.layout == "phi3" {
+			matrix(p+"self_attn.qkv_proj.weight", (s.heads+2*kv)*hd, s.hidden)
+		} else {
+			matrix(p+"self_attn.q_proj.weight", s.heads*hd, s.hidden)
+			matrix(p+"self_attn.k_proj.weight", kv*hd, s.hidden)
+			matrix(p+"self_attn.v_proj.weight", kv*hd, s.hidden)
+			if s.qkvBias {
+				vector(p+"self_attn.q_proj.bias", s.heads*hd, 0)
+				vector(p+"self_attn.k_proj.bias", kv*hd, 0)
+				vector(p+"self_attn.v_proj.bias", kv*hd, 0)
+			}
+		}
+		matrix(p+"self_attn.o_proj.weight", s.hidden, s.heads*hd)
+		if s.qkNorm {
+			vector(p+"self_attn.q_norm.weight", hd, normCenter)
+			vector(p+"self_attn.k_norm.weight", hd, normCenter)
+		}
+		vector(p+"post_attention_layernorm.weight", s.hidden, normCenter)
+		switch s.layout {
+		case "gemma":
+			vector(p+"pre_feedforward_layernorm.weight", s.hidden, normCenter)
+			vector(p+"post_feedforward_layernorm.weight", s.hidden, normCenter)
+			matrix(p+"mlp.gate_proj.weight", s.inter, s.hidden)
+			matrix(p+"mlp.up_proj.weight", s.inter, s.hidden)
+			matrix(p+"mlp.down_proj.weight", s.hidden, s.inter)
+		case "phi3":
+			matrix(p+"mlp.gate_up_proj.weight", 2*s.inter, s.hidden)
+			matrix(p+"mlp.down_proj.weight", s.hidden, s.inter)
+		case "mixtral":
+			matrix(p+"block_sparse_moe.gate.weight", s.experts, s.hidden)
+			for x := 0; x < s.experts; x++ {
+				ep := fmt.Sprintf("%sblock_sparse_moe.experts.%d.", p, x)
+				matrix(ep+"w1.weight", s.expertFF, s.hidden)
+				matrix(ep+"w2.weight", s.hidden, s.expertFF)
+				matrix(ep+"w3.weight", s.expertFF, s.hidden)
+			}
+		case "qwenmoe":
+			matrix(p+"mlp.gate.weight", s.experts, s.hidden)
+			for x := 0; x < s.experts; x++ {
+				ep := fmt.Sprintf("%smlp.experts.%d.", p, x)
+				matrix(ep+"gate_proj.weight", s.expertFF, s.hidden)
+				matrix(ep+"up_proj.weight", s.expertFF, s.hidden)
+				matrix(ep+"down_proj.weight", s.hidden, s.expertFF)
+			}
+			if s.sharedFF > 0 {
+				matrix(p+"mlp.shared_expert.gate_proj.weight", s.sharedFF, s.hidden)
+				matrix(p+"mlp.shared_expert.up_proj.weight", s.sharedFF, s.hidden)
+				matrix(p+"mlp.shared_expert.down_proj.weight", s.hidden, s.sharedFF)
+				matrix(p+"mlp.shared_expert_gate.weight", 1, s.hidden)
+			}
+		}
+	}
+	vector(pre+"norm.weight", s.hidden, normCenter)
+	if !s.tied {
+		matrix("lm_head.weight", s.vocab, s.hidden)
+	}
+	for _, e := range s.extra {
+		if e.cols == 0 {
+			vector(e.name, e.rows, 0)
+		} else {
+			matrix(e.name, e.rows, e.cols)
+		}
+	}
 }

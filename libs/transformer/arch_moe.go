@@ -1,0 +1,82 @@
+package transformer
+
+import (
+	"math"
+	"sort"
+)
+
+// moe routes each token: softmax over the router logits (float32), the top-k experts
+// (renormalised when NormTopK), each expert a SwiGLU MLP; Qwen2-MoE adds its shared expert
+// scaled by sigmoid(shared_expert_gate).
+func (l *Layer) moe(n *Tensor) *Tensor {
+	c := l.model.Config
+	rows, e := n.Rows(), len(l.arch.Experts)
+	logits := make([]float32, rows*e)
+	l.arch.Router.apply(logits, n.Data, rows)
+	// Per-expert token lists, so that each expert runs one matrix product.
+	tokens := make([][]int, e)
+	weights := make([][]float32, e)
+	idx := make([]int, e)
+	for r := 0; r < rows; r++ {
+		p := logits[r*e : (r+1)*e]
+		softmaxRow(p)
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.SliceStable(idx, func(a, b int) bool { return p[idx[a]] > p[idx[b]] })
+		top := idx[:c.ExpertsUsed]
+		var sum float32
+		for _, x := range top {
+			sum += p[x]
+		}
+		for _, x := range top {
+			w := p[x]
+			if c.NormTopK {
+				w /= sum
+			}
+			tokens[x] = append(tokens[x], r)
+			weights[x] = append(weights[x], w)
+		}
+	}
+	out := NewTensor(n.Batch, n.Seq, n.Dim)
+	for x, toks := range tokens {
+		if len(toks) == 0 {
+			continue
+		}
+		in := NewTensor(1, len(toks), n.Dim)
+		for i, r := range toks {
+			copy(in.Row(i), n.Row(r))
+		}
+		y := l.arch.Experts[x].forward(in)
+		for i, r := range toks {
+			o, yr, w := out.Row(r), y.Row(i), weights[x][i]
+			for j := range o {
+				o[j] += w * yr[j]
+			}
+		}
+	}
+	if l.arch.Shared != nil {
+		y := l.arch.Shared.forward(n)
+		gate := make([]float32, rows)
+		l.arch.SharedGate.apply(gate, n.Data, rows)
+		for r := 0; r < rows; r++ {
+			s := float32(1 / (1 + math.Exp(-float64(gate[r]))))
+			o, yr := out.Row(r), y.Row(r)
+			for j := range o {
+				o[j] += s * yr[j]
+			}
+		}
+	}
+	return out
+}
+
+func (x *expert) forward(n *Tensor) *Tensor {
+	rows := n.Rows()
+	g, u := NewTensor(n.Batch, n.Seq, x.Gate.Out), NewTensor(n.Batch, n.Seq, x.Up.Out)
+	x.Gate.apply(g.Data, n.Data, rows)
+	x.Up.apply(u.Data, n.Data, rows)
+	siluMul(g.Data, u.Data)
+	d := NewTensor(n.Batch, n.Seq, x.Down.Out)
+	x.Down.apply(d.Data, g.Data, rows)
+	return d
+}
