@@ -3,10 +3,11 @@
 
 Run from the repository root:
 
-    python3 scripts/reference/arch_fixtures.py --llama-cpp .devcarry/llama.cpp --shared .devcarry/shared --out "$OUT"
+    python3 scripts/reference/arch_fixtures.py --llama-cpp LLAMA_CPP --llama-quantize BIN --shared .devcarry/shared --out "$OUT"
 
-It (1) builds llama-quantize from the llama.cpp source tree the default way (no -march, no FMA:
-the reference the quantizers match), (2) writes the synthetic checkpoints with the synth test binary
+It takes a llama.cpp checkout (convert_hf_to_gguf.py, gguf-py) and a llama-quantize built from it by
+hand, outside this repository, the default way (no -march, no FMA: the reference the quantizers
+match); this repository neither holds nor builds llama.cpp. It (1) checks the binary exists, (2) writes the synthetic checkpoints with the synth test binary
 (.devcarry/synth.test, else `go test`), (3) converts each with the unmodified
 convert_hf_to_gguf.py (--outtype auto) and quantizes that file with llama-quantize at every level
 the Go tests compare, dumping each output with shared/tools/gguf_dump.py plus the GGUF value type of
@@ -33,18 +34,6 @@ CTX, WINDOWS = 64, 8
 def run(cmd, **kw):
     print("+", " ".join(str(c) for c in cmd), flush=True)
     subprocess.run([str(c) for c in cmd], check=True, **kw)
-
-
-def build_quantize(src: Path, build: Path) -> Path:
-    run(["cmake", "-S", src, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF",
-         "-DGGML_CUDA=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-         "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_APP=OFF",
-         "-DLLAMA_BUILD_TOOLS=ON"])
-    run(["cmake", "--build", build, "--target", "llama-quantize", "-j", str(os.cpu_count() or 8)])
-    exe = build / "bin" / "llama-quantize"
-    if not exe.exists():
-        raise SystemExit(f"llama-quantize not found in {build}")
-    return exe
 
 
 def write_models(repo: Path, shared: Path, dest: Path):
@@ -174,10 +163,11 @@ def tokenizer_ids(shared: Path, docs, out: Path, llama_cpp: Path, gguf_dump: Pat
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--llama-cpp", type=Path, required=True, help="llama.cpp source tree (convert_hf_to_gguf.py, gguf-py, CMake)")
+    ap.add_argument("--llama-cpp", type=Path, required=True, help="llama.cpp checkout (convert_hf_to_gguf.py, gguf-py)")
+    ap.add_argument("--llama-quantize", type=Path, required=True, help="llama-quantize built from that checkout, outside this repository")
     ap.add_argument("--shared", type=Path, default=Path(".devcarry/shared"))
     ap.add_argument("--out", type=Path, default=Path(".devcarry/out"))
-    ap.add_argument("--work", type=Path, default=Path("/tmp/quantfleet-arch-work"), help="build, checkpoints, GGUF files (not kept)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/quantfleet-arch-work"), help="checkpoints, GGUF files (not kept)")
     ap.add_argument("--skip-forward", action="store_true")
     a = ap.parse_args()
     t0 = time.time()
@@ -189,7 +179,9 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str((a.llama_cpp / "gguf-py").resolve()))
     os.environ["PYTHONPATH"] = str((a.llama_cpp / "gguf-py").resolve()) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    quantize = build_quantize(a.llama_cpp.resolve(), (work / "build").resolve())
+    quantize = a.llama_quantize.resolve()
+    if not quantize.exists():
+        raise SystemExit(f"llama-quantize not found at {quantize}")
     models = work / "models"
     write_models(repo, a.shared, models)
     digests = {}
