@@ -12,6 +12,7 @@ import (
 
 	"quantfleet.dev/libs/convert/internal/synth"
 	"quantfleet.dev/libs/gguf"
+	"quantfleet.dev/libs/gguf/ggufdump"
 	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/sharedtest"
 )
@@ -130,16 +131,16 @@ func TestMatchesConverter(t *testing.T) {
 	for _, tc := range converterCases {
 		t.Run(tc.model+"/"+tc.outtype, func(t *testing.T) {
 			ref := filepath.Join("testdata", "converter", tc.model+"."+tc.outtype)
-			want, err := gguf.LoadDump(ref + ".json")
+			want, err := ggufdump.LoadDump(ref + ".json")
 			if err != nil {
 				t.Fatal(err)
 			}
 			path, plan := writeGGUF(t, synthModel(t, tc.model), tc.level)
-			got, err := gguf.DumpFile(path)
+			got, err := ggufdump.DumpFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			same, diffs := gguf.CompareDumpCount(want, got, []string{"general.name"})
+			same, diffs := ggufdump.CompareDumpCount(want, got, []string{"general.name"})
 			if len(diffs) > 0 {
 				t.Errorf("%d/%d tensors identical; differences:\n%s", same, len(want.Tensors), strings.Join(diffs, "\n"))
 			}
