@@ -99,16 +99,13 @@ func CheckTask(t *pb.Task) error {
 	if t.GetPlan().GetKey() == "" {
 		return fmt.Errorf("%w: task %s/%s has no plan", pb.ErrInvalidTask, t.JobId, t.TaskId)
 	}
-	switch t.Kind {
-	case pb.TaskKind_TASK_KIND_GGUF_TENSORS, pb.TaskKind_TASK_KIND_GPTQ_LAYER, pb.TaskKind_TASK_KIND_AWQ_LAYER:
-		if t.Output.Prefix != ShardPrefix(t.JobId) {
-			return fmt.Errorf("%w: %s", ErrForeignOutput, t.Output.Prefix)
-		}
-	case pb.TaskKind_TASK_KIND_ASSEMBLE:
+	if t.Kind == pb.TaskKind_TASK_KIND_ASSEMBLE {
 		name := t.Params[ParamOutputName]
 		if t.Output.Prefix != OutputPrefix(t.JobId) || name == "" || strings.ContainsAny(name, "/\\") || name == "." || name == ".." {
 			return fmt.Errorf("%w: %s%s", ErrForeignOutput, t.Output.Prefix, name)
 		}
+	} else if t.Output.Prefix != ShardPrefix(t.JobId) {
+		return fmt.Errorf("%w: %s", ErrForeignOutput, t.Output.Prefix)
 	}
 	return nil
 }
@@ -206,4 +203,13 @@ func ConfigFromProto(p *pb.QuantizationConfig) (domain.QuantizationConfig, error
 	c.OutputName, c.CalibrationDataPath = p.GetOutputName(), p.GetCalibrationDataPath()
 	c.CalibrationSamples, c.GroupSize, c.EnableCheckpoints = int(p.GetCalibrationSamples()), int(p.GetGroupSize()), p.GetEnableCheckpoints()
 	return c, nil
+}
+
+// TaskKindLabel is a task kind's metrics label: "gguf_tensors", "gptq_layer", "assemble", ….
+func TaskKindLabel(k pb.TaskKind) string {
+	name, ok := pb.TaskKind_name[int32(k)]
+	if !ok || k == pb.TaskKind_TASK_KIND_UNSPECIFIED {
+		return "unknown"
+	}
+	return strings.ToLower(strings.TrimPrefix(name, "TASK_KIND_"))
 }

@@ -14,7 +14,6 @@ import (
 	"quantfleet.dev/libs/queue"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
-	"quantfleet.dev/services/fleet/ggufjob"
 )
 
 // Error codes of pb.JobReply.
@@ -120,21 +119,13 @@ func (d *Dispatcher) resume(ctx context.Context, id string, cfg *domain.Quantiza
 		done[k] = v
 	}
 	st.mu.Unlock()
-	var missing []ggufjob.Task
+	var missing []fleet.PlanTask
 	for _, t := range plan.Tasks {
 		ok := done[t.ID] != nil
-		if ok && plan.Layered != nil {
-			// A layer's result and the activations it wrote must both be there.
-			for _, sh := range done[t.ID].Shards {
-				oi, err := d.rt.Store.Stat(ctx, sh.Key)
-				ok = ok && err == nil && oi.Size == sh.Size
+		if ok {
+			if ok, err = st.kind.Verify(ctx, d.rt.Store, plan, t, done[t.ID]); err != nil {
+				return j.Status, err
 			}
-			if !ok {
-				_ = d.taskKV.Purge(ctx, st.id+"."+t.ID)
-			}
-		} else if ok {
-			oi, err := d.rt.Store.Stat(ctx, fleet.ShardKey(st.id, t.ID))
-			ok = err == nil && uint64(oi.Size) == t.Size
 			if !ok {
 				_ = d.taskKV.Purge(ctx, st.id+"."+t.ID)
 			}
@@ -147,12 +138,15 @@ func (d *Dispatcher) resume(ctx context.Context, id string, cfg *domain.Quantiza
 	for _, t := range missing {
 		delete(st.done, t.ID)
 	}
-	runnable := ready(plan, st.done, missing)
 	st.generation++
+	runnable, err := st.runnable()
 	gen := st.generation
 	st.assembled = false // with every shard there, the assembly is queued again in this generation
 	st.dirty = true
 	st.mu.Unlock()
+	if err != nil {
+		return j.Status, err
+	}
 	if err := d.writeCheckpoint(ctx, st); err != nil {
 		return j.Status, err
 	}

@@ -20,7 +20,6 @@ import (
 
 	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/queue"
-	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
 )
 
@@ -233,15 +232,3 @@ func sleep(ctx context.Context, d time.Duration) {
 // finished tasks re-verified (their shards must exist with the recorded size) and only the others
 // queued again; a config, when given, must match the job's checkpoint snapshot.
 const ControlSubject = "qf.ctl.job"
-
-func taskKindLabel(k pb.TaskKind) string {
-	switch k {
-	case pb.TaskKind_TASK_KIND_GPTQ_LAYER:
-		return "gptq_layer"
-	case pb.TaskKind_TASK_KIND_AWQ_LAYER:
-		return "awq_layer"
-	case pb.TaskKind_TASK_KIND_ASSEMBLE:
-		return "assemble"
-	}
-	return "gguf_tensors"
-}

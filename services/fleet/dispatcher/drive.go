@@ -13,11 +13,10 @@ import (
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/fault"
-	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/queue"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
-	"quantfleet.dev/services/fleet/ggufjob"
+	"quantfleet.dev/services/fleet/kinds"
 )
 
 // handleJob reacts to a job record change.
@@ -76,7 +75,7 @@ func (d *Dispatcher) track(ctx context.Context, id string) *jobState {
 		return st
 	}
 	jctx, cancel := context.WithCancel(ctx)
-	st := &jobState{id: id, cancel: cancel, done: map[string]*pb.TaskResult{}, readyCh: make(chan struct{})}
+	st := &jobState{id: id, cancel: cancel, done: map[string]*pb.TaskResult{}, published: map[string]uint32{}, readyCh: make(chan struct{})}
 	d.jobs[id] = st
 	go d.drive(jctx, st)
 	return st
@@ -103,10 +102,13 @@ type jobState struct {
 	cancel  context.CancelFunc
 	readyCh chan struct{} // closed when planned and published
 
-	mu         sync.Mutex
-	req        *fleet.JobRequest
-	plan       *ggufjob.Plan
-	planSum    string // SHA-256 of the plan object
+	mu      sync.Mutex
+	req     *fleet.JobRequest
+	plan    *fleet.Plan
+	kind    fleet.Kind
+	planSum string // SHA-256 of the plan object
+	// published holds the generation each task was last published in.
+	published  map[string]uint32
 	done       map[string]*pb.TaskResult
 	generation uint32
 	assembled  bool // assemble task published
@@ -173,14 +175,15 @@ func (d *Dispatcher) prepare(ctx context.Context, st *jobState, log *zap.Logger)
 		}
 	}
 	st.req = req
-	var plan *ggufjob.Plan
+	var plan *fleet.Plan
+	var kind fleet.Kind
 	var sum string
 	var ck *Checkpoint
 	err = d.retry(ctx, log, st.id, "preparing the job", func() error {
 		var err error
-		plan, sum, err = ggufjob.ReadPlan(ctx, d.rt.Store, fleet.PlanKey(st.id))
+		plan, kind, sum, err = kinds.LoadPlan(ctx, d.rt.Store, fleet.PlanKey(st.id), "")
 		if errors.Is(err, blob.ErrNotFound) { // never planned
-			plan, sum, err = d.plan(ctx, st.id, req, log)
+			plan, kind, sum, err = d.plan(ctx, st.id, req, log)
 		}
 		if err != nil {
 			return err
@@ -196,7 +199,7 @@ func (d *Dispatcher) prepare(ctx context.Context, st *jobState, log *zap.Logger)
 		return err
 	}
 	st.mu.Lock()
-	st.plan, st.planSum = plan, sum
+	st.plan, st.kind, st.planSum = plan, kind, sum
 	if ck != nil {
 		st.generation = ck.Generation
 	}
@@ -209,70 +212,58 @@ func (d *Dispatcher) prepare(ctx context.Context, st *jobState, log *zap.Logger)
 	}
 	st.dirty = true
 	gen := st.generation
-	var missing []ggufjob.Task
-	for _, t := range plan.Tasks {
-		if st.done[t.ID] == nil {
-			missing = append(missing, t)
-		}
-	}
-	runnable := ready(plan, st.done, missing)
+	ndone := len(st.done)
+	runnable, err := st.runnable()
 	st.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	if err := d.writeCheckpoint(ctx, st); err != nil {
 		return err
 	}
-	log.Info("job planned", zap.Int("tasks", len(plan.Tasks)), zap.Int("done", len(plan.Tasks)-len(missing)),
+	log.Info("job planned", zap.String("kind", kind.Name()), zap.Int("tasks", len(plan.Tasks)), zap.Int("done", ndone),
 		zap.Uint32("generation", gen))
 	return d.publish(ctx, st, runnable, gen)
 }
 
-// ready filters tasks that are not done to those that can run now: all of them, except in a
-// calibrated GPTQ/AWQ job, whose layers form a chain: there only the first layer not done whose
-// predecessor is done (its activations exist).
-func ready(p *ggufjob.Plan, done map[string]*pb.TaskResult, tasks []ggufjob.Task) []ggufjob.Task {
-	if p.Layered == nil || !p.Layered.Calibrated() {
-		return tasks
-	}
-	for _, t := range tasks {
-		if done[t.ID] == nil && (t.Block == 0 || done[ggufjob.LayerTaskID(t.Block-1)] != nil) {
-			return []ggufjob.Task{t}
-		}
-	}
-	return nil
+// runnable returns the tasks the job's kind can run now. Call with st.mu held.
+func (st *jobState) runnable() ([]fleet.PlanTask, error) {
+	return st.kind.Runnable(st.plan, func(id string) bool { return st.done[id] != nil })
 }
 
-// publishNext publishes the tasks of a layered job that became runnable (the next layer).
+// publishNext publishes the tasks that became runnable and are not yet published in this
+// generation (in a calibrated GPTQ/AWQ chain, the next layer).
 func (d *Dispatcher) publishNext(ctx context.Context, st *jobState) {
 	st.mu.Lock()
-	if st.plan.Layered == nil || !st.plan.Layered.Calibrated() {
-		st.mu.Unlock()
-		return
-	}
-	var missing []ggufjob.Task
-	for _, t := range st.plan.Tasks {
-		if st.done[t.ID] == nil {
-			missing = append(missing, t)
+	runnable, err := st.runnable()
+	var next []fleet.PlanTask
+	for _, t := range runnable {
+		if g, ok := st.published[t.ID]; !ok || g != st.generation {
+			next = append(next, t)
 		}
 	}
-	next := ready(st.plan, st.done, missing)
 	gen := st.generation
 	st.mu.Unlock()
-	if len(next) == 0 {
+	if err != nil || len(next) == 0 {
 		return
 	}
 	if err := d.publish(ctx, st, next, gen); err != nil {
-		d.log.Warn("publishing the next layer failed; will retry", zap.String("job", st.id), zap.Error(err))
+		d.log.Warn("publishing the next tasks failed; will retry", zap.String("job", st.id), zap.Error(err))
 	}
 }
 
 // publish enqueues tasks of generation gen (duplicates of earlier publishes are dropped by the
 // stream's de-duplication).
-func (d *Dispatcher) publish(ctx context.Context, st *jobState, tasks []ggufjob.Task, gen uint32) error {
+func (d *Dispatcher) publish(ctx context.Context, st *jobState, tasks []fleet.PlanTask, gen uint32) error {
 	pool := d.pool(st.req)
 	if err := queue.EnsurePool(ctx, d.rt.JS, d.cfg.Queue, pool); err != nil {
 		return err
 	}
 	for _, t := range tasks {
-		msg := d.tensorTask(st, t, pool, gen)
+		msg, err := d.taskMessage(st, t, pool, gen)
+		if err != nil {
+			return err
+		}
 		b, err := fleet.EncodeTask(msg)
 		if err != nil {
 			return err
@@ -282,8 +273,11 @@ func (d *Dispatcher) publish(ctx context.Context, st *jobState, tasks []ggufjob.
 			return err
 		}
 		if !dup {
-			d.m.published.WithLabelValues(taskKindLabel(msg.Kind)).Inc()
+			d.m.published.WithLabelValues(fleet.TaskKindLabel(msg.Kind)).Inc()
 		}
+		st.mu.Lock()
+		st.published[t.ID] = gen
+		st.mu.Unlock()
 	}
 	return nil
 }
@@ -328,39 +322,16 @@ func (d *Dispatcher) watchPools(ctx context.Context, st *jobState) {
 	}
 }
 
-// maxInputsSize bounds the source ranges a task message lists (they are informative: workers find
-// the ranges in the checkpoint's headers too), keeping messages far below the 64 KiB limit.
-const maxInputsSize = 24 << 10
-
-func (d *Dispatcher) tensorTask(st *jobState, t ggufjob.Task, pool string, gen uint32) *pb.Task {
+// taskMessage is the message of task t: what every task has, and what its kind adds.
+func (d *Dispatcher) taskMessage(st *jobState, t fleet.PlanTask, pool string, gen uint32) (*pb.Task, error) {
 	p := st.plan
-	kind := pb.TaskKind_TASK_KIND_GGUF_TENSORS
-	if p.Layered != nil {
-		kind = pb.TaskKind_TASK_KIND_GPTQ_LAYER
-		if p.Layered.Format == string(domain.FormatAWQ) {
-			kind = pb.TaskKind_TASK_KIND_AWQ_LAYER
-		}
-	}
-	msg := &pb.Task{JobId: st.id, TaskId: t.ID, Generation: gen, Kind: kind, Pool: pool,
+	msg := &pb.Task{JobId: st.id, TaskId: t.ID, Generation: gen, Pool: pool,
 		Plan:       &pb.PlanRef{Key: fleet.PlanKey(st.id), Sha256: st.planSum},
-		Output:     &pb.OutputSpec{Prefix: fleet.ShardPrefix(st.id), Alignment: gguf.Alignment},
+		Output:     &pb.OutputSpec{Prefix: fleet.ShardPrefix(st.id)},
 		LayerIndex: int32(t.Block), TotalTasks: int32(len(p.Tasks)), CreatedAt: timestamppb.Now(),
 		Params: map[string]string{fleet.ParamLabel: t.Label, fleet.ParamModelName: p.ModelName,
 			fleet.ParamSourceBucket: p.SourceBucket, fleet.ParamSourcePrefix: p.SourcePrefix}}
-	for _, tp := range p.Tensors[t.First : t.First+t.Count] {
-		msg.Plan.Entries = append(msg.Plan.Entries, tp.Name)
-	}
-	size := 0
-	for _, in := range t.Inputs {
-		size += len(in.Name) + len(p.SourcePrefix) + len(in.File) + 24
-		if size > maxInputsSize {
-			msg.Inputs = nil
-			break
-		}
-		msg.Inputs = append(msg.Inputs, &pb.NamedRange{Name: in.Name, Range: &pb.ObjectRange{
-			Key: p.SourcePrefix + "/" + in.File, Offset: in.Offset, Length: in.Length}})
-	}
-	return msg
+	return msg, st.kind.Describe(p, t, msg)
 }
 
 // retry runs f for job until it succeeds or fails permanently: transient failures are waited out

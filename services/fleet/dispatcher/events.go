@@ -164,7 +164,7 @@ func (d *Dispatcher) maybeAssemble(ctx context.Context, st *jobState) {
 		d.log.Warn("publishing the assembly failed; will retry", zap.String("job", st.id), zap.Error(err))
 		return
 	}
-	d.m.published.WithLabelValues("assemble").Inc()
+	d.m.published.WithLabelValues(fleet.TaskKindLabel(msg.Kind)).Inc()
 	st.mu.Lock()
 	st.assembled = true
 	st.mu.Unlock()

@@ -20,7 +20,6 @@ import (
 	"quantfleet.dev/services/fleet/assembler"
 	"quantfleet.dev/services/fleet/client"
 	"quantfleet.dev/services/fleet/dispatcher"
-	"quantfleet.dev/services/fleet/ggufjob"
 	"quantfleet.dev/services/fleet/modelstore"
 	"quantfleet.dev/services/fleet/worker"
 	"quantfleet.dev/services/internal/testenv"
@@ -49,7 +48,7 @@ func TestForgedMessages(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, ctx, func() bool { j, _ := c.Job(ctx, sub.JobID); return j != nil && j.TotalLayers == 8 })
-		_, sum, err := ggufjob.ReadPlan(ctx, store, fleet.PlanKey(sub.JobID))
+		_, sum, err := fleet.ReadPlan(ctx, store, fleet.PlanKey(sub.JobID), "")
 		if err != nil {
 			t.Fatal(err)
 		}

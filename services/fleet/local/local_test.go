@@ -18,7 +18,6 @@ import (
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/client"
-	"quantfleet.dev/services/fleet/ggufjob"
 	"quantfleet.dev/services/fleet/local"
 	"quantfleet.dev/services/internal/testenv"
 )
@@ -143,7 +142,7 @@ func TestLocalFleetFaults(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	p, sum, err := ggufjob.ReadPlan(ctx, f.RT.Store, fleet.PlanKey(sub.JobID))
+	p, sum, err := fleet.ReadPlan(ctx, f.RT.Store, fleet.PlanKey(sub.JobID), "")
 	if err != nil {
 		t.Fatal(err)
 	}
