@@ -43,6 +43,22 @@ type Request struct {
 	Progress  progress.Reporter
 }
 
+// Layered quantizes a model to format f (GPTQ or AWQ) at level with the options o: the local
+// pipeline of `quantfleet quantize`. o's SeqLen and CalibrationOffset fill req's when unset.
+func Layered(ctx context.Context, req Request, f domain.OutputFormat, level string, groupSize int, o domain.LayerOptions) (*domain.QuantizedModel, error) {
+	level, bits, err := domain.ParseLevel(f, level)
+	if err != nil {
+		return nil, err
+	}
+	if req.SeqLen == 0 {
+		req.SeqLen = o.SeqLen
+	}
+	if req.CalibrationOffset == 0 {
+		req.CalibrationOffset = o.CalibrationOffset
+	}
+	return layered(ctx, req, NewLayerConfig(f, bits, groupSize, o), level, f)
+}
+
 // layered quantizes a model layer by layer with QuantizeLayer and writes the checkpoint:
 // under a temporary name in OutputDir, validated by reading it back, then renamed.
 func layered(ctx context.Context, req Request, cfg LayerConfig, level string, format domain.OutputFormat) (*domain.QuantizedModel, error) {

@@ -30,7 +30,7 @@ type Kind interface {
 	Check(p *Plan) error
 	// Runnable returns the tasks of p that can run now, given which are done.
 	Runnable(p *Plan, done func(task string) bool) ([]PlanTask, error)
-	// Describe fills the kind's fields of task t's message: its wire kind, plan entries and inputs.
+	// Describe sets the kind's part of task t's message: its wire kind and arguments (the oneof).
 	Describe(p *Plan, t PlanTask, msg *pb.Task) error
 	// Verify reports whether the objects of a recorded task are all still there (resume).
 	Verify(ctx context.Context, store blob.Store, p *Plan, t PlanTask, rec *pb.TaskResult) (bool, error)

@@ -120,7 +120,7 @@ func (a handler) Run(ctx context.Context, at *taskrun.Attempt) error {
 	if err != nil {
 		return err
 	}
-	source := t.Params[fleet.ParamModelName]
+	source := t.GetSource().GetModelName()
 	if req, err := a.rt.Request(ctx, t.JobId); err == nil {
 		source = req.Model
 	}

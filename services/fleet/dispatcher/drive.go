@@ -322,15 +322,14 @@ func (d *Dispatcher) watchPools(ctx context.Context, st *jobState) {
 	}
 }
 
-// taskMessage is the message of task t: what every task has, and what its kind adds.
+// taskMessage is the message of task t: what every task has, and its kind's arguments.
 func (d *Dispatcher) taskMessage(st *jobState, t fleet.PlanTask, pool string, gen uint32) (*pb.Task, error) {
 	p := st.plan
 	msg := &pb.Task{JobId: st.id, TaskId: t.ID, Generation: gen, Pool: pool,
 		Plan:       &pb.PlanRef{Key: fleet.PlanKey(st.id), Sha256: st.planSum},
 		Output:     &pb.OutputSpec{Prefix: fleet.ShardPrefix(st.id)},
-		LayerIndex: int32(t.Block), TotalTasks: int32(len(p.Tasks)), CreatedAt: timestamppb.Now(),
-		Params: map[string]string{fleet.ParamLabel: t.Label, fleet.ParamModelName: p.ModelName,
-			fleet.ParamSourceBucket: p.SourceBucket, fleet.ParamSourcePrefix: p.SourcePrefix}}
+		LayerIndex: int32(t.Block), TotalTasks: int32(len(p.Tasks)), CreatedAt: timestamppb.Now(), Label: t.Label,
+		Source: &pb.SourceRef{Bucket: p.SourceBucket, Prefix: p.SourcePrefix, ModelName: p.ModelName}}
 	return msg, st.kind.Describe(p, t, msg)
 }
 

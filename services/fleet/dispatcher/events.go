@@ -11,7 +11,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"quantfleet.dev/libs/domain"
-	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/libs/queue"
 	pb "quantfleet.dev/proto/quantfleet/v1"
@@ -150,12 +149,12 @@ func (d *Dispatcher) maybeAssemble(ctx context.Context, st *jobState) {
 		name = quantize.DefaultOutputName(st.req.Name, st.plan.Level, st.req.Config.TargetFormat)
 	}
 	p := st.plan
-	msg := &pb.Task{JobId: st.id, TaskId: "assemble", Generation: gen, Kind: pb.TaskKind_TASK_KIND_ASSEMBLE, Pool: queue.PoolAsm,
+	msg := &pb.Task{JobId: st.id, TaskId: fleet.AssembleTaskID, Generation: gen, Kind: pb.TaskKind_TASK_KIND_ASSEMBLE, Pool: queue.PoolAsm,
 		Plan:       &pb.PlanRef{Key: fleet.PlanKey(st.id), Sha256: st.planSum},
-		Output:     &pb.OutputSpec{Prefix: fleet.OutputPrefix(st.id), Alignment: gguf.Alignment},
-		LayerIndex: -1, TotalTasks: int32(len(p.Tasks)), CreatedAt: timestamppb.Now(),
-		Params: map[string]string{fleet.ParamLabel: "assemble", fleet.ParamOutputName: name, fleet.ParamHeader: fleet.HeaderKey(st.id),
-			fleet.ParamModelName: p.ModelName, fleet.ParamSourceBucket: p.SourceBucket, fleet.ParamSourcePrefix: p.SourcePrefix}}
+		Output:     &pb.OutputSpec{Prefix: fleet.OutputPrefix(st.id)},
+		LayerIndex: -1, TotalTasks: int32(len(p.Tasks)), CreatedAt: timestamppb.Now(), Label: "assemble",
+		Source: &pb.SourceRef{Bucket: p.SourceBucket, Prefix: p.SourcePrefix, ModelName: p.ModelName},
+		Args:   &pb.Task_Assemble{Assemble: &pb.AssembleArgs{OutputName: name}}}
 	b, err := fleet.EncodeTask(msg)
 	if err == nil {
 		_, err = queue.PublishTask(ctx, d.rt.JS, queue.PoolAsm, fleet.TaskMsgID(msg), b)

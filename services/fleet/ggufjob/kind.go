@@ -67,32 +67,18 @@ func (*Kind) Runnable(p *fleet.Plan, done func(string) bool) ([]fleet.PlanTask, 
 	return out, nil
 }
 
-// maxInputsSize bounds the source ranges a task message lists (they are informative: workers find
-// the ranges in the checkpoint's headers too), keeping messages far below the 64 KiB limit.
-const maxInputsSize = 24 << 10
-
-// Describe implements fleet.Kind.
+// Describe implements fleet.Kind: the tensors the task produces.
 func (*Kind) Describe(fp *fleet.Plan, pt fleet.PlanTask, msg *pb.Task) error {
 	p, err := FromEnvelope(fp)
 	if err != nil {
 		return err
 	}
 	t, _ := p.Task(pt.ID)
-	msg.Kind = pb.TaskKind_TASK_KIND_GGUF_TENSORS
-	msg.Output.Alignment = gguf.Alignment
+	args := &pb.GGUFTensorsArgs{Alignment: gguf.Alignment}
 	for _, tp := range p.Tensors[t.First : t.First+t.Count] {
-		msg.Plan.Entries = append(msg.Plan.Entries, tp.Name)
+		args.Tensors = append(args.Tensors, tp.Name)
 	}
-	size := 0
-	for _, in := range t.Inputs {
-		size += len(in.Name) + len(p.SourcePrefix) + len(in.File) + 24
-		if size > maxInputsSize {
-			msg.Inputs = nil
-			break
-		}
-		msg.Inputs = append(msg.Inputs, &pb.NamedRange{Name: in.Name, Range: &pb.ObjectRange{
-			Key: p.SourcePrefix + "/" + in.File, Offset: in.Offset, Length: in.Length}})
-	}
+	msg.Kind, msg.Args = pb.TaskKind_TASK_KIND_GGUF_TENSORS, &pb.Task_GgufTensors{GgufTensors: args}
 	return nil
 }
 

@@ -3,8 +3,6 @@ package layerjob
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -41,21 +39,22 @@ func (*Kind) TaskKinds() []pb.TaskKind {
 func (*Kind) Plan(ctx context.Context, env *fleet.PlanEnv) (*fleet.Plan, error) {
 	req := env.Request
 	cfg := req.Config
-	bits, err := strconv.Atoi(strings.TrimSuffix(cfg.QuantizationLevel, "bit"))
+	_, bits, err := domain.ParseLevel(cfg.TargetFormat, cfg.QuantizationLevel)
 	if err != nil {
-		return nil, fmt.Errorf("%w: level %s: want <n>bit", domain.ErrInvalidConfig, cfg.QuantizationLevel)
+		return nil, err
 	}
 	o := req.Layered
 	if o == nil {
 		o = &fleet.LayerOptions{}
 	}
-	spec := Spec{Format: string(cfg.TargetFormat), Bits: bits, GroupSize: cfg.GroupSize, Sym: o.Sym, ActOrder: o.ActOrder,
-		StaticGroups: o.StaticGroups, Damp: o.Damp, RTN: o.RTN, DuoScaling: o.DuoScaling}
-	if !o.RTN {
+	spec := Spec{Format: string(cfg.TargetFormat), Bits: bits, GroupSize: cfg.GroupSize, LayerOptions: o.LayerOptions}
+	if o.RTN {
+		spec.SeqLen, spec.CalibrationOffset = 0, 0
+	} else {
 		if o.Calibration == nil || o.Calibration.Prefix == "" {
 			return nil, fmt.Errorf("%w: %s needs calibration data", domain.ErrInvalidConfig, cfg.TargetFormat)
 		}
-		spec.Samples, spec.SeqLen, spec.CalibrationOffset = cfg.CalibrationSamples, o.SeqLen, o.CalibrationOffset
+		spec.Samples = cfg.CalibrationSamples
 		if spec.SeqLen == 0 {
 			spec.SeqLen = quantize.DefaultSeqLen
 		}
@@ -94,7 +93,7 @@ func (*Kind) Runnable(p *fleet.Plan, done func(string) bool) ([]fleet.PlanTask, 
 }
 
 // Describe implements fleet.Kind.
-func (*Kind) Describe(p *fleet.Plan, _ fleet.PlanTask, msg *pb.Task) error {
+func (*Kind) Describe(p *fleet.Plan, t fleet.PlanTask, msg *pb.Task) error {
 	s, err := SpecOf(p)
 	if err != nil {
 		return err
@@ -103,6 +102,7 @@ func (*Kind) Describe(p *fleet.Plan, _ fleet.PlanTask, msg *pb.Task) error {
 	if s.Format == string(domain.FormatAWQ) {
 		msg.Kind = pb.TaskKind_TASK_KIND_AWQ_LAYER
 	}
+	msg.Args = &pb.Task_Layer{Layer: &pb.LayerArgs{Layer: int32(t.Block)}}
 	return nil
 }
 

@@ -23,9 +23,7 @@ import (
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
-	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfmodel"
-	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/libs/tokenizer"
 	"quantfleet.dev/libs/transformer"
@@ -36,13 +34,7 @@ import (
 // LayerConfig is the quantize.LayerConfig of a job, as `quantfleet quantize` builds it from
 // the same flags.
 func LayerConfig(s *Spec) quantize.LayerConfig {
-	if s.Format == string(domain.FormatAWQ) {
-		ac := quantize.DefaultAWQConfig()
-		ac.Bits, ac.GroupSize, ac.PlainScaling = s.Bits, s.GroupSize, !s.DuoScaling
-		return quantize.LayerConfig{Method: hfquant.AWQ, AWQ: ac}
-	}
-	return quantize.LayerConfig{Method: hfquant.GPTQ, RTN: s.RTN, GPTQ: gptq.Config{
-		Bits: s.Bits, GroupSize: s.GroupSize, Sym: s.Sym, ActOrder: s.ActOrder, StaticGroups: s.StaticGroups, Damp: s.Damp}}
+	return quantize.NewLayerConfig(domain.OutputFormat(s.Format), s.Bits, s.GroupSize, s.LayerOptions)
 }
 
 // Weights reads a checkpoint's tensors as float32 by byte range (a transformer.WeightSource).

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/services/fleet"
 )
 
@@ -14,27 +15,18 @@ const KindName = "layered"
 // in order when calibrated (each consumes the activations the previous one wrote), and an
 // assembly into a Hugging Face checkpoint directory.
 type Spec struct {
-	Format       string  `json:"format"` // "gptq" or "awq"
-	Bits         int     `json:"bits"`
-	GroupSize    int     `json:"group_size"`
-	Sym          bool    `json:"sym,omitempty"`
-	ActOrder     bool    `json:"act_order,omitempty"`
-	StaticGroups bool    `json:"static_groups,omitempty"`
-	Damp         float64 `json:"damp,omitempty"`
-	RTN          bool    `json:"rtn,omitempty"`
-	DuoScaling   bool    `json:"duo_scaling,omitempty"`
+	Format    string `json:"format"` // "gptq" or "awq"
+	Bits      int    `json:"bits"`
+	GroupSize int    `json:"group_size"`
+	// The job's options as submitted (sym, act_order, …, seqlen, calibration_offset).
+	domain.LayerOptions
 	// Calibration: Samples samples of SeqLen tokens, from sample CalibrationOffset on, of the
 	// text at CalibrationKey (in the fleet's bucket; its base name is CalibrationName).
-	Samples           int    `json:"samples,omitempty"`
-	SeqLen            int    `json:"seqlen,omitempty"`
-	CalibrationOffset int    `json:"calibration_offset,omitempty"`
-	CalibrationKey    string `json:"calibration_key,omitempty"`
-	CalibrationName   string `json:"calibration_name,omitempty"`
-	NumLayers         int    `json:"num_layers"`
+	Samples         int    `json:"samples,omitempty"`
+	CalibrationKey  string `json:"calibration_key,omitempty"`
+	CalibrationName string `json:"calibration_name,omitempty"`
+	NumLayers       int    `json:"num_layers"`
 }
-
-// Calibrated reports whether the layers run in a chain on calibration activations.
-func (s *Spec) Calibrated() bool { return !s.RTN }
 
 // LayerTaskID is the id of layer i's task: ids sort in layer order.
 func LayerTaskID(i int) string { return fmt.Sprintf("l%04d", i) }

@@ -148,7 +148,8 @@ func TestLocalFleetFaults(t *testing.T) {
 	}
 	msg := &pb.Task{JobId: sub.JobID, TaskId: dup, Generation: 99, Kind: pb.TaskKind_TASK_KIND_GGUF_TENSORS, Pool: "cpu",
 		Plan: &pb.PlanRef{Key: fleet.PlanKey(sub.JobID), Sha256: sum}, Output: &pb.OutputSpec{Prefix: fleet.ShardPrefix(sub.JobID)},
-		Params: map[string]string{fleet.ParamModelName: p.ModelName, fleet.ParamSourcePrefix: p.SourcePrefix}}
+		Source: &pb.SourceRef{Prefix: p.SourcePrefix, ModelName: p.ModelName},
+		Args:   &pb.Task_GgufTensors{GgufTensors: &pb.GGUFTensorsArgs{Alignment: 32}}}
 	b, err := fleet.EncodeTask(msg)
 	if err != nil {
 		t.Fatal(err)
