@@ -478,6 +478,9 @@ func perplexityOf(t *testing.T, dir string, n int) float64 {
 // decoded independently (§3, §4) to what OpenModel reads; and its perplexity on 8 evaluation
 // windows must stay close to the unquantized model's, GPTQ and AWQ below RTN's.
 func TestTinyLlamaCheckpoints(t *testing.T) {
+	if testing.Short() {
+		t.Skip("whole-model GPTQ/AWQ runs: make test runs them")
+	}
 	sh := shared(t)
 	src := filepath.Join(sh, "models", "tiny-llama")
 	srcFiles := readCheckpoint(t, src)
