@@ -6,7 +6,7 @@ LDFLAGS   := -s -w
 # Static binaries: they run on any Linux, in scratch containers and on the GPU machines.
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-gpu bench fuzz proto vet fmt clean demo
+.PHONY: all build test test-short test-gpu bench fuzz proto vet fmt clean demo
 
 all: build
 
@@ -14,11 +14,17 @@ build:
 	@mkdir -p $(BIN)
 	cd services && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/ ./quantfleet/ ./dispatcher/ ./worker/ ./assembler/
 
-# The README's test command: every module's tests (they locate ../shared themselves).
+# Every module's packages in one `go test`: packages of all modules run in parallel (-p, one per
+# core), not module after module. Tests locate ../shared themselves.
+PKGS      := $(MODULES:%=quantfleet.dev/%/...)
+
+# The README's test command: every test, the multi-process e2e scenarios included.
 test: build
-	@set -e; for m in $(MODULES); do \
-		if [ -z "$$(cd $$m && $(GO) list ./... 2>/dev/null)" ]; then continue; fi; \
-		echo "== go test $$m"; (cd $$m && $(GO) test -count=1 -timeout 30m ./...); done
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+# The inner loop: unit tests only; the e2e scenarios and slow whole-model tests skip under -short.
+test-short:
+	$(GO) test -count=1 -short -timeout 15m $(PKGS)
 
 # GPU test binaries (CGO_ENABLED=0; CUDA is loaded at run time, see libs/cuda/doc.go): carry
 # bin/gpu-tests/ to a machine with an NVIDIA GPU and run ./cuda.test -test.v and

@@ -18,6 +18,7 @@ require (
 	golang.org/x/text v0.43.0
 	gonum.org/v1/gonum v0.17.0
 	google.golang.org/protobuf v1.36.12
+	quantfleet.dev/proto v0.0.0
 )
 
 require (
@@ -91,3 +92,5 @@ require (
 	golang.org/x/time v0.16.0 // indirect
 	gopkg.in/ini.v1 v1.67.3 // indirect
 )
+
+replace quantfleet.dev/proto => ../proto

@@ -13,6 +13,7 @@ import (
 
 	"quantfleet.dev/libs/convert/internal/synth"
 	"quantfleet.dev/libs/gguf"
+	"quantfleet.dev/libs/gguf/ggufdump"
 	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/sharedtest"
 )
@@ -158,16 +159,16 @@ func TestMatchesConverter(t *testing.T) {
 			if _, err := os.Stat(ref + ".json"); errors.Is(err, os.ErrNotExist) && slices.Contains(archCases, tc.model) {
 				t.Skipf("no reference dump %s.json yet: run scripts/reference/arch_fixtures.py on the GPU machine (see scripts/reference/README.md)", ref)
 			}
-			want, err := gguf.LoadDump(ref + ".json")
+			want, err := ggufdump.LoadDump(ref + ".json")
 			if err != nil {
 				t.Fatal(err)
 			}
 			path, plan := writeGGUF(t, synthModel(t, tc.model), tc.level)
-			got, err := gguf.DumpFile(path)
+			got, err := ggufdump.DumpFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			same, diffs := gguf.CompareDumpCount(want, got, []string{"general.name"})
+			same, diffs := ggufdump.CompareDumpCount(want, got, []string{"general.name"})
 			if len(diffs) > 0 {
 				t.Errorf("%d/%d tensors identical; differences:\n%s", same, len(want.Tensors), strings.Join(diffs, "\n"))
 			}
@@ -239,7 +240,7 @@ func TestArchSynthConverts(t *testing.T) {
 		for _, level := range []string{"BF16", "Q4_K_M", "Q8_0", "F32"} {
 			t.Run(model+"/"+level, func(t *testing.T) {
 				path, plan := writeGGUF(t, synthModel(t, model), level)
-				got, err := gguf.DumpFile(path)
+				got, err := ggufdump.DumpFile(path)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -48,8 +48,8 @@ func (c Checkpoint) Validate(totalLayers int) error {
 // may differ. Levels compare case-insensitively.
 func (c Checkpoint) CheckResume(cfg QuantizationConfig) error {
 	s := c.ConfigSnapshot
-	lvlA, errA := ParseLevel(s.TargetFormat, s.QuantizationLevel)
-	lvlB, errB := ParseLevel(cfg.TargetFormat, cfg.QuantizationLevel)
+	lvlA, _, errA := ParseLevel(s.TargetFormat, s.QuantizationLevel)
+	lvlB, _, errB := ParseLevel(cfg.TargetFormat, cfg.QuantizationLevel)
 	if errA != nil || errB != nil {
 		lvlA, lvlB = s.QuantizationLevel, cfg.QuantizationLevel
 	}

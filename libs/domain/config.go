@@ -67,7 +67,7 @@ func (c *QuantizationConfig) Normalize() error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	c.QuantizationLevel, _ = ParseLevel(c.TargetFormat, c.QuantizationLevel)
+	c.QuantizationLevel, _, _ = ParseLevel(c.TargetFormat, c.QuantizationLevel)
 	return nil
 }
 
@@ -83,7 +83,7 @@ func (c QuantizationConfig) Validate() error {
 		return invalid("quantization_level", "quantization_level is required (valid for %s: %s)",
 			c.TargetFormat, strings.Join(Levels(c.TargetFormat), ", "))
 	}
-	if _, err := ParseLevel(c.TargetFormat, c.QuantizationLevel); err != nil {
+	if _, _, err := ParseLevel(c.TargetFormat, c.QuantizationLevel); err != nil {
 		return err
 	}
 	if c.CalibrationSamples < MinCalibrationSamples || c.CalibrationSamples > MaxCalibrationSamples {

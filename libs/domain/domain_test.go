@@ -60,32 +60,34 @@ func TestParseLevel(t *testing.T) {
 		f      OutputFormat
 		in     string
 		want   string
+		bits   int
 		errSub string
 	}{
-		{FormatGGUF, "q4_k_m", "Q4_K_M", ""},
-		{FormatGGUF, "Q8_0", "Q8_0", ""},
-		{FormatGGUF, "bf16", "BF16", ""},
-		{FormatGGUF, "f32", "F32", ""},
-		{FormatGGUF, "Q9_K", "", "level Q9_K is not a gguf level (valid: Q2_K, Q3_K_S"},
-		{FormatGGUF, "4bit", "", "not a gguf level"},
-		{FormatGPTQ, "4BIT", "4bit", ""},
-		{FormatGPTQ, "3bit", "3bit", ""},
-		{FormatGPTQ, "Q4_0", "", "level Q4_0 is not a gptq level (valid: 2bit, 3bit, 4bit, 8bit)"},
-		{FormatAWQ, "4bit", "4bit", ""},
-		{FormatAWQ, "8bit", "", "level 8bit is not a awq level (valid: 4bit)"},
-		{"onnx", "4bit", "", `target_format "onnx" is not valid`},
+		{FormatGGUF, "q4_k_m", "Q4_K_M", 0, ""},
+		{FormatGGUF, "Q8_0", "Q8_0", 0, ""},
+		{FormatGGUF, "bf16", "BF16", 0, ""},
+		{FormatGGUF, "f32", "F32", 0, ""},
+		{FormatGGUF, "Q9_K", "", 0, "level Q9_K is not a gguf level (valid: Q2_K, Q3_K_S"},
+		{FormatGGUF, "4bit", "", 0, "not a gguf level"},
+		{FormatGPTQ, "4BIT", "4bit", 4, ""},
+		{FormatGPTQ, "3bit", "3bit", 3, ""},
+		{FormatGPTQ, "8bit", "8bit", 8, ""},
+		{FormatGPTQ, "Q4_0", "", 0, "level Q4_0 is not a gptq level (valid: 2bit, 3bit, 4bit, 8bit)"},
+		{FormatAWQ, "4bit", "4bit", 4, ""},
+		{FormatAWQ, "8bit", "", 0, "level 8bit is not a awq level (valid: 4bit)"},
+		{"onnx", "4bit", "", 0, `target_format "onnx" is not valid`},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.f)+"/"+tt.in, func(t *testing.T) {
-			got, err := ParseLevel(tt.f, tt.in)
+			got, bits, err := ParseLevel(tt.f, tt.in)
 			if tt.errSub != "" {
 				if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.errSub) {
 					t.Fatalf("err = %v, want ErrInvalidConfig containing %q", err, tt.errSub)
 				}
 				return
 			}
-			if err != nil || got != tt.want {
-				t.Fatalf("got %q, %v; want %q", got, err, tt.want)
+			if err != nil || got != tt.want || bits != tt.bits {
+				t.Fatalf("got %q, %d bits, %v; want %q, %d bits", got, bits, err, tt.want, tt.bits)
 			}
 		})
 	}

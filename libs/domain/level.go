@@ -1,6 +1,9 @@
 package domain
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // GGUFLevels are the GGUF quantization levels: the seed's 14 llama.cpp mixes, then the plain float
 // outputs. Canonical spelling is upper case.
@@ -31,16 +34,20 @@ func Levels(f OutputFormat) []string {
 }
 
 // ParseLevel returns the canonical spelling of level for format f ("q4_k_m" → "Q4_K_M",
-// "4BIT" → "4bit"), or an error wrapping ErrInvalidConfig if f has no such level.
-func ParseLevel(f OutputFormat, level string) (string, error) {
+// "4BIT" → "4bit") and, for GPTQ and AWQ, its bit width (0 for GGUF), or an error wrapping
+// ErrInvalidConfig if f has no such level. It is the one parser of levels.
+func ParseLevel(f OutputFormat, level string) (name string, bits int, err error) {
 	levels := Levels(f)
 	if levels == nil {
-		return "", invalid("target_format", "target_format %q is not valid (valid: %s)", f, joinEnum(outputFormats))
+		return "", 0, invalid("target_format", "target_format %q is not valid (valid: %s)", f, joinEnum(outputFormats))
 	}
 	for _, l := range levels {
 		if strings.EqualFold(l, strings.TrimSpace(level)) {
-			return l, nil
+			if b, ok := strings.CutSuffix(l, "bit"); ok {
+				bits, _ = strconv.Atoi(b)
+			}
+			return l, bits, nil
 		}
 	}
-	return "", invalid("quantization_level", "level %s is not a %s level (valid: %s)", level, f, strings.Join(levels, ", "))
+	return "", 0, invalid("quantization_level", "level %s is not a %s level (valid: %s)", level, f, strings.Join(levels, ", "))
 }

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"math"
 
-	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/perplexity"
-	"quantfleet.dev/libs/safetensors"
 	"quantfleet.dev/libs/transformer"
 )
 
@@ -68,18 +66,4 @@ func UnmarshalActivations(b []byte) (*transformer.Tensor, error) {
 		t.Data[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[h+4*i:]))
 	}
 	return t, nil
-}
-
-// CopyRemaining adds to w every tensor of the source model that the layer results did not
-// replace (embeddings, final norm, lm_head, untouched norms), unchanged. replaced holds the
-// names of LayerResult.Names of every layer.
-func CopyRemaining(w *hfquant.Writer, src *safetensors.Model, replaced map[string]bool) error {
-	for _, t := range src.Tensors() {
-		if !replaced[t.Name] {
-			if err := w.CopyTensor(src, t.Name); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }

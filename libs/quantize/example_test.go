@@ -65,22 +65,18 @@ func ExampleQuantizeLayer() {
 	}
 
 	// Assembler: the checkpoint.
-	w, err := hfquant.Create(filepath.Join(work, "out"), quantize.CheckpointOptions(cfg, src))
+	b, err := quantize.NewCheckpointBuilder(filepath.Join(work, "out"), cfg, src)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	replaced := map[string]bool{}
+	defer b.Abort()
 	for _, r := range layers {
-		quantize.WriteLayer(w, r)
-		for _, name := range r.Names() {
-			replaced[name] = true
-		}
+		b.AddLayer(r)
 	}
 	st, _ := safetensors.OpenModel(src)
 	defer st.Close()
-	quantize.CopyRemaining(w, st, replaced)
-	if err := w.Close(); err != nil {
+	if err := b.Finish(ctx, st.Tensors(), func(t safetensors.Tensor) ([]byte, error) { return st.ReadRaw(t.Name) }); err != nil {
 		fmt.Println(err)
 	}
 }

@@ -2,22 +2,14 @@ package quantize
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"quantfleet.dev/libs/hfmodel"
+	"quantfleet.dev/libs/sharedtest"
 )
 
 func tinyLlama(b *testing.B) string {
-	dir, _ := filepath.Abs(filepath.Join("..", "..", "..", "shared", "models", "tiny-llama"))
-	if _, err := os.Stat(dir); err != nil {
-		if os.Getenv("CI") != "" {
-			b.Fatal("../shared/models/tiny-llama is missing")
-		}
-		b.Skip("../shared/models/tiny-llama is missing")
-	}
-	return dir
+	return sharedtest.Path(b, "models", "tiny-llama")
 }
 
 // BenchmarkGGUFTinyLlama measures a whole-model conversion (plan, quantize, write, validate);

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"quantfleet.dev/libs/awq"
+	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/safetensors"
@@ -27,6 +28,18 @@ type LayerConfig struct {
 	GPTQ gptq.Config
 	// AWQ configures AWQ.
 	AWQ awq.Config
+}
+
+// NewLayerConfig is the one mapping of a job's options to the kernels' configs, for the local
+// pipeline and the fleet alike.
+func NewLayerConfig(f domain.OutputFormat, bits, groupSize int, o domain.LayerOptions) LayerConfig {
+	if f == domain.FormatAWQ {
+		ac := DefaultAWQConfig()
+		ac.Bits, ac.GroupSize, ac.PlainScaling = bits, groupSize, !o.DuoScaling
+		return LayerConfig{Method: hfquant.AWQ, AWQ: ac}
+	}
+	return LayerConfig{Method: hfquant.GPTQ, RTN: o.RTN, GPTQ: gptq.Config{
+		Bits: bits, GroupSize: groupSize, Sym: o.Sym, ActOrder: o.ActOrder, StaticGroups: o.StaticGroups, Damp: o.Damp}}
 }
 
 func (c LayerConfig) check() error {

@@ -43,6 +43,22 @@ type Request struct {
 	Progress  progress.Reporter
 }
 
+// Layered quantizes a model to format f (GPTQ or AWQ) at level with the options o: the local
+// pipeline of `quantfleet quantize`. o's SeqLen and CalibrationOffset fill req's when unset.
+func Layered(ctx context.Context, req Request, f domain.OutputFormat, level string, groupSize int, o domain.LayerOptions) (*domain.QuantizedModel, error) {
+	level, bits, err := domain.ParseLevel(f, level)
+	if err != nil {
+		return nil, err
+	}
+	if req.SeqLen == 0 {
+		req.SeqLen = o.SeqLen
+	}
+	if req.CalibrationOffset == 0 {
+		req.CalibrationOffset = o.CalibrationOffset
+	}
+	return layered(ctx, req, NewLayerConfig(f, bits, groupSize, o), level, f)
+}
+
 // layered quantizes a model layer by layer with QuantizeLayer and writes the checkpoint:
 // under a temporary name in OutputDir, validated by reading it back, then renamed.
 func layered(ctx context.Context, req Request, cfg LayerConfig, level string, format domain.OutputFormat) (*domain.QuantizedModel, error) {
@@ -107,22 +123,12 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		}
 	}
 
-	opts := CheckpointOptions(cfg, req.ModelDir)
-	w, err := hfquant.Create(tmp, opts)
+	b, err := NewCheckpointBuilder(tmp, cfg, req.ModelDir)
 	if err != nil {
 		return nil, err
 	}
-	closed := false
-	defer func() {
-		if !closed {
-			w.Abort()
-		}
-	}()
+	defer b.Abort()
 
-	replaced := map[string]bool{}
-	var damps []float64
-	var stats []LinearStats
-	var scales [][]ScaleStats
 	n := mcfg.NumLayers
 	rep.Start("quantize", int64(n), progress.Unit("layers"))
 	for i := 0; i < n; i++ {
@@ -136,29 +142,17 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		r, err := QuantizeLayer(ctx, l, x, cfg)
 		l.Release()
 		if err == nil {
-			err = WriteLayer(w, r)
+			err = b.AddLayer(r)
 		}
 		if err != nil {
 			rep.Error(err)
 			return nil, err
 		}
-		for _, name := range r.Names() {
-			replaced[name] = true
-		}
-		damps = append(damps, r.Damp)
-		stats = append(stats, r.Stats...)
-		if r.Scales != nil {
-			scales = append(scales, r.Scales)
-		}
 		x = r.Outputs
 		rep.Update(fmt.Sprintf("layer %d", i), int64(i+1))
 	}
 	x = nil
-	if err := CopyRemaining(w, st, replaced); err != nil {
-		return nil, err
-	}
-	closed = true
-	if err := w.Close(); err != nil {
+	if err := b.Finish(ctx, st.Tensors(), func(t safetensors.Tensor) ([]byte, error) { return st.ReadRaw(t.Name) }); err != nil {
 		return nil, err
 	}
 	rep.Finish("written")
@@ -190,10 +184,8 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	if cfg.Calibrated() {
 		calib = req.CalibrationData
 	}
-	meta := CheckpointMetadata(cfg, opts, CheckpointStats{
-		Level: level, Arch: mcfg.Architecture, Layers: n, Damps: damps, Linears: stats, Scales: scales,
-		CalibrationData: calib, Samples: req.CalibrationSamples, SeqLen: req.SeqLen, Offset: req.CalibrationOffset,
-	})
+	meta := b.Metadata(CheckpointStats{Level: level, Arch: mcfg.Architecture, CalibrationData: calib,
+		Samples: req.CalibrationSamples, SeqLen: req.SeqLen, Offset: req.CalibrationOffset})
 	meta["seconds"] = math.Round(time.Since(start).Seconds()*10) / 10
 	return &domain.QuantizedModel{
 		OutputPath:           abs,

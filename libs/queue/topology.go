@@ -17,9 +17,10 @@ package queue
 import (
 	"context"
 	"fmt"
-	"quantfleet.dev/libs/fault"
-	"regexp"
 	"time"
+
+	"quantfleet.dev/libs/fault"
+	pb "quantfleet.dev/proto/quantfleet/v1"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -50,11 +51,10 @@ var DefaultPools = []string{PoolCPU, PoolGPU, PoolAsm}
 // ErrInvalidName is returned for a pool, job, task or event kind that is not a single subject token.
 var ErrInvalidName = fault.New(fault.ErrBadInput, "queue: invalid name")
 
-var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-
-// checkToken accepts one NATS subject token that is also a KV key segment.
+// checkToken accepts one NATS subject token that is also a KV key segment (the messages' own
+// name rule).
 func checkToken(what, s string) error {
-	if !tokenRE.MatchString(s) || len(s) > 128 {
+	if !pb.ValidName(s) {
 		return fmt.Errorf("%w: %s %q (want 1-128 of A-Z a-z 0-9 _ -)", ErrInvalidName, what, s)
 	}
 	return nil

@@ -20,20 +20,30 @@ func Dir(tb testing.TB) string {
 	if startErr != nil {
 		tb.Fatal(startErr)
 	}
+	if s := Find(); s != "" {
+		return s
+	}
+	missing(tb, "../shared")
+	return ""
+}
+
+// Find is Dir for code without a testing.TB (TestMain): "" when ../shared is missing.
+func Find() string {
+	if startErr != nil {
+		return ""
+	}
 	for d := startDir; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
 			s := filepath.Join(filepath.Dir(d), "shared")
 			if st, err := os.Stat(s); err == nil && st.IsDir() {
 				return s
 			}
-			break
+			return ""
 		}
 		if filepath.Dir(d) == d {
-			break
+			return ""
 		}
 	}
-	missing(tb, "../shared")
-	return ""
 }
 
 // Path returns Dir joined with elem, which must exist.

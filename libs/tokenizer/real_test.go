@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"quantfleet.dev/libs/gguf"
+	"quantfleet.dev/libs/gguf/ggufdump"
 	"quantfleet.dev/libs/sharedtest"
 )
 
@@ -123,12 +124,12 @@ func TestLlama3GGUFMetadataMatchesConverter(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	got, err := gguf.DumpFile(out)
+	got, err := ggufdump.DumpFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	skipWithoutReference(t, path) // the metadata has been built and written: that much runs here
-	want, err := gguf.LoadDump(path)
+	want, err := ggufdump.LoadDump(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +144,7 @@ func TestLlama3GGUFMetadataMatchesConverter(t *testing.T) {
 	for _, e := range got.KV {
 		gotKeys = append(gotKeys, e.Key)
 	}
-	if diffs := gguf.CompareDump(want, got, ignore); len(diffs) > 0 {
+	if diffs := ggufdump.CompareDump(want, got, ignore); len(diffs) > 0 {
 		t.Errorf("%d differences:\n%s", len(diffs), strings.Join(diffs, "\n"))
 	}
 	if !slices.Equal(gotKeys, wantKeys) {

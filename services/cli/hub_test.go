@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"quantfleet.dev/libs/gguf"
+	"quantfleet.dev/libs/gguf/ggufdump"
 	"quantfleet.dev/libs/hub/hubtest"
 )
 
@@ -49,16 +49,16 @@ func TestQuantizeFromHub(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	want, err := gguf.LoadDump(filepath.Join(shared, "reference", "tiny-llama", "Q8_0.json"))
+	want, err := ggufdump.LoadDump(filepath.Join(shared, "reference", "tiny-llama", "Q8_0.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := gguf.DumpFile(filepath.Join(out, "x.gguf"))
+	got, err := ggufdump.DumpFile(filepath.Join(out, "x.gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A Hub model is named by its id, as the converter names it with --remote.
-	if diffs := gguf.CompareDump(want, got, []string{"general.name"}); len(diffs) > 0 {
+	if diffs := ggufdump.CompareDump(want, got, []string{"general.name"}); len(diffs) > 0 {
 		t.Fatalf("differences: %v", diffs)
 	}
 	if name, _ := got.Get("general.name"); name != "quantfleet/tiny-llama" {

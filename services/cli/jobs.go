@@ -18,7 +18,6 @@ import (
 	"quantfleet.dev/libs/atomicfile"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/gguf"
-	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/quantize"
 
@@ -32,15 +31,9 @@ import (
 // jobFlags are the flags that describe a job (shared by submit, run and resume).
 type jobFlags struct {
 	model, format, level, outputName, tokenizerPre, pool, modelName string
-	// gptq / awq, as `quantize`
-	withModel                   bool
-	calibData                   string
-	calibSamples, groupSize     int
-	seqlen, calibOffset         int
-	sym, actOrder, staticGroups bool
-	rtn, duoScaling             bool
-	damp                        float64
-	fs                          *flag.FlagSet
+	withModel                                                       bool
+	layer                                                           layerFlags // gptq / awq, as `quantize`
+	fs                                                              *flag.FlagSet
 }
 
 func (f *jobFlags) register(fs *flag.FlagSet, withModel bool) {
@@ -49,17 +42,7 @@ func (f *jobFlags) register(fs *flag.FlagSet, withModel bool) {
 		fs.StringVar(&f.tokenizerPre, "tokenizer-pre", "", "override tokenizer.ggml.pre for BPE tokenizers llama.cpp does not recognise")
 		fs.StringVar(&f.pool, "pool", "", "worker pool of the job's tasks (cpu, gpu or any pool your workers serve; default: the dispatcher's)")
 		fs.StringVar(&f.modelName, "model-name", "", "model name in the file's metadata (default: the directory's base name, the Hub id, or the s3 prefix's last element)")
-		fs.StringVar(&f.calibData, "calibration-data", "", "calibration text or JSONL file (gptq, awq); uploaded once")
-		fs.IntVar(&f.calibSamples, "calibration-samples", domain.DefaultCalibrationSamples, "number of calibration samples, 1-1024")
-		fs.IntVar(&f.groupSize, "group-size", domain.DefaultGroupSize, "group size: 32, 64, 128 or 256 (gptq also -1)")
-		fs.IntVar(&f.seqlen, "seqlen", quantize.DefaultSeqLen, "tokens per calibration sample (gptq, awq)")
-		fs.IntVar(&f.calibOffset, "calibration-offset", 0, "first calibration sample: samples N..N+count-1 are used (gptq, awq)")
-		fs.BoolVar(&f.sym, "sym", true, "gptq: symmetric quantization (--sym=false: asymmetric, with zero points)")
-		fs.BoolVar(&f.actOrder, "act-order", false, "gptq: quantize columns by decreasing Hessian diagonal (desc_act)")
-		fs.BoolVar(&f.staticGroups, "static-groups", false, "gptq: compute group grids before the error feedback")
-		fs.Float64Var(&f.damp, "damp", gptq.DefaultDamp, "gptq: Hessian dampening, fraction of its mean diagonal (raised automatically if needed)")
-		fs.BoolVar(&f.rtn, "rtn", false, "gptq: round to nearest, no calibration")
-		fs.BoolVar(&f.duoScaling, "duo-scaling", false, "awq: AutoAWQ's scale grid instead of llm-awq's")
+		f.layer.register(fs)
 	}
 	f.withModel, f.fs = withModel, fs
 	fs.StringVar(&f.format, "format", "gguf", "output format: gguf, gptq or awq")
@@ -85,9 +68,9 @@ func (f *jobFlags) config(v domain.Verbosity, jsonOut bool) (domain.Quantization
 		return cfg, usagef("format %s: resume checks gguf levels only; resume without --level", format)
 	}
 	if format != domain.FormatGGUF {
-		cfg.CalibrationSamples, cfg.GroupSize = f.calibSamples, f.groupSize
-		if f.calibData != "" {
-			abs, err := filepath.Abs(f.calibData)
+		cfg.CalibrationSamples, cfg.GroupSize = f.layer.calibSamples, f.layer.groupSize
+		if f.layer.calibData != "" {
+			abs, err := filepath.Abs(f.layer.calibData)
 			if err != nil {
 				return cfg, err
 			}
@@ -103,71 +86,11 @@ func (f *jobFlags) config(v domain.Verbosity, jsonOut bool) (domain.Quantization
 // layered returns a GPTQ/AWQ job's settings beyond cfg (nil for gguf), checked as `quantize`
 // checks them.
 func (f *jobFlags) layered(cfg domain.QuantizationConfig) (*fleet.LayerOptions, error) {
-	if err := checkLayeredFlags(f.fs, cfg, f.seqlen, f.calibOffset, f.sym, f.rtn, f.damp); err != nil {
+	o, err := f.layer.options(f.fs, cfg)
+	if err != nil || cfg.TargetFormat == domain.FormatGGUF {
 		return nil, err
 	}
-	if cfg.TargetFormat == domain.FormatGGUF {
-		return nil, nil
-	}
-	o := &fleet.LayerOptions{Sym: f.sym, ActOrder: f.actOrder, StaticGroups: f.staticGroups, Damp: f.damp, RTN: f.rtn,
-		DuoScaling: f.duoScaling, SeqLen: f.seqlen, CalibrationOffset: f.calibOffset}
-	if cfg.TargetFormat == domain.FormatAWQ {
-		o.Sym, o.Damp = false, 0
-	}
-	return o, nil
-}
-
-// checkLayeredFlags is the one check, for quantize, submit and run, of the flags that apply to
-// some formats only (each refused with a usage error naming it) and of the GPTQ/AWQ values.
-func checkLayeredFlags(fs *flag.FlagSet, cfg domain.QuantizationConfig, seqlen, calibOffset int, sym, rtn bool, damp float64) error {
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
-	if cfg.TargetFormat == domain.FormatGGUF {
-		for _, name := range []string{"calibration-data", "calibration-samples", "calibration-offset", "group-size", "seqlen", "sym", "act-order", "static-groups", "damp", "rtn", "duo-scaling"} {
-			if set[name] {
-				return usagef("--%s applies to gptq and awq only", name)
-			}
-		}
-		return nil
-	}
-	if set["tokenizer-pre"] {
-		return usagef("--tokenizer-pre applies to gguf only")
-	}
-	if seqlen < 1 {
-		return usagef("--seqlen %d must be positive", seqlen)
-	}
-	if calibOffset < 0 {
-		return usagef("--calibration-offset %d must not be negative", calibOffset)
-	}
-	if cfg.TargetFormat == domain.FormatGPTQ && set["duo-scaling"] {
-		return usagef("--duo-scaling applies to awq only")
-	}
-	if cfg.TargetFormat == domain.FormatAWQ {
-		for _, name := range []string{"act-order", "static-groups", "damp", "rtn"} {
-			if set[name] {
-				return usagef("--%s applies to gptq only", name)
-			}
-		}
-		if set["sym"] && sym {
-			return usagef("awq quantizes asymmetrically (zero points); --sym is not available")
-		}
-	}
-	if rtn && (set["calibration-data"] || set["calibration-samples"] || set["calibration-offset"] || set["seqlen"] || set["act-order"] || set["damp"] || set["static-groups"]) {
-		return usagef("--rtn uses no calibration: drop --calibration-data, --calibration-samples, --calibration-offset, --seqlen, --act-order, --static-groups and --damp")
-	}
-	if !rtn {
-		if cfg.CalibrationDataPath == "" {
-			return usagef("%s needs calibration text: --calibration-data FILE (text with documents separated by \\n\\f\\n, or JSONL with a \"text\" field)%s",
-				cfg.TargetFormat, map[bool]string{true: ", or --rtn for round-to-nearest", false: ""}[cfg.TargetFormat == domain.FormatGPTQ])
-		}
-		if _, err := os.Stat(cfg.CalibrationDataPath); err != nil {
-			return usageError{fmt.Errorf("calibration data: %w", err)}
-		}
-	}
-	if !(damp > 0 && damp < 1) {
-		return usagef("--damp %v must be in (0, 1)", damp)
-	}
-	return nil
+	return &fleet.LayerOptions{LayerOptions: o}, nil
 }
 
 // checkOutput fails before a job runs when its result could not be written to dir: the name it

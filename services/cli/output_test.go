@@ -193,7 +193,7 @@ func TestGetOutputSafety(t *testing.T) {
 	model := filepath.Join(shared, "models", "tiny-llama")
 	f := startTestFleet(t)
 	ggufJob := f.job(t, model, domain.DefaultConfig(domain.FormatGGUF, "Q8_0"), nil)
-	gptqJob := f.job(t, model, domain.DefaultConfig(domain.FormatGPTQ, "4bit"), &fleet.LayerOptions{RTN: true, Sym: true})
+	gptqJob := f.job(t, model, domain.DefaultConfig(domain.FormatGPTQ, "4bit"), &fleet.LayerOptions{LayerOptions: domain.LayerOptions{RTN: true, Sym: true}})
 
 	earlier := func(job string) func(t *testing.T, p string) {
 		return func(t *testing.T, p string) {

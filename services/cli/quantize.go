@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap"
 
 	"quantfleet.dev/libs/domain"
-	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/quantize"
@@ -25,14 +24,8 @@ type quantizeFlags struct {
 	common
 	model, format, level, outputDir, outputName string
 	hfToken, tokenizerPre                       string
-	calibData                                   string
-	calibSamples, groupSize                     int
 	overwrite                                   bool
-	// gptq / awq
-	seqlen, calibOffset         int
-	sym, actOrder, staticGroups bool
-	rtn, duoScaling             bool
-	damp                        float64
+	layer                                       layerFlags // gptq / awq
 }
 
 func (f *quantizeFlags) register(fs *flag.FlagSet) {
@@ -45,17 +38,7 @@ func (f *quantizeFlags) register(fs *flag.FlagSet) {
 	registerOverwrite(fs, &f.overwrite)
 	fs.StringVar(&f.hfToken, "hf-token", "", "Hugging Face token for gated or private models (default $HF_TOKEN)")
 	fs.StringVar(&f.tokenizerPre, "tokenizer-pre", "", "override tokenizer.ggml.pre for BPE tokenizers llama.cpp does not recognise")
-	fs.StringVar(&f.calibData, "calibration-data", "", "calibration text or JSONL file (gptq, awq)")
-	fs.IntVar(&f.calibSamples, "calibration-samples", domain.DefaultCalibrationSamples, "number of calibration samples, 1-1024")
-	fs.IntVar(&f.groupSize, "group-size", domain.DefaultGroupSize, "group size: 32, 64, 128 or 256 (gptq also -1)")
-	fs.IntVar(&f.seqlen, "seqlen", quantize.DefaultSeqLen, "tokens per calibration sample (gptq, awq)")
-	fs.IntVar(&f.calibOffset, "calibration-offset", 0, "first calibration sample: samples N..N+count-1 are used (gptq, awq)")
-	fs.BoolVar(&f.sym, "sym", true, "gptq: symmetric quantization (--sym=false: asymmetric, with zero points)")
-	fs.BoolVar(&f.actOrder, "act-order", false, "gptq: quantize columns by decreasing Hessian diagonal (desc_act)")
-	fs.BoolVar(&f.staticGroups, "static-groups", false, "gptq: compute group grids before the error feedback")
-	fs.Float64Var(&f.damp, "damp", gptq.DefaultDamp, "gptq: Hessian dampening, fraction of its mean diagonal (raised automatically if needed)")
-	fs.BoolVar(&f.rtn, "rtn", false, "gptq: round to nearest, no calibration")
-	fs.BoolVar(&f.duoScaling, "duo-scaling", false, "awq: AutoAWQ's scale grid mean|x|^r/mean|w|^(1-r) instead of llm-awq's mean|x|^r")
+	f.layer.register(fs)
 }
 
 // registerOverwrite adds --overwrite to a command that writes an output.
@@ -102,7 +85,7 @@ func runQuantize(ctx context.Context, env Env, args []string) error {
 	}
 	cfg := domain.DefaultConfig(format, f.level)
 	cfg.OutputDir, cfg.OutputName = f.outputDir, f.outputName
-	cfg.CalibrationDataPath, cfg.CalibrationSamples, cfg.GroupSize = f.calibData, f.calibSamples, f.groupSize
+	cfg.CalibrationDataPath, cfg.CalibrationSamples, cfg.GroupSize = f.layer.calibData, f.layer.calibSamples, f.layer.groupSize
 	cfg.Verbosity = verb
 	if f.json {
 		cfg.OutputFormat = domain.OutputJSON
@@ -110,11 +93,12 @@ func runQuantize(ctx context.Context, env Env, args []string) error {
 	if err := cfg.Normalize(); err != nil {
 		return usageError{err}
 	}
-	if err := checkLayeredFlags(fs, cfg, f.seqlen, f.calibOffset, f.sym, f.rtn, f.damp); err != nil {
+	opts, err := f.layer.options(fs, cfg)
+	if err != nil {
 		return err
 	}
 	if format != domain.FormatGGUF {
-		return runLayeredQuantize(ctx, env, &f, cfg)
+		return runLayeredQuantize(ctx, env, &f, cfg, opts)
 	}
 	log := logger(env, verb, f.json)
 	defer log.Sync()

@@ -4,21 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 
 	"quantfleet.dev/libs/domain"
-	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/quantize"
 )
 
 // runLayeredQuantize is `quantize --format gptq|awq`: calibration, layer-by-layer
 // quantization and a Hugging Face checkpoint directory.
-func runLayeredQuantize(ctx context.Context, env Env, f *quantizeFlags, cfg domain.QuantizationConfig) error {
-	bits, err := strconv.Atoi(strings.TrimSuffix(cfg.QuantizationLevel, "bit"))
-	if err != nil {
-		return usagef("level %s: want <n>bit", cfg.QuantizationLevel)
-	}
+func runLayeredQuantize(ctx context.Context, env Env, f *quantizeFlags, cfg domain.QuantizationConfig, opts domain.LayerOptions) error {
 	rep := reporter(env, cfg.Verbosity, f.json)
 	src, err := resolveModel(ctx, env, f.model, firstNonEmpty(f.hfToken, env.Getenv("HF_TOKEN")), rep)
 	if err != nil {
@@ -26,19 +19,10 @@ func runLayeredQuantize(ctx context.Context, env Env, f *quantizeFlags, cfg doma
 	}
 	req := quantize.Request{
 		ModelDir: src.dir, ModelName: src.name, RemoteID: src.remoteID,
-		CalibrationData: cfg.CalibrationDataPath, CalibrationSamples: cfg.CalibrationSamples, SeqLen: f.seqlen, CalibrationOffset: f.calibOffset,
+		CalibrationData: cfg.CalibrationDataPath, CalibrationSamples: cfg.CalibrationSamples,
 		OutputDir: cfg.OutputDir, OutputName: cfg.OutputName, Overwrite: f.overwrite, Progress: rep,
 	}
-	var res *domain.QuantizedModel
-	if cfg.TargetFormat == domain.FormatAWQ {
-		ac := quantize.DefaultAWQConfig()
-		ac.Bits, ac.GroupSize, ac.PlainScaling = bits, cfg.GroupSize, !f.duoScaling
-		res, err = quantize.AWQ(ctx, quantize.AWQRequest{Request: req, Config: ac})
-	} else {
-		res, err = quantize.GPTQ(ctx, quantize.GPTQRequest{Request: req, RTN: f.rtn, Config: gptq.Config{
-			Bits: bits, GroupSize: cfg.GroupSize, Sym: f.sym, ActOrder: f.actOrder, StaticGroups: f.staticGroups, Damp: f.damp,
-		}})
-	}
+	res, err := quantize.Layered(ctx, req, cfg.TargetFormat, cfg.QuantizationLevel, cfg.GroupSize, opts)
 	if err != nil {
 		return dataUsage(err)
 	}

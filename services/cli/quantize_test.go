@@ -10,30 +10,15 @@ import (
 	"strings"
 	"testing"
 
-	"quantfleet.dev/libs/gguf"
+	"quantfleet.dev/libs/gguf/ggufdump"
+	"quantfleet.dev/libs/sharedtest"
 )
 
 // sharedDir finds ../shared beside the repository. Without it the test skips, except in CI.
 func sharedDir(t testing.TB) string {
 	t.Helper()
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := dir; d != filepath.Dir(d); d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			s := filepath.Join(filepath.Dir(d), "shared")
-			if _, err := os.Stat(filepath.Join(s, "models", "tiny-llama")); err == nil {
-				return s
-			}
-			break
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("../shared (tiny-llama model and llama.cpp reference dumps) is missing")
-	}
-	t.Skip("../shared is missing")
-	return ""
+	sharedtest.Path(t, "models", "tiny-llama")
+	return sharedtest.Dir(t)
 }
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -55,7 +40,7 @@ func TestQuantizeMatchesLlamaCpp(t *testing.T) {
 	for _, level := range referenceLevels {
 		t.Run(level, func(t *testing.T) {
 			ref := filepath.Join(shared, "reference", "tiny-llama", level+".json")
-			want, err := gguf.LoadDump(ref)
+			want, err := ggufdump.LoadDump(ref)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -66,11 +51,11 @@ func TestQuantizeMatchesLlamaCpp(t *testing.T) {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
 			path := filepath.Join(out, "x.gguf")
-			got, err := gguf.DumpFile(path)
+			got, err := ggufdump.DumpFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			same, diffs := gguf.CompareDumpCount(want, got, []string{"general.name"})
+			same, diffs := ggufdump.CompareDumpCount(want, got, []string{"general.name"})
 			if len(diffs) > 0 {
 				t.Fatalf("%d/%d tensors identical; differences:\n%s", same, len(want.Tensors), strings.Join(diffs, "\n"))
 			}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/sharedtest"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/client"
 )
@@ -39,7 +41,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	shared := findShared()
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("e2e: the multi-process scenarios are skipped under -short")
+		os.Exit(0)
+	}
+	shared := sharedtest.Find()
 	if shared == "" {
 		if os.Getenv("CI") != "" {
 			fmt.Fprintln(os.Stderr, "e2e: ../shared is missing")
@@ -81,20 +88,6 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	os.Exit(code)
-}
-
-func findShared() string {
-	dir, _ := filepath.Abs(".")
-	for d := dir; d != filepath.Dir(d); d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			s := filepath.Join(filepath.Dir(d), "shared")
-			if _, err := os.Stat(filepath.Join(s, "models", "tiny-llama", "config.json")); err == nil {
-				return s
-			}
-			return ""
-		}
-	}
-	return ""
 }
 
 func moduleDir() (string, error) {

@@ -20,7 +20,8 @@ import (
 
 func task() *pb.Task {
 	return &pb.Task{JobId: "j1", TaskId: "t0001", Kind: pb.TaskKind_TASK_KIND_GGUF_TENSORS, Pool: "cpu",
-		Plan: &pb.PlanRef{Key: fleet.PlanKey("j1")}, Output: &pb.OutputSpec{Prefix: fleet.ShardPrefix("j1"), Alignment: 32}}
+		Plan: &pb.PlanRef{Key: fleet.PlanKey("j1")}, Output: &pb.OutputSpec{Prefix: fleet.ShardPrefix("j1")},
+		Args: &pb.Task_GgufTensors{GgufTensors: &pb.GGUFTensorsArgs{Alignment: 32}}}
 }
 
 func TestTaskRoundTripAndChecks(t *testing.T) {
@@ -45,7 +46,7 @@ func TestTaskRoundTripAndChecks(t *testing.T) {
 		{"assembly to a path", func(t *pb.Task) {
 			t.Kind = pb.TaskKind_TASK_KIND_ASSEMBLE
 			t.Output.Prefix = fleet.OutputPrefix("j1")
-			t.Params = map[string]string{fleet.ParamOutputName: "../../x.gguf"}
+			t.Args = &pb.Task_Assemble{Assemble: &pb.AssembleArgs{OutputName: "../../x.gguf"}}
 		}},
 		{"junk", nil},
 	}

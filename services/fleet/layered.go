@@ -1,19 +1,16 @@
 package fleet
 
-import "fmt"
+import (
+	"fmt"
 
-// LayerOptions are a GPTQ or AWQ job's settings beyond domain.QuantizationConfig (which holds
-// the level, group size and calibration sample count): those of `quantfleet quantize`.
+	"quantfleet.dev/libs/domain"
+)
+
+// LayerOptions are a GPTQ or AWQ job's settings beyond domain.QuantizationConfig: the options of
+// `quantfleet quantize` (domain.LayerOptions, the same JSON fields) and where the submitter
+// uploaded the calibration text.
 type LayerOptions struct {
-	Sym          bool    `json:"sym,omitempty"`
-	ActOrder     bool    `json:"act_order,omitempty"`
-	StaticGroups bool    `json:"static_groups,omitempty"`
-	Damp         float64 `json:"damp,omitempty"`
-	RTN          bool    `json:"rtn,omitempty"`
-	DuoScaling   bool    `json:"duo_scaling,omitempty"`
-	SeqLen       int     `json:"seqlen,omitempty"`
-	// CalibrationOffset is the first calibration sample used (--calibration-offset).
-	CalibrationOffset int `json:"calibration_offset,omitempty"`
+	domain.LayerOptions
 	// Calibration is the calibration text in object storage (uploaded by the submitter,
 	// content-addressed); nil for RTN.
 	Calibration *Location `json:"calibration,omitempty"`

@@ -3,7 +3,6 @@ package fleet
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
@@ -25,15 +24,8 @@ const (
 	EventCheckpoint   = "checkpoint"
 )
 
-// Task parameters (pb.Task.Params) the fleet sets. Never secrets.
-const (
-	ParamLabel        = "label"         // human name of the task, "blk.3"
-	ParamModelName    = "model_name"    // name the checkpoint is opened with
-	ParamSourceBucket = "source_bucket" // "" for the fleet's bucket
-	ParamSourcePrefix = "source_prefix" // checkpoint location
-	ParamOutputName   = "output_name"   // assembly: file name under Output.Prefix
-	ParamHeader       = "header"        // assembly: header object key
-)
+// AssembleTaskID is the task id of a job's assembly.
+const AssembleTaskID = "assemble"
 
 // Location is where a checkpoint lives in object storage.
 type Location struct {
@@ -62,10 +54,8 @@ type JobRequest struct {
 	SubmittedAt time.Time     `json:"submitted_at"`
 }
 
-var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
-
 // ValidToken reports whether s can be a job or task id (a NATS subject token and KV key part).
-func ValidToken(s string) bool { return tokenRE.MatchString(s) }
+func ValidToken(s string) bool { return pb.ValidName(s) }
 
 // ErrForeignOutput reports a task whose output lies outside its job's prefixes.
 var ErrForeignOutput = errors.New("task output outside its job")
@@ -99,16 +89,13 @@ func CheckTask(t *pb.Task) error {
 	if t.GetPlan().GetKey() == "" {
 		return fmt.Errorf("%w: task %s/%s has no plan", pb.ErrInvalidTask, t.JobId, t.TaskId)
 	}
-	switch t.Kind {
-	case pb.TaskKind_TASK_KIND_GGUF_TENSORS, pb.TaskKind_TASK_KIND_GPTQ_LAYER, pb.TaskKind_TASK_KIND_AWQ_LAYER:
-		if t.Output.Prefix != ShardPrefix(t.JobId) {
-			return fmt.Errorf("%w: %s", ErrForeignOutput, t.Output.Prefix)
-		}
-	case pb.TaskKind_TASK_KIND_ASSEMBLE:
-		name := t.Params[ParamOutputName]
+	if t.Kind == pb.TaskKind_TASK_KIND_ASSEMBLE {
+		name := t.GetAssemble().GetOutputName()
 		if t.Output.Prefix != OutputPrefix(t.JobId) || name == "" || strings.ContainsAny(name, "/\\") || name == "." || name == ".." {
 			return fmt.Errorf("%w: %s%s", ErrForeignOutput, t.Output.Prefix, name)
 		}
+	} else if t.Output.Prefix != ShardPrefix(t.JobId) {
+		return fmt.Errorf("%w: %s", ErrForeignOutput, t.Output.Prefix)
 	}
 	return nil
 }
@@ -118,22 +105,17 @@ func TaskMsgID(t *pb.Task) string { return queue.TaskMsgID(t.JobId, t.TaskId, t.
 
 // TaskLabel names a task for people.
 func TaskLabel(t *pb.Task) string {
-	if l := t.GetParams()[ParamLabel]; l != "" {
+	if l := t.GetLabel(); l != "" {
 		return l
 	}
 	return t.GetTaskId()
 }
 
-// TaskSource is the checkpoint a task reads.
-func TaskSource(t *pb.Task) Location {
-	return Location{Bucket: t.GetParams()[ParamSourceBucket], Prefix: t.GetParams()[ParamSourcePrefix]}
-}
-
 // TaskOutputKey is the object a task writes: its shard (the same key for every attempt), or the
-// assembled file.
+// assembled result.
 func TaskOutputKey(t *pb.Task) string {
-	if t.Kind == pb.TaskKind_TASK_KIND_ASSEMBLE {
-		return t.Output.Prefix + t.Params[ParamOutputName]
+	if a := t.GetAssemble(); a != nil {
+		return t.Output.Prefix + a.GetOutputName()
 	}
 	return t.Output.Prefix + t.TaskId + ".bin"
 }
@@ -206,4 +188,13 @@ func ConfigFromProto(p *pb.QuantizationConfig) (domain.QuantizationConfig, error
 	c.OutputName, c.CalibrationDataPath = p.GetOutputName(), p.GetCalibrationDataPath()
 	c.CalibrationSamples, c.GroupSize, c.EnableCheckpoints = int(p.GetCalibrationSamples()), int(p.GetGroupSize()), p.GetEnableCheckpoints()
 	return c, nil
+}
+
+// TaskKindLabel is a task kind's metrics label: "gguf_tensors", "gptq_layer", "assemble", ….
+func TaskKindLabel(k pb.TaskKind) string {
+	name, ok := pb.TaskKind_name[int32(k)]
+	if !ok || k == pb.TaskKind_TASK_KIND_UNSPECIFIED {
+		return "unknown"
+	}
+	return strings.ToLower(strings.TrimPrefix(name, "TASK_KIND_"))
 }

@@ -2,10 +2,13 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,6 +94,38 @@ func EnvDuration(name string) time.Duration {
 		return 0
 	}
 	return d
+}
+
+// Main is a service binary's whole main: it registers the common flags and the service's own
+// (register, which may keep pointers to fill), parses the command line (a flag error exits 2,
+// --help 0), starts the service with a context cancelled by SIGINT/SIGTERM, and runs it.
+func Main(name, defaultHTTP string, register func(fs *flag.FlagSet, sf *ServiceFlags), run func(ctx context.Context, svc *Service, sf *ServiceFlags) error) {
+	var sf ServiceFlags
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	sf.Register(fs, nil, defaultHTTP)
+	if register != nil {
+		register(fs, &sf)
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(2) // the flag package has printed the error and the usage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %q\n", name, fs.Args())
+		os.Exit(2)
+	}
+	Exit(name, func() error {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		svc, err := sf.Start(ctx, name)
+		if err != nil {
+			return err
+		}
+		defer svc.Close()
+		return run(ctx, svc, &sf)
+	}())
 }
 
 // Exit prints err (one line) and exits 1, or exits 0 for nil.

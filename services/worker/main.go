@@ -5,11 +5,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"quantfleet.dev/libs/queue"
 	"quantfleet.dev/services/fleet"
@@ -17,37 +14,20 @@ import (
 )
 
 func main() {
-	fleet.Exit("worker", run())
-}
-
-func run() error {
-	var sf fleet.ServiceFlags
 	var cfg worker.Config
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	sf.Register(fs, nil, ":8082")
-	pool := os.Getenv("POOL")
-	if pool == "" {
-		pool = queue.PoolCPU
-	}
-	fs.StringVar(&cfg.Pool, "pool", pool, "worker pool: cpu or gpu (env POOL)")
-	fs.IntVar(&cfg.Slots, "concurrency", 1, "tasks run at the same time (one pulled per free slot)")
-	fs.StringVar(&cfg.Name, "name", os.Getenv("WORKER_NAME"), "worker name in results and logs (default hostname-pid) (env WORKER_NAME)")
-	fs.IntVar(&cfg.Models, "model-cache", 4, "opened checkpoints kept between tasks")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
+	fleet.Main("worker", ":8082", func(fs *flag.FlagSet, _ *fleet.ServiceFlags) {
+		pool := os.Getenv("POOL")
+		if pool == "" {
+			pool = queue.PoolCPU
 		}
-		return err
-	}
-	// A test knob, deliberately not a flag: hold every task this long (heartbeats continue).
-	cfg.TaskDelay = fleet.EnvDuration("QUANTFLEET_TEST_TASK_DELAY")
-	cfg.Backoff = sf.Backoff
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	svc, err := sf.Start(ctx, "worker")
-	if err != nil {
-		return err
-	}
-	defer svc.Close()
-	return worker.New(svc.RT, cfg, svc.Registry, svc.Log).Run(ctx)
+		fs.StringVar(&cfg.Pool, "pool", pool, "worker pool: cpu or gpu (env POOL)")
+		fs.IntVar(&cfg.Slots, "concurrency", 1, "tasks run at the same time (one pulled per free slot)")
+		fs.StringVar(&cfg.Name, "name", os.Getenv("WORKER_NAME"), "worker name in results and logs (default hostname-pid) (env WORKER_NAME)")
+		fs.IntVar(&cfg.Models, "model-cache", 4, "opened checkpoints kept between tasks")
+	}, func(ctx context.Context, svc *fleet.Service, sf *fleet.ServiceFlags) error {
+		// A test knob, deliberately not a flag: hold every task this long (heartbeats continue).
+		cfg.TaskDelay = fleet.EnvDuration("QUANTFLEET_TEST_TASK_DELAY")
+		cfg.Backoff = sf.Backoff
+		return worker.New(svc.RT, cfg, svc.Registry, svc.Log).Run(ctx)
+	})
 }

@@ -10,23 +10,23 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// blockTask is a GGUF task for one block of a large Llama model (9 tensors, long names).
+// blockTask is a GGUF task for one block of a large Llama model (9 tensors, long names), as the
+// dispatcher makes it.
 func blockTask(layer int) *Task {
+	job := "0190a0b0-1234-7000-8000-00000000abcd"
+	args := &GGUFTensorsArgs{Alignment: 32}
 	t := &Task{
-		JobId: "0190a0b0-1234-7000-8000-00000000abcd", TaskId: fmt.Sprintf("blk-%d", layer), Generation: 2,
+		JobId: job, TaskId: fmt.Sprintf("t%04d", layer+1), Generation: 2,
 		Kind: TaskKind_TASK_KIND_GGUF_TENSORS, Pool: "cpu", LayerIndex: int32(layer), TotalTasks: 81,
-		Plan:      &PlanRef{Key: "jobs/0190a0b0-1234-7000-8000-00000000abcd/plan.json", Sha256: "ab"},
-		Output:    &OutputSpec{Prefix: fmt.Sprintf("jobs/0190a0b0-1234-7000-8000-00000000abcd/shards/blk-%d/", layer), Alignment: 32},
+		Plan:      &PlanRef{Key: "jobs/" + job + "/plan.json", Sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+		Output:    &OutputSpec{Prefix: "jobs/" + job + "/shards/"},
 		CreatedAt: timestamppb.New(time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)),
-		Params:    map[string]string{"imatrix": ""},
+		Label:     fmt.Sprintf("blk.%d", layer),
+		Source:    &SourceRef{Prefix: "models/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", ModelName: "Llama-3.1-70B"},
+		Args:      &Task_GgufTensors{GgufTensors: args},
 	}
-	for _, n := range []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-		"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm"} {
-		name := fmt.Sprintf("model.layers.%d.%s.weight", layer, n)
-		t.Plan.Entries = append(t.Plan.Entries, name)
-		t.Inputs = append(t.Inputs, &NamedRange{Name: name, Range: &ObjectRange{
-			Key: "models/sha256-0123456789abcdef/model-00003-of-00004.safetensors", Offset: 1 << 33, Length: 117440512,
-			Sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}})
+	for _, n := range []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "attn_norm", "ffn_norm"} {
+		args.Tensors = append(args.Tensors, fmt.Sprintf("blk.%d.%s.weight", layer, n))
 	}
 	return t
 }
@@ -62,7 +62,8 @@ func TestDecodeTaskRejects(t *testing.T) {
 		{"unknown kind", func(t *Task) { t.Kind = 99 }},
 		{"no pool", func(t *Task) { t.Pool = "" }},
 		{"no output", func(t *Task) { t.Output = nil }},
-		{"bad range", func(t *Task) { t.Inputs[0].Range.Offset = -4 }},
+		{"no arguments", func(t *Task) { t.Args = nil }},
+		{"arguments of another kind", func(t *Task) { t.Args = &Task_Layer{Layer: &LayerArgs{Layer: 3}} }},
 	}
 	for _, tt := range tests {
 		task := proto.Clone(good).(*Task)
@@ -80,7 +81,7 @@ func TestDecodeTaskRejects(t *testing.T) {
 }
 
 func TestJobEventOneof(t *testing.T) {
-	res := &TaskResult{JobId: "j", TaskId: "blk-1", AttemptId: "a1", Shards: []*Shard{{Key: "k", Size: 64, Sha256: "00",
+	res := &TaskResult{JobId: "j", TaskId: "t0002", AttemptId: "a1", Shards: []*Shard{{Key: "k", Size: 64, Sha256: "00",
 		Tensors: []*TensorEntry{{Name: "blk.1.attn_q.weight", GgmlType: 12, Dims: []uint64{4096, 4096}, Offset: 0, Size: 9437184}}}}}
 	ev := &JobEvent{JobId: "j", Time: timestamppb.Now(), Event: &JobEvent_TaskDone{TaskDone: res}}
 	b, err := proto.Marshal(ev)

@@ -12,28 +12,39 @@ import (
 // strings that are not tasks, so a worker must validate before it trusts a message.
 var ErrInvalidTask = errors.New("invalid task")
 
-var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
-// Validate checks the fields every task needs: job and task ids that are single subject tokens, a
-// known kind, a pool, an output prefix, and sane input ranges.
+// ValidName reports whether s can name a job, task, pool or event kind: 1-128 of A-Z a-z 0-9 _ -,
+// a single NATS subject token and a KV key segment. The queue, the fleet and the messages all
+// check names with it.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// Validate checks the fields every task needs: job and task ids and a pool that are valid names,
+// a known kind whose arguments the task carries, and an output prefix.
 func (t *Task) Validate() error {
 	switch {
-	case !tokenRE.MatchString(t.GetJobId()):
+	case !ValidName(t.GetJobId()):
 		return fmt.Errorf("%w: job_id %q", ErrInvalidTask, t.GetJobId())
-	case !tokenRE.MatchString(t.GetTaskId()):
+	case !ValidName(t.GetTaskId()):
 		return fmt.Errorf("%w: task_id %q", ErrInvalidTask, t.GetTaskId())
 	case t.GetKind() == TaskKind_TASK_KIND_UNSPECIFIED || TaskKind_name[int32(t.GetKind())] == "":
 		return fmt.Errorf("%w: kind %v", ErrInvalidTask, t.GetKind())
-	case !tokenRE.MatchString(t.GetPool()):
+	case !ValidName(t.GetPool()):
 		return fmt.Errorf("%w: pool %q", ErrInvalidTask, t.GetPool())
 	case t.GetOutput().GetPrefix() == "":
 		return fmt.Errorf("%w: output prefix missing", ErrInvalidTask)
 	}
-	for _, in := range t.GetInputs() {
-		r := in.GetRange()
-		if r.GetKey() == "" || r.GetOffset() < 0 || r.GetLength() < -1 {
-			return fmt.Errorf("%w: input %q range %v", ErrInvalidTask, in.GetName(), r)
-		}
+	var ok bool
+	switch t.GetArgs().(type) {
+	case *Task_GgufTensors:
+		ok = t.GetKind() == TaskKind_TASK_KIND_GGUF_TENSORS
+	case *Task_Layer:
+		ok = t.GetKind() == TaskKind_TASK_KIND_GPTQ_LAYER || t.GetKind() == TaskKind_TASK_KIND_AWQ_LAYER
+	case *Task_Assemble:
+		ok = t.GetKind() == TaskKind_TASK_KIND_ASSEMBLE
+	}
+	if !ok {
+		return fmt.Errorf("%w: kind %v with arguments %T", ErrInvalidTask, t.GetKind(), t.GetArgs())
 	}
 	return nil
 }

@@ -11,17 +11,15 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"quantfleet.dev/libs/convert"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/queue"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
-	"quantfleet.dev/services/fleet/ggufjob"
-	"quantfleet.dev/services/fleet/layerjob"
+	"quantfleet.dev/services/fleet/kinds"
+	"quantfleet.dev/services/fleet/taskrun"
 )
 
 // Config tunes an Assembler. Zero fields take the defaults in brackets.
@@ -40,13 +38,12 @@ type Config struct {
 	Backoff fleet.Backoff
 }
 
-// Assembler runs assembly tasks of the asm pool.
+// Assembler runs assembly tasks of the asm pool: the job's kind makes the result.
 type Assembler struct {
-	rt         *fleet.Runtime
-	cfg        Config
-	log        *zap.Logger
-	m          *metrics
-	maxDeliver int
+	rt  *fleet.Runtime
+	cfg Config
+	log *zap.Logger
+	m   *metrics
 }
 
 // New returns an assembler; reg receives its metrics (nil: not registered).
@@ -58,9 +55,6 @@ func New(rt *fleet.Runtime, cfg Config, reg prometheus.Registerer, log *zap.Logg
 		host, _ := os.Hostname()
 		cfg.Name = host + "-" + strconv.Itoa(os.Getpid())
 	}
-	if cfg.CancelPoll <= 0 {
-		cfg.CancelPoll = 2 * time.Second
-	}
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -69,92 +63,82 @@ func New(rt *fleet.Runtime, cfg Config, reg prometheus.Registerer, log *zap.Logg
 
 // Run assembles until ctx ends.
 func (a *Assembler) Run(ctx context.Context) error {
-	if err := a.rt.WaitBound(ctx); err != nil {
-		return err
-	}
-	var cons jetstream.Consumer
-	for {
-		c, err := queue.BindConsumer(ctx, a.rt.JS, queue.PoolAsm)
-		if err == nil {
-			cons = c
-			break
-		}
-		select {
-		case <-time.After(time.Second):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	a.maxDeliver = cons.CachedInfo().Config.MaxDeliver
+	srv := &taskrun.Server{RT: a.rt, Pool: queue.PoolAsm, Name: a.cfg.Name, Slots: a.cfg.Slots, Heartbeat: a.cfg.Heartbeat,
+		PullWait: a.cfg.PullWait, RetryDelay: a.cfg.RetryDelay, CancelPoll: a.cfg.CancelPoll, Backoff: a.cfg.Backoff,
+		Log: a.log, Metrics: taskrun.Metrics{
+			Settled: func(_, result string) {
+				if result == "ok" {
+					result = "completed"
+				}
+				a.m.jobs.WithLabelValues(result).Inc()
+			},
+			Done: func(_ string, s float64) { a.m.seconds.Observe(s) },
+		}}
+	srv.Handle(pb.TaskKind_TASK_KIND_ASSEMBLE, handler{a})
 	a.log.Info("assembler started")
-	qw := &queue.Worker{JS: a.rt.JS, Consumer: cons, Pool: queue.PoolAsm, Handler: a.handle, Slots: a.cfg.Slots,
-		Heartbeat: a.cfg.Heartbeat, PullWait: a.cfg.PullWait, RetryDelay: a.cfg.RetryDelay, Logger: a.log}
-	err := qw.Run(ctx)
+	err := srv.Run(ctx)
 	a.log.Info("assembler stopped")
 	return err
 }
 
-func (a *Assembler) handle(ctx context.Context, d *queue.Delivery) error {
-	t, err := fleet.DecodeTask(d.Data())
-	if err != nil {
-		a.m.jobs.WithLabelValues("malformed").Inc()
-		return queue.Malformed(err)
-	}
-	if t.Kind != pb.TaskKind_TASK_KIND_ASSEMBLE {
-		a.m.jobs.WithLabelValues("malformed").Inc()
-		return queue.Malformed(fmt.Errorf("task kind %s is not an assembly", t.Kind))
-	}
-	log := a.log.With(zap.String("job", t.JobId), zap.Uint64("delivery", d.NumDelivered))
-	out := fleet.TaskOutputKey(t)
-	active, err := fleet.JobActive(ctx, a.rt, t.JobId)
+// handler is the assembler's taskrun.Handler.
+type handler struct{ *Assembler }
+
+var _ taskrun.Handler = handler{}
+
+// Prepare implements taskrun.Handler.
+func (handler) Prepare(context.Context, *taskrun.Attempt) error { return nil }
+
+// errIncomplete marks an assembly of a job whose tasks are not all recorded.
+var errIncomplete = errors.New("assembly of an incomplete job")
+
+// Run implements taskrun.Handler: the job's kind composes, validates and describes the result.
+func (a handler) Run(ctx context.Context, at *taskrun.Attempt) error {
+	t := at.Task
+	// The job's own plan, whatever the message says.
+	plan, kind, _, err := kinds.LoadPlan(ctx, a.rt.Store, fleet.PlanKey(t.JobId), t.GetPlan().GetSha256())
 	if err != nil {
 		return err
 	}
-	if !active {
-		log.Info("dropping the assembly of an ended job")
-		a.m.jobs.WithLabelValues("dropped").Inc()
-		return nil
-	}
-	start := time.Now()
-	actx, ended, stop := fleet.WatchJob(ctx, a.rt, t.JobId, a.cfg.CancelPoll)
-	var res *domain.QuantizedModel
-	err = a.cfg.Backoff.RetryJob(actx, a.rt, t.JobId, log, func() error {
-		var err error
-		res, err = a.assemble(actx, t, log)
-		return err
-	})
-	stop()
-	if ended() {
-		log.Info("job ended during assembly: removing the output")
-		a.removeOutput(context.WithoutCancel(ctx), out)
-		return nil
-	}
-	if errors.Is(err, errIncomplete) {
-		// Not queued by the dispatcher (it queues the assembly once every record exists), or the
-		// records were lost: dead-letter it and let the dispatcher judge, never fail the job here.
-		a.m.jobs.WithLabelValues("malformed").Inc()
-		return queue.Malformed(err)
-	}
+	recs, err := a.rt.Done.ListJob(ctx, t.JobId)
 	if err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
-		final := fleet.Permanent(err) || (a.maxDeliver > 0 && d.NumDelivered >= uint64(a.maxDeliver))
-		a.m.jobs.WithLabelValues("failed").Inc()
-		if !final {
-			log.Warn("assembly failed; will retry", zap.Error(err))
-			return err
-		}
-		log.Error("assembly failed: failing the job", zap.Error(err))
-		msg := fmt.Sprintf("assembly failed after %d attempt(s): %v", d.NumDelivered, err)
-		if ferr := fleet.FailJob(ctx, a.rt, t.JobId, msg); ferr != nil {
-			log.Error("marking the job failed", zap.Error(ferr))
-		}
-		return queue.Permanent(err)
+		return err
 	}
-	_, err = a.rt.Jobs.Update(ctx, t.JobId, func(j *domain.QuantizationJob) error {
+	records := map[string]*pb.TaskResult{}
+	for _, task := range plan.Tasks {
+		b, ok := recs[task.ID]
+		if !ok {
+			// Not queued by the dispatcher (it queues the assembly once every record exists), or the
+			// records were lost: dead-letter it and let the dispatcher judge, never fail the job here.
+			return queue.Malformed(fmt.Errorf("%w: %w: task %s (%s) has no completion record", errIncomplete, fleet.ErrShard, task.ID, task.Label))
+		}
+		if records[task.ID], err = fleet.DecodeResult(b); err != nil {
+			return err
+		}
+	}
+	src, err := a.rt.StoreFor(plan.SourceBucket)
+	if err != nil {
+		return err
+	}
+	source := t.GetSource().GetModelName()
+	if req, err := a.rt.Request(ctx, t.JobId); err == nil {
+		source = req.Model
+	}
+	res, err := kind.Assemble(ctx, &fleet.AssembleEnv{Store: a.rt.Store, Bucket: a.rt.Bucket, Source: src, Task: t, Plan: plan,
+		Records: records, OutputKey: fleet.TaskOutputKey(t), SourceModel: source, Log: at.Log})
+	if err != nil {
+		return err
+	}
+	at.Result = res
+	return nil
+}
+
+// Commit implements taskrun.Handler: the job records its result and is COMPLETED.
+func (a handler) Commit(ctx context.Context, at *taskrun.Attempt) error {
+	t, res := at.Task, at.Result.(*domain.QuantizedModel)
+	_, err := a.rt.Jobs.Update(ctx, t.JobId, func(j *domain.QuantizationJob) error {
 		if j.Status != domain.StatusRunning {
-			return errJobEnded
+			return taskrun.ErrJobEnded
 		}
 		j.Result = res
 		if !a.cfg.KeepShards {
@@ -162,150 +146,33 @@ func (a *Assembler) handle(ctx context.Context, d *queue.Delivery) error {
 		}
 		return j.Transition(domain.StatusCompleted, time.Now().UTC())
 	})
+	if errors.Is(err, domain.ErrIllegalTransition) || errors.Is(err, queue.ErrJobNotFound) {
+		return fmt.Errorf("%w: %w", taskrun.ErrJobEnded, err)
+	}
 	if err != nil {
-		if errors.Is(err, errJobEnded) || errors.Is(err, domain.ErrIllegalTransition) || errors.Is(err, queue.ErrJobNotFound) {
-			log.Warn("job ended before it could complete: removing the output", zap.Error(err))
-			a.removeOutput(context.WithoutCancel(ctx), out)
-			return nil
-		}
 		return err
 	}
-	seconds := time.Since(start).Seconds()
-	a.m.jobs.WithLabelValues("completed").Inc()
-	a.m.seconds.Observe(seconds)
 	a.m.bytes.Add(float64(res.FileSize))
 	ev := fleet.NewEvent(t.JobId)
 	ev.Event = &pb.JobEvent_State{State: &pb.JobStateChanged{From: string(domain.StatusRunning), To: string(domain.StatusCompleted)}}
 	_ = a.rt.PublishEvent(ctx, ev, t.JobId+"/completed")
-	log.Info("job completed", zap.String("output", res.OutputPath), zap.Int64("bytes", res.FileSize), zap.Float64("seconds", seconds))
+	at.Log.Info("job completed", zap.String("output", res.OutputPath), zap.Int64("bytes", res.FileSize))
 	if !a.cfg.KeepShards {
-		a.cleanup(context.WithoutCancel(ctx), t.JobId, log)
+		a.cleanup(context.WithoutCancel(ctx), t.JobId, at.Log)
 	}
 	return nil
 }
 
-var errJobEnded = errors.New("job is no longer running")
-
-// errIncomplete marks an assembly of a job whose tasks are not all recorded.
-var errIncomplete = errors.New("assembly of an incomplete job")
-
-// assemble composes, validates and describes the file.
-func (a *Assembler) assemble(ctx context.Context, t *pb.Task, log *zap.Logger) (*domain.QuantizedModel, error) {
-	// The job's own plan and header keys, whatever the message says.
-	plan, err := ggufjob.LoadPlanChecked(ctx, a.rt.Store, fleet.PlanKey(t.JobId), t.GetPlan().GetSha256())
-	if err != nil {
-		return nil, err
-	}
-	recs, err := a.rt.Done.ListJob(ctx, t.JobId)
-	if err != nil {
-		return nil, err
-	}
-	if plan.Layered != nil {
-		return a.assembleLayered(ctx, t, plan, recs, log)
-	}
-	sums := map[string]string{}
-	shardKeys := map[string]string{}
-	for _, task := range plan.Tasks {
-		b, ok := recs[task.ID]
-		if !ok {
-			return nil, fmt.Errorf("%w: %w: task %s (%s) has no completion record", errIncomplete, ggufjob.ErrShard, task.ID, task.Label)
-		}
-		r, err := fleet.DecodeResult(b)
-		if err != nil {
-			return nil, err
-		}
-		sums[task.ID], shardKeys[task.ID] = r.Shards[0].Sha256, r.Shards[0].Key
-	}
-	headerKey := fleet.HeaderKey(t.JobId)
-	out := fleet.TaskOutputKey(t)
-	oi, err := ggufjob.Assemble(ctx, a.rt.Store, plan, headerKey, func(id string) string { return shardKeys[id] }, out)
-	if err != nil {
-		return nil, err
-	}
-	log.Info("file assembled", zap.String("key", out), zap.Int64("bytes", oi.Size))
-	sum, err := ggufjob.Validate(ctx, a.rt.Store, plan, out, sums, nil)
-	if err != nil {
-		_ = a.rt.Store.Delete(context.WithoutCancel(ctx), out)
-		return nil, err
-	}
-	source := t.Params[fleet.ParamModelName]
-	if req, err := a.rt.Request(ctx, t.JobId); err == nil {
-		source = req.Model
-	}
-	return &domain.QuantizedModel{
-		OutputPath:       fleet.S3URL(a.rt.Bucket, out),
-		Format:           domain.FormatGGUF,
-		FileSize:         oi.Size,
-		CompressionRatio: float64(oi.Size) / float64(plan.SourceBytes),
-		QuantizationMetadata: map[string]any{
-			"level":                plan.Level,
-			"file_type":            plan.FileType,
-			"architecture":         plan.Arch,
-			"tensor_count":         len(plan.Tensors),
-			"quantization_version": convert.QuantizationVersion,
-			"tensor_types":         plan.TypeCounts(),
-			"sha256":               sum,
-			"tasks":                len(plan.Tasks),
-		},
-		CreatedAt:        time.Now().UTC(),
-		SourceModelPath:  source,
-		ValidationStatus: domain.ValidationValid,
-	}, nil
-}
-
-// removeOutput removes a job's result: a file, or a checkpoint directory under out+"/".
-func (a *Assembler) removeOutput(ctx context.Context, out string) {
+// Discard implements taskrun.Handler: the job's result goes, a file or a checkpoint directory.
+func (a handler) Discard(ctx context.Context, at *taskrun.Attempt) {
+	out := fleet.TaskOutputKey(at.Task)
 	_ = a.rt.Store.Delete(ctx, out)
 	_, _ = a.rt.Store.DeletePrefix(ctx, out+"/")
 }
 
-// assembleLayered writes and validates a GPTQ/AWQ job's checkpoint directory under the output
-// key + "/" (layerjob.Assemble).
-func (a *Assembler) assembleLayered(ctx context.Context, t *pb.Task, plan *ggufjob.Plan, recs map[string][]byte, log *zap.Logger) (*domain.QuantizedModel, error) {
-	var keys []string
-	for _, task := range plan.Tasks {
-		b, ok := recs[task.ID]
-		if !ok {
-			return nil, fmt.Errorf("%w: %w: task %s (%s) has no completion record", errIncomplete, ggufjob.ErrShard, task.ID, task.Label)
-		}
-		r, err := fleet.DecodeResult(b)
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, r.Shards[0].Key)
-	}
-	src, err := a.rt.StoreFor(plan.SourceBucket)
-	if err != nil {
-		return nil, err
-	}
-	m, fsys, err := ggufjob.OpenModel(ctx, src, plan.SourcePrefix, plan.ModelName)
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
-	prefix := fleet.TaskOutputKey(t) + "/"
-	res, err := layerjob.Assemble(ctx, a.rt.Store, plan, m, fsys, keys, prefix, "")
-	if err != nil {
-		_, _ = a.rt.Store.DeletePrefix(context.WithoutCancel(ctx), prefix)
-		return nil, err
-	}
-	log.Info("checkpoint assembled", zap.String("prefix", prefix), zap.Int64("bytes", res.Size))
-	source := t.Params[fleet.ParamModelName]
-	if req, err := a.rt.Request(ctx, t.JobId); err == nil {
-		source = req.Model
-	}
-	meta := res.Meta
-	meta["files"] = res.Files
-	return &domain.QuantizedModel{
-		OutputPath:           fleet.S3URL(a.rt.Bucket, prefix),
-		Format:               domain.OutputFormat(plan.Layered.Format),
-		FileSize:             res.Size,
-		CompressionRatio:     float64(res.Size) / float64(plan.SourceBytes),
-		QuantizationMetadata: meta,
-		CreatedAt:            time.Now().UTC(),
-		SourceModelPath:      source,
-		ValidationStatus:     domain.ValidationValid,
-	}, nil
+// FailMessage implements taskrun.Handler.
+func (handler) FailMessage(at *taskrun.Attempt, err string) string {
+	return fmt.Sprintf("assembly failed after %d attempt(s): %s", at.Delivery, err)
 }
 
 // cleanup removes what only served to build the result: everything under the job's prefix (plan,

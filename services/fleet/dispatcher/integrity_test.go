@@ -20,7 +20,6 @@ import (
 	"quantfleet.dev/services/fleet/assembler"
 	"quantfleet.dev/services/fleet/client"
 	"quantfleet.dev/services/fleet/dispatcher"
-	"quantfleet.dev/services/fleet/ggufjob"
 	"quantfleet.dev/services/fleet/modelstore"
 	"quantfleet.dev/services/fleet/worker"
 	"quantfleet.dev/services/internal/testenv"
@@ -49,7 +48,7 @@ func TestForgedMessages(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, ctx, func() bool { j, _ := c.Job(ctx, sub.JobID); return j != nil && j.TotalLayers == 8 })
-		_, sum, err := ggufjob.ReadPlan(ctx, store, fleet.PlanKey(sub.JobID))
+		_, sum, err := fleet.ReadPlan(ctx, store, fleet.PlanKey(sub.JobID), "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,6 +74,7 @@ func TestForgedMessages(t *testing.T) {
 	}
 	task := func(msg *pb.Task) {
 		msg.Kind, msg.Pool, msg.Output = pb.TaskKind_TASK_KIND_GGUF_TENSORS, queue.PoolCPU, &pb.OutputSpec{Prefix: fleet.ShardPrefix(msg.JobId)}
+		msg.Args = &pb.Task_GgufTensors{GgufTensors: &pb.GGUFTensorsArgs{Alignment: 32}}
 		b, err := fleet.EncodeTask(msg)
 		if err != nil {
 			t.Fatal(err)
@@ -113,7 +113,7 @@ func TestForgedMessages(t *testing.T) {
 		{"assembly of B before its tasks are done", func(job, sum string) {
 			msg := &pb.Task{JobId: job, TaskId: "assemble", Kind: pb.TaskKind_TASK_KIND_ASSEMBLE, Pool: queue.PoolAsm,
 				Plan: &pb.PlanRef{Key: fleet.PlanKey(job), Sha256: sum}, Output: &pb.OutputSpec{Prefix: fleet.OutputPrefix(job)},
-				Params: map[string]string{fleet.ParamOutputName: "x.gguf"}}
+				Args: &pb.Task_Assemble{Assemble: &pb.AssembleArgs{OutputName: "x.gguf"}}}
 			b, err := fleet.EncodeTask(msg)
 			if err != nil {
 				t.Fatal(err)
@@ -128,7 +128,7 @@ func TestForgedMessages(t *testing.T) {
 		}},
 		{"task of B pointing at a poisoned source", func(job, sum string) {
 			task(&pb.Task{JobId: job, TaskId: "t0005", Generation: 8, Plan: &pb.PlanRef{Key: fleet.PlanKey(job), Sha256: sum},
-				Params: map[string]string{fleet.ParamSourcePrefix: strings.TrimSuffix(poisonedPrefix, "/"), fleet.ParamModelName: "tiny-llama"}})
+				Source: &pb.SourceRef{Prefix: strings.TrimSuffix(poisonedPrefix, "/"), ModelName: "tiny-llama"}})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,56 +13,55 @@ import (
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
-	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/quantize"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
-	"quantfleet.dev/services/fleet/ggufjob"
-	"quantfleet.dev/services/fleet/layerjob"
+	"quantfleet.dev/services/fleet/kinds"
 	"quantfleet.dev/services/fleet/modelstore"
 	"quantfleet.dev/services/fleet/objfs"
 )
 
-// plan resolves the job's checkpoint in object storage (mirroring a Hub model first), plans the
-// conversion and stores the header and the plan (the plan last: its presence means "planned").
-func (d *Dispatcher) plan(ctx context.Context, id string, req *fleet.JobRequest, log *zap.Logger) (*ggufjob.Plan, string, error) {
+// plan resolves the job's checkpoint in object storage (mirroring a Hub model first), has the
+// job's kind plan it, and stores the plan (last: its presence means "planned").
+func (d *Dispatcher) plan(ctx context.Context, id string, req *fleet.JobRequest, log *zap.Logger) (*fleet.Plan, fleet.Kind, string, error) {
+	kind, err := kinds.ForFormat(req.Config.TargetFormat)
+	if err != nil {
+		return nil, nil, "", err
+	}
 	loc, name, remote := req.Location, req.Name, req.RemoteID
 	if loc == nil {
 		if req.ModelType != domain.ModelHFHub {
-			return nil, "", fmt.Errorf("%w: job %s names no model location", ggufjob.ErrNoModel, id)
+			return nil, nil, "", fmt.Errorf("%w: job %s names no model location", fleet.ErrNoModel, id)
 		}
 		log.Info("mirroring Hub model", zap.String("model", req.Model))
 		prefix, repo, err := modelstore.MirrorHub(ctx, d.rt.Store, d.cfg.Hub, req.Model, nil)
 		if err != nil {
-			return nil, "", fmt.Errorf("model %s: %w", req.Model, err)
+			return nil, nil, "", fmt.Errorf("model %s: %w", req.Model, err)
 		}
 		loc = &fleet.Location{Prefix: strings.TrimSuffix(prefix, "/")}
 		name, remote = repo, repo
 	}
 	store, err := d.rt.StoreFor(loc.Bucket)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
-	m, fsys, err := ggufjob.OpenModel(ctx, store, loc.Prefix, name)
+	m, fsys, err := objfs.OpenModel(ctx, store, loc.Prefix, name)
 	if err != nil {
-		return nil, "", fmt.Errorf("model %s: %w", req.Model, err)
+		return nil, nil, "", fmt.Errorf("model %s: %w", req.Model, err)
 	}
 	defer m.Close()
-	if req.Config.TargetFormat != domain.FormatGGUF {
-		return d.planLayered(ctx, id, req, loc, name, m, fsys, log)
-	}
-	p, header, err := ggufjob.PlanJob(ctx, id, m, fsys, req.Config.QuantizationLevel, ggufjob.PlanOptions{
-		RemoteID: remote, TokenizerPre: req.TokenizerPre, TempDir: d.cfg.TempDir, SourceName: req.Model})
+	p, err := kind.Plan(ctx, &fleet.PlanEnv{Store: d.rt.Store, Request: req, Model: m, Files: fsys, RemoteID: remote,
+		TempDir: d.cfg.TempDir, Log: log})
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	p.SourceBucket, p.SourcePrefix, p.ModelName = loc.Bucket, loc.Prefix, name
-	if _, err := d.rt.Store.Put(ctx, fleet.HeaderKey(id), bytes.NewReader(header), int64(len(header)), blob.PutOptions{}); err != nil {
-		return nil, "", err
+	if err := kind.Check(p); err != nil {
+		return nil, nil, "", err
 	}
-	sum, err := ggufjob.StorePlan(ctx, d.rt.Store, fleet.PlanKey(id), p)
+	sum, err := fleet.StorePlan(ctx, d.rt.Store, fleet.PlanKey(id), p)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	// Describe the source in the job record.
 	_, err = d.rt.Jobs.Update(ctx, id, func(j *domain.QuantizationJob) error {
@@ -76,7 +74,7 @@ func (d *Dispatcher) plan(ctx context.Context, id string, req *fleet.JobRequest,
 	if err != nil {
 		log.Warn("recording the source model failed", zap.Error(err))
 	}
-	return p, sum, nil
+	return p, kind, sum, nil
 }
 
 func defaultOutputName(model, level string) string {
@@ -145,52 +143,4 @@ func (d *Dispatcher) writeCheckpoint(ctx context.Context, st *jobState) error {
 		LayerIndex: int32(ck.LayerIndex), TasksDone: int32(len(ck.LayerStates)), TotalTasks: int32(ck.TotalTasks)}}
 	_ = d.rt.PublishEvent(ctx, ev, "")
 	return nil
-}
-
-// planLayered plans a GPTQ/AWQ job: one task per decoder layer, and the calibration activations
-// entering layer 0 (layerjob.Plan).
-func (d *Dispatcher) planLayered(ctx context.Context, id string, req *fleet.JobRequest, loc *fleet.Location, name string,
-	m *hfmodel.Model, fsys *objfs.FS, log *zap.Logger) (*ggufjob.Plan, string, error) {
-	cfg := req.Config
-	bits, err := strconv.Atoi(strings.TrimSuffix(cfg.QuantizationLevel, "bit"))
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: level %s: want <n>bit", domain.ErrInvalidConfig, cfg.QuantizationLevel)
-	}
-	o := req.Layered
-	if o == nil {
-		o = &fleet.LayerOptions{}
-	}
-	spec := ggufjob.LayerSpec{Format: string(cfg.TargetFormat), Bits: bits, GroupSize: cfg.GroupSize, Sym: o.Sym, ActOrder: o.ActOrder,
-		StaticGroups: o.StaticGroups, Damp: o.Damp, RTN: o.RTN, DuoScaling: o.DuoScaling}
-	if !o.RTN {
-		if o.Calibration == nil || o.Calibration.Prefix == "" {
-			return nil, "", fmt.Errorf("%w: %s needs calibration data", domain.ErrInvalidConfig, cfg.TargetFormat)
-		}
-		spec.Samples, spec.SeqLen, spec.CalibrationOffset = cfg.CalibrationSamples, o.SeqLen, o.CalibrationOffset
-		if spec.SeqLen == 0 {
-			spec.SeqLen = quantize.DefaultSeqLen
-		}
-		spec.CalibrationKey, spec.CalibrationName = o.Calibration.Prefix, o.CalibrationName
-	}
-	log.Info("planning a layered job", zap.String("format", spec.Format), zap.Int("bits", bits))
-	p, err := layerjob.Plan(ctx, d.rt.Store, id, m, fsys, spec, d.cfg.TempDir)
-	if err != nil {
-		return nil, "", err
-	}
-	p.SourceBucket, p.SourcePrefix, p.ModelName = loc.Bucket, loc.Prefix, name
-	sum, err := ggufjob.StorePlan(ctx, d.rt.Store, fleet.PlanKey(id), p)
-	if err != nil {
-		return nil, "", err
-	}
-	_, err = d.rt.Jobs.Update(ctx, id, func(j *domain.QuantizationJob) error {
-		src := domain.SourceModel{ModelPath: req.Model, ModelType: req.ModelType, Architecture: m.Config.Architecture,
-			ParameterCount: m.ParameterCount(), Dtype: m.DType()}
-		j.Source = &src
-		j.TotalLayers = len(p.Tasks)
-		return nil
-	})
-	if err != nil {
-		log.Warn("recording the source model failed", zap.Error(err))
-	}
-	return p, sum, nil
 }

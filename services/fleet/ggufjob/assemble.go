@@ -7,19 +7,19 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"quantfleet.dev/libs/fault"
 	"slices"
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/quantize"
+	"quantfleet.dev/services/fleet"
 )
 
 // ErrInvalidOutput reports an assembled file that failed validation.
 var ErrInvalidOutput = quantize.ErrInvalidOutput
 
 // ErrShard reports a missing shard or one of the wrong size.
-var ErrShard = fault.New(fault.ErrPermanent, "bad shard")
+var ErrShard = fleet.ErrShard
 
 // Assemble writes header ‖ shards (in task order) to dst with one Compose: shards of 5 MiB or more
 // are copied server-side, smaller ones are merged in memory. shardKey maps a task id to its

@@ -8,31 +8,25 @@
 package ggufjob
 
 import (
-	"bytes"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"quantfleet.dev/libs/fault"
-
-	"quantfleet.dev/libs/blob"
 
 	"quantfleet.dev/libs/convert"
 	"quantfleet.dev/libs/gguf"
+	"quantfleet.dev/services/fleet"
 )
 
-// PlanVersion is the version of the Plan JSON layout.
-const PlanVersion = 1
+// PlanVersion is the version of the plan layout.
+const PlanVersion = fleet.PlanVersion
 
 // ErrNoModel reports a source location that holds no checkpoint.
-var ErrNoModel = fault.New(fault.ErrBadInput, "no model found")
+var ErrNoModel = fleet.ErrNoModel
 
 // ErrBadPlan reports a plan or task that does not fit together (a corrupt or foreign plan object).
-var ErrBadPlan = fault.New(fault.ErrPermanent, "ggufjob: inconsistent plan")
+var ErrBadPlan = fleet.ErrBadPlan
 
-// Plan is what a GGUF job's workers and assembler need, stored as JSON next to the header bytes.
+// Plan is what a GGUF job's workers and assembler need: the fleet.Plan's common fields and, in
+// its Spec, the tensors, the header size and each task's span of the data section.
 type Plan struct {
 	Version  int    `json:"version"`
 	JobID    string `json:"job_id"`
@@ -55,8 +49,6 @@ type Plan struct {
 	Rope                convert.RopeFreqs    `json:"rope"`
 	Tensors             []convert.TensorPlan `json:"tensors"`
 	Tasks               []Task               `json:"tasks"`
-	// Layered is set for a GPTQ/AWQ job.
-	Layered *LayerSpec `json:"layered,omitempty"`
 }
 
 // FileSize is the size of the assembled file.
@@ -137,9 +129,6 @@ func (p *Plan) Check() error {
 	if p.Version != PlanVersion {
 		return fmt.Errorf("%w: version %d, want %d", ErrBadPlan, p.Version, PlanVersion)
 	}
-	if p.Layered != nil {
-		return p.checkLayered()
-	}
 	var off uint64
 	next := 0
 	for _, t := range p.Tasks {
@@ -178,58 +167,73 @@ func (p *Plan) TypeCounts() map[string]int {
 	return m
 }
 
-// ErrPlanChanged reports a stored plan whose SHA-256 is not the one a task was made for.
-var ErrPlanChanged = fault.New(fault.ErrPermanent, "ggufjob: plan changed since the task was made")
-
-// LoadPlan reads and checks a stored plan.
-func LoadPlan(ctx context.Context, store blob.Store, key string) (*Plan, error) {
-	return LoadPlanChecked(ctx, store, key, "")
+// spec is the GGUF part of a stored fleet.Plan.
+type spec struct {
+	FileType            uint32               `json:"file_type"`
+	HeaderSize          int64                `json:"header_size"`
+	DataSize            uint64               `json:"data_size"`
+	QuantizationVersion uint32               `json:"quantization_version"`
+	Rope                convert.RopeFreqs    `json:"rope"`
+	Tensors             []convert.TensorPlan `json:"tensors"`
+	Spans               []span               `json:"spans"` // per task, in the order of fleet.Plan.Tasks
 }
 
-// LoadPlanChecked is LoadPlan that also requires the object's SHA-256 (hex) to be sum, when sum is
-// not empty.
-func LoadPlanChecked(ctx context.Context, store blob.Store, key, sum string) (*Plan, error) {
-	p, got, err := ReadPlan(ctx, store, key)
+// span is a task's tensors and bytes.
+type span struct {
+	First  int     `json:"first"`
+	Count  int     `json:"count"`
+	Offset uint64  `json:"offset"`
+	Size   uint64  `json:"size"`
+	Inputs []Input `json:"inputs,omitempty"`
+}
+
+// Envelope is the plan as the fleet stores it.
+func (p *Plan) Envelope() (*fleet.Plan, error) {
+	sp := spec{FileType: p.FileType, HeaderSize: p.HeaderSize, DataSize: p.DataSize, QuantizationVersion: p.QuantizationVersion,
+		Rope: p.Rope, Tensors: p.Tensors}
+	fp := &fleet.Plan{Version: fleet.PlanVersion, Kind: KindName, JobID: p.JobID, Level: p.Level, Arch: p.Arch,
+		SourceBytes: p.SourceBytes, SourceBucket: p.SourceBucket, SourcePrefix: p.SourcePrefix, ModelName: p.ModelName}
+	for _, t := range p.Tasks {
+		fp.Tasks = append(fp.Tasks, fleet.PlanTask{ID: t.ID, Label: t.Label, Block: t.Block})
+		sp.Spans = append(sp.Spans, span{First: t.First, Count: t.Count, Offset: t.Offset, Size: t.Size, Inputs: t.Inputs})
+	}
+	b, err := json.Marshal(sp)
 	if err != nil {
 		return nil, err
 	}
-	if sum != "" && got != sum {
-		return nil, fmt.Errorf("%w: %s", ErrPlanChanged, key)
-	}
-	return p, nil
+	fp.Spec = b
+	return fp, nil
 }
 
-// ReadPlan reads and checks a stored plan and returns it with the object's SHA-256 (hex).
-func ReadPlan(ctx context.Context, store blob.Store, key string) (*Plan, string, error) {
-	rc, _, err := store.Get(ctx, key)
+// FromEnvelope is the GGUF plan of a stored one, decoded once and checked.
+func FromEnvelope(fp *fleet.Plan) (*Plan, error) {
+	v, err := fp.View(func(fp *fleet.Plan) (any, error) {
+		if fp.Kind != KindName {
+			return nil, fmt.Errorf("%w: a %q plan is not a GGUF job's", ErrBadPlan, fp.Kind)
+		}
+		var sp spec
+		if err := json.Unmarshal(fp.Spec, &sp); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadPlan, err)
+		}
+		if len(sp.Spans) != len(fp.Tasks) {
+			return nil, fmt.Errorf("%w: %d spans for %d tasks", ErrBadPlan, len(sp.Spans), len(fp.Tasks))
+		}
+		p := &Plan{Version: fp.Version, JobID: fp.JobID, Level: fp.Level, FileType: sp.FileType, Arch: fp.Arch,
+			HeaderSize: sp.HeaderSize, DataSize: sp.DataSize, SourceBytes: fp.SourceBytes, SourceBucket: fp.SourceBucket,
+			SourcePrefix: fp.SourcePrefix, ModelName: fp.ModelName, QuantizationVersion: sp.QuantizationVersion,
+			Rope: sp.Rope, Tensors: sp.Tensors}
+		for i, t := range fp.Tasks {
+			s := sp.Spans[i]
+			p.Tasks = append(p.Tasks, Task{ID: t.ID, Label: t.Label, Block: t.Block, First: s.First, Count: s.Count,
+				Offset: s.Offset, Size: s.Size, Inputs: s.Inputs})
+		}
+		return p, p.Check()
+	})
 	if err != nil {
-		return nil, "", fmt.Errorf("reading plan %s: %w", key, err)
+		return nil, err
 	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		return nil, "", fmt.Errorf("reading plan %s: %w", key, err)
-	}
-	var p Plan
-	if err := json.Unmarshal(b, &p); err != nil {
-		return nil, "", fmt.Errorf("%w: %s: %v", ErrBadPlan, key, err)
-	}
-	if err := p.Check(); err != nil {
-		return nil, "", err
-	}
-	sum := sha256.Sum256(b)
-	return &p, hex.EncodeToString(sum[:]), nil
+	return v.(*Plan), nil
 }
 
-// StorePlan writes the plan as JSON and returns the object's SHA-256 (hex).
-func StorePlan(ctx context.Context, store blob.Store, key string, p *Plan) (string, error) {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return "", err
-	}
-	if _, err := store.Put(ctx, key, bytes.NewReader(b), int64(len(b)), blob.PutOptions{}); err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
-}
+// ErrPlanChanged reports a stored plan whose SHA-256 is not the one a task was made for.
+var ErrPlanChanged = fleet.ErrPlanChanged

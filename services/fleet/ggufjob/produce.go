@@ -13,6 +13,7 @@ import (
 	"quantfleet.dev/libs/convert"
 	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/hfmodel"
+	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/objfs"
 )
 
@@ -53,18 +54,7 @@ func Produce(ctx context.Context, src convert.Source, p *Plan, t Task, tick func
 // OpenModel opens the checkpoint stored under prefix: only config.json and the safetensors
 // headers are read.
 func OpenModel(ctx context.Context, store blob.Store, prefix, name string) (*hfmodel.Model, *objfs.FS, error) {
-	fsys, err := objfs.New(ctx, store, prefix)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(fsys.Files()) == 0 {
-		return nil, nil, fmt.Errorf("%w: no objects under %q", ErrNoModel, prefix)
-	}
-	m, err := hfmodel.Open(fsys, name)
-	if err != nil {
-		return nil, nil, err
-	}
-	return m, fsys, nil
+	return objfs.OpenModel(ctx, store, prefix, name)
 }
 
 // smallFileLimit bounds the files PlanJob copies to a local directory for the metadata and
@@ -95,7 +85,7 @@ func (e *relocated) Unwrap() error { return e.err }
 // PlanJob plans the conversion of m at level: it copies the model's small top-level files (config,
 // tokenizer, README) from fsys to a temporary directory for convert.NewPlan, and returns the plan
 // and the encoded header.
-func PlanJob(ctx context.Context, jobID string, m *hfmodel.Model, fsys *objfs.FS, level string, o PlanOptions) (*Plan, []byte, error) {
+func PlanJob(ctx context.Context, jobID string, m *hfmodel.Model, fsys fleet.SourceFS, level string, o PlanOptions) (*Plan, []byte, error) {
 	dir, err := os.MkdirTemp(o.TempDir, "quantfleet-plan-")
 	if err != nil {
 		return nil, nil, err
@@ -105,7 +95,7 @@ func PlanJob(ctx context.Context, jobID string, m *hfmodel.Model, fsys *objfs.FS
 		if strings.Contains(name, "/") || strings.HasSuffix(name, ".safetensors") {
 			continue
 		}
-		st, err := fsys.Stat(name)
+		st, err := fs.Stat(fsys, name)
 		if err != nil || st.Size() > smallFileLimit {
 			continue
 		}
@@ -139,7 +129,7 @@ func PlanJob(ctx context.Context, jobID string, m *hfmodel.Model, fsys *objfs.FS
 	return p, header, nil
 }
 
-func copyFile(ctx context.Context, fsys *objfs.FS, name, dst string) error {
+func copyFile(ctx context.Context, fsys fleet.SourceFS, name, dst string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

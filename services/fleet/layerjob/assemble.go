@@ -8,15 +8,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"sort"
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/hfmodel"
-	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/quantize"
-	"quantfleet.dev/services/fleet/ggufjob"
-	"quantfleet.dev/services/fleet/objfs"
+	"quantfleet.dev/services/fleet"
 )
 
 // Result is an assembled checkpoint directory in object storage.
@@ -28,14 +24,17 @@ type Result struct {
 }
 
 // Assemble writes the job's checkpoint directory into prefix (ending in "/") of store: the layer
-// results at layerKeys (in layer order) through the same writer calls as quantize's local
-// pipeline, then the source's other tensors unchanged, config.json with the
-// quantization_config and the source's tokenizer files. The directory is validated as
-// quantize.ValidateCheckpoint does before any of it is uploaded.
-func Assemble(ctx context.Context, store blob.Store, p *ggufjob.Plan, m *hfmodel.Model, fsys *objfs.FS, layerKeys []string, prefix, tempDir string) (*Result, error) {
-	s := p.Layered
-	if s == nil || len(layerKeys) != s.NumLayers {
-		return nil, fmt.Errorf("%w: %d layer results for a plan of %d layers", ggufjob.ErrBadPlan, len(layerKeys), len(p.Tasks))
+// results at layerKeys (in layer order) and the source's other tensors unchanged, through the
+// local pipeline's own quantize.CheckpointBuilder, config.json with the quantization_config and
+// the source's tokenizer files. The directory is validated as quantize.ValidateCheckpoint does
+// before any of it is uploaded.
+func Assemble(ctx context.Context, store blob.Store, p *fleet.Plan, m *hfmodel.Model, fsys fleet.SourceFS, layerKeys []string, prefix, tempDir string) (*Result, error) {
+	s, err := SpecOf(p)
+	if err != nil {
+		return nil, err
+	}
+	if len(layerKeys) != s.NumLayers {
+		return nil, fmt.Errorf("%w: %d layer results for a plan of %d layers", fleet.ErrBadPlan, len(layerKeys), len(p.Tasks))
 	}
 	tmp, err := os.MkdirTemp(tempDir, "quantfleet-assemble-")
 	if err != nil {
@@ -49,22 +48,11 @@ func Assemble(ctx context.Context, store blob.Store, p *ggufjob.Plan, m *hfmodel
 	if err := copySmallFiles(ctx, fsys, fsys.Files(), srcDir); err != nil {
 		return nil, err
 	}
-	cfg := LayerConfig(s)
-	opts := quantize.CheckpointOptions(cfg, srcDir)
-	w, err := hfquant.Create(outDir, opts)
+	cb, err := quantize.NewCheckpointBuilder(outDir, LayerConfig(s), srcDir)
 	if err != nil {
 		return nil, err
 	}
-	closed := false
-	defer func() {
-		if !closed {
-			w.Abort()
-		}
-	}()
-	replaced := map[string]bool{}
-	var damps []float64
-	var stats []quantize.LinearStats
-	var scales [][]quantize.ScaleStats
+	defer cb.Abort()
 	for i, key := range layerKeys {
 		b, err := get(ctx, store, key)
 		if err != nil {
@@ -75,54 +63,20 @@ func Assemble(ctx context.Context, store blob.Store, p *ggufjob.Plan, m *hfmodel
 			return nil, fmt.Errorf("layer %d (%s): %w", i, key, err)
 		}
 		if r.Index != i {
-			return nil, fmt.Errorf("%w: %s holds layer %d, not %d", ggufjob.ErrBadPlan, key, r.Index, i)
+			return nil, fmt.Errorf("%w: %s holds layer %d, not %d", fleet.ErrBadPlan, key, r.Index, i)
 		}
-		if err := quantize.WriteLayer(w, r); err != nil {
-			return nil, err
-		}
-		for _, name := range r.Names() {
-			replaced[name] = true
-		}
-		damps = append(damps, r.Damp)
-		stats = append(stats, r.Stats...)
-		if r.Scales != nil {
-			scales = append(scales, r.Scales)
-		}
-	}
-	// The other tensors in the order of a local safetensors.Model (shards by name, tensors by
-	// offset), as quantize.CopyRemaining adds them.
-	src := slices.Clone(m.Tensors)
-	sort.SliceStable(src, func(i, j int) bool {
-		if src[i].File != src[j].File {
-			return src[i].File < src[j].File
-		}
-		return src[i].Begin < src[j].Begin
-	})
-	for _, t := range src {
-		if replaced[t.Name] {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		raw, err := m.ReadRaw(t)
-		if err != nil {
-			return nil, err
-		}
-		if err := w.AddTensor(t.Name, t.DType, t.Shape, raw); err != nil {
+		if err := cb.AddLayer(r); err != nil {
 			return nil, err
 		}
 	}
-	closed = true
-	if err := w.Close(); err != nil {
+	if err := cb.Finish(ctx, m.Tensors, m.ReadRaw); err != nil {
 		return nil, err
 	}
-	if err := quantize.ValidateCheckpointTensors(outDir, src, nil); err != nil {
+	if err := quantize.ValidateCheckpointTensors(outDir, m.Tensors, nil); err != nil {
 		return nil, err
 	}
-	res := &Result{Prefix: prefix, Files: map[string]string{}, Meta: quantize.CheckpointMetadata(cfg, opts, quantize.CheckpointStats{
-		Level: p.Level, Arch: p.Arch, Layers: s.NumLayers, Damps: damps, Linears: stats, Scales: scales,
-		CalibrationData: s.CalibrationName, Samples: s.Samples, SeqLen: s.SeqLen, Offset: s.CalibrationOffset,
+	res := &Result{Prefix: prefix, Files: map[string]string{}, Meta: cb.Metadata(quantize.CheckpointStats{
+		Level: p.Level, Arch: p.Arch, CalibrationData: s.CalibrationName, Samples: s.Samples, SeqLen: s.SeqLen, Offset: s.CalibrationOffset,
 	})}
 	res.Meta["tasks"] = len(p.Tasks)
 	entries, err := os.ReadDir(outDir)

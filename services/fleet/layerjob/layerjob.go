@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -22,28 +23,18 @@ import (
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
-	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfmodel"
-	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/libs/tokenizer"
 	"quantfleet.dev/libs/transformer"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
-	"quantfleet.dev/services/fleet/ggufjob"
-	"quantfleet.dev/services/fleet/objfs"
 )
 
 // LayerConfig is the quantize.LayerConfig of a job, as `quantfleet quantize` builds it from
 // the same flags.
-func LayerConfig(s *ggufjob.LayerSpec) quantize.LayerConfig {
-	if s.Format == string(domain.FormatAWQ) {
-		ac := quantize.DefaultAWQConfig()
-		ac.Bits, ac.GroupSize, ac.PlainScaling = s.Bits, s.GroupSize, !s.DuoScaling
-		return quantize.LayerConfig{Method: hfquant.AWQ, AWQ: ac}
-	}
-	return quantize.LayerConfig{Method: hfquant.GPTQ, RTN: s.RTN, GPTQ: gptq.Config{
-		Bits: s.Bits, GroupSize: s.GroupSize, Sym: s.Sym, ActOrder: s.ActOrder, StaticGroups: s.StaticGroups, Damp: s.Damp}}
+func LayerConfig(s *Spec) quantize.LayerConfig {
+	return quantize.NewLayerConfig(domain.OutputFormat(s.Format), s.Bits, s.GroupSize, s.LayerOptions)
 }
 
 // Weights reads a checkpoint's tensors as float32 by byte range (a transformer.WeightSource).
@@ -123,19 +114,25 @@ func copyFile(fsys fs.FS, name, dst string) error {
 // For a calibrated job it computes the activations entering layer 0 from the calibration text
 // (read from store) and stores them at fleet.ActivationsKey(job, 0), before the caller stores
 // the plan.
-func Plan(ctx context.Context, store blob.Store, job string, m *hfmodel.Model, fsys *objfs.FS, spec ggufjob.LayerSpec, tempDir string) (*ggufjob.Plan, error) {
+func Plan(ctx context.Context, store blob.Store, job string, m *hfmodel.Model, fsys fleet.SourceFS, spec Spec, tempDir string) (*fleet.Plan, error) {
 	cfg, err := ModelConfig(m)
 	if err != nil {
 		return nil, err
 	}
 	spec.NumLayers = cfg.NumLayers
-	p := &ggufjob.Plan{Version: ggufjob.PlanVersion, JobID: job, Level: fmt.Sprintf("%dbit", spec.Bits), Arch: cfg.Architecture,
-		SourceBytes: m.WeightBytes(), Layered: &spec}
+	p := &fleet.Plan{Version: fleet.PlanVersion, Kind: KindName, JobID: job, Level: fmt.Sprintf("%dbit", spec.Bits), Arch: cfg.Architecture,
+		SourceBytes: m.WeightBytes()}
 	for i := range cfg.NumLayers {
-		p.Tasks = append(p.Tasks, ggufjob.Task{ID: ggufjob.LayerTaskID(i), Label: fmt.Sprintf("layer %d", i), Block: i})
+		p.Tasks = append(p.Tasks, fleet.PlanTask{ID: LayerTaskID(i), Label: fmt.Sprintf("layer %d", i), Block: i})
+	}
+	if p.Spec, err = json.Marshal(spec); err != nil {
+		return nil, err
+	}
+	if _, err := SpecOf(p); err != nil {
+		return nil, err
 	}
 	if !spec.Calibrated() {
-		return p, p.Check()
+		return p, nil
 	}
 	dir, err := os.MkdirTemp(tempDir, "quantfleet-calib-")
 	if err != nil {
@@ -161,7 +158,7 @@ func Plan(ctx context.Context, store blob.Store, job string, m *hfmodel.Model, f
 	if _, err := store.Put(ctx, fleet.ActivationsKey(job, 0), bytes.NewReader(b), int64(len(b)), blob.PutOptions{}); err != nil {
 		return nil, err
 	}
-	return p, p.Check()
+	return p, nil
 }
 
 func download(ctx context.Context, store blob.Store, key, dst string) error {
@@ -203,10 +200,13 @@ func put(ctx context.Context, store blob.Store, key string, b []byte) (*pb.Shard
 // unless it is the last layer, the activations entering layer i+1. The first shard returned is
 // the layer result, the second (if any) the activations. The keys do not depend on the attempt,
 // and QuantizeLayer is deterministic, so a re-run rewrites the same bytes.
-func RunLayer(ctx context.Context, store blob.Store, job string, p *ggufjob.Plan, m *hfmodel.Model, i int, layerKey string) ([]*pb.Shard, int64, error) {
-	s := p.Layered
-	if s == nil || i < 0 || i >= s.NumLayers {
-		return nil, 0, fmt.Errorf("%w: job %s has no layer %d", ggufjob.ErrBadPlan, job, i)
+func RunLayer(ctx context.Context, store blob.Store, job string, p *fleet.Plan, m *hfmodel.Model, i int, layerKey string) ([]*pb.Shard, int64, error) {
+	s, err := SpecOf(p)
+	if err != nil {
+		return nil, 0, err
+	}
+	if i < 0 || i >= s.NumLayers {
+		return nil, 0, fmt.Errorf("%w: job %s has no layer %d", fleet.ErrBadPlan, job, i)
 	}
 	cfg, err := ModelConfig(m)
 	if err != nil {

@@ -77,7 +77,7 @@ func TestLocalFleetGPTQMatchesQuantize(t *testing.T) {
 	cfg := domain.DefaultConfig(domain.FormatGPTQ, "4bit")
 	cfg.CalibrationDataPath, cfg.CalibrationSamples, cfg.GroupSize = calib, samples, 128
 	sub, err := c.Submit(ctx, client.SubmitRequest{Model: model, Config: cfg,
-		Layered: &fleet.LayerOptions{SeqLen: seqlen, Damp: gptq.DefaultDamp}})
+		Layered: &fleet.LayerOptions{LayerOptions: domain.LayerOptions{SeqLen: seqlen, Damp: gptq.DefaultDamp}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,6 @@ import (
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/client"
-	"quantfleet.dev/services/fleet/ggufjob"
 	"quantfleet.dev/services/fleet/local"
 	"quantfleet.dev/services/internal/testenv"
 )
@@ -143,13 +142,14 @@ func TestLocalFleetFaults(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	p, sum, err := ggufjob.ReadPlan(ctx, f.RT.Store, fleet.PlanKey(sub.JobID))
+	p, sum, err := fleet.ReadPlan(ctx, f.RT.Store, fleet.PlanKey(sub.JobID), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	msg := &pb.Task{JobId: sub.JobID, TaskId: dup, Generation: 99, Kind: pb.TaskKind_TASK_KIND_GGUF_TENSORS, Pool: "cpu",
 		Plan: &pb.PlanRef{Key: fleet.PlanKey(sub.JobID), Sha256: sum}, Output: &pb.OutputSpec{Prefix: fleet.ShardPrefix(sub.JobID)},
-		Params: map[string]string{fleet.ParamModelName: p.ModelName, fleet.ParamSourcePrefix: p.SourcePrefix}}
+		Source: &pb.SourceRef{Prefix: p.SourcePrefix, ModelName: p.ModelName},
+		Args:   &pb.Task_GgufTensors{GgufTensors: &pb.GGUFTensorsArgs{Alignment: 32}}}
 	b, err := fleet.EncodeTask(msg)
 	if err != nil {
 		t.Fatal(err)

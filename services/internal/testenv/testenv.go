@@ -10,6 +10,7 @@ import (
 
 	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/quantize"
+	"quantfleet.dev/libs/sharedtest"
 )
 
 // SharedDir finds ../shared beside the repository root (the directory holding go.work). Without it
@@ -28,27 +29,21 @@ func SharedDir(t testing.TB) string {
 
 // sharedAtInit is FindShared's answer at package initialisation, before anything (such as the
 // embedded S3 gateway, which chdirs to its data root) can change the working directory.
-var sharedAtInit = findShared()
+var sharedAtInit = findSharedTiny()
 
 // FindShared returns <repo>/../shared, or "" when it has no tiny-llama model. The answer is the one
 // for the working directory the process started in.
 func FindShared() string { return sharedAtInit }
 
-func findShared() string {
-	dir, err := filepath.Abs(".")
-	if err != nil {
+func findSharedTiny() string {
+	s := sharedtest.Find()
+	if s == "" {
 		return ""
 	}
-	for d := dir; d != filepath.Dir(d); d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			s := filepath.Join(filepath.Dir(d), "shared")
-			if _, err := os.Stat(filepath.Join(s, "models", "tiny-llama", "config.json")); err == nil {
-				return s
-			}
-			return ""
-		}
+	if _, err := os.Stat(filepath.Join(s, "models", "tiny-llama", "config.json")); err != nil {
+		return ""
 	}
-	return ""
+	return s
 }
 
 // TinyLlama returns the path of the tiny-llama checkpoint.

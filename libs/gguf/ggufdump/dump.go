@@ -1,4 +1,4 @@
-package gguf
+package ggufdump
 
 import (
 	"crypto/sha256"
@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"quantfleet.dev/libs/gguf"
 )
 
 // summaryThreshold: gguf_dump.py replaces arrays longer than this by an ArraySummary.
@@ -76,18 +78,21 @@ func summarize(v any) any {
 
 // NewDump builds the dump of f, hashing tensor data read from data (the whole file, as
 // f was read from it); data nil means the reader f was read from.
-func NewDump(f *File, data io.ReaderAt) (*Dump, error) {
-	if data == nil {
-		data = f.r
-	}
+func NewDump(f *gguf.File, data io.ReaderAt) (*Dump, error) {
 	d := &Dump{Version: f.Version}
 	for _, kv := range f.KV {
 		d.KV = append(d.KV, DumpKV{Key: pyDecodeReplace(kv.Key), Value: summarize(pyValue(kv.Value))})
 	}
 	h := sha256.New()
+	var err error
 	for _, t := range f.Tensors {
 		h.Reset()
 		sr := io.NewSectionReader(data, f.DataOffset+int64(t.Offset), int64(t.Size()))
+		if data == nil {
+			if sr, err = f.TensorReader(t.Name); err != nil {
+				return nil, err
+			}
+		}
 		if n, err := io.Copy(h, sr); err != nil || n != int64(t.Size()) {
 			return nil, fmt.Errorf("gguf: hashing tensor %q: %d of %d bytes: %v", t.Name, n, t.Size(), err)
 		}
@@ -105,7 +110,7 @@ func NewDump(f *File, data io.ReaderAt) (*Dump, error) {
 
 // DumpFile opens the GGUF file at path and dumps it.
 func DumpFile(path string) (*Dump, error) {
-	f, err := Open(path)
+	f, err := gguf.Open(path)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package gguf
+package ggufdump
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"quantfleet.dev/libs/ggml"
+	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/sharedtest"
 )
 
@@ -143,7 +144,7 @@ sys.stdout.buffer.write(json.dumps(out).encode() + b"\n" + json.dumps(out, ensur
 }
 
 // pyTestFile writes a GGUF file that exercises every KV kind, long arrays and odd strings.
-func pyTestFile(t *testing.T) (string, *File) {
+func pyTestFile(t *testing.T) (string, *gguf.File) {
 	t.Helper()
 	floats := testFloats()
 	f32 := make([]float32, 40)
@@ -156,18 +157,18 @@ func pyTestFile(t *testing.T) (string, *File) {
 		ints[i] = int32(i*i) - 300
 	}
 	kv := append(allKinds(),
-		KV{"long.f32", f32}, KV{"long.f64", floats[:50]}, KV{"long.str", strs[:200]}, KV{"long.i32", ints},
-		KV{"long.u8", bytes.Repeat([]byte{0, 255}, 20)}, KV{"long.bool", make([]bool, 17)}, KV{"short.str", strs[:16]},
-		KV{"short.f32", f32[:16]}, KV{"key\xffbad", "val\xe2\x82"}, KV{"tokenizer.ggml.scores", []float32{-1000, 0, -2.5}},
+		gguf.KV{"long.f32", f32}, gguf.KV{"long.f64", floats[:50]}, gguf.KV{"long.str", strs[:200]}, gguf.KV{"long.i32", ints},
+		gguf.KV{"long.u8", bytes.Repeat([]byte{0, 255}, 20)}, gguf.KV{"long.bool", make([]bool, 17)}, gguf.KV{"short.str", strs[:16]},
+		gguf.KV{"short.f32", f32[:16]}, gguf.KV{"key\xffbad", "val\xe2\x82"}, gguf.KV{"tokenizer.ggml.scores", []float32{-1000, 0, -2.5}},
 	)
 	infos, data := testTensors()
-	infos = append(infos, TensorInfo{Name: "q6", Dims: []uint64{256}, Type: ggml.Q6_K}, TensorInfo{Name: "bad\xffname", Dims: []uint64{1}, Type: ggml.I32})
+	infos = append(infos, gguf.TensorInfo{Name: "q6", Dims: []uint64{256}, Type: ggml.Q6_K}, gguf.TensorInfo{Name: "bad\xffname", Dims: []uint64{1}, Type: ggml.I32})
 	data = append(data, bytes.Repeat([]byte{9}, 210), []byte{1, 2, 3, 4})
 	path := filepath.Join(t.TempDir(), "py.gguf")
-	if err := os.WriteFile(path, writeTestFile(t, &Header{KV: kv, Tensors: infos}, data), 0o644); err != nil {
+	if err := os.WriteFile(path, writeTestFile(t, &gguf.Header{KV: kv, Tensors: infos}, data), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f, err := Open(path)
+	f, err := gguf.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +299,7 @@ func TestReferenceDumps(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s: %v", tt.Name, err)
 				}
-				info := TensorInfo{Name: tt.Name, Dims: tt.Shape, Type: typ}
+				info := gguf.TensorInfo{Name: tt.Name, Dims: tt.Shape, Type: typ}
 				if info.Size() != tt.NBytes {
 					t.Errorf("%s: Size %d, reference nbytes %d", tt.Name, info.Size(), tt.NBytes)
 				}
