@@ -120,14 +120,18 @@ func QuantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 	if err := checkConfig(cfg); err != nil {
 		return nil, nil, err
 	}
-	res, out, err := quantizeDevice(ctx, g, l, x, gptqConfig(cfg))
+	res, out, err := quantizeDevice(ctx, g, l, x, gptqConfig(cfg), nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("layer %d: %w", l.Index, err)
 	}
 	return res, out, nil
 }
 
-func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tensor, cfg gptq.Config) (*quantize.LayerResult, *Tensor, error) {
+// force, when not nil, maps linear names to the weights the layer continues with after they
+// are quantized instead of their own dequantized values: a test feeds the CPU's, so that
+// each subset is compared on the same upstream weights (true-sequential GPTQ amplifies a
+// flipped code upstream into many downstream, on the CPU as well).
+func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tensor, cfg gptq.Config, force map[string][]float32) (*quantize.LayerResult, *Tensor, error) {
 	res := &quantize.LayerResult{Index: l.Index}
 	prefix := fmt.Sprintf("model.layers.%d.", l.Index)
 	d := g.d
@@ -146,6 +150,9 @@ func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 			}
 			// The rest of the layer sees the weight as the solve left it (float32 scales).
 			lin.Weight = r.Reconstruct()
+			if w, ok := force[lin.Name]; ok {
+				lin.Weight = w
+			}
 			if err := g.SetWeight(ctx, lin.Name, lin.Weight); err != nil {
 				return err
 			}

@@ -23,7 +23,16 @@ var (
 )
 
 // TestQuantizeTinyLlama compares the GPU GPTQ layer with quantize.QuantizeLayer on
-// tiny-llama's layer 0 with the calibration inputs libs/quantize builds.
+// tiny-llama's layer 0 with the calibration inputs libs/quantize builds, twice:
+//
+//   - forced: after each subset the GPU layer continues with the CPU's dequantized weights,
+//     so every subset's Hessian comes from the same upstream weights: codes ≥ 99% equal,
+//     losses within 1%, outputs (all weights then equal) within 1e-3;
+//   - free (QuantizeLayer as a worker calls it): q/k/v (same inputs) codes ≥ 99% equal and
+//     every loss within 1%; later codes and the outputs are only logged, because true-
+//     sequential GPTQ amplifies the few flipped q/k/v codes: two CPU runs whose inputs
+//     differ by 1e-6 relative agree on 99.6% of o_proj's codes, 82% of gate/up's, 87% of
+//     down's, with outputs 3.7e-2 apart (max |Δ| / max |y|).
 func TestQuantizeTinyLlama(t *testing.T) {
 	d := openGPU(t)
 	ctx := context.Background()
@@ -48,6 +57,37 @@ func TestQuantizeTinyLlama(t *testing.T) {
 		t.Fatal(err)
 	}
 	cpu := time.Since(t0)
+
+	// Forced.
+	force := map[string][]float32{}
+	for _, lin := range lc.Linears() {
+		force[lin.Name] = lin.Weight
+	}
+	lf, err := m.Layer(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := UploadLayer(ctx, d, m.Config, lf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	xd, err := UploadTensor(ctx, d, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xd.Free()
+	forced, outD, err := quantizeDevice(ctx, g, lf, xd, gptqConfig(cfg), force)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outD.Free()
+	if forced.Outputs, err = outD.Download(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("forced", func(t *testing.T) { compareLayers(t, forced, want, 0, 1e-3) })
+
+	// Free.
 	lg, err := m.Layer(0)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +97,14 @@ func TestQuantizeTinyLlama(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("layer 0, %d×%d tokens: CPU %v, GPU %v", x.Batch, x.Seq, cpu.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+	t.Logf("layer 0, %d×%d tokens: CPU %v, GPU %v (upload, 4 subsets, outputs, download)", x.Batch, x.Seq,
+		cpu.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+	t.Run("free", func(t *testing.T) { compareLayers(t, got, want, 3, 0) })
+}
+
+// compareLayers checks the codes of the first codesOf linears (all when 0) ≥ 99% equal, every
+// loss within 1%, and the outputs within outTol (0: logged only).
+func compareLayers(t *testing.T, got, want *quantize.LayerResult, codesOf int, outTol float64) {
 	if len(got.Linears) != len(want.Linears) {
 		t.Fatalf("%d linears, CPU %d", len(got.Linears), len(want.Linears))
 	}
@@ -75,7 +122,7 @@ func TestQuantizeTinyLlama(t *testing.T) {
 		frac := float64(same) / float64(len(w.QWeight))
 		gl, wl := got.Stats[i].Loss, want.Stats[i].Loss
 		t.Logf("%s: codes %.4f%% equal, loss GPU %.6g CPU %.6g", w.Name, 100*frac, gl, wl)
-		if frac < 0.99 {
+		if frac < 0.99 && (codesOf == 0 || i < codesOf) {
 			t.Errorf("%s: only %.3f%% of the codes equal the CPU's", w.Name, 100*frac)
 		}
 		if math.Abs(gl-wl) > 0.01*math.Abs(wl) || math.IsNaN(gl) {
@@ -83,9 +130,9 @@ func TestQuantizeTinyLlama(t *testing.T) {
 		}
 	}
 	e := relErr(got.Outputs.Data, want.Outputs.Data)
-	t.Logf("outputs: max rel err %.2e", e)
-	if e > 1e-3 || math.IsNaN(e) {
-		t.Errorf("outputs: max relative error %.3g > 1e-3", e)
+	t.Logf("outputs: max |Δ| / max |y| = %.2e", e)
+	if outTol > 0 && (e > outTol || math.IsNaN(e)) {
+		t.Errorf("outputs: max relative error %.3g > %g", e, outTol)
 	}
 }
 
