@@ -63,6 +63,23 @@ func randTensor(rng *rand.Rand, batch, seq, dim int, scale float32) *transformer
 	return x
 }
 
+// upload puts l and x on d, freed when the test ends.
+func upload(t testing.TB, d *cuda.Device, c *transformer.Config, l *transformer.Layer, x *transformer.Tensor) (*Layer, *Tensor) {
+	t.Helper()
+	ctx := context.Background()
+	g, err := UploadLayer(ctx, d, c, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	xd, err := UploadTensor(ctx, d, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(xd.Free)
+	return g, xd
+}
+
 // compareForward runs layer l of m on x on the CPU and the GPU and compares the outputs
 // and every hooked linear input.
 func compareForward(t *testing.T, d *cuda.Device, m *transformer.Model, l *transformer.Layer, x *transformer.Tensor, tol float64) {
@@ -75,16 +92,7 @@ func compareForward(t *testing.T, d *cuda.Device, m *transformer.Model, l *trans
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := UploadLayer(ctx, d, m.Config, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
-	xd, err := UploadTensor(ctx, d, x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xd.Free()
+	g, xd := upload(t, d, m.Config, l, x)
 	gpuIn := map[string][]float32{}
 	yd, err := g.Forward(ctx, xd, func(ctx context.Context, names []string, in *Tensor) error {
 		h, err := in.Download(ctx)

@@ -67,16 +67,7 @@ func TestQuantizeTinyLlama(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := UploadLayer(ctx, d, m.Config, lf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
-	xd, err := UploadTensor(ctx, d, x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xd.Free()
+	g, xd := upload(t, d, m.Config, lf, x)
 	forced, outD, err := quantizeDevice(ctx, g, lf, xd, gptqConfig(cfg), force)
 	if err != nil {
 		t.Fatal(err)
