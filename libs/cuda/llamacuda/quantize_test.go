@@ -2,13 +2,16 @@ package llamacuda
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"quantfleet.dev/libs/cuda"
+	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/quantize"
@@ -297,4 +300,25 @@ func TestLlama8BLayer(t *testing.T) {
 	t.Logf("%s: Llama-3-8B layer (hidden %d, %d/%d heads, ffn %d), %d×%d tokens: GPTQ layer %.2fs (upload %.2fs), one forward pass %.2fs; peak device memory %.2f GiB of %.1f (%.2f GiB above the start)",
 		d.Name(), hidden, heads, kv, ffn, batch, seq, el.Seconds(), t1.Sub(t0).Seconds(), fwd.Seconds(),
 		gib(total-minFree), gib(total), gib(free0-minFree))
+}
+
+// TestCheckMemory: a calibration set far beyond the device fails in one line, before any
+// allocation, as a permanent fault.
+func TestCheckMemory(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	m := syntheticModel(t, map[string]any{"architectures": []string{"LlamaForCausalLM"}})
+	l, err := m.Layer(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckMemory(ctx, d, l, 4, 64, true); err != nil {
+		t.Fatalf("a small layer does not fit: %v", err)
+	}
+	_, err = QuantizeLayer(ctx, d, m.Config, l, &transformer.Tensor{Batch: 1 << 20, Seq: 1 << 14, Dim: 128, Data: make([]float32, 1)},
+		quantize.LayerConfig{Method: hfquant.GPTQ, GPTQ: gptq.Config{Bits: 4, GroupSize: 128, Sym: true}})
+	if !errors.Is(err, ErrMemory) || !fault.Permanent(err) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("got %v, want one line wrapping ErrMemory", err)
+	}
+	t.Log(err)
 }
