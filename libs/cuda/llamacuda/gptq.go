@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"quantfleet.dev/libs/cuda"
 	"quantfleet.dev/libs/cuda/gptqcuda"
@@ -120,7 +121,7 @@ func QuantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 	if err := checkConfig(cfg); err != nil {
 		return nil, nil, err
 	}
-	res, out, err := quantizeDevice(ctx, g, l, x, gptqConfig(cfg), nil)
+	res, out, err := quantizeDevice(ctx, g, l, x, gptqConfig(cfg), nil, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("layer %d: %w", l.Index, err)
 	}
@@ -131,7 +132,9 @@ func QuantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 // are quantized instead of their own dequantized values: a test feeds the CPU's, so that
 // each subset is compared on the same upstream weights (true-sequential GPTQ amplifies a
 // flipped code upstream into many downstream, on the CPU as well).
-func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tensor, cfg gptq.Config, force map[string][]float32) (*quantize.LayerResult, *Tensor, error) {
+// A test passes phases to get the seconds of each subset's forward pass with Hessian
+// accumulation and of its solves (the device is synchronized between them).
+func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tensor, cfg gptq.Config, force map[string][]float32, phases *[]phase) (*quantize.LayerResult, *Tensor, error) {
 	res := &quantize.LayerResult{Index: l.Index}
 	prefix := fmt.Sprintf("model.layers.%d.", l.Index)
 	d := g.d
@@ -197,6 +200,18 @@ func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 		// 4. down_proj on silu(gate)·up of the quantized gate and up.
 		{transformer.DownInputs, []*transformer.Linear{l.Down}, out, stages{mlp: true, downInput: true}},
 	}
+	t0 := time.Now()
+	mark := func(name string) error {
+		if phases == nil {
+			return nil
+		}
+		if err := d.Synchronize(ctx); err != nil {
+			return err
+		}
+		*phases = append(*phases, phase{name, time.Since(t0)})
+		t0 = time.Now()
+		return nil
+	}
 	for _, s := range subsets {
 		h, err := gptqcuda.NewHessian(ctx, d, s.lins[0].In)
 		if err != nil {
@@ -206,7 +221,14 @@ func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 			h.Close()
 			return nil, nil, err
 		}
+		if err := mark("forward+Hessian " + s.names[0]); err != nil {
+			h.Close()
+			return nil, nil, err
+		}
 		if err := quantizeWith(h, s.lins...); err != nil {
+			return nil, nil, err
+		}
+		if err := mark("solve " + s.names[0]); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -214,6 +236,15 @@ func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 	if err := g.forward(ctx, out, out, stages{mlp: true}, nil); err != nil {
 		return nil, nil, err
 	}
+	if err := mark("forward outputs"); err != nil {
+		return nil, nil, err
+	}
 	ok = true
 	return res, out, nil
+}
+
+// phase is a part of quantizeDevice and its duration.
+type phase struct {
+	name string
+	d    time.Duration
 }

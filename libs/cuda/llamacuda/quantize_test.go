@@ -71,7 +71,7 @@ func TestQuantizeTinyLlama(t *testing.T) {
 		t.Fatal(err)
 	}
 	g, xd := upload(t, d, m.Config, lf, x)
-	forced, outD, err := quantizeDevice(ctx, g, lf, xd, gptqConfig(cfg), force)
+	forced, outD, err := quantizeDevice(ctx, g, lf, xd, gptqConfig(cfg), force, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,11 +260,15 @@ func TestLlama8BLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t1 := time.Now()
-	res, out, err := QuantizeDevice(ctx, g, l, x, cfg)
+	var phases []phase
+	res, out, err := quantizeDevice(ctx, g, l, x, gptqConfig(cfg), nil, &phases)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer out.Free()
+	for _, p := range phases {
+		t.Logf("  %-32s %6.2fs", p.name, p.d.Seconds())
+	}
 	if err := d.Synchronize(ctx); err != nil {
 		t.Fatal(err)
 	}
