@@ -8,5 +8,9 @@
 // window), SwiGLU and residual adds are NVRTC kernels from kernels.cu, compiled with
 // --fmad=false so that elementwise arithmetic rounds like the Go runtime's.
 //
-// QuantizeLayer is the GPU counterpart of quantize.QuantizeLayer's GPTQ path.
+// QuantizeLayer is the GPU counterpart of quantize.QuantizeLayer's GPTQ path and returns the
+// same quantize.LayerResult. This package imports libs/quantize for that type, so quantize
+// cannot call it: a worker holding a GPU calls llamacuda.QuantizeLayer for calibrated GPTQ
+// layers (CheckMemory tells it beforehand whether the layer and its calibration set fit) and
+// quantize.QuantizeLayer otherwise (RTN, AWQ, no GPU).
 package llamacuda

@@ -97,7 +97,8 @@ type norm struct {
 	eps float64
 }
 
-// Layer is one decoder layer's weights on the device.
+// Layer is one decoder layer's weights on the device, with the scratch memory of its forward
+// passes; one goroutine uses it at a time.
 type Layer struct {
 	Index int
 	cfg   *transformer.Config

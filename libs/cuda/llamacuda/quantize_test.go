@@ -32,10 +32,11 @@ var (
 //     so every subset's Hessian comes from the same upstream weights: codes ≥ 99% equal,
 //     losses within 1%, outputs (all weights then equal) within 1e-3;
 //   - free (QuantizeLayer as a worker calls it): q/k/v (same inputs) codes ≥ 99% equal and
-//     every loss within 1%; later codes and the outputs are only logged, because true-
-//     sequential GPTQ amplifies the few flipped q/k/v codes: two CPU runs whose inputs
-//     differ by 1e-6 relative agree on 99.6% of o_proj's codes, 82% of gate/up's, 87% of
-//     down's, with outputs 3.7e-2 apart (max |Δ| / max |y|).
+//     every loss within 2%; later codes and the outputs are only logged, because true-
+//     sequential GPTQ amplifies the few flipped q/k/v codes: two CPU runs on 128×512 tokens
+//     whose inputs differ by 1e-6 relative agree on 99.6% of o_proj's codes, 82% of
+//     gate/up's, 87% of down's, with losses up to 0.14% and outputs 3.7e-2 apart
+//     (max |Δ| / max |y|); on 16×128 tokens in the emulator gate_proj's losses were 0.8% apart.
 func TestQuantizeTinyLlama(t *testing.T) {
 	d := openGPU(t)
 	ctx := context.Background()
@@ -79,7 +80,7 @@ func TestQuantizeTinyLlama(t *testing.T) {
 	if forced.Outputs, err = outD.Download(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Run("forced", func(t *testing.T) { compareLayers(t, forced, want, 0, 1e-3) })
+	t.Run("forced", func(t *testing.T) { compareLayers(t, forced, want, 0, 0.01, 1e-3) })
 
 	// Free.
 	lg, err := m.Layer(0)
@@ -93,12 +94,12 @@ func TestQuantizeTinyLlama(t *testing.T) {
 	}
 	t.Logf("layer 0, %d×%d tokens: CPU %v, GPU %v (upload, 4 subsets, outputs, download)", x.Batch, x.Seq,
 		cpu.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
-	t.Run("free", func(t *testing.T) { compareLayers(t, got, want, 3, 0) })
+	t.Run("free", func(t *testing.T) { compareLayers(t, got, want, 3, 0.02, 0) })
 }
 
 // compareLayers checks the codes of the first codesOf linears (all when 0) ≥ 99% equal, every
-// loss within 1%, and the outputs within outTol (0: logged only).
-func compareLayers(t *testing.T, got, want *quantize.LayerResult, codesOf int, outTol float64) {
+// loss within lossTol (relative), and the outputs within outTol (0: logged only).
+func compareLayers(t *testing.T, got, want *quantize.LayerResult, codesOf int, lossTol, outTol float64) {
 	if len(got.Linears) != len(want.Linears) {
 		t.Fatalf("%d linears, CPU %d", len(got.Linears), len(want.Linears))
 	}
@@ -119,8 +120,8 @@ func compareLayers(t *testing.T, got, want *quantize.LayerResult, codesOf int, o
 		if frac < 0.99 && (codesOf == 0 || i < codesOf) {
 			t.Errorf("%s: only %.3f%% of the codes equal the CPU's", w.Name, 100*frac)
 		}
-		if math.Abs(gl-wl) > 0.01*math.Abs(wl) || math.IsNaN(gl) {
-			t.Errorf("%s: GPTQ loss %g, CPU %g (more than 1%% apart)", w.Name, gl, wl)
+		if math.Abs(gl-wl) > lossTol*math.Abs(wl) || math.IsNaN(gl) {
+			t.Errorf("%s: GPTQ loss %g, CPU %g (more than %g%% apart)", w.Name, gl, wl, 100*lossTol)
 		}
 	}
 	e := relErr(got.Outputs.Data, want.Outputs.Data)
