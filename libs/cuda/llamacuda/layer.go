@@ -337,7 +337,8 @@ func (l *Layer) forward(ctx context.Context, x, y *Tensor, st stages, hook Hook)
 	if x.Dim != l.q.in || y.Dim != x.Dim || y.Rows() != x.Rows() || y.Seq != x.Seq {
 		return fmt.Errorf("%w: layer %d takes %d features, input is %d×%d×%d", ErrShape, l.Index, l.q.in, x.Batch, x.Seq, x.Dim)
 	}
-	per := max(1, chunkRows/x.Seq)
+	// Whole sequences per chunk; the attention grid's y (sequences × heads) stays ≤ 65535.
+	per := max(1, min(chunkRows/x.Seq, maxBlocks/l.cfg.NumHeads))
 	ws, err := l.workspace(ctx, min(x.Batch, per)*x.Seq)
 	if err != nil {
 		return err
@@ -462,9 +463,6 @@ func (l *Layer) attend(ctx context.Context, ws *workspace, batch, seq int, call 
 			p.x, int32(rows), int32(seq), int32(p.heads), int32(hd), nw, eps, cs, sn, int32(l.ropeHalf)); err != nil {
 			return err
 		}
-	}
-	if batch*c.NumHeads > maxBlocks {
-		return fmt.Errorf("%w: %d sequences × %d heads in one chunk", ErrShape, batch, c.NumHeads)
 	}
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	if err := l.k.attention.Launch(ctx, cuda.Dim3{X: (seq + attnQ - 1) / attnQ, Y: batch * c.NumHeads}, cuda.Dim3{X: 32 * attnQ},

@@ -242,4 +242,12 @@ func TestForwardSynthetic(t *testing.T) {
 			}
 		})
 	}
+	t.Run("one-token-sequences", func(t *testing.T) {
+		m := syntheticModel(t, map[string]any{"architectures": []string{"Qwen3ForCausalLM"}})
+		l, err := m.Layer(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareForward(t, d, m, l, randTensor(rand.New(rand.NewPCG(5, 6)), 7, 1, m.Config.HiddenSize, 1), 1e-5)
+	})
 }
