@@ -28,15 +28,19 @@ test-short:
 
 # GPU test binaries (CGO_ENABLED=0; CUDA is loaded at run time, see libs/cuda/doc.go): carry
 # bin/gpu-tests/ to a machine with an NVIDIA GPU and run ./cuda.test -test.v and
-# ./gptqcuda.test -test.v there (TestLlama8B is the acceptance run; -test.short skips it).
+# ./gptqcuda.test -test.v and ./llamacuda.test -test.v there (TestLlama8B and TestLlama8BLayer are
+# the acceptance runs; -test.short skips them; llamacuda takes QUANTFLEET_TINY_LLAMA and
+# QUANTFLEET_CALIB where ../shared is absent).
 # Without a GPU every GPU test skips.
 GPU_TESTS := $(BIN)/gpu-tests
 test-gpu:
 	@mkdir -p $(GPU_TESTS)
 	cd libs && $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o ../$(GPU_TESTS)/cuda.test ./cuda/
 	cd libs && $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o ../$(GPU_TESTS)/gptqcuda.test ./cuda/gptqcuda/
+	cd libs && $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o ../$(GPU_TESTS)/llamacuda.test ./cuda/llamacuda/
 	$(GPU_TESTS)/cuda.test -test.short
 	$(GPU_TESTS)/gptqcuda.test -test.short
+	$(GPU_TESTS)/llamacuda.test -test.short
 
 vet:
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done

@@ -1,0 +1,250 @@
+package llamacuda
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"quantfleet.dev/libs/cuda"
+	"quantfleet.dev/libs/cuda/gptqcuda"
+	"quantfleet.dev/libs/gptq"
+	"quantfleet.dev/libs/hfquant"
+	"quantfleet.dev/libs/quantize"
+	"quantfleet.dev/libs/transformer"
+)
+
+// QuantizeLayer is quantize.QuantizeLayer's GPTQ path on device d: it uploads l (a layer
+// of a model with config c) and its calibration inputs, quantizes the layer and returns the
+// same result (Outputs on the host). Like the CPU version it replaces l's weights by their
+// dequantized values.
+func QuantizeLayer(ctx context.Context, d *cuda.Device, c *transformer.Config, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig) (*quantize.LayerResult, error) {
+	if err := checkConfig(cfg); err != nil {
+		return nil, err
+	}
+	if l == nil || l.Q == nil || inputs == nil || inputs.Rows() == 0 || inputs.Dim != l.Q.In {
+		return nil, fmt.Errorf("%w: layer needs calibration inputs of its hidden size", quantize.ErrLayerConfig)
+	}
+	if err := CheckMemory(ctx, d, l, inputs.Batch, inputs.Seq, true); err != nil {
+		return nil, err
+	}
+	g, err := UploadLayer(ctx, d, c, l)
+	if err != nil {
+		return nil, err
+	}
+	defer g.Close()
+	x, err := UploadTensor(ctx, d, inputs)
+	if err != nil {
+		return nil, err
+	}
+	defer x.Free()
+	res, out, err := QuantizeDevice(ctx, g, l, x, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Free()
+	if res.Outputs, err = out.Download(ctx); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func checkConfig(cfg quantize.LayerConfig) error {
+	if cfg.Method != hfquant.GPTQ || cfg.RTN {
+		return fmt.Errorf("%w: the GPU path runs calibrated GPTQ only", quantize.ErrLayerConfig)
+	}
+	return nil
+}
+
+// gptqConfig is quantize.LayerConfig's: v1 zero points for asymmetric grids, so that the
+// "gptq" checkpoint format can store every zero.
+func gptqConfig(cfg quantize.LayerConfig) gptq.Config {
+	g := cfg.GPTQ
+	if !g.Sym {
+		g.V1Zeros = true
+	}
+	return g
+}
+
+// CheckMemory fails with one line wrapping ErrMemory when quantizing l on batch×seq
+// calibration tokens would not fit in d's free memory: the layer's weights (unless
+// uploaded), the inputs (when withInputs) and outputs, one chunk's intermediates, and the
+// largest linear's Hessian, factor and solve.
+func CheckMemory(ctx context.Context, d *cuda.Device, l *transformer.Layer, batch, seq int, withInputs bool) error {
+	free, _, err := d.MemInfo(ctx)
+	if err != nil {
+		return err
+	}
+	need := needBytes(l, batch, seq, withInputs)
+	// 5% and 512 MiB of headroom for cuBLAS workspaces, modules and fragmentation.
+	if need+need/20+512<<20 > free {
+		return fmt.Errorf("%w: layer %d with %d×%d calibration tokens needs about %.1f GiB, %s has %.1f GiB free",
+			ErrMemory, l.Index, batch, seq, gib(need), d.Name(), gib(free))
+	}
+	return nil
+}
+
+func gib(b int64) float64 { return float64(b) / (1 << 30) }
+
+func needBytes(l *transformer.Layer, batch, seq int, withInputs bool) int64 {
+	var weights, solve int64
+	for _, lin := range l.Linears() {
+		weights += 4 * int64(len(lin.Weight)+len(lin.Bias))
+		n, r := int64(lin.In), int64(lin.Out)
+		// Hessian sum (f64) + factor (3 f32 matrices + scratch) + weight, permuted copy, codes.
+		solve = max(solve, 8*n*n+13*n*n+9*r*n)
+	}
+	for _, n := range []*transformer.Norm{l.InputNorm, l.PostAttentionNorm, l.QNorm, l.KNorm} {
+		if n != nil {
+			weights += 4 * int64(len(n.Weight))
+		}
+	}
+	tokens := int64(batch) * int64(seq)
+	act := 4 * tokens * int64(l.Q.In)
+	if withInputs {
+		act *= 2
+	}
+	rows := int64(min(batch, max(1, chunkRows/seq)) * seq) // an upper bound of forward's chunk
+	ws := 4 * rows * int64(2*l.Q.In+l.Q.Out+2*l.K.Out+l.O.In+2*l.Gate.Out)
+	return weights + act + ws + solve + 4*int64(seq)*int64(l.Q.In) // + rope tables (bounded)
+}
+
+// QuantizeDevice quantizes the uploaded layer g (whose host weights are l) on the device
+// inputs x (not modified) as quantize.QuantizeLayer's GPTQ path does: q, k, v on the input
+// norm's output; o_proj on the attention output of the quantized q, k, v; gate and up on the
+// post-attention norm of the residual after the quantized attention; down_proj on
+// silu(gate)·up of the quantized gate and up. Each subset's Hessian is accumulated on the
+// device from the forward pass with the earlier subsets quantized (their dequantized
+// float32-scale weights put back into g and l). It returns the result without Outputs and
+// the quantized layer's outputs on the device (the caller frees them).
+func QuantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tensor, cfg quantize.LayerConfig) (*quantize.LayerResult, *Tensor, error) {
+	if err := checkConfig(cfg); err != nil {
+		return nil, nil, err
+	}
+	res, out, err := quantizeDevice(ctx, g, l, x, gptqConfig(cfg), nil, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("layer %d: %w", l.Index, err)
+	}
+	return res, out, nil
+}
+
+// force, when not nil, maps linear names to the weights the layer continues with after they
+// are quantized instead of their own dequantized values: a test feeds the CPU's, so that
+// each subset is compared on the same upstream weights (true-sequential GPTQ amplifies a
+// flipped code upstream into many downstream, on the CPU as well).
+// A test passes phases to get the seconds of each subset's forward pass with Hessian
+// accumulation and of its solves (the device is synchronized between them).
+func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tensor, cfg gptq.Config, force map[string][]float32, phases *[]phase) (*quantize.LayerResult, *Tensor, error) {
+	res := &quantize.LayerResult{Index: l.Index}
+	prefix := fmt.Sprintf("model.layers.%d.", l.Index)
+	d := g.d
+	quantizeWith := func(h *gptqcuda.Hessian, lins ...*transformer.Linear) error {
+		defer h.Close()
+		h.ReleaseScratch()
+		f, err := gptqcuda.Prepare(ctx, h, cfg)
+		if err != nil {
+			return fmt.Errorf("%s: %w", lins[0].Name, err)
+		}
+		defer f.Close()
+		for _, lin := range lins {
+			r, err := f.Quantize(ctx, lin.Weight, lin.Out, lin.In)
+			if err != nil {
+				return fmt.Errorf("%s: %w", lin.Name, err)
+			}
+			// The rest of the layer sees the weight as the solve left it (float32 scales).
+			lin.Weight = r.Reconstruct()
+			if w, ok := force[lin.Name]; ok {
+				lin.Weight = w
+			}
+			if err := g.SetWeight(ctx, lin.Name, lin.Weight); err != nil {
+				return err
+			}
+			res.Linears = append(res.Linears, &hfquant.Linear{Name: prefix + lin.Name, Rows: r.Rows, Cols: r.Cols, Bits: r.Bits,
+				GroupSize: r.GroupSize, QWeight: r.QWeight, Scales: r.Scales, Zeros: r.Zeros, GIdx: r.GIdx, Bias: lin.Bias})
+			res.Stats = append(res.Stats, quantize.LinearStats{Name: prefix + lin.Name, Damp: r.Damp, Loss: r.Loss, Dead: r.Dead})
+			res.Damp = max(res.Damp, r.Damp)
+		}
+		return nil
+	}
+	// into returns a hook adding the input of the group starting with name to h.
+	into := func(names []string, h *gptqcuda.Hessian) Hook {
+		return func(ctx context.Context, linears []string, in *Tensor) error {
+			if !slices.Equal(linears, names) {
+				return nil
+			}
+			return h.AddDevice(ctx, in.Ptr(), in.Rows(), in.Batch)
+		}
+	}
+	out, err := NewTensor(ctx, d, x.Batch, x.Seq, x.Dim)
+	if err != nil {
+		return nil, nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			out.Free()
+		}
+	}()
+	subsets := []struct {
+		names []string
+		lins  []*transformer.Linear
+		src   *Tensor // forward input: x, or the residual after attention
+		st    stages
+	}{
+		// 1. q, k, v on input_layernorm(x).
+		{transformer.AttentionInputs, []*transformer.Linear{l.Q, l.K, l.V}, x, stages{qkvInput: true}},
+		// 2. o_proj on the attention output of the quantized q, k, v.
+		{transformer.OutputInputs, []*transformer.Linear{l.O}, x, stages{attention: true}},
+		// 3. gate, up on post_attention_layernorm(x + attention(x)); out keeps that residual.
+		{transformer.MLPInputs, []*transformer.Linear{l.Gate, l.Up}, x, stages{attention: true}},
+		// 4. down_proj on silu(gate)·up of the quantized gate and up.
+		{transformer.DownInputs, []*transformer.Linear{l.Down}, out, stages{mlp: true, downInput: true}},
+	}
+	t0 := time.Now()
+	mark := func(name string) error {
+		if phases == nil {
+			return nil
+		}
+		if err := d.Synchronize(ctx); err != nil {
+			return err
+		}
+		*phases = append(*phases, phase{name, time.Since(t0)})
+		t0 = time.Now()
+		return nil
+	}
+	for _, s := range subsets {
+		h, err := gptqcuda.NewHessian(ctx, d, s.lins[0].In)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := g.forward(ctx, s.src, out, s.st, into(s.names, h)); err != nil {
+			h.Close()
+			return nil, nil, err
+		}
+		if err := mark("forward+Hessian " + s.names[0]); err != nil {
+			h.Close()
+			return nil, nil, err
+		}
+		if err := quantizeWith(h, s.lins...); err != nil {
+			return nil, nil, err
+		}
+		if err := mark("solve " + s.names[0]); err != nil {
+			return nil, nil, err
+		}
+	}
+	// The quantized layer's outputs: out = h + mlp(h).
+	if err := g.forward(ctx, out, out, stages{mlp: true}, nil); err != nil {
+		return nil, nil, err
+	}
+	if err := mark("forward outputs"); err != nil {
+		return nil, nil, err
+	}
+	ok = true
+	return res, out, nil
+}
+
+// phase is a part of quantizeDevice and its duration.
+type phase struct {
+	name string
+	d    time.Duration
+}

@@ -1,0 +1,170 @@
+// Decoder-layer kernels. Compiled by NVRTC with --fmad=false, so that elementwise float32
+// expressions round as libs/transformer's Go code does. Matrices are row-major.
+
+typedef unsigned long long idx_t;
+#define FULL 0xffffffffu
+#define NEG_INF (-__int_as_float(0x7f800000))
+
+__device__ double warp_sum_d(double v) {
+	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
+	return v;
+}
+__device__ float warp_sum(float v) {
+	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
+	return v;
+}
+__device__ float warp_max(float v) {
+	for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL, v, o));
+	return v;
+}
+
+// rms_norm: y[r] = w·(x[r]·rsqrt(mean(x[r]²)+eps)) for rows of n values, as transformer's
+// rmsNormRow (mean accumulated in float64, held in float32 before eps). One block of 256
+// threads per row (rows looped over the grid).
+extern "C" __global__ void rms_norm(float *y, const float *x, const float *w, int rows, int n, double eps) {
+	__shared__ double part[8];
+	for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+		const float *xr = x + (idx_t)r * n;
+		double s = 0;
+		for (int i = threadIdx.x; i < n; i += blockDim.x) s += (double)xr[i] * (double)xr[i];
+		s = warp_sum_d(s);
+		if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+		__syncthreads();
+		double t = 0;
+		for (int i = 0; i < (int)(blockDim.x >> 5); i++) t += part[i];
+		__syncthreads();
+		float mean = (float)(t / (double)n);
+		float inv = (float)(1.0 / sqrt((double)mean + eps));
+		float *yr = y + (idx_t)r * n;
+		for (int i = threadIdx.x; i < n; i += blockDim.x) yr[i] = w[i] * (xr[i] * inv);
+	}
+}
+
+// add_bias: y[r][c] += b[c].
+extern "C" __global__ void add_bias(float *y, const float *b, long long rows, int n) {
+	long long total = rows * n;
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)gridDim.x * blockDim.x)
+		y[i] += b[i % n];
+}
+
+// add: y = a + b elementwise (the residual stream).
+extern "C" __global__ void add(float *y, const float *a, const float *b, long long n) {
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+		y[i] = a[i] + b[i];
+}
+
+// silu_mul: g = silu(g)·u, as transformer's siluMulRange: x / (1 + e^−x) · u.
+extern "C" __global__ void silu_mul(float *g, const float *u, long long n) {
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+		float x = g[i];
+		g[i] = x / (1.0f + expf(-x)) * u[i];
+	}
+}
+
+// norm_rope: for each row r (position r % seq) and head of x (rows × heads·hd), the optional
+// per-head RMSNorm with weight nw (Qwen3; nw null for none), then the rotation of pairs
+// (i, i+half), i < half, with cos/sin tables of seq×half values. One warp per head; blocks of
+// 128 threads, rows looped over the grid.
+extern "C" __global__ void norm_rope(float *x, int rows, int seq, int heads, int hd, const float *nw, double eps,
+                                     const float *cosT, const float *sinT, int half) {
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+	for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+		int pos = r % seq;
+		const float *cs = cosT + (idx_t)pos * half, *sn = sinT + (idx_t)pos * half;
+		for (int h = warp; h < heads; h += warps) {
+			float *v = x + (idx_t)r * heads * hd + (idx_t)h * hd;
+			if (nw) {
+				double s = 0;
+				for (int i = lane; i < hd; i += 32) s += (double)v[i] * (double)v[i];
+				s = warp_sum_d(s);
+				float mean = (float)(s / (double)hd);
+				float inv = (float)(1.0 / sqrt((double)mean + eps));
+				for (int i = lane; i < hd; i += 32) v[i] = nw[i] * (v[i] * inv);
+				__syncwarp();
+			}
+			for (int i = lane; i < half; i += 32) {
+				float a = v[i], b = v[i + half];
+				v[i] = a * cs[i] - b * sn[i];
+				v[i + half] = b * cs[i] + a * sn[i];
+			}
+			__syncwarp();
+		}
+	}
+}
+
+#define AQ 8       // queries (warps) per block
+#define AK 32      // keys per tile
+#define AMAXT 8    // head_dim ≤ 32·AMAXT
+
+// attention: causal grouped-query attention softmax(q·kᵀ/√hd)·v with an online softmax.
+// q and out are rows × heads·hd, k and v rows × kvHeads·hd; query head h reads kv head
+// h/(heads/kvHeads); window > 0 limits query i to keys j with i−window < j ≤ i. Grid:
+// x = query blocks of AQ positions, y = batch·heads; one warp per query. Dynamic shared
+// memory: K tile AK×(hd+1), V tile AK×hd, q AQ×hd, p AQ×AK floats.
+extern "C" __global__ void attention(float *out, const float *q, const float *k, const float *v,
+                                     int seq, int heads, int kvHeads, int hd, int window, float scale) {
+	extern __shared__ float smem[];
+	float *Ks = smem, *Vs = Ks + AK * (hd + 1), *Qs = Vs + AK * hd, *Ps = Qs + AQ * hd;
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+	int b = blockIdx.y / heads, h = blockIdx.y % heads, g = h / (heads / kvHeads);
+	int q0 = blockIdx.x * AQ;
+	int qi = q0 + warp; // this warp's query position
+	bool live = qi < seq;
+	int qd = heads * hd, kd = kvHeads * hd;
+	idx_t base = (idx_t)b * seq;
+	// q scaled as the CPU packs it: (scale·q)·k.
+	for (int e = threadIdx.x; e < AQ * hd; e += blockDim.x) {
+		int r = e / hd, d = e % hd;
+		Qs[e] = q0 + r < seq ? scale * q[(base + q0 + r) * qd + (idx_t)h * hd + d] : 0.0f;
+	}
+	float m = NEG_INF, l = 0, o[AMAXT];
+	for (int t = 0; t < AMAXT; t++) o[t] = 0;
+	int qLast = min(seq, q0 + AQ) - 1;
+	int kFirst = window > 0 ? max(0, q0 - window + 1) : 0;
+	int lo = window > 0 ? qi - window + 1 : 0; // this query's first key
+	for (int k0 = kFirst; k0 <= qLast; k0 += AK) {
+		__syncthreads(); // the previous tile is consumed (and Qs written)
+		for (int e = threadIdx.x; e < AK * hd; e += blockDim.x) {
+			int j = e / hd, d = e % hd;
+			bool in = k0 + j <= qLast;
+			idx_t src = (base + k0 + j) * kd + (idx_t)g * hd + d;
+			Ks[j * (hd + 1) + d] = in ? k[src] : 0.0f;
+			Vs[j * hd + d] = in ? v[src] : 0.0f;
+		}
+		__syncthreads();
+		int j = k0 + lane;
+		bool valid = live && j <= qi && j >= lo;
+		float s = NEG_INF;
+		if (valid) {
+			const float *qs = Qs + warp * hd, *ks = Ks + lane * (hd + 1);
+			float acc = 0;
+			for (int d = 0; d < hd; d++) acc += qs[d] * ks[d];
+			s = acc;
+		}
+		float mt = warp_max(s);
+		float mn = fmaxf(m, mt);
+		float p = valid ? expf(s - mn) : 0.0f;
+		float corr = m == NEG_INF ? 0.0f : expf(m - mn);
+		if (mn == NEG_INF) corr = 1.0f; // no visible key yet: nothing to rescale
+		l = l * corr + warp_sum(p);
+		Ps[warp * AK + lane] = p;
+		__syncwarp();
+		for (int t = 0; t < AMAXT; t++) {
+			int d = lane + 32 * t;
+			if (d >= hd) break;
+			float acc = o[t] * corr;
+			for (int jj = 0; jj < AK; jj++) acc += Ps[warp * AK + jj] * Vs[jj * hd + d];
+			o[t] = acc;
+		}
+		m = mn;
+		__syncwarp();
+	}
+	if (live) {
+		float inv = 1.0f / l;
+		for (int t = 0; t < AMAXT; t++) {
+			int d = lane + 32 * t;
+			if (d >= hd) break;
+			out[(base + qi) * qd + (idx_t)h * hd + d] = o[t] * inv;
+		}
+	}
+}

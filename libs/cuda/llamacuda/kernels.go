@@ -1,0 +1,68 @@
+package llamacuda
+
+import (
+	"context"
+	_ "embed"
+
+	"quantfleet.dev/libs/cuda"
+)
+
+//go:embed kernels.cu
+var kernelSource string
+
+// No FMA contraction: norms, rotations and SwiGLU round every float32 operation as Go does.
+var kernelOptions = []string{"--fmad=false", "--std=c++17"}
+
+type kernels struct {
+	d    *cuda.Device
+	blas *cuda.BLAS
+
+	rmsNorm, addBias, add, siluMul, normRope, attention *cuda.Function
+}
+
+// Launch shapes; attnQ and attnK match AQ and AK in kernels.cu.
+const (
+	threads    = 256
+	attnQ      = 8
+	attnK      = 32
+	maxHeadDim = 256
+	maxBlocks  = 65535
+)
+
+func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
+	m, err := d.Module(ctx, "llama_kernels.cu", kernelSource, kernelOptions...)
+	if err != nil {
+		return nil, err
+	}
+	b, err := d.BLAS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	k := &kernels{d: d, blas: b}
+	for name, f := range map[string]**cuda.Function{
+		"rms_norm": &k.rmsNorm, "add_bias": &k.addBias, "add": &k.add, "silu_mul": &k.siluMul,
+		"norm_rope": &k.normRope, "attention": &k.attention,
+	} {
+		if *f, err = m.Function(name); err != nil {
+			return nil, err
+		}
+	}
+	// The attention tiles of a 256-wide head need more than the default 48 KiB.
+	if err := k.attention.SetMaxDynamicShared(attnShared(maxHeadDim)); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// attnShared is the dynamic shared memory of the attention kernel for head dimension hd.
+func attnShared(hd int) int { return 4 * (attnK*(hd+1) + attnK*hd + attnQ*hd + attnQ*attnK) }
+
+// flat is the launch shape of the elementwise kernels over n values.
+func flat(n int) (cuda.Dim3, cuda.Dim3) {
+	return cuda.Dim3{X: min(max((n+threads-1)/threads, 1), 8192)}, cuda.Dim3{X: threads}
+}
+
+func (k *kernels) elementwise(ctx context.Context, f *cuda.Function, n int, args ...any) error {
+	g, b := flat(n)
+	return f.Launch(ctx, g, b, 0, args...)
+}

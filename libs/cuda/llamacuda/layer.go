@@ -1,0 +1,490 @@
+package llamacuda
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"quantfleet.dev/libs/cuda"
+	"quantfleet.dev/libs/fault"
+	"quantfleet.dev/libs/transformer"
+)
+
+// ErrShape reports a layer, config or tensor the GPU layer cannot take.
+var ErrShape = fault.New(fault.ErrBadInput, "llamacuda: unsupported shape")
+
+// ErrMemory reports that a layer's work would not fit in the device's free memory.
+var ErrMemory = fault.New(fault.ErrPermanent, "llamacuda: not enough device memory")
+
+// Tensor is a batch of sequences of vectors on the device, laid out like transformer.Tensor
+// (Batch·Seq rows of Dim float32 values, row-major). A tensor made by Sequences shares its
+// parent's memory.
+type Tensor struct {
+	Batch, Seq, Dim int
+	buf             *cuda.Buffer
+	off             int // bytes
+	owned           bool
+}
+
+// NewTensor allocates an uninitialized tensor.
+func NewTensor(ctx context.Context, d *cuda.Device, batch, seq, dim int) (*Tensor, error) {
+	if batch <= 0 || seq <= 0 || dim <= 0 {
+		return nil, fmt.Errorf("%w: tensor %d×%d×%d", ErrShape, batch, seq, dim)
+	}
+	b, err := cuda.Alloc[float32](ctx, d, batch*seq*dim)
+	if err != nil {
+		return nil, fmt.Errorf("activations %d×%d×%d: %w", batch, seq, dim, err)
+	}
+	return &Tensor{Batch: batch, Seq: seq, Dim: dim, buf: b, owned: true}, nil
+}
+
+// UploadTensor copies a host tensor to the device.
+func UploadTensor(ctx context.Context, d *cuda.Device, x *transformer.Tensor) (*Tensor, error) {
+	if x == nil || len(x.Data) != x.Batch*x.Seq*x.Dim {
+		return nil, fmt.Errorf("%w: malformed host tensor", ErrShape)
+	}
+	t, err := NewTensor(ctx, d, x.Batch, x.Seq, x.Dim)
+	if err != nil {
+		return nil, err
+	}
+	if err := cuda.Upload(ctx, t.buf, 0, x.Data); err != nil {
+		t.Free()
+		return nil, err
+	}
+	return t, nil
+}
+
+// Download copies the tensor to the host.
+func (t *Tensor) Download(ctx context.Context) (*transformer.Tensor, error) {
+	h := transformer.NewTensor(t.Batch, t.Seq, t.Dim)
+	if err := cuda.Download(ctx, h.Data, t.buf, t.off/4); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Rows is Batch·Seq.
+func (t *Tensor) Rows() int { return t.Batch * t.Seq }
+
+// Ptr is the device address of the first value.
+func (t *Tensor) Ptr() cuda.Ptr { return t.buf.Ptr().Add(t.off) }
+
+// Sequences returns sequences [lo, hi) as a tensor sharing t's memory.
+func (t *Tensor) Sequences(lo, hi int) *Tensor {
+	return &Tensor{Batch: hi - lo, Seq: t.Seq, Dim: t.Dim, buf: t.buf, off: t.off + 4*lo*t.Seq*t.Dim}
+}
+
+// Free releases the memory of a tensor made by NewTensor or UploadTensor (views: no-op).
+func (t *Tensor) Free() {
+	if t != nil && t.owned {
+		t.buf.Free()
+	}
+}
+
+// Hook sees the input of a linear group (transformer.AttentionInputs, OutputInputs,
+// MLPInputs, DownInputs) on the device during Forward, a few whole sequences at a time; in is
+// valid only during the call. An error stops the forward pass.
+type Hook func(ctx context.Context, linears []string, in *Tensor) error
+
+type linear struct {
+	name    string
+	out, in int
+	w, b    *cuda.Buffer // b nil without bias
+}
+
+type norm struct {
+	w   *cuda.Buffer
+	eps float64
+}
+
+// Layer is one decoder layer's weights on the device, with the scratch memory of its forward
+// passes; one goroutine uses it at a time.
+type Layer struct {
+	Index int
+	cfg   *transformer.Config
+	k     *kernels
+	d     *cuda.Device
+
+	inNorm, postNorm norm
+	qNorm, kNorm     *norm
+	q, kp, v, o      *linear
+	gate, up, down   *linear
+	window           int
+
+	ropeSeq  int
+	cos, sin *cuda.Buffer
+	ropeHalf int
+	ws       *workspace
+	wsRows   int
+	bufs     []*cuda.Buffer
+}
+
+// chunkRows bounds the rows a forward step processes at once (whole sequences), so that
+// the MLP's intermediates stay a few GiB whatever the calibration batch.
+const chunkRows = 16384
+
+// UploadLayer copies the weights of l (a decoder layer of a model with config c) to d.
+func UploadLayer(ctx context.Context, d *cuda.Device, c *transformer.Config, l *transformer.Layer) (*Layer, error) {
+	if l == nil || l.Q == nil {
+		return nil, fmt.Errorf("%w: no layer weights", ErrShape)
+	}
+	if c.HeadDim <= 0 || c.HeadDim > maxHeadDim || c.NumHeads <= 0 || c.NumKVHeads <= 0 || c.NumHeads%c.NumKVHeads != 0 ||
+		c.Rope.Dim > c.HeadDim || c.Rope.Dim%2 != 0 {
+		return nil, fmt.Errorf("%w: %d heads, %d kv heads of %d (rope %d; at most %d per head)",
+			ErrShape, c.NumHeads, c.NumKVHeads, c.HeadDim, c.Rope.Dim, maxHeadDim)
+	}
+	if l.Q.Out != c.NumHeads*c.HeadDim || l.K.Out != c.NumKVHeads*c.HeadDim || l.V.Out != l.K.Out || l.O.In != l.Q.Out {
+		return nil, fmt.Errorf("%w: layer %d's attention shapes disagree with the config", ErrShape, l.Index)
+	}
+	k, err := loadKernels(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	g := &Layer{Index: l.Index, cfg: c, k: k, d: d}
+	if l.Index < len(c.SlidingWindow) {
+		g.window = c.SlidingWindow[l.Index]
+	}
+	fail := func(err error) (*Layer, error) {
+		g.Close()
+		return nil, fmt.Errorf("uploading layer %d: %w", l.Index, err)
+	}
+	up := func(v []float32) (*cuda.Buffer, error) {
+		b, err := cuda.Alloc[float32](ctx, d, len(v))
+		if err != nil {
+			return nil, err
+		}
+		g.bufs = append(g.bufs, b)
+		return b, cuda.Upload(ctx, b, 0, v)
+	}
+	upNorm := func(n *transformer.Norm) (norm, error) {
+		b, err := up(n.Weight)
+		return norm{w: b, eps: n.Eps}, err
+	}
+	if g.inNorm, err = upNorm(l.InputNorm); err != nil {
+		return fail(err)
+	}
+	if g.postNorm, err = upNorm(l.PostAttentionNorm); err != nil {
+		return fail(err)
+	}
+	if l.QNorm != nil {
+		qn, err := upNorm(l.QNorm)
+		if err != nil {
+			return fail(err)
+		}
+		kn, err := upNorm(l.KNorm)
+		if err != nil {
+			return fail(err)
+		}
+		g.qNorm, g.kNorm = &qn, &kn
+	}
+	for _, p := range []struct {
+		dst **linear
+		src *transformer.Linear
+	}{{&g.q, l.Q}, {&g.kp, l.K}, {&g.v, l.V}, {&g.o, l.O}, {&g.gate, l.Gate}, {&g.up, l.Up}, {&g.down, l.Down}} {
+		lin := &linear{name: p.src.Name, out: p.src.Out, in: p.src.In}
+		if len(p.src.Weight) != lin.out*lin.in {
+			return fail(fmt.Errorf("%w: %s has %d weights for %d×%d", ErrShape, lin.name, len(p.src.Weight), lin.out, lin.in))
+		}
+		if lin.w, err = up(p.src.Weight); err != nil {
+			return fail(err)
+		}
+		if p.src.Bias != nil {
+			if lin.b, err = up(p.src.Bias); err != nil {
+				return fail(err)
+			}
+		}
+		*p.dst = lin
+	}
+	return g, nil
+}
+
+func (l *Layer) linears() []*linear { return []*linear{l.q, l.kp, l.v, l.o, l.gate, l.up, l.down} }
+
+// SetWeight replaces the weight of the linear named name ("self_attn.q_proj"), e.g. by its
+// quantized value, for the forward passes after it.
+func (l *Layer) SetWeight(ctx context.Context, name string, w []float32) error {
+	for _, lin := range l.linears() {
+		if lin.name == name {
+			if len(w) != lin.out*lin.in {
+				return fmt.Errorf("%w: %d weights for %s (%d×%d)", ErrShape, len(w), name, lin.out, lin.in)
+			}
+			return cuda.Upload(ctx, lin.w, 0, w)
+		}
+	}
+	return fmt.Errorf("%w: layer %d has no linear %q", ErrShape, l.Index, name)
+}
+
+// WeightBytes is the device memory of the layer's weights.
+func (l *Layer) WeightBytes() int64 {
+	var n int64
+	for _, b := range l.bufs {
+		n += int64(b.Size())
+	}
+	return n
+}
+
+// Close frees the layer's device memory.
+func (l *Layer) Close() {
+	for _, b := range l.bufs {
+		b.Free()
+	}
+	l.bufs = nil
+	l.freeWorkspace()
+	l.cos.Free()
+	l.sin.Free()
+	l.cos, l.sin = nil, nil
+}
+
+// workspace holds one chunk's intermediates.
+type workspace struct {
+	n, q, k, v, ctx, a, g, u *cuda.Buffer
+}
+
+func (l *Layer) freeWorkspace() {
+	if w := l.ws; w != nil {
+		for _, b := range []*cuda.Buffer{w.n, w.q, w.k, w.v, w.ctx, w.a, w.g, w.u} {
+			b.Free()
+		}
+	}
+	l.ws, l.wsRows = nil, 0
+}
+
+// workspaceBytes is the device memory of a workspace of rows rows.
+func (l *Layer) workspaceBytes(rows int) int64 {
+	h := l.q.in
+	return 4 * int64(rows) * int64(h+l.q.out+2*l.kp.out+l.o.in+h+2*l.gate.out)
+}
+
+func (l *Layer) workspace(ctx context.Context, rows int) (*workspace, error) {
+	if l.ws != nil && l.wsRows >= rows {
+		return l.ws, nil
+	}
+	l.freeWorkspace()
+	w := &workspace{}
+	for _, p := range []struct {
+		b    **cuda.Buffer
+		cols int
+	}{{&w.n, l.q.in}, {&w.q, l.q.out}, {&w.k, l.kp.out}, {&w.v, l.v.out}, {&w.ctx, l.o.in}, {&w.a, l.q.in}, {&w.g, l.gate.out}, {&w.u, l.up.out}} {
+		b, err := cuda.Alloc[float32](ctx, l.d, rows*p.cols)
+		if err != nil {
+			l.ws = w
+			l.freeWorkspace()
+			return nil, fmt.Errorf("layer %d workspace of %d rows: %w", l.Index, rows, err)
+		}
+		*p.b = b
+	}
+	l.ws, l.wsRows = w, rows
+	return w, nil
+}
+
+func (l *Layer) rope(ctx context.Context, seq int) error {
+	if l.cos != nil && l.ropeSeq == seq {
+		return nil
+	}
+	l.cos.Free()
+	l.sin.Free()
+	l.cos, l.sin = nil, nil
+	cs, sn, half := ropeTables(l.cfg, seq)
+	l.ropeHalf = half
+	if half == 0 {
+		l.ropeSeq = seq
+		return nil
+	}
+	var err error
+	if l.cos, err = cuda.Alloc[float32](ctx, l.d, len(cs)); err != nil {
+		return err
+	}
+	if l.sin, err = cuda.Alloc[float32](ctx, l.d, len(sn)); err != nil {
+		return err
+	}
+	if err := cuda.Upload(ctx, l.cos, 0, cs); err != nil {
+		return err
+	}
+	if err := cuda.Upload(ctx, l.sin, 0, sn); err != nil {
+		return err
+	}
+	l.ropeSeq = seq
+	return nil
+}
+
+// apply computes y = x·Wᵀ + b for rows rows.
+func (l *Layer) apply(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int) error {
+	if err := l.k.blas.Gemm(ctx, false, true, rows, lin.out, lin.in, 1, x, lin.in, lin.w.Ptr(), lin.in, 0, y, lin.out); err != nil {
+		return fmt.Errorf("%s: %w", lin.name, err)
+	}
+	if lin.b != nil {
+		return l.k.elementwise(ctx, l.k.addBias, rows*lin.out, y, lin.b, int64(rows), int32(lin.out))
+	}
+	return nil
+}
+
+func (l *Layer) norm(ctx context.Context, n norm, y, x cuda.Ptr, rows, cols int) error {
+	return l.k.rmsNorm.Launch(ctx, cuda.Dim3{X: min(rows, maxBlocks)}, cuda.Dim3{X: threads}, 0, y, x, n.w, int32(rows), int32(cols), n.eps)
+}
+
+// stages selects what forward computes of a chunk.
+type stages struct {
+	attention bool // else the chunk's x is already h (the residual after attention)
+	mlp       bool // else y = h
+	// qkvInput stops at the input norm's output (for the q/k/v hook); y is not written.
+	qkvInput bool
+	// downInput stops the MLP at down_proj's input (for its hook): y = h.
+	downInput bool
+}
+
+// forward runs the selected stages on x into y (which may be x) chunk by chunk.
+func (l *Layer) forward(ctx context.Context, x, y *Tensor, st stages, hook Hook) error {
+	if x.Dim != l.q.in || y.Dim != x.Dim || y.Rows() != x.Rows() || y.Seq != x.Seq {
+		return fmt.Errorf("%w: layer %d takes %d features, input is %d×%d×%d", ErrShape, l.Index, l.q.in, x.Batch, x.Seq, x.Dim)
+	}
+	// Whole sequences per chunk; the attention grid's y (sequences × heads) stays ≤ 65535.
+	per := max(1, min(chunkRows/x.Seq, maxBlocks/l.cfg.NumHeads))
+	ws, err := l.workspace(ctx, min(x.Batch, per)*x.Seq)
+	if err != nil {
+		return err
+	}
+	if err := l.rope(ctx, x.Seq); err != nil {
+		return err
+	}
+	for lo := 0; lo < x.Batch; lo += per {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hi := min(x.Batch, lo+per)
+		if err := l.chunk(ctx, ws, x.Sequences(lo, hi), y.Sequences(lo, hi), st, hook); err != nil {
+			return fmt.Errorf("layer %d: %w", l.Index, err)
+		}
+	}
+	return nil
+}
+
+func (l *Layer) chunk(ctx context.Context, ws *workspace, x, y *Tensor, st stages, hook Hook) error {
+	rows, hid := x.Rows(), x.Dim
+	view := func(b *cuda.Buffer, dim int) *Tensor {
+		return &Tensor{Batch: x.Batch, Seq: x.Seq, Dim: dim, buf: b}
+	}
+	call := func(names []string, t *Tensor) error {
+		if hook == nil {
+			return nil
+		}
+		return hook(ctx, names, t)
+	}
+	h := x.Ptr()
+	if st.qkvInput {
+		if err := l.norm(ctx, l.inNorm, ws.n.Ptr(), x.Ptr(), rows, hid); err != nil {
+			return err
+		}
+		return call(transformer.AttentionInputs, view(ws.n, hid))
+	}
+	if st.attention {
+		if err := l.norm(ctx, l.inNorm, ws.n.Ptr(), x.Ptr(), rows, hid); err != nil {
+			return err
+		}
+		if err := l.attend(ctx, ws, x.Batch, x.Seq, func(names []string, t *Tensor) error { return call(names, t) }); err != nil {
+			return err
+		}
+		if err := l.k.elementwise(ctx, l.k.add, rows*hid, y.Ptr(), x.Ptr(), ws.a, int64(rows*hid)); err != nil {
+			return err
+		}
+		h = y.Ptr()
+	} else if y.Ptr() != x.Ptr() {
+		if err := cuda.Copy(ctx, y.buf, y.off, x.buf, x.off, 4*rows*hid); err != nil {
+			return err
+		}
+		h = y.Ptr()
+	}
+	if !st.mlp && hook == nil {
+		return nil
+	}
+	// MLP: n = post_attention_layernorm(h); y = h + down(silu(gate(n))·up(n)).
+	if err := l.norm(ctx, l.postNorm, ws.n.Ptr(), h, rows, hid); err != nil {
+		return err
+	}
+	if err := call(transformer.MLPInputs, view(ws.n, hid)); err != nil {
+		return err
+	}
+	if !st.mlp {
+		return nil
+	}
+	if err := l.apply(ctx, l.gate, ws.g.Ptr(), ws.n.Ptr(), rows); err != nil {
+		return err
+	}
+	if err := l.apply(ctx, l.up, ws.u.Ptr(), ws.n.Ptr(), rows); err != nil {
+		return err
+	}
+	if err := l.k.elementwise(ctx, l.k.siluMul, rows*l.gate.out, ws.g, ws.u, int64(rows*l.gate.out)); err != nil {
+		return err
+	}
+	if err := call(transformer.DownInputs, view(ws.g, l.gate.out)); err != nil {
+		return err
+	}
+	if st.downInput {
+		return nil
+	}
+	if err := l.apply(ctx, l.down, ws.a.Ptr(), ws.g.Ptr(), rows); err != nil {
+		return err
+	}
+	return l.k.elementwise(ctx, l.k.add, rows*hid, h, h, ws.a, int64(rows*hid))
+}
+
+// attend runs self-attention on ws.n (the input norm's output) into ws.a (o_proj's output).
+func (l *Layer) attend(ctx context.Context, ws *workspace, batch, seq int, call func([]string, *Tensor) error) error {
+	c := l.cfg
+	rows, hd := batch*seq, c.HeadDim
+	view := func(b *cuda.Buffer, dim int) *Tensor { return &Tensor{Batch: batch, Seq: seq, Dim: dim, buf: b} }
+	if err := call(transformer.AttentionInputs, view(ws.n, l.q.in)); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		lin *linear
+		y   *cuda.Buffer
+	}{{l.q, ws.q}, {l.kp, ws.k}, {l.v, ws.v}} {
+		if err := l.apply(ctx, p.lin, p.y.Ptr(), ws.n.Ptr(), rows); err != nil {
+			return err
+		}
+	}
+	for _, p := range []struct {
+		x     *cuda.Buffer
+		heads int
+		n     *norm
+	}{{ws.q, c.NumHeads, l.qNorm}, {ws.k, c.NumKVHeads, l.kNorm}} {
+		nw, eps := cuda.Ptr(0), 0.0
+		if p.n != nil {
+			nw, eps = p.n.w.Ptr(), p.n.eps
+		}
+		if p.n == nil && l.ropeHalf == 0 {
+			continue
+		}
+		cs, sn := cuda.Ptr(0), cuda.Ptr(0)
+		if l.cos != nil {
+			cs, sn = l.cos.Ptr(), l.sin.Ptr()
+		}
+		if err := l.k.normRope.Launch(ctx, cuda.Dim3{X: min(rows, maxBlocks)}, cuda.Dim3{X: 128}, 0,
+			p.x, int32(rows), int32(seq), int32(p.heads), int32(hd), nw, eps, cs, sn, int32(l.ropeHalf)); err != nil {
+			return err
+		}
+	}
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	if err := l.k.attention.Launch(ctx, cuda.Dim3{X: (seq + attnQ - 1) / attnQ, Y: batch * c.NumHeads}, cuda.Dim3{X: 32 * attnQ},
+		attnShared(hd), ws.ctx, ws.q, ws.k, ws.v, int32(seq), int32(c.NumHeads), int32(c.NumKVHeads), int32(hd), int32(l.window), scale); err != nil {
+		return err
+	}
+	if err := call(transformer.OutputInputs, view(ws.ctx, l.o.in)); err != nil {
+		return err
+	}
+	return l.apply(ctx, l.o, ws.a.Ptr(), ws.ctx.Ptr(), rows)
+}
+
+// Forward runs the decoder layer on x (not modified) into a new tensor, as
+// transformer.Layer.Forward; hook, if not nil, sees the inputs of the linears on the device.
+func (l *Layer) Forward(ctx context.Context, x *Tensor, hook Hook) (*Tensor, error) {
+	y, err := NewTensor(ctx, l.d, x.Batch, x.Seq, x.Dim)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.forward(ctx, x, y, stages{attention: true, mlp: true}, hook); err != nil {
+		y.Free()
+		return nil, err
+	}
+	return y, nil
+}
