@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Summarizes scripts/quality.sh's results (one or more JSON Lines files, e.g. results.jsonl and
-scripts/reference/tiny-llama-reference.jsonl): perplexity mean ± sample standard deviation per mode
+): perplexity mean ± sample standard deviation per mode
 and implementation, and the bar (quantfleet's mean ≤ the reference's mean + 0.2 %)."""
 import json
 import statistics
