@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Summarizes scripts/quality.sh's results (one or more JSON Lines files, e.g. results.jsonl and
-): perplexity mean ± sample standard deviation per mode
-and implementation, and the bar (quantfleet's mean ≤ the reference's mean + 0.2 %)."""
+"""Summarizes scripts/quality.sh's results (one or more JSON Lines files, e.g. its results.jsonl, or
+scripts/quality-results/*.jsonl): perplexity mean ± sample standard deviation per mode and
+implementation, and the bar (quantfleet's mean ≤ the reference's mean + 0.2 %)."""
 import json
 import statistics
 import sys
