@@ -163,6 +163,14 @@ type ropeTable struct {
 	cos, sin []float32
 }
 
+// RopeTables returns the rotary tables of positions 0..seqLen-1 as the CPU forward pass uses them:
+// cos and sin, half values per position (half = rotary dim / 2), scaled by the attention factor
+// of yarn. Other backends (the GPU's) upload these rather than computing their own.
+func (c *Config) RopeTables(seqLen int) (cos, sin []float32, half int) {
+	t := c.ropeTable(seqLen)
+	return t.cos, t.sin, t.half
+}
+
 func (c *Config) ropeTable(seqLen int) *ropeTable {
 	inv, att := c.invFreq(seqLen)
 	half := len(inv)

@@ -284,7 +284,7 @@ func (l *Layer) rope(ctx context.Context, seq int) error {
 	l.cos.Free()
 	l.sin.Free()
 	l.cos, l.sin = nil, nil
-	cs, sn, half := ropeTables(l.cfg, seq)
+	cs, sn, half := l.cfg.RopeTables(seq)
 	l.ropeHalf = half
 	if half == 0 {
 		l.ropeSeq = seq
