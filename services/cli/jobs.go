@@ -83,6 +83,20 @@ func (f *jobFlags) config(v domain.Verbosity, jsonOut bool) (domain.Quantization
 	return cfg, nil
 }
 
+// request is the checked config and GPTQ/AWQ options (nil for gguf) of the job that submit and
+// run make: --model is required.
+func (f *jobFlags) request(verb domain.Verbosity, jsonOut bool) (domain.QuantizationConfig, *fleet.LayerOptions, error) {
+	if f.model == "" {
+		return domain.QuantizationConfig{}, nil, usagef("--model is required")
+	}
+	cfg, err := f.config(verb, jsonOut)
+	if err != nil {
+		return cfg, nil, err
+	}
+	layered, err := f.layered(cfg)
+	return cfg, layered, err
+}
+
 // layered returns a GPTQ/AWQ job's settings beyond cfg (nil for gguf), checked as `quantize`
 // checks them.
 func (f *jobFlags) layered(cfg domain.QuantizationConfig) (*fleet.LayerOptions, error) {
@@ -126,22 +140,26 @@ func asUsage(err error) error {
 	return err
 }
 
-type submitFlags struct {
+// fleetJobFlags are the flags of submit and resume: the fleet's connection, the job's flags
+// (with --model and the gptq/awq options for submit), --wait and where the result goes.
+type fleetJobFlags struct {
 	fleetFlags
-	job       jobFlags
-	wait      bool
-	outputDir string
-	overwrite bool
+	output
+	job  jobFlags
+	wait bool
+}
+
+func (f *fleetJobFlags) register(fs *flag.FlagSet, env Env, withModel bool, waitUsage, outputUsage string) {
+	f.fleetFlags.register(fs, env)
+	f.job.register(fs, withModel)
+	fs.BoolVar(&f.wait, "wait", false, waitUsage)
+	f.output.register(fs, "", outputUsage)
 }
 
 func runSubmit(ctx context.Context, env Env, args []string) error {
-	var f submitFlags
+	var f fleetJobFlags
 	fs := newFlagSet("submit", env)
-	f.fleetFlags.register(fs, env)
-	f.job.register(fs, true)
-	fs.BoolVar(&f.wait, "wait", false, "follow the job until it ends (exit 1 unless it completes)")
-	fs.StringVar(&f.outputDir, "output-dir", "", "with --wait: download the result into this directory")
-	registerOverwrite(fs, &f.overwrite)
+	f.register(fs, env, true, "follow the job until it ends (exit 1 unless it completes)", "with --wait: download the result into this directory")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -149,14 +167,7 @@ func runSubmit(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if f.job.model == "" {
-		return usagef("--model is required")
-	}
-	cfg, err := f.job.config(verb, f.json)
-	if err != nil {
-		return err
-	}
-	layered, err := f.job.layered(cfg)
+	cfg, layered, err := f.job.request(verb, f.json)
 	if err != nil {
 		return err
 	}
@@ -319,25 +330,17 @@ func runCancel(ctx context.Context, env Env, args []string) error {
 }
 
 type resumeFlags struct {
-	fleetFlags
-	job       jobFlags
-	dataDir   string
-	outputDir string
-	workers   int
-	wait      bool
-	overwrite bool
+	fleetJobFlags
+	dataDir string
+	workers int
 }
 
 func runResume(ctx context.Context, env Env, args []string) error {
 	var f resumeFlags
 	fs := newFlagSet("resume", env)
-	f.fleetFlags.register(fs, env)
-	f.job.register(fs, false)
+	f.fleetJobFlags.register(fs, env, false, "follow the job until it ends", "download the result into this directory (implies --wait)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "resume a job of `quantfleet run --data-dir DIR` in an embedded fleet on DIR")
-	fs.StringVar(&f.outputDir, "output-dir", "", "download the result into this directory (implies --wait)")
 	fs.IntVar(&f.workers, "workers", 2, "with --data-dir: worker slots of the embedded fleet")
-	fs.BoolVar(&f.wait, "wait", false, "follow the job until it ends")
-	registerOverwrite(fs, &f.overwrite)
 	id, err := parseWithJob(fs, args)
 	if err != nil {
 		return err
@@ -405,9 +408,8 @@ func isFlagSet(fs *flag.FlagSet, name string) bool {
 
 type getFlags struct {
 	fleetFlags
-	outputDir  string
+	output
 	outputName string
-	overwrite  bool
 	url        bool
 	expiry     time.Duration
 }
@@ -416,9 +418,8 @@ func runGet(ctx context.Context, env Env, args []string) error {
 	var f getFlags
 	fs := newFlagSet("get", env)
 	f.fleetFlags.register(fs, env)
-	fs.StringVar(&f.outputDir, "output-dir", "", "download the result into this directory")
+	f.output.register(fs, "", "download the result into this directory")
 	fs.StringVar(&f.outputName, "output-name", "", "file name of the download (default: the result's name)")
-	registerOverwrite(fs, &f.overwrite)
 	fs.BoolVar(&f.url, "url", false, "print a presigned download URL instead of downloading")
 	fs.DurationVar(&f.expiry, "expiry", time.Hour, "validity of the --url link, 1s to 168h")
 	id, err := parseWithJob(fs, args)

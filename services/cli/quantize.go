@@ -22,10 +22,10 @@ import (
 // quantizeFlags are the flags of `quantfleet quantize`.
 type quantizeFlags struct {
 	common
-	model, format, level, outputDir, outputName string
-	hfToken, tokenizerPre                       string
-	overwrite                                   bool
-	layer                                       layerFlags // gptq / awq
+	output
+	model, format, level, outputName string
+	hfToken, tokenizerPre            string
+	layer                            layerFlags // gptq / awq
 }
 
 func (f *quantizeFlags) register(fs *flag.FlagSet) {
@@ -33,17 +33,24 @@ func (f *quantizeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.model, "model", "", "local model directory or Hugging Face Hub id org/name[@revision] (required)")
 	fs.StringVar(&f.format, "format", "gguf", "output format: gguf, gptq or awq")
 	fs.StringVar(&f.level, "level", "", "quantization level, e.g. Q4_K_M (gguf), 4bit (gptq/awq) (required)")
-	fs.StringVar(&f.outputDir, "output-dir", domain.DefaultOutputDir, "directory for the result")
+	f.output.register(fs, domain.DefaultOutputDir, "directory for the result")
 	fs.StringVar(&f.outputName, "output-name", "", "file name of the result (default: <model>-<level>.gguf)")
-	registerOverwrite(fs, &f.overwrite)
 	fs.StringVar(&f.hfToken, "hf-token", "", "Hugging Face token for gated or private models (default $HF_TOKEN)")
 	fs.StringVar(&f.tokenizerPre, "tokenizer-pre", "", "override tokenizer.ggml.pre for BPE tokenizers llama.cpp does not recognise")
 	f.layer.register(fs)
 }
 
-// registerOverwrite adds --overwrite to a command that writes an output.
-func registerOverwrite(fs *flag.FlagSet, p *bool) {
-	fs.BoolVar(p, "overwrite", false, "replace whatever is at the output path (default: only an earlier GGUF file, or a directory quantfleet wrote)")
+// output are --output-dir and --overwrite, the flags of every command that writes a result
+// (quantize, run, submit --wait, resume, get).
+type output struct {
+	outputDir string
+	overwrite bool
+}
+
+// register adds the flags, --output-dir with the command's default and usage.
+func (o *output) register(fs *flag.FlagSet, dir, usage string) {
+	fs.StringVar(&o.outputDir, "output-dir", dir, usage)
+	fs.BoolVar(&o.overwrite, "overwrite", false, "replace whatever is at the output path (default: only an earlier GGUF file, or a directory quantfleet wrote)")
 }
 
 func newFlagSet(name string, env Env) *flag.FlagSet {

@@ -25,12 +25,11 @@ import (
 
 type runFlags struct {
 	common
-	job       jobFlags
-	outputDir string
-	hfToken   string
-	workers   int
-	dataDir   string
-	overwrite bool
+	output
+	job     jobFlags
+	hfToken string
+	workers int
+	dataDir string
 }
 
 // runRun is `quantfleet run`: the whole fleet in this process (embedded NATS and S3, a dispatcher,
@@ -40,8 +39,7 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet("run", env)
 	f.common.register(fs)
 	f.job.register(fs, true)
-	fs.StringVar(&f.outputDir, "output-dir", domain.DefaultOutputDir, "directory for the result")
-	registerOverwrite(fs, &f.overwrite)
+	f.output.register(fs, domain.DefaultOutputDir, "directory for the result")
 	fs.StringVar(&f.hfToken, "hf-token", "", "Hugging Face token for gated or private models (default $HF_TOKEN)")
 	fs.IntVar(&f.workers, "workers", 2, "worker goroutines (concurrent layer tasks)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "keep the embedded fleet's NATS store and objects here, so that an interrupted job can be resumed with `quantfleet resume JOB --data-dir DIR` (default: a temporary directory)")
@@ -52,22 +50,15 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if f.job.model == "" {
-		return usagef("--model is required")
+	cfg, layered, err := f.job.request(verb, f.json)
+	if err != nil {
+		return err
 	}
 	if strings.HasPrefix(f.job.model, "s3://") {
 		return usagef("run reads local directories and Hub ids; submit s3:// models to a fleet")
 	}
 	if f.workers < 1 {
 		return usagef("--workers must be at least 1")
-	}
-	cfg, err := f.job.config(verb, f.json)
-	if err != nil {
-		return err
-	}
-	layered, err := f.job.layered(cfg)
-	if err != nil {
-		return err
 	}
 	// The embedded S3 gateway changes the working directory while it runs: resolve every path now,
 	// keeping the name the user gave (it names the model in the file, as quantize does).

@@ -17,7 +17,7 @@ import (
 	"quantfleet.dev/libs/domain"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
-	"quantfleet.dev/services/fleet/layerjob"
+	"quantfleet.dev/services/fleet/layered"
 )
 
 // gptqFlags is a small GPTQ 4-bit job (8 calibration samples of 128 tokens): a chain of 6 layer
@@ -69,7 +69,7 @@ func TestFleetGPTQ(t *testing.T) {
 			for _, n := range []string{"worker1", "worker2", "worker3"} {
 				for _, l := range logLines(c.proc(n), `"msg":"task started"`, id) {
 					task := jsonField(l, "task")
-					if task != layerjob.LayerTaskID(0) && len(logLines(c.proc(n), `"msg":"task done"`, id, `"task":"`+task+`"`)) == 0 {
+					if task != layered.LayerTaskID(0) && len(logLines(c.proc(n), `"msg":"task done"`, id, `"task":"`+task+`"`)) == 0 {
 						victim, held = n, task
 					}
 				}
@@ -189,7 +189,7 @@ func (c *cluster) checkLayerObjects(id string) map[string][]byte {
 	ctx := context.Background()
 	var wantShards, wantActs []string
 	for i := range gptqLayers {
-		wantShards = append(wantShards, fleet.ShardKey(id, layerjob.LayerTaskID(i)))
+		wantShards = append(wantShards, fleet.ShardKey(id, layered.LayerTaskID(i)))
 		wantActs = append(wantActs, fleet.ActivationsKey(id, i)) // 0 from planning, i+1 from layer i
 	}
 	if shards := c.shards(id); !slices.Equal(shards, wantShards) {
@@ -215,7 +215,7 @@ func (c *cluster) checkLayerObjects(id string) map[string][]byte {
 		c.t.Errorf("%d completion records, want %d", len(recs), gptqLayers)
 	}
 	for i := range gptqLayers {
-		task := layerjob.LayerTaskID(i)
+		task := layered.LayerTaskID(i)
 		r, err := fleet.DecodeResult(recs[task])
 		if err != nil {
 			c.t.Errorf("layer %s: record %v", task, err)

@@ -15,7 +15,7 @@ import (
 	"quantfleet.dev/libs/domain"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
-	"quantfleet.dev/services/fleet/ggufjob"
+	"quantfleet.dev/services/fleet/gguf"
 )
 
 func task() *pb.Task {
@@ -95,7 +95,7 @@ func TestConfigFromEnvironmentAndRedaction(t *testing.T) {
 }
 
 func TestPermanent(t *testing.T) {
-	for _, err := range []error{blob.ErrNotFound, ggufjob.ErrBadPlan, fmt.Errorf("x: %w", domain.ErrInvalidConfig)} {
+	for _, err := range []error{blob.ErrNotFound, gguf.ErrBadPlan, fmt.Errorf("x: %w", domain.ErrInvalidConfig)} {
 		if !fleet.Permanent(err) {
 			t.Errorf("%v should be permanent", err)
 		}

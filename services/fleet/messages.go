@@ -54,6 +54,29 @@ type JobRequest struct {
 	SubmittedAt time.Time     `json:"submitted_at"`
 }
 
+// Validate checks the request's config and, for a GPTQ/AWQ job, its options as the commands do
+// (domain.QuantizationConfig.ValidateLayers) and that the calibration text was stored: every error
+// is bad input (domain.ErrInvalidConfig).
+func (r *JobRequest) Validate() error {
+	if r.Config.TargetFormat == domain.FormatGGUF {
+		if r.Layered != nil {
+			return fmt.Errorf("%w: gguf takes no gptq/awq options", domain.ErrInvalidConfig)
+		}
+		return r.Config.Validate()
+	}
+	o := LayerOptions{}
+	if r.Layered != nil {
+		o = *r.Layered
+	}
+	if err := r.Config.ValidateLayers(o.LayerOptions); err != nil {
+		return err
+	}
+	if !o.RTN && (o.Calibration == nil || o.Calibration.Prefix == "") {
+		return fmt.Errorf("%w: %s needs calibration data in object storage", domain.ErrInvalidConfig, r.Config.TargetFormat)
+	}
+	return nil
+}
+
 // ValidToken reports whether s can be a job or task id (a NATS subject token and KV key part).
 func ValidToken(s string) bool { return pb.ValidName(s) }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
 
 	"quantfleet.dev/libs/domain"
@@ -197,17 +198,16 @@ type metrics struct {
 	bytes   prometheus.Counter
 }
 
+// newMetrics makes the metrics, registered with reg unless it is nil.
 func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
 	m := &metrics{
-		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "quantfleet_assembler_tasks_total",
+		jobs: f.NewCounterVec(prometheus.CounterOpts{Name: "quantfleet_assembler_tasks_total",
 			Help: "Assembly tasks settled, by result (completed, failed, malformed, dropped)."}, []string{"result"}),
-		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "quantfleet_assembler_task_duration_seconds",
+		seconds: f.NewHistogram(prometheus.HistogramOpts{Name: "quantfleet_assembler_task_duration_seconds",
 			Help: "Wall time of an assembly (compose and validation).", Buckets: prometheus.ExponentialBuckets(0.1, 2, 16)}),
-		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "quantfleet_assembler_bytes_total",
+		bytes: f.NewCounter(prometheus.CounterOpts{Name: "quantfleet_assembler_bytes_total",
 			Help: "Bytes of assembled files."}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.jobs, m.seconds, m.bytes)
 	}
 	return m
 }

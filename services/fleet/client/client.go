@@ -96,10 +96,10 @@ func (c *Client) Submit(ctx context.Context, r SubmitRequest) (*Submitted, error
 		if r.Layered != nil {
 			o = *r.Layered
 		}
+		if err := cfg.ValidateLayers(o.LayerOptions); err != nil {
+			return nil, err
+		}
 		if !o.RTN {
-			if cfg.CalibrationDataPath == "" {
-				return nil, fmt.Errorf("%w: %s needs calibration data", domain.ErrInvalidConfig, cfg.TargetFormat)
-			}
 			key, err := modelstore.UploadFile(ctx, c.RT.Store, cfg.CalibrationDataPath)
 			if err != nil {
 				return nil, fmt.Errorf("calibration data: %w", err)

@@ -166,7 +166,7 @@ func (d *Dispatcher) prepare(ctx context.Context, st *jobState, log *zap.Logger)
 	if err != nil {
 		return err
 	}
-	if err := req.Config.Validate(); err != nil {
+	if err := req.Validate(); err != nil {
 		return err
 	}
 	if req.Pool != "" {

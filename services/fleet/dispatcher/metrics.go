@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"quantfleet.dev/libs/domain"
 )
@@ -21,26 +22,25 @@ type metrics struct {
 	states map[string]domain.JobStatus
 }
 
+// newMetrics makes the metrics, registered with reg unless it is nil.
 func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
 	m := &metrics{
-		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "quantfleet_dispatcher_tasks_published_total",
+		published: f.NewCounterVec(prometheus.CounterOpts{Name: "quantfleet_dispatcher_tasks_published_total",
 			Help: "Tasks enqueued (de-duplicated publishes not counted), by kind."}, []string{"kind"}),
-		done: prometheus.NewCounter(prometheus.CounterOpts{Name: "quantfleet_dispatcher_tasks_done_total",
+		done: f.NewCounter(prometheus.CounterOpts{Name: "quantfleet_dispatcher_tasks_done_total",
 			Help: "Task completions applied to jobs."}),
-		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "quantfleet_dispatcher_tasks_failed_total",
+		failed: f.NewCounter(prometheus.CounterOpts{Name: "quantfleet_dispatcher_tasks_failed_total",
 			Help: "Failed task attempts reported by workers."}),
-		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{Name: "quantfleet_dispatcher_dead_letters_total",
+		deadLetters: f.NewCounter(prometheus.CounterOpts{Name: "quantfleet_dispatcher_dead_letters_total",
 			Help: "Dead-lettered tasks seen."}),
-		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "quantfleet_queue_pending_tasks",
+		pending: f.NewGaugeVec(prometheus.GaugeOpts{Name: "quantfleet_queue_pending_tasks",
 			Help: "Tasks waiting in a pool's queue (consumer num_pending): the queue lag."}, []string{"pool"}),
-		ackPending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "quantfleet_queue_running_tasks",
+		ackPending: f.NewGaugeVec(prometheus.GaugeOpts{Name: "quantfleet_queue_running_tasks",
 			Help: "Tasks delivered and not yet acknowledged (consumer num_ack_pending)."}, []string{"pool"}),
-		jobs: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "quantfleet_dispatcher_jobs",
+		jobs: f.NewGaugeVec(prometheus.GaugeOpts{Name: "quantfleet_dispatcher_jobs",
 			Help: "Jobs by state, as seen by this dispatcher."}, []string{"state"}),
 		states: map[string]domain.JobStatus{},
-	}
-	if reg != nil {
-		reg.MustRegister(m.published, m.done, m.failed, m.deadLetters, m.pending, m.ackPending, m.jobs)
 	}
 	return m
 }

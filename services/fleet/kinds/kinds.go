@@ -11,15 +11,15 @@ import (
 	"quantfleet.dev/libs/domain"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
-	"quantfleet.dev/services/fleet/ggufjob"
-	"quantfleet.dev/services/fleet/layerjob"
+	"quantfleet.dev/services/fleet/gguf"
+	"quantfleet.dev/services/fleet/layered"
 )
 
 // all lists every kind. A new kind is a package implementing fleet.Kind, one line here and its
 // variant of the task message's oneof.
 var all = []fleet.Kind{
-	&ggufjob.Kind{},
-	&layerjob.Kind{},
+	&gguf.Kind{},
+	&layered.Kind{},
 }
 
 // ForFormat returns the kind that makes format f.

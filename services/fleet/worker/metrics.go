@@ -1,6 +1,9 @@
 package worker
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
 
 type metrics struct {
 	tasks    *prometheus.CounterVec
@@ -12,26 +15,25 @@ type metrics struct {
 	memory   prometheus.Gauge
 }
 
+// newMetrics makes the metrics, registered with reg unless it is nil.
 func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
 	m := &metrics{
-		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "quantfleet_worker_tasks_total",
+		tasks: f.NewCounterVec(prometheus.CounterOpts{Name: "quantfleet_worker_tasks_total",
 			Help: "Tasks settled by this worker, by pool, kind and result (ok, failed, malformed, dropped, duplicate, shutdown)."},
 			[]string{"pool", "kind", "result"}),
-		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "quantfleet_worker_task_duration_seconds",
+		seconds: f.NewHistogramVec(prometheus.HistogramOpts{Name: "quantfleet_worker_task_duration_seconds",
 			Help: "Wall time of successful tasks.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 18)}, []string{"pool", "kind"}),
-		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "quantfleet_worker_tasks_in_flight",
+		inFlight: f.NewGaugeVec(prometheus.GaugeOpts{Name: "quantfleet_worker_tasks_in_flight",
 			Help: "Tasks being processed."}, []string{"pool"}),
-		slots: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "quantfleet_worker_slots",
+		slots: f.NewGaugeVec(prometheus.GaugeOpts{Name: "quantfleet_worker_slots",
 			Help: "Concurrent task slots."}, []string{"pool"}),
-		read: prometheus.NewCounter(prometheus.CounterOpts{Name: "quantfleet_worker_read_bytes_total",
+		read: f.NewCounter(prometheus.CounterOpts{Name: "quantfleet_worker_read_bytes_total",
 			Help: "Bytes read from object storage (checkpoint headers and tensor ranges)."}),
-		written: prometheus.NewCounter(prometheus.CounterOpts{Name: "quantfleet_worker_written_bytes_total",
+		written: f.NewCounter(prometheus.CounterOpts{Name: "quantfleet_worker_written_bytes_total",
 			Help: "Shard bytes written to object storage."}),
-		memory: prometheus.NewGauge(prometheus.GaugeOpts{Name: "quantfleet_worker_memory_bytes",
+		memory: f.NewGauge(prometheus.GaugeOpts{Name: "quantfleet_worker_memory_bytes",
 			Help: "Resident memory after the last task."}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.tasks, m.seconds, m.inFlight, m.slots, m.read, m.written, m.memory)
 	}
 	return m
 }

@@ -1,18 +1,18 @@
-// Package ggufjob is the GGUF part of the fleet: it plans a job (the per-tensor type plan of
+// Package gguf is the GGUF part of the fleet: it plans a job (the per-tensor type plan of
 // convert, the header bytes and the split into tasks), produces one task's shard on a worker, and
 // assembles and validates the final file from the shards in object storage.
 //
 // A shard is the contiguous bytes of the data section that its task's tensors occupy, padding
 // included, so the file is exactly header ‖ shard₀ ‖ shard₁ ‖ … — byte for byte what
 // quantize.GGUF writes locally.
-package ggufjob
+package gguf
 
 import (
 	"encoding/json"
 	"fmt"
 
 	"quantfleet.dev/libs/convert"
-	"quantfleet.dev/libs/gguf"
+	libgguf "quantfleet.dev/libs/gguf"
 	"quantfleet.dev/services/fleet"
 )
 
@@ -108,7 +108,7 @@ func SplitTasks(ts []convert.TensorPlan) []Task {
 		}
 		cur := &out[len(out)-1]
 		cur.Count++
-		cur.Size = t.Offset + t.Size + gguf.DataPadding(t.Size) - cur.Offset
+		cur.Size = t.Offset + t.Size + libgguf.DataPadding(t.Size) - cur.Offset
 		hasBig = hasBig || big(t)
 	}
 	return out
@@ -136,7 +136,7 @@ func (p *Plan) Check() error {
 			return fmt.Errorf("%w: task %s covers tensors [%d,+%d) at %d", ErrBadPlan, t.ID, t.First, t.Count, t.Offset)
 		}
 		last := p.Tensors[t.First+t.Count-1]
-		if end := last.Offset + last.Size + gguf.DataPadding(last.Size); end-t.Offset != t.Size {
+		if end := last.Offset + last.Size + libgguf.DataPadding(last.Size); end-t.Offset != t.Size {
 			return fmt.Errorf("%w: task %s size %d, tensors span %d", ErrBadPlan, t.ID, t.Size, end-t.Offset)
 		}
 		off += t.Size

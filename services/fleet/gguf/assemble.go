@@ -1,4 +1,4 @@
-package ggufjob
+package gguf
 
 import (
 	"bufio"
@@ -10,7 +10,7 @@ import (
 	"slices"
 
 	"quantfleet.dev/libs/blob"
-	"quantfleet.dev/libs/gguf"
+	libgguf "quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/services/fleet"
 )
@@ -71,7 +71,7 @@ func Validate(ctx context.Context, store blob.Store, p *Plan, key string, sums m
 	if r.Size() != p.FileSize() {
 		return "", fmt.Errorf("%w: %s has %d bytes, want %d", ErrInvalidOutput, key, r.Size(), p.FileSize())
 	}
-	f, err := gguf.Read(r, r.Size())
+	f, err := libgguf.Read(r, r.Size())
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrInvalidOutput, err)
 	}

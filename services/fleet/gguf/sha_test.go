@@ -1,4 +1,4 @@
-package ggufjob_test
+package gguf_test
 
 import (
 	"crypto/sha256"

@@ -1,4 +1,4 @@
-package ggufjob
+package gguf
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/convert"
 	"quantfleet.dev/libs/domain"
-	"quantfleet.dev/libs/gguf"
+	libgguf "quantfleet.dev/libs/gguf"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
 )
@@ -74,7 +74,7 @@ func (*Kind) Describe(fp *fleet.Plan, pt fleet.PlanTask, msg *pb.Task) error {
 		return err
 	}
 	t, _ := p.Task(pt.ID)
-	args := &pb.GGUFTensorsArgs{Alignment: gguf.Alignment}
+	args := &pb.GGUFTensorsArgs{Alignment: libgguf.Alignment}
 	for _, tp := range p.Tensors[t.First : t.First+t.Count] {
 		args.Tensors = append(args.Tensors, tp.Name)
 	}

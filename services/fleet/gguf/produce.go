@@ -1,4 +1,4 @@
-package ggufjob
+package gguf
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/convert"
-	"quantfleet.dev/libs/gguf"
+	libgguf "quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/objfs"
@@ -40,7 +40,7 @@ func Produce(ctx context.Context, src convert.Source, p *Plan, t Task, tick func
 			return nil, fmt.Errorf("%w: tensor %s produced %d bytes, plan says %d", ErrBadPlan, tp.Name, len(data), tp.Size)
 		}
 		buf = append(buf, data...)
-		buf = append(buf, make([]byte, gguf.DataPadding(tp.Size))...)
+		buf = append(buf, make([]byte, libgguf.DataPadding(tp.Size))...)
 		if tick != nil {
 			tick(tp.Name)
 		}

@@ -1,4 +1,4 @@
-package layerjob
+package layered
 
 import (
 	"context"

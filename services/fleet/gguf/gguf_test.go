@@ -1,4 +1,4 @@
-package ggufjob_test
+package gguf_test
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"quantfleet.dev/libs/blob/s3embed"
 	"quantfleet.dev/libs/convert"
 	"quantfleet.dev/libs/hfmodel"
-	"quantfleet.dev/services/fleet/ggufjob"
+	"quantfleet.dev/services/fleet/gguf"
 	"quantfleet.dev/services/fleet/modelstore"
 	"quantfleet.dev/services/internal/testenv"
 )
@@ -22,7 +22,7 @@ import (
 var s3srv *s3embed.Server
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ggufjob-s3-")
+	dir, err := os.MkdirTemp("", "gguf-s3-")
 	if err != nil {
 		panic(err)
 	}
@@ -40,7 +40,7 @@ var bucketSeq atomic.Int32
 
 func newS3(t *testing.T) *blob.S3 {
 	t.Helper()
-	s, err := blob.NewS3(blob.S3Options{Endpoint: s3srv.Endpoint, Insecure: true, Bucket: fmt.Sprintf("ggufjob-%d", bucketSeq.Add(1)),
+	s, err := blob.NewS3(blob.S3Options{Endpoint: s3srv.Endpoint, Insecure: true, Bucket: fmt.Sprintf("gguf-%d", bucketSeq.Add(1)),
 		AccessKey: s3srv.AccessKey, SecretKey: s3srv.SecretKey})
 	if err != nil {
 		t.Fatal(err)
@@ -100,11 +100,11 @@ func TestFleetPathMatchesLocal(t *testing.T) {
 
 			// Planning reads config, small files and the safetensors header only.
 			cs := &countingStore{Store: s3}
-			m, fsys, err := ggufjob.OpenModel(ctx, cs, prefix, filepath.Base(model))
+			m, fsys, err := gguf.OpenModel(ctx, cs, prefix, filepath.Base(model))
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, header, err := ggufjob.PlanJob(ctx, "job1", m, fsys, level, ggufjob.PlanOptions{})
+			p, header, err := gguf.PlanJob(ctx, "job1", m, fsys, level, gguf.PlanOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -126,7 +126,7 @@ func TestFleetPathMatchesLocal(t *testing.T) {
 			before := cs.read.Load()
 			sums := map[string]string{}
 			for _, task := range p.Tasks {
-				shard, err := ggufjob.Produce(ctx, m, p, task, nil)
+				shard, err := gguf.Produce(ctx, m, p, task, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -145,7 +145,7 @@ func TestFleetPathMatchesLocal(t *testing.T) {
 			if _, err := s3.Put(ctx, "header.bin", bytes.NewReader(header), int64(len(header)), blob.PutOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			oi, err := ggufjob.Assemble(ctx, s3, p, "header.bin", func(id string) string { return "shards/" + id }, "out.gguf")
+			oi, err := gguf.Assemble(ctx, s3, p, "header.bin", func(id string) string { return "shards/" + id }, "out.gguf")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -156,7 +156,7 @@ func TestFleetPathMatchesLocal(t *testing.T) {
 			if !bytes.Equal(got, want) {
 				t.Fatal("assembled file differs from quantfleet quantize's")
 			}
-			sum, err := ggufjob.Validate(ctx, s3, p, "out.gguf", sums, nil)
+			sum, err := gguf.Validate(ctx, s3, p, "out.gguf", sums, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -182,7 +182,7 @@ func TestSplitTasks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tasks := ggufjob.SplitTasks(cp.Tensors)
+	tasks := gguf.SplitTasks(cp.Tensors)
 	// output.weight+output_norm.weight, token_embd.weight, then one task per block.
 	if len(tasks) != 2+m.Config.NumLayers {
 		for _, tk := range tasks {
@@ -204,7 +204,7 @@ func TestSplitTasks(t *testing.T) {
 			}
 		}
 	}
-	p := ggufjob.NewPlan("j", cp, make([]byte, 10), 1)
+	p := gguf.NewPlan("j", cp, make([]byte, 10), 1)
 	if err := p.Check(); err != nil {
 		t.Fatal(err)
 	}
@@ -222,19 +222,19 @@ func TestValidateRejectsCorruption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, fsys, err := ggufjob.OpenModel(ctx, s3, prefix, "tiny-llama")
+	m, fsys, err := gguf.OpenModel(ctx, s3, prefix, "tiny-llama")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	p, header, err := ggufjob.PlanJob(ctx, "j", m, fsys, "Q8_0", ggufjob.PlanOptions{})
+	p, header, err := gguf.PlanJob(ctx, "j", m, fsys, "Q8_0", gguf.PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	file := append([]byte(nil), header...)
 	sums := map[string]string{}
 	for _, task := range p.Tasks {
-		shard, err := ggufjob.Produce(ctx, m, p, task, nil)
+		shard, err := gguf.Produce(ctx, m, p, task, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,7 +261,7 @@ func TestValidateRejectsCorruption(t *testing.T) {
 			if _, err := s3.Put(ctx, "bad.gguf", bytes.NewReader(b), int64(len(b)), blob.PutOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := ggufjob.Validate(ctx, s3, p, "bad.gguf", sums, nil); err == nil {
+			if _, err := gguf.Validate(ctx, s3, p, "bad.gguf", sums, nil); err == nil {
 				t.Fatal("corrupted file validated")
 			}
 		})
@@ -269,7 +269,7 @@ func TestValidateRejectsCorruption(t *testing.T) {
 	if _, err := s3.Put(ctx, "good.gguf", bytes.NewReader(file), int64(len(file)), blob.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ggufjob.Validate(ctx, s3, p, "good.gguf", sums, nil); err != nil {
+	if _, err := gguf.Validate(ctx, s3, p, "good.gguf", sums, nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,11 +1,11 @@
-// Package layerjob is the GPTQ/AWQ part of the fleet. A job is a chain of per-layer tasks: the
+// Package layered is the GPTQ/AWQ part of the fleet. A job is a chain of per-layer tasks: the
 // dispatcher plans it and stores the calibration activations entering layer 0 (the embeddings
 // of the calibration samples); the task of layer i loads the layer's weights by byte range and
 // the activations entering it, runs quantize.QuantizeLayer, and stores the layer's result and the
 // activations entering layer i+1, which are the job's checkpoint; the assembler writes the
 // Hugging Face checkpoint directory from the layer results and the source's other tensors,
 // exactly as the local pipeline (quantize.GPTQ, quantize.AWQ) writes it.
-package layerjob
+package layered
 
 import (
 	"bytes"
