@@ -85,6 +85,20 @@ func (f *jobFlags) config(v domain.Verbosity, jsonOut bool) (domain.Quantization
 
 // request is the checked config and GPTQ/AWQ options (nil for gguf) of the job that submit and
 // run make: --model is required.
+// parseRequest parses the command line of a command that submits a job (submit, run) and builds
+// the job's config and options.
+func (f *jobFlags) parseRequest(fs *flag.FlagSet, args []string, c *common) (domain.Verbosity, domain.QuantizationConfig, *fleet.LayerOptions, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return "", domain.QuantizationConfig{}, nil, err
+	}
+	verb, err := c.parse()
+	if err != nil {
+		return "", domain.QuantizationConfig{}, nil, err
+	}
+	cfg, layered, err := f.request(verb, c.json)
+	return verb, cfg, layered, err
+}
+
 func (f *jobFlags) request(verb domain.Verbosity, jsonOut bool) (domain.QuantizationConfig, *fleet.LayerOptions, error) {
 	if f.model == "" {
 		return domain.QuantizationConfig{}, nil, usagef("--model is required")
@@ -160,14 +174,7 @@ func runSubmit(ctx context.Context, env Env, args []string) error {
 	var f fleetJobFlags
 	fs := newFlagSet("submit", env)
 	f.register(fs, env, true, "follow the job until it ends (exit 1 unless it completes)", "with --wait: download the result into this directory")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	verb, err := f.parse()
-	if err != nil {
-		return err
-	}
-	cfg, layered, err := f.job.request(verb, f.json)
+	verb, cfg, layered, err := f.job.parseRequest(fs, args, &f.common)
 	if err != nil {
 		return err
 	}
@@ -230,16 +237,22 @@ func printModel(w io.Writer, res *domain.QuantizedModel, level string) {
 }
 
 func runStatus(ctx context.Context, env Env, args []string) error {
-	f, _, id, c, closeFn, err := jobClient(ctx, env, "status", args)
+	return jobAction(ctx, env, "status", args, (*client.Client).Job, jobSummary)
+}
+
+// jobAction runs a command that does one thing to a job and prints it (status, cancel).
+func jobAction(ctx context.Context, env Env, name string, args []string,
+	do func(*client.Client, context.Context, string) (*domain.QuantizationJob, error), human func(io.Writer, *domain.QuantizationJob)) error {
+	f, _, id, c, closeFn, err := jobClient(ctx, env, name, args)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	j, err := c.Job(ctx, id)
+	j, err := do(c, ctx, id)
 	if err != nil {
 		return asUsage(err)
 	}
-	return printResult(env, f.json, j, func(w io.Writer) { jobSummary(w, j) })
+	return printResult(env, f.json, j, func(w io.Writer) { human(w, j) })
 }
 
 func runWatch(ctx context.Context, env Env, args []string) error {
@@ -317,16 +330,8 @@ func runList(ctx context.Context, env Env, args []string) error {
 }
 
 func runCancel(ctx context.Context, env Env, args []string) error {
-	f, _, id, c, closeFn, err := jobClient(ctx, env, "cancel", args)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	j, err := c.Cancel(ctx, id)
-	if err != nil {
-		return asUsage(err)
-	}
-	return printResult(env, f.json, j, func(w io.Writer) { fmt.Fprintf(w, "%s  %s\n", j.JobID, j.Status) })
+	return jobAction(ctx, env, "cancel", args, (*client.Client).Cancel,
+		func(w io.Writer, j *domain.QuantizationJob) { fmt.Fprintf(w, "%s  %s\n", j.JobID, j.Status) })
 }
 
 type resumeFlags struct {

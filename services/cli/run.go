@@ -43,14 +43,7 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	fs.StringVar(&f.hfToken, "hf-token", "", "Hugging Face token for gated or private models (default $HF_TOKEN)")
 	fs.IntVar(&f.workers, "workers", 2, "worker goroutines (concurrent layer tasks)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "keep the embedded fleet's NATS store and objects here, so that an interrupted job can be resumed with `quantfleet resume JOB --data-dir DIR` (default: a temporary directory)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	verb, err := f.parse()
-	if err != nil {
-		return err
-	}
-	cfg, layered, err := f.job.request(verb, f.json)
+	verb, cfg, layered, err := f.job.parseRequest(fs, args, &f.common)
 	if err != nil {
 		return err
 	}
