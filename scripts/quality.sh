@@ -53,7 +53,7 @@ one_run() {
 		tail -n 1 | sed -E 's/.*"perplexity":([0-9.eE+-]+).*/\1/')
 	t2=$(date +%s.%N)
 	printf '{"impl":"quantfleet","mode":"%s","draw":%d,"first_sample":%d,"samples":128,"seqlen":512,"perplexity":%s,"quantize_s":%.1f,"eval_s":%.1f}\n' \
-		"$mode" "$k" "$first" "$ppl" "$(echo "$t1 - $t0" | bc)" "$(echo "$t2 - $t1" | bc)" >>"$OUT/results.jsonl"
+		"$mode" "$k" "$first" "$ppl" "$(awk "BEGIN{print $t1 - $t0}")" "$(awk "BEGIN{print $t2 - $t1}")" >>"$OUT/results.jsonl"
 	rm -rf "${OUT:?}/$name"
 }
 export -f one_run

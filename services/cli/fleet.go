@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"quantfleet.dev/libs/fault"
-
 	"go.uber.org/zap"
 
 	"quantfleet.dev/libs/domain"
@@ -235,9 +233,6 @@ func uploadProgress(env Env, v domain.Verbosity, jsonOut bool) modelstore.Progre
 		}
 	}
 }
-
-// fleetUsage marks the fleet errors caused by the user's input.
-func fleetUsage(err error) bool { return fault.BadInput(err) }
 
 // jobSummary prints a job for people.
 func jobSummary(w io.Writer, j *domain.QuantizationJob) {

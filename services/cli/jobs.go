@@ -17,6 +17,7 @@ import (
 
 	"quantfleet.dev/libs/atomicfile"
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/quantize"
@@ -148,7 +149,7 @@ func isDir(p string) bool {
 }
 
 func asUsage(err error) error {
-	if err != nil && fleetUsage(err) {
+	if err != nil && fault.BadInput(err) {
 		return usageError{err}
 	}
 	return err

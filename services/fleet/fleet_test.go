@@ -13,6 +13,7 @@ import (
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/fault"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/gguf"
@@ -96,11 +97,11 @@ func TestConfigFromEnvironmentAndRedaction(t *testing.T) {
 
 func TestPermanent(t *testing.T) {
 	for _, err := range []error{blob.ErrNotFound, gguf.ErrBadPlan, fmt.Errorf("x: %w", domain.ErrInvalidConfig)} {
-		if !fleet.Permanent(err) {
+		if !fault.Permanent(err) {
 			t.Errorf("%v should be permanent", err)
 		}
 	}
-	if fleet.Permanent(errors.New("connection refused")) {
+	if fault.Permanent(errors.New("connection refused")) {
 		t.Error("a plain error is transient")
 	}
 }

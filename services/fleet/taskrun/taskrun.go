@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/queue"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
@@ -229,7 +230,7 @@ func (s *Server) process(ctx context.Context, d *queue.Delivery) error {
 // job fails with the error.
 func (s *Server) failed(ctx context.Context, h Handler, a *Attempt, err error) error {
 	t := a.Task
-	final := fleet.Permanent(err) || (s.maxDeliver > 0 && int(a.Delivery) >= s.maxDeliver)
+	final := fault.Permanent(err) || (s.maxDeliver > 0 && int(a.Delivery) >= s.maxDeliver)
 	msg := fleet.OneLine(err.Error(), 1000)
 	s.settled(a.Kind, "failed")
 	if final {
