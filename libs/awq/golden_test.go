@@ -18,7 +18,7 @@ var update = flag.Bool("update", false, "rewrite testdata/quantize_layer.json")
 // the monolithic implementation that preceded the shard API, so this test shows that
 // re-expressing QuantizeLayer on the shard functions changed nothing.
 type golden struct {
-	Kernel string             // transformer.KernelName() of the recording machine
+	Kernel string // transformer.KernelName() of the recording machine
 	Cases  map[string]goldenCase
 }
 
