@@ -310,56 +310,84 @@ func gptqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor,
 	return nil
 }
 
-// awqLayer runs AWQ on one layer (notes §2.6): capture, search, fold, clip, quantize.
+// awqLayer runs AWQ on one layer (notes §2.6): capture, search, fold, clip, quantize; the
+// one-shard case of the sharded AWQ tasks (awqShardLayer, awq's shard API, awqResult).
 func awqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, cfg awq.Config, res *LayerResult) error {
-	prefix := layerPrefix(l.Index)
-	tokens := x.Rows()
-	// 1. Run the full-precision layer, keeping the input of every linear group; its
-	// outputs are the next layer's inputs.
-	captured := map[string]*transformer.Tensor{}
-	filled := map[string]int{}
-	for _, g := range [][]string{transformer.AttentionInputs, transformer.OutputInputs, transformer.MLPInputs, transformer.DownInputs} {
-		captured[g[0]] = transformer.NewTensor(x.Batch, x.Seq, l.Linear(g[0]).In)
-	}
-	out := transformer.NewTensor(x.Batch, x.Seq, x.Dim)
-	err := eachChunk(ctx, x, func(off int, xs *transformer.Tensor) error {
-		y, err := l.Forward(xs, func(linears []string, in *transformer.Tensor) {
-			t := captured[linears[0]]
-			filled[linears[0]] += copy(t.Data[filled[linears[0]]:], in.Data)
-		})
-		if err != nil {
-			return err
-		}
-		copy(out.Data[off:], y.Data)
-		return nil
-	})
+	al, out, err := awqShardLayer(ctx, l, x)
 	if err != nil {
 		return err
 	}
-	for name, t := range captured {
-		if filled[name] != len(t.Data) {
-			return fmt.Errorf("awq: captured %d of %d input values of %s", filled[name], len(t.Data), name)
+	r, err := awq.QuantizeLayer(ctx, al, cfg)
+	if err != nil {
+		return err
+	}
+	awqResult(l, al, r, res)
+	res.Outputs = out
+	return nil
+}
+
+// awqGroups are the linear groups AWQ captures the input of (the first name of each).
+var awqGroups = [][]string{transformer.AttentionInputs, transformer.OutputInputs, transformer.MLPInputs, transformer.DownInputs}
+
+// awqShardLayer describes l to package awq. With x (a shard of the layer's inputs, or all of
+// them) it runs the full-precision layer on x, keeping the input of every linear group, and
+// returns the layer's outputs too (the next layer's inputs, as AutoAWQ propagates them); without
+// x it describes the weights and groups only (awq.FinishLayer). The awq.Layer's weights are l's:
+// awq.FinishLayer changes l.
+func awqShardLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (*awq.Layer, *transformer.Tensor, error) {
+	captured := map[string]*transformer.Tensor{}
+	var out *transformer.Tensor
+	tokens := 0
+	if x != nil {
+		tokens = x.Rows()
+		filled := map[string]int{}
+		for _, g := range awqGroups {
+			captured[g[0]] = transformer.NewTensor(x.Batch, x.Seq, l.Linear(g[0]).In)
+		}
+		out = transformer.NewTensor(x.Batch, x.Seq, x.Dim)
+		err := eachChunk(ctx, x, func(off int, xs *transformer.Tensor) error {
+			y, err := l.Forward(xs, func(linears []string, in *transformer.Tensor) {
+				t := captured[linears[0]]
+				filled[linears[0]] += copy(t.Data[filled[linears[0]]:], in.Data)
+			})
+			if err != nil {
+				return err
+			}
+			copy(out.Data[off:], y.Data)
+			return nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		for name, t := range captured {
+			if filled[name] != len(t.Data) {
+				return nil, nil, fmt.Errorf("awq: captured %d of %d input values of %s", filled[name], len(t.Data), name)
+			}
 		}
 	}
 
-	// 2. Describe the layer to package awq.
 	al := &awq.Layer{Linears: map[string]*awq.Linear{}, Inputs: map[string][]float32{}, Tokens: tokens,
 		Norms: map[string]*awq.Norm{
 			"input_layernorm":          {Weight: l.InputNorm.Weight},
 			"post_attention_layernorm": {Weight: l.PostAttentionNorm.Weight},
 		}}
 	inputOf := map[string]string{}
-	for _, g := range [][]string{transformer.AttentionInputs, transformer.OutputInputs, transformer.MLPInputs, transformer.DownInputs} {
+	for _, g := range awqGroups {
 		for _, name := range g {
 			inputOf[name] = g[0]
 		}
 	}
 	for _, lin := range l.Linears() {
 		al.Linears[lin.Name] = &awq.Linear{Name: lin.Name, Rows: lin.Out, Cols: lin.In, Weight: lin.Weight, Bias: lin.Bias}
-		al.Inputs[lin.Name] = captured[inputOf[lin.Name]].Data
+		if x != nil {
+			al.Inputs[lin.Name] = captured[inputOf[lin.Name]].Data
+		}
 	}
 	// inspect runs fn with the given linears' weights substituted.
 	inspect := func(lins []*transformer.Linear, in *transformer.Tensor, fn func(*transformer.Tensor, transformer.Hook) (*transformer.Tensor, error)) awq.InspectFunc {
+		if in == nil {
+			return nil
+		}
 		return func(ctx context.Context, weights [][]float32) ([]float32, error) {
 			if err := ctx.Err(); err != nil {
 				return nil, err
@@ -396,12 +424,13 @@ func awqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, 
 		},
 		awq.LayerGroup{Prev: l.Up.Name, Linears: []string{l.Down.Name}},
 	)
+	return al, out, nil
+}
 
-	// 3. Search, fold, clip, quantize.
-	r, err := awq.QuantizeLayer(ctx, al, cfg)
-	if err != nil {
-		return err
-	}
+// awqResult fills res from AWQ's result on l (described by al): the quantized linears, the
+// chosen scales and the folded norms.
+func awqResult(l *transformer.Layer, al *awq.Layer, r *awq.LayerResult, res *LayerResult) {
+	prefix := layerPrefix(l.Index)
 	for _, lin := range l.Linears() {
 		q := r.Quantized[lin.Name]
 		res.Linears = append(res.Linears, &hfquant.Linear{Name: prefix + lin.Name, Rows: q.Rows, Cols: q.Cols, Bits: q.Bits,
@@ -415,6 +444,4 @@ func awqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, 
 		res.Tensors = append(res.Tensors, DenseTensor{Name: prefix + n.Name + ".weight", Shape: []int64{int64(len(n.Weight))},
 			Data: al.Norms[n.Name].Weight, DType: safetensors.F16})
 	}
-	res.Outputs = out
-	return nil
 }

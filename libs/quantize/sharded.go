@@ -22,8 +22,15 @@ import (
 //	q(L,g)    the partials merged in shard order 0..S-1, then the group's GPTQ solve;
 //
 // and after the last group x(L+1,s), one per shard: shard s through the quantized layer, the
-// activations entering layer L+1. RTN and AWQ run one task per layer, l(L) (AWQ reads every
-// shard and writes the next layer's shards). `quantfleet quantize` runs Tasks() in order in one
+// activations entering layer L+1. AWQ runs awq's shard API (libs/awq/SHARDS.md) the same way:
+//
+//	a(L,s)    per shard: |x| statistics of the groups' inputs, and the shard's full-precision
+//	          layer outputs, the activations entering layer L+1 (AutoAWQ propagates those);
+//	b(L,s)    per shard: the scale-grid losses of every group (statistics merged in shard order);
+//	c(L,s)    per shard: the clipping statistics under the picked scales (losses merged);
+//	l(L)      the scales picked, clipping searched, the layer quantized (clip stats merged).
+//
+// RTN runs one task per layer, l(L). `quantfleet quantize` runs Tasks() in order in one
 // process; a fleet runs whatever Deps allow on many workers. Both call RunShardTask, so the
 // checkpoint is the same bytes whoever ran what.
 
@@ -63,6 +70,12 @@ const (
 	OpSolve
 	// OpForward writes one shard's activations entering Layer+1 from the quantized layer.
 	OpForward
+	// OpAWQStats writes one shard's AWQ statistics and the activations entering Layer+1.
+	OpAWQStats
+	// OpAWQScales writes one shard's AWQ scale-grid losses.
+	OpAWQScales
+	// OpAWQClip writes one shard's AWQ clipping statistics.
+	OpAWQClip
 )
 
 // ShardTask is one task of the sharded pipeline; Group and Shard are 0 where the op has none.
@@ -71,7 +84,8 @@ type ShardTask struct {
 	Layer, Group, Shard int
 }
 
-// ID names the task: "l0003" (whole layer 3), "h0003g1s002" (Hessian of group 1 of layer 3 on
+// ID names the task: "l0003" (whole layer 3; AWQ's last step), "a0003s002", "b0003s002",
+// "c0003s002" (AWQ's statistics, scale losses and clipping statistics of layer 3, shard 2), "h0003g1s002" (Hessian of group 1 of layer 3 on
 // shard 2), "q0003g1" (solve of that group), "x0004s002" (shard 2 entering layer 4, the forward
 // of layer 3). IDs are NATS tokens.
 func (t ShardTask) ID() string {
@@ -82,6 +96,12 @@ func (t ShardTask) ID() string {
 		return fmt.Sprintf("q%04dg%d", t.Layer, t.Group)
 	case OpForward:
 		return fmt.Sprintf("x%04ds%03d", t.Layer+1, t.Shard)
+	case OpAWQStats:
+		return fmt.Sprintf("a%04ds%03d", t.Layer, t.Shard)
+	case OpAWQScales:
+		return fmt.Sprintf("b%04ds%03d", t.Layer, t.Shard)
+	case OpAWQClip:
+		return fmt.Sprintf("c%04ds%03d", t.Layer, t.Shard)
 	}
 	return fmt.Sprintf("l%04d", t.Layer)
 }
@@ -142,11 +162,31 @@ func NewShardPlan(cfg LayerConfig, layers, samples, shardSamples int) (*ShardPla
 // Staged reports whether layers are split into Hessian, solve and forward tasks.
 func (p *ShardPlan) Staged() bool { return len(p.Stage.Groups) > 0 }
 
+// awqSharded reports whether layers are split into AWQ's per-shard steps.
+func (p *ShardPlan) awqSharded() bool { return p.Config.Method == hfquant.AWQ && len(p.Shards) > 0 }
+
+// awqSteps are AWQ's per-shard steps of a layer, in order.
+var awqSteps = []ShardOp{OpAWQStats, OpAWQScales, OpAWQClip}
+
+// shardsOf lists op's tasks of a layer, one per shard.
+func (p *ShardPlan) shardsOf(op ShardOp, layer int) []ShardTask {
+	out := make([]ShardTask, len(p.Shards))
+	for s := range p.Shards {
+		out[s] = ShardTask{Op: op, Layer: layer, Shard: s}
+	}
+	return out
+}
+
 // Tasks lists every task in an order in which each one's Deps come before it: the order the
 // local pipeline runs them in.
 func (p *ShardPlan) Tasks() []ShardTask {
 	var out []ShardTask
 	for L := range p.Layers {
+		if p.awqSharded() {
+			for _, op := range awqSteps {
+				out = append(out, p.shardsOf(op, L)...)
+			}
+		}
 		if !p.Staged() {
 			out = append(out, ShardTask{Op: OpLayer, Layer: L})
 			continue
@@ -170,10 +210,22 @@ func (p *ShardPlan) Tasks() []ShardTask {
 func (p *ShardPlan) Deps(t ShardTask) []ShardTask {
 	switch t.Op {
 	case OpLayer:
+		if p.awqSharded() {
+			return p.shardsOf(OpAWQClip, t.Layer)
+		}
 		if p.Config.Calibrated() && t.Layer > 0 {
 			return []ShardTask{{Op: OpLayer, Layer: t.Layer - 1}}
 		}
 		return nil
+	case OpAWQStats:
+		if t.Layer > 0 {
+			return []ShardTask{{Op: OpAWQStats, Layer: t.Layer - 1, Shard: t.Shard}}
+		}
+		return nil
+	case OpAWQScales:
+		return p.shardsOf(OpAWQStats, t.Layer)
+	case OpAWQClip:
+		return p.shardsOf(OpAWQScales, t.Layer)
 	case OpHessian:
 		var d []ShardTask
 		if t.Layer > 0 {
@@ -257,13 +309,19 @@ func RunShardTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, er
 	var keys []string
 	switch t.Op {
 	case OpLayer:
-		keys, err = runLayerTask(ctx, env, t)
+		if p.awqSharded() {
+			keys, err = runAWQFinishTask(ctx, env, t)
+		} else {
+			keys, err = runLayerTask(ctx, env, t)
+		}
 	case OpHessian:
 		keys, err = runHessianTask(ctx, env, t)
 	case OpSolve:
 		keys, err = runSolveTask(ctx, env, t)
 	case OpForward:
 		keys, err = runForwardTask(ctx, env, t)
+	case OpAWQStats, OpAWQScales, OpAWQClip:
+		keys, err = runAWQShardTask(ctx, env, t)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("task %s: %w", t.ID(), err)
@@ -286,6 +344,8 @@ func (p *ShardPlan) valid(t ShardTask) bool {
 		return p.Staged() && group && t.Shard == 0
 	case OpForward:
 		return p.Staged() && shard && t.Group == 0 && t.Layer+1 < p.Layers
+	case OpAWQStats, OpAWQScales, OpAWQClip:
+		return p.awqSharded() && shard && t.Group == 0
 	}
 	return false
 }

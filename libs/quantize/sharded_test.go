@@ -41,7 +41,7 @@ func TestShardPlanOrder(t *testing.T) {
 		tasks int
 	}{
 		{"gptq", LayerConfig{Method: hfquant.GPTQ, GPTQ: gptq.Config{Bits: 4, GroupSize: 128}}, 3*4*(3+1) + 2*3},
-		{"awq", LayerConfig{Method: hfquant.AWQ, AWQ: DefaultAWQConfig()}, 3},
+		{"awq", LayerConfig{Method: hfquant.AWQ, AWQ: DefaultAWQConfig()}, 3 * (3*3 + 1)},
 		{"rtn", LayerConfig{Method: hfquant.GPTQ, RTN: true, GPTQ: gptq.Config{Bits: 4, GroupSize: 128}}, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -115,9 +115,9 @@ func TestMergeHessiansOrder(t *testing.T) {
 	}
 }
 
-// TestShardedPipelineOrderIndependent runs the sharded GPTQ pipeline of tiny-llama's first two
-// layers (4 samples of 32 tokens in 2 shards, act-order) twice: once in Tasks order, once in a
-// random order that respects Deps; every object must be the same bytes.
+// TestShardedPipelineOrderIndependent runs the sharded GPTQ (act-order) and AWQ pipelines of
+// tiny-llama's first two layers (4 samples of 32 tokens in 2 shards) twice: once in Tasks order,
+// once in a random order that respects Deps; every object must be the same bytes.
 func TestShardedPipelineOrderIndependent(t *testing.T) {
 	dir := filepath.Join(shared(t), "models", "tiny-llama")
 	m, err := transformer.Load(dir)
@@ -133,54 +133,69 @@ func TestShardedPipelineOrderIndependent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := LayerConfig{Method: hfquant.GPTQ, GPTQ: gptq.Config{Bits: 4, GroupSize: 32, ActOrder: true, V1Zeros: true}}
-	p, err := NewShardPlan(cfg, 2, len(samples), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	run := func(order []ShardTask) string {
-		st := DirStore(t.TempDir())
-		if _, err := WriteShardInputs(ctx, st, p, m, samples); err != nil {
-			t.Fatal(err)
-		}
-		env := &ShardEnv{Plan: p, Store: st, Layer: m.Layer}
-		for _, task := range order {
-			if _, err := RunShardTask(ctx, env, task); err != nil {
+	awqCfg := DefaultAWQConfig()
+	awqCfg.GroupSize = 32
+	for _, tc := range []struct {
+		name string
+		cfg  LayerConfig
+	}{
+		{"gptq", LayerConfig{Method: hfquant.GPTQ, GPTQ: gptq.Config{Bits: 4, GroupSize: 32, ActOrder: true, V1Zeros: true}}},
+		{"awq", LayerConfig{Method: hfquant.AWQ, AWQ: awqCfg}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := NewShardPlan(tc.cfg, 2, len(samples), 2)
+			if err != nil {
 				t.Fatal(err)
 			}
-		}
-		return string(st)
-	}
-	inOrder := p.Tasks()
-	shuffled := randomTopological(p, rand.New(rand.NewPCG(7, 11)))
-	if slices.Equal(inOrder, shuffled) {
-		t.Fatal("the random order is the plan's")
-	}
-	a, b := run(inOrder), run(shuffled)
-	files, err := os.ReadDir(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) != len(inOrder)+len(p.Shards) {
-		t.Errorf("%d objects for %d tasks and %d inputs", len(files), len(inOrder), len(p.Shards))
-	}
-	for _, f := range files {
-		x, _ := os.ReadFile(filepath.Join(a, f.Name()))
-		y, err := os.ReadFile(filepath.Join(b, f.Name()))
-		if err != nil || !bytes.Equal(x, y) {
-			t.Errorf("%s differs between the two orders (%v)", f.Name(), err)
-		}
-	}
-	// Each layer gathers its seven linears in checkpoint order.
-	for i := range p.Layers {
-		r, err := ShardedLayerResult(ctx, DirStore(a), p, i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(r.Linears) != 7 || r.Linears[6].Name != layerPrefix(i)+"mlp.down_proj" {
-			t.Errorf("layer %d: %d linears", i, len(r.Linears))
-		}
+			ctx := context.Background()
+			run := func(order []ShardTask) (string, int) {
+				st := DirStore(t.TempDir())
+				if _, err := WriteShardInputs(ctx, st, p, m, samples); err != nil {
+					t.Fatal(err)
+				}
+				env := &ShardEnv{Plan: p, Store: st, Layer: m.Layer}
+				n := 0
+				for _, task := range order {
+					keys, err := RunShardTask(ctx, env, task)
+					if err != nil {
+						t.Fatal(err)
+					}
+					n += len(keys)
+				}
+				return string(st), n
+			}
+			inOrder := p.Tasks()
+			shuffled := randomTopological(p, rand.New(rand.NewPCG(7, 11)))
+			if slices.Equal(inOrder, shuffled) {
+				t.Fatal("the random order is the plan's")
+			}
+			a, written := run(inOrder)
+			b, _ := run(shuffled)
+			files, err := os.ReadDir(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(files) != written+len(p.Shards) {
+				t.Errorf("%d objects, the tasks wrote %d and the inputs are %d", len(files), written, len(p.Shards))
+			}
+			for _, f := range files {
+				x, _ := os.ReadFile(filepath.Join(a, f.Name()))
+				y, err := os.ReadFile(filepath.Join(b, f.Name()))
+				if err != nil || !bytes.Equal(x, y) {
+					t.Errorf("%s differs between the two orders (%v)", f.Name(), err)
+				}
+			}
+			// Each layer gathers its seven linears in checkpoint order.
+			for i := range p.Layers {
+				r, err := ShardedLayerResult(ctx, DirStore(a), p, i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(r.Linears) != 7 || r.Linears[6].Name != layerPrefix(i)+"mlp.down_proj" {
+					t.Errorf("layer %d: %d linears", i, len(r.Linears))
+				}
+			}
+		})
 	}
 }
 

@@ -49,29 +49,42 @@ const (
 	// One calibration shard through a quantized layer: the next layer's input (StageArgs layer,
 	// shard).
 	TaskKind_TASK_KIND_LAYER_FORWARD TaskKind = 7
+	// AWQ, one layer on one calibration shard: the |x| statistics of its groups' inputs and the
+	// shard's full-precision outputs (StageArgs layer, shard).
+	TaskKind_TASK_KIND_AWQ_STATS TaskKind = 8
+	// AWQ, one layer on one calibration shard: the scale-grid losses (StageArgs layer, shard).
+	TaskKind_TASK_KIND_AWQ_SCALE_LOSSES TaskKind = 9
+	// AWQ, one layer on one calibration shard: the clipping statistics (StageArgs layer, shard).
+	TaskKind_TASK_KIND_AWQ_CLIP_STATS TaskKind = 10
 )
 
 // Enum value maps for TaskKind.
 var (
 	TaskKind_name = map[int32]string{
-		0: "TASK_KIND_UNSPECIFIED",
-		1: "TASK_KIND_GGUF_TENSORS",
-		2: "TASK_KIND_GPTQ_LAYER",
-		3: "TASK_KIND_AWQ_LAYER",
-		4: "TASK_KIND_ASSEMBLE",
-		5: "TASK_KIND_GPTQ_HESSIAN",
-		6: "TASK_KIND_GPTQ_SOLVE",
-		7: "TASK_KIND_LAYER_FORWARD",
+		0:  "TASK_KIND_UNSPECIFIED",
+		1:  "TASK_KIND_GGUF_TENSORS",
+		2:  "TASK_KIND_GPTQ_LAYER",
+		3:  "TASK_KIND_AWQ_LAYER",
+		4:  "TASK_KIND_ASSEMBLE",
+		5:  "TASK_KIND_GPTQ_HESSIAN",
+		6:  "TASK_KIND_GPTQ_SOLVE",
+		7:  "TASK_KIND_LAYER_FORWARD",
+		8:  "TASK_KIND_AWQ_STATS",
+		9:  "TASK_KIND_AWQ_SCALE_LOSSES",
+		10: "TASK_KIND_AWQ_CLIP_STATS",
 	}
 	TaskKind_value = map[string]int32{
-		"TASK_KIND_UNSPECIFIED":   0,
-		"TASK_KIND_GGUF_TENSORS":  1,
-		"TASK_KIND_GPTQ_LAYER":    2,
-		"TASK_KIND_AWQ_LAYER":     3,
-		"TASK_KIND_ASSEMBLE":      4,
-		"TASK_KIND_GPTQ_HESSIAN":  5,
-		"TASK_KIND_GPTQ_SOLVE":    6,
-		"TASK_KIND_LAYER_FORWARD": 7,
+		"TASK_KIND_UNSPECIFIED":      0,
+		"TASK_KIND_GGUF_TENSORS":     1,
+		"TASK_KIND_GPTQ_LAYER":       2,
+		"TASK_KIND_AWQ_LAYER":        3,
+		"TASK_KIND_ASSEMBLE":         4,
+		"TASK_KIND_GPTQ_HESSIAN":     5,
+		"TASK_KIND_GPTQ_SOLVE":       6,
+		"TASK_KIND_LAYER_FORWARD":    7,
+		"TASK_KIND_AWQ_STATS":        8,
+		"TASK_KIND_AWQ_SCALE_LOSSES": 9,
+		"TASK_KIND_AWQ_CLIP_STATS":   10,
 	}
 )
 
@@ -373,7 +386,8 @@ func (x *LayerArgs) GetLayer() int32 {
 }
 
 // StageArgs are the arguments of a task of a sharded calibration stage (TASK_KIND_GPTQ_HESSIAN,
-// TASK_KIND_GPTQ_SOLVE, TASK_KIND_LAYER_FORWARD): which layer, linear group and calibration shard
+// TASK_KIND_GPTQ_SOLVE, TASK_KIND_LAYER_FORWARD, TASK_KIND_AWQ_STATS, TASK_KIND_AWQ_SCALE_LOSSES,
+// TASK_KIND_AWQ_CLIP_STATS): which layer, linear group and calibration shard
 // (group or shard is -1 where the task kind has none).
 type StageArgs struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1077,7 +1091,7 @@ const file_quantfleet_v1_task_proto_rawDesc = "" +
 	" \x01(\x03R\x0fpeakMemoryBytes\x12\x1d\n" +
 	"\n" +
 	"bytes_read\x18\v \x01(\x03R\tbytesRead\x12#\n" +
-	"\rbytes_written\x18\f \x01(\x03R\fbytesWritten*\xdf\x01\n" +
+	"\rbytes_written\x18\f \x01(\x03R\fbytesWritten*\xb6\x02\n" +
 	"\bTaskKind\x12\x19\n" +
 	"\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16TASK_KIND_GGUF_TENSORS\x10\x01\x12\x18\n" +
@@ -1086,7 +1100,11 @@ const file_quantfleet_v1_task_proto_rawDesc = "" +
 	"\x12TASK_KIND_ASSEMBLE\x10\x04\x12\x1a\n" +
 	"\x16TASK_KIND_GPTQ_HESSIAN\x10\x05\x12\x18\n" +
 	"\x14TASK_KIND_GPTQ_SOLVE\x10\x06\x12\x1b\n" +
-	"\x17TASK_KIND_LAYER_FORWARD\x10\aB1Z/quantfleet.dev/proto/quantfleet/v1;quantfleetv1b\x06proto3"
+	"\x17TASK_KIND_LAYER_FORWARD\x10\a\x12\x17\n" +
+	"\x13TASK_KIND_AWQ_STATS\x10\b\x12\x1e\n" +
+	"\x1aTASK_KIND_AWQ_SCALE_LOSSES\x10\t\x12\x1c\n" +
+	"\x18TASK_KIND_AWQ_CLIP_STATS\x10\n" +
+	"B1Z/quantfleet.dev/proto/quantfleet/v1;quantfleetv1b\x06proto3"
 
 var (
 	file_quantfleet_v1_task_proto_rawDescOnce sync.Once

@@ -44,7 +44,8 @@ func (t *Task) Validate() error {
 		ok = t.GetKind() == TaskKind_TASK_KIND_ASSEMBLE
 	case *Task_Stage:
 		switch t.GetKind() {
-		case TaskKind_TASK_KIND_GPTQ_HESSIAN, TaskKind_TASK_KIND_GPTQ_SOLVE, TaskKind_TASK_KIND_LAYER_FORWARD:
+		case TaskKind_TASK_KIND_GPTQ_HESSIAN, TaskKind_TASK_KIND_GPTQ_SOLVE, TaskKind_TASK_KIND_LAYER_FORWARD,
+			TaskKind_TASK_KIND_AWQ_STATS, TaskKind_TASK_KIND_AWQ_SCALE_LOSSES, TaskKind_TASK_KIND_AWQ_CLIP_STATS:
 			ok = true
 		}
 	}

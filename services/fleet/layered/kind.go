@@ -16,8 +16,8 @@ import (
 )
 
 // Kind is the GPTQ/AWQ job: the sharded pipeline's tasks (partial Hessians per calibration
-// shard, solves per linear group and forwards per shard for GPTQ; one task per layer for RTN
-// and AWQ), assembled into a Hugging Face checkpoint directory by the local pipeline's
+// shard, solves per linear group and forwards per shard for GPTQ; statistics, scale losses and
+// clipping statistics per shard and a finish per layer for AWQ; one task per layer for RTN), assembled into a Hugging Face checkpoint directory by the local pipeline's
 // checkpoint writer.
 type Kind struct{}
 
@@ -34,7 +34,8 @@ func (*Kind) Formats() []domain.OutputFormat {
 // TaskKinds implements fleet.Kind.
 func (*Kind) TaskKinds() []pb.TaskKind {
 	return []pb.TaskKind{pb.TaskKind_TASK_KIND_GPTQ_LAYER, pb.TaskKind_TASK_KIND_AWQ_LAYER,
-		pb.TaskKind_TASK_KIND_GPTQ_HESSIAN, pb.TaskKind_TASK_KIND_GPTQ_SOLVE, pb.TaskKind_TASK_KIND_LAYER_FORWARD}
+		pb.TaskKind_TASK_KIND_GPTQ_HESSIAN, pb.TaskKind_TASK_KIND_GPTQ_SOLVE, pb.TaskKind_TASK_KIND_LAYER_FORWARD,
+		pb.TaskKind_TASK_KIND_AWQ_STATS, pb.TaskKind_TASK_KIND_AWQ_SCALE_LOSSES, pb.TaskKind_TASK_KIND_AWQ_CLIP_STATS}
 }
 
 // Plan implements fleet.Kind: one task per decoder layer, and the calibration activations
@@ -124,6 +125,15 @@ func (*Kind) Describe(p *fleet.Plan, t fleet.PlanTask, msg *pb.Task) error {
 		stage.Stage.Group = int32(st.Group)
 	case quantize.OpForward:
 		msg.Kind = pb.TaskKind_TASK_KIND_LAYER_FORWARD
+		stage.Stage.Shard = int32(st.Shard)
+	case quantize.OpAWQStats:
+		msg.Kind = pb.TaskKind_TASK_KIND_AWQ_STATS
+		stage.Stage.Shard = int32(st.Shard)
+	case quantize.OpAWQScales:
+		msg.Kind = pb.TaskKind_TASK_KIND_AWQ_SCALE_LOSSES
+		stage.Stage.Shard = int32(st.Shard)
+	case quantize.OpAWQClip:
+		msg.Kind = pb.TaskKind_TASK_KIND_AWQ_CLIP_STATS
 		stage.Stage.Shard = int32(st.Shard)
 	}
 	msg.Args = stage

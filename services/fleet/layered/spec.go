@@ -16,7 +16,8 @@ const KindName = "layered"
 
 // Spec is a GPTQ/AWQ job's part of its plan (fleet.Plan.Spec). Its tasks are the sharded
 // pipeline's (quantize.ShardPlan: partial Hessians per calibration shard, solves per linear
-// group, forwards per shard for GPTQ; one task per layer for RTN and AWQ), derived from the
+// group, forwards per shard for GPTQ; per-shard steps and a finish per layer for AWQ; one task
+// per layer for RTN), derived from the
 // Spec alone; the plan lists them in quantize.ShardPlan.Tasks order.
 type Spec struct {
 	Format    string `json:"format"` // "gptq" or "awq"
@@ -105,6 +106,12 @@ func taskLabel(sp *quantize.ShardPlan, t quantize.ShardTask) string {
 		return fmt.Sprintf("layer %d solve %s", t.Layer, group())
 	case quantize.OpForward:
 		return fmt.Sprintf("layer %d forward shard %d", t.Layer, t.Shard)
+	case quantize.OpAWQStats:
+		return fmt.Sprintf("layer %d awq statistics shard %d", t.Layer, t.Shard)
+	case quantize.OpAWQScales:
+		return fmt.Sprintf("layer %d awq scale losses shard %d", t.Layer, t.Shard)
+	case quantize.OpAWQClip:
+		return fmt.Sprintf("layer %d awq clip statistics shard %d", t.Layer, t.Shard)
 	}
 	return fmt.Sprintf("layer %d", t.Layer)
 }
