@@ -213,10 +213,7 @@ func (p *ShardPlan) Deps(t ShardTask) []ShardTask {
 		if p.awqSharded() {
 			return p.shardsOf(OpAWQClip, t.Layer)
 		}
-		if p.Config.Calibrated() && t.Layer > 0 {
-			return []ShardTask{{Op: OpLayer, Layer: t.Layer - 1}}
-		}
-		return nil
+		return nil // RTN: no inputs
 	case OpAWQStats:
 		if t.Layer > 0 {
 			return []ShardTask{{Op: OpAWQStats, Layer: t.Layer - 1, Shard: t.Shard}}
@@ -524,65 +521,21 @@ func runForwardTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, 
 	return []string{t.Key()}, env.Store.Put(ctx, t.Key(), MarshalActivations(y))
 }
 
-// runLayerTask quantizes a whole layer with QuantizeLayer: RTN without inputs; AWQ on every
-// shard at once, writing the next layer's inputs shard by shard.
+// runLayerTask quantizes a whole layer without calibration (RTN) with QuantizeLayer.
 func runLayerTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, error) {
-	p := env.Plan
-	var x *transformer.Tensor
-	if p.Config.Calibrated() {
-		var err error
-		if x, err = concatShards(ctx, env.Store, t.Layer, len(p.Shards)); err != nil {
-			return nil, err
-		}
+	if env.Plan.Config.Calibrated() {
+		return nil, fmt.Errorf("%w: a calibrated layer runs as shard tasks", ErrShardTask)
 	}
 	l, err := env.Layer(t.Layer)
 	if err != nil {
 		return nil, err
 	}
-	r, err := QuantizeLayer(ctx, l, x, p.Config)
+	r, err := QuantizeLayer(ctx, l, nil, env.Plan.Config)
 	l.Release()
 	if err != nil {
 		return nil, err
 	}
-	keys := []string{t.Key()}
-	if err := putLayerResult(ctx, env.Store, t.Key(), r); err != nil {
-		return nil, err
-	}
-	if r.Outputs != nil && t.Layer+1 < p.Layers {
-		off := 0
-		for s, sr := range p.Shards {
-			y := r.Outputs.Sequences(off, off+sr.Hi-sr.Lo)
-			off += sr.Hi - sr.Lo
-			key := ActivationsKey(t.Layer+1, s)
-			if err := env.Store.Put(ctx, key, MarshalActivations(y)); err != nil {
-				return nil, err
-			}
-			keys = append(keys, key)
-		}
-	}
-	return keys, nil
-}
-
-func concatShards(ctx context.Context, st ShardStore, layer, shards int) (*transformer.Tensor, error) {
-	var parts []*transformer.Tensor
-	batch := 0
-	for s := range shards {
-		x, err := getActivations(ctx, st, layer, s)
-		if err != nil {
-			return nil, err
-		}
-		if len(parts) > 0 && (x.Seq != parts[0].Seq || x.Dim != parts[0].Dim) {
-			return nil, fmt.Errorf("%w: shards of layer %d differ in shape", ErrBadActivations, layer)
-		}
-		parts = append(parts, x)
-		batch += x.Batch
-	}
-	out := transformer.NewTensor(batch, parts[0].Seq, parts[0].Dim)
-	off := 0
-	for _, x := range parts {
-		off += copy(out.Data[off:], x.Data)
-	}
-	return out, nil
+	return []string{t.Key()}, putLayerResult(ctx, env.Store, t.Key(), r)
 }
 
 // WriteShardInputs stores the activations entering layer 0 shard by shard: the embeddings of the
