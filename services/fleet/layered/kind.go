@@ -19,7 +19,10 @@ import (
 // shard, solves per linear group and forwards per shard for GPTQ; statistics, scale losses and
 // clipping statistics per shard and a finish per layer for AWQ; one task per layer for RTN), assembled into a Hugging Face checkpoint directory by the local pipeline's
 // checkpoint writer.
-type Kind struct{}
+type Kind struct {
+	// Compute runs the tasks' arithmetic (nil: quantize.CPU); a worker with a GPU sets its own.
+	Compute quantize.LayerCompute
+}
 
 var _ fleet.Kind = (*Kind)(nil)
 
@@ -152,9 +155,9 @@ func (*Kind) Verify(ctx context.Context, store blob.Store, _ *fleet.Plan, _ flee
 }
 
 // Run implements fleet.Kind (RunTask).
-func (*Kind) Run(ctx context.Context, env *fleet.RunEnv) (*fleet.RunResult, error) {
+func (k *Kind) Run(ctx context.Context, env *fleet.RunEnv) (*fleet.RunResult, error) {
 	env.Progress(0)
-	shards, read, err := RunTask(ctx, env.Store, env.Plan, env.Model, env.Task.TaskId, nil)
+	shards, read, err := RunTask(ctx, env.Store, env.Plan, env.Model, env.Task.TaskId, k.Compute)
 	if err != nil {
 		return nil, err
 	}
