@@ -248,3 +248,23 @@ type phase struct {
 	name string
 	d    time.Duration
 }
+
+// Handles reports whether the GPU quantizes layers of cfg: calibrated GPTQ. RTN and AWQ run
+// on the CPU.
+func Handles(cfg quantize.LayerConfig) bool { return checkConfig(cfg) == nil }
+
+// LayerFunc is QuantizeLayer on d as a quantize.LayerFunc: under quantize.WithLayerFunc,
+// quantize.QuantizeLayer hands it every calibrated GPTQ layer and runs the rest itself.
+func LayerFunc(d *cuda.Device) quantize.LayerFunc {
+	return func(ctx context.Context, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig) (*quantize.LayerResult, bool, error) {
+		if !Handles(cfg) {
+			return nil, false, nil
+		}
+		c := l.Config()
+		if c == nil || c.CheckQuantizable() != nil {
+			return nil, false, nil
+		}
+		r, err := QuantizeLayer(ctx, d, c, l, inputs, cfg)
+		return r, true, err
+	}
+}

@@ -162,7 +162,7 @@ func TestLlama8BLayer(t *testing.T) {
 	div := *llamaDiv
 	hidden, heads, kv, hd, ffn := 4096/div, max(1, 32/div), max(1, 8/div), 128, 14336/div
 	batch, seq := 128/div, 2048/div
-	c := &transformer.Config{Architecture: "llama", HiddenSize: hidden, IntermediateSize: ffn, NumLayers: 1,
+	c := &transformer.Config{Architecture: "LlamaForCausalLM", HiddenSize: hidden, IntermediateSize: ffn, NumLayers: 1,
 		NumHeads: heads, NumKVHeads: kv, HeadDim: hd, MaxPositionEmbeddings: 8192, RMSNormEps: 1e-5,
 		Rope: transformer.Rope{Type: "llama3", Theta: 500000, Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4,
 			OriginalMaxPositionEmbeddings: 8192, Truncate: true, Dim: hd}}
