@@ -13,8 +13,8 @@ import (
 
 	"quantfleet.dev/libs/cuda/llamacuda"
 	"quantfleet.dev/libs/device"
-	"quantfleet.dev/libs/queue"
 	"quantfleet.dev/libs/quantize"
+	"quantfleet.dev/libs/queue"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/worker"
 )

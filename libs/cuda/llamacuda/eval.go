@@ -111,7 +111,7 @@ func evalGroup(ctx context.Context, d *cuda.Device, c *transformer.Config, seq, 
 	rows := int64(min(windows, max(1, chunkRows/seq)) * seq)
 	ws := 4 * rows * (2*hid + qd + 2*kd + qd + 2*inter)
 	head := 4 * int64(headRows) * (hid + int64(c.VocabSize)) // the head's weights are already uploaded
-	per := 2 * 4 * int64(seq) * hid                            // x and y of one window
+	per := 2 * 4 * int64(seq) * hid                          // x and y of one window
 	avail := free - layer - ws - head - 4*int64(seq)*hid - 512<<20
 	if avail < per {
 		return 0, fmt.Errorf("%w: evaluating windows of %d tokens needs about %.1f GiB, %s has %.1f GiB free",
