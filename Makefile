@@ -12,7 +12,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	cd services && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/ ./quantfleet/ ./dispatcher/ ./worker/ ./assembler/
+	cd services && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/ ./quantfleet/ ./dispatcher/ ./worker/ ./assembler/ ./internal/genmodel/
 
 # Every module's packages in one `go test`: packages of all modules run in parallel (-p, one per
 # core), not module after module. Tests locate ../shared themselves.
