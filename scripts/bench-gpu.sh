@@ -27,6 +27,8 @@
 #                  ../shared/models/tiny-llama)
 #   CALIB          calibration text (default $QUANTFLEET_CALIB or ../shared/data/calib.txt)
 #   DEVICE         quantfleet's --device (default cuda)
+#   BENCH_TF32     1 (default): GPTQ also with QUANTFLEET_GPU_TF32=1 (the forward passes'
+#                  projections on the TF32 tensor cores), a second row; 0: not
 #   LAYERS         layers of the synthetic model (default 4); SAMPLES (128), SEQLEN (2048)
 #   GEN_ARGS       genmodel's shape flags instead of the Llama-3-8B shape (a quick check on a CPU:
 #                  GEN_ARGS="--hidden 256 --layers 2 --heads 4 --kv-heads 2 --intermediate 512"
@@ -164,6 +166,10 @@ EOF
 }
 
 ours gptq --format gptq --act-order --sym=false
+if [ "$DEVICE" != cpu ] && [ "${BENCH_TF32:-1}" = 1 ]; then
+	# The same with the forward passes' projections in TF32 (Hessians and solves stay float32).
+	QUANTFLEET_GPU_TF32=1 ours gptq-tf32 --format gptq --act-order --sym=false
+fi
 if [ "$DEVICE" = cpu ] || [ -n "${AWQ_CPU:-}" ] || [ -n "${GPU_AWQ:-}" ]; then
 	dev=$DEVICE
 	[ -n "${AWQ_CPU:-}" ] && dev=cpu
@@ -208,9 +214,11 @@ print(f"synthetic Llama layers (hidden {c['hidden_size']}, {c['num_attention_hea
 print("| method | implementation | device | s / layer | peak GPU MiB | peak host MiB | ours / reference |")
 print("|---|---|---|---|---|---|---|")
 fmt = lambda v, f="%.1f": "—" if v is None else f % v
-for m, label in (("gptq", "GPTQ act-order"), ("awq", "AWQ")):
+for m, label in (("gptq", "GPTQ act-order"), ("gptq-tf32", "GPTQ act-order, TF32 forwards"), ("awq", "AWQ")):
+    if m not in ours:
+        continue
     o = ours.get(m, {})
-    rs = ref.get(m, [])
+    rs = ref.get(m.split("-")[0], [])
     rsec = sum(r["seconds"] for r in rs) / len(rs) if rs else None
     if o.get("skipped"):
         print(f"| {label} | quantfleet | {o.get('device')} | skipped: {o['skipped']} | | | |")
@@ -221,9 +229,9 @@ for m, label in (("gptq", "GPTQ act-order"), ("awq", "AWQ")):
         verdict = "" if ratio is None else (" PASS (≤ 0.5)" if ratio <= 0.5 else " FAIL (goal ≤ 0.5)")
         dev = o.get("device", "") + (f" ({o['gpu']})" if o.get("gpu") else "")
         print(f"| {label} | quantfleet | {dev} | {fmt(o.get('seconds_per_layer'), '%.2f')} | {fmt(o.get('peak_gpu_mib'), '%d')} | {fmt(o.get('peak_host_mib'), '%d')} | {fmt(ratio, '%.2f')}{verdict} |")
-    if rs:
+    if rs and m != "gptq-tf32":
         print(f"| {label} | reference ({len(rs)} layers, tokens: {rs[0]['tokens']}) | cuda | {rsec:.2f} | {max(r['peak_gpu_mib'] for r in rs)} | {max(r['peak_host_mib'] for r in rs)} | 1 |")
-    elif m in ref_err:
+    elif m in ref_err and m != "gptq-tf32":
         print(f"| {label} | reference | cuda | error: {ref_err[m][:120]} | | | |")
 print()
 for m, o in ours.items():

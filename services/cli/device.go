@@ -12,37 +12,36 @@ import (
 	"quantfleet.dev/libs/quantize"
 )
 
-// deviceFlag is --device of quantize, run and eval: one registration, one selection.
-type deviceFlag struct{ value string }
+// deviceFlag is --device of quantize, run and eval: one registration, one selection. After
+// open, dev is the chosen device and gpu the GPU arithmetic's options ($QUANTFLEET_GPU_TF32).
+type deviceFlag struct {
+	value string
+	dev   *device.Device
+	gpu   llamacuda.Options
+}
 
 func (f *deviceFlag) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.value, "device", string(device.Auto),
 		"where to compute: auto (a CUDA GPU when one is usable, else the CPU), cpu, cuda or cuda:N")
 }
 
-// spec parses the flag's value (a usage error when it is not a device).
-func (f *deviceFlag) spec() (device.Spec, error) {
+// open selects the device and logs the choice. A bad value is a usage error; a GPU asked for
+// that cannot be used is bad input (cuda.ErrUnavailable): exit 2 with one line naming what was
+// not found. Close the device when done.
+func (f *deviceFlag) open(ctx context.Context, env Env, log *zap.Logger) (*device.Device, error) {
 	s, err := device.Parse(f.value)
 	if err != nil {
-		return device.Spec{}, usageError{err}
-	}
-	return s, nil
-}
-
-// open selects the device and logs the choice. A GPU asked for that cannot be used is bad
-// input (cuda.ErrUnavailable): exit 2 with one line naming what was not found.
-func (f *deviceFlag) open(ctx context.Context, log *zap.Logger) (*device.Device, error) {
-	s, err := f.spec()
-	if err != nil {
-		return nil, err
+		return nil, usageError{err}
 	}
 	d, err := device.Select(ctx, s)
 	if err != nil {
 		return nil, err
 	}
+	f.dev = d
 	fields := []zap.Field{zap.String("device", d.Name()), zap.String("asked", s.String())}
 	if d.IsGPU() {
-		fields = append(fields, zap.String("gpu", d.GPUName()), zap.Stringer("detail", d))
+		f.gpu = llamacuda.OptionsFromEnv(env.Getenv)
+		fields = append(fields, zap.String("gpu", d.GPUName()), zap.Stringer("detail", d), zap.Bool("tf32", f.gpu.TF32))
 	}
 	if d.Fallback != "" {
 		fields = append(fields, zap.String("fallback", d.Fallback))
@@ -52,10 +51,10 @@ func (f *deviceFlag) open(ctx context.Context, log *zap.Logger) (*device.Device,
 }
 
 // withLayers returns ctx under which the layered pipeline (quantize, and the fleet's workers
-// of run) quantizes calibrated GPTQ layers on d's GPU; AWQ and round-to-nearest stay on the
+// of run) quantizes calibrated GPTQ layers on the GPU; AWQ and round-to-nearest stay on the
 // CPU, which is logged.
-func withLayers(ctx context.Context, d *device.Device, format domain.OutputFormat, o domain.LayerOptions, log *zap.Logger) context.Context {
-	if !d.IsGPU() {
+func (f *deviceFlag) withLayers(ctx context.Context, format domain.OutputFormat, o domain.LayerOptions, log *zap.Logger) context.Context {
+	if !f.dev.IsGPU() {
 		return ctx
 	}
 	if format == domain.FormatGGUF {
@@ -67,14 +66,18 @@ func withLayers(ctx context.Context, d *device.Device, format domain.OutputForma
 		log.Warn("the GPU quantizes calibrated GPTQ layers only: this job's layers run on the CPU",
 			zap.String("format", string(format)), zap.Bool("rtn", o.RTN))
 	}
-	return quantize.WithLayerFunc(ctx, llamacuda.LayerFunc(d.GPU))
+	return quantize.WithLayerFunc(ctx, llamacuda.LayerFunc(f.dev.GPU, f.gpu))
 }
 
-// recordDevice adds the device ("device", and "gpu" on a GPU) to a result's metadata.
-func recordDevice(meta map[string]any, d *device.Device) map[string]any {
+// record adds the device to a result's metadata: "device", and on a GPU "gpu" (its name) and
+// "gpu_tf32" when the forward passes used TF32.
+func (f *deviceFlag) record(meta map[string]any) map[string]any {
 	if meta == nil {
 		meta = map[string]any{}
 	}
-	d.Record(meta)
+	f.dev.Record(meta)
+	if f.dev.IsGPU() && f.gpu.TF32 {
+		meta["gpu_tf32"] = true
+	}
 	return meta
 }

@@ -70,7 +70,7 @@ func runEval(ctx context.Context, env Env, args []string) error {
 	}
 	log := logger(env, verb, c.json)
 	defer log.Sync()
-	d, err := dev.open(ctx, log)
+	d, err := dev.open(ctx, env, log)
 	if err != nil {
 		return err
 	}

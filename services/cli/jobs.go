@@ -16,7 +16,6 @@ import (
 	"go.uber.org/zap"
 
 	"quantfleet.dev/libs/atomicfile"
-	"quantfleet.dev/libs/device"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/gguf"
@@ -211,7 +210,7 @@ func runSubmit(ctx context.Context, env Env, args []string) error {
 // prints the result (the job, or the local file's record).
 // dev, when not nil, is the device this process's workers computed on (run), recorded in the
 // result's metadata.
-func waitAndFetch(ctx context.Context, env Env, c *client.Client, id string, verb domain.Verbosity, jsonOut bool, outputDir string, dev *device.Device) error {
+func waitAndFetch(ctx context.Context, env Env, c *client.Client, id string, verb domain.Verbosity, jsonOut bool, outputDir string, dev *deviceFlag) error {
 	w := newJobWatcher(env, verb, jsonOut)
 	j, err := c.Wait(ctx, id, w.update)
 	w.done()
@@ -233,7 +232,7 @@ func waitAndFetch(ctx context.Context, env Env, c *client.Client, id string, ver
 		return asUsage(err)
 	}
 	if dev != nil {
-		res.QuantizationMetadata = recordDevice(res.QuantizationMetadata, dev)
+		res.QuantizationMetadata = dev.record(res.QuantizationMetadata)
 	}
 	return printResult(env, jsonOut, res, func(w io.Writer) { printModel(w, res, j.Config.QuantizationLevel) })
 }

@@ -108,14 +108,14 @@ func runQuantize(ctx context.Context, env Env, args []string) error {
 	}
 	log := logger(env, verb, f.json)
 	defer log.Sync()
-	dev, err := f.device.open(ctx, log)
+	dev, err := f.device.open(ctx, env, log)
 	if err != nil {
 		return err
 	}
 	defer dev.Close()
-	ctx = withLayers(ctx, dev, format, opts, log)
+	ctx = f.device.withLayers(ctx, format, opts, log)
 	if format != domain.FormatGGUF {
-		return runLayeredQuantize(ctx, env, &f, cfg, opts, dev)
+		return runLayeredQuantize(ctx, env, &f, cfg, opts)
 	}
 	rep := reporter(env, verb, f.json)
 
@@ -137,7 +137,7 @@ func runQuantize(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	res.QuantizationMetadata = recordDevice(res.QuantizationMetadata, dev)
+	res.QuantizationMetadata = f.device.record(res.QuantizationMetadata)
 	return printResult(env, f.json, res, func(w io.Writer) {
 		fmt.Fprintf(w, "%s  %s %s  %.1f MiB (%.1f%% of the source)  %s\n", res.OutputPath, res.Format,
 			cfg.QuantizationLevel, float64(res.FileSize)/(1<<20), 100*res.CompressionRatio, res.ValidationStatus)

@@ -5,14 +5,13 @@ import (
 	"fmt"
 	"io"
 
-	"quantfleet.dev/libs/device"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/quantize"
 )
 
 // runLayeredQuantize is `quantize --format gptq|awq`: calibration, layer-by-layer
 // quantization and a Hugging Face checkpoint directory.
-func runLayeredQuantize(ctx context.Context, env Env, f *quantizeFlags, cfg domain.QuantizationConfig, opts domain.LayerOptions, dev *device.Device) error {
+func runLayeredQuantize(ctx context.Context, env Env, f *quantizeFlags, cfg domain.QuantizationConfig, opts domain.LayerOptions) error {
 	rep := reporter(env, cfg.Verbosity, f.json)
 	src, err := resolveModel(ctx, env, f.model, firstNonEmpty(f.hfToken, env.Getenv("HF_TOKEN")), rep)
 	if err != nil {
@@ -27,7 +26,7 @@ func runLayeredQuantize(ctx context.Context, env Env, f *quantizeFlags, cfg doma
 	if err != nil {
 		return dataUsage(err)
 	}
-	res.QuantizationMetadata = recordDevice(res.QuantizationMetadata, dev)
+	res.QuantizationMetadata = f.device.record(res.QuantizationMetadata)
 	return printResult(env, f.json, res, func(w io.Writer) {
 		fmt.Fprintf(w, "%s  %s %s  %.1f MiB (%.1f%% of the source)  %s\n", res.OutputPath, res.Format,
 			cfg.QuantizationLevel, float64(res.FileSize)/(1<<20), 100*res.CompressionRatio, res.ValidationStatus)

@@ -87,7 +87,7 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	log := logger(env, verb, f.json)
 	defer log.Sync()
 	// The workers of this process compute on the device: chosen (or refused) before the fleet starts.
-	dev, err := f.device.open(ctx, log)
+	dev, err := f.device.open(ctx, env, log)
 	if err != nil {
 		return err
 	}
@@ -96,7 +96,7 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	if layered != nil {
 		opts = layered.LayerOptions
 	}
-	ctx = withLayers(ctx, dev, cfg.TargetFormat, opts, log)
+	ctx = f.device.withLayers(ctx, cfg.TargetFormat, opts, log)
 	hc := &hub.Client{Token: firstNonEmpty(f.hfToken, env.Getenv("HF_TOKEN")), Logger: log}
 	if ep := env.Getenv("HF_ENDPOINT"); ep != "" {
 		hc.Endpoint = ep
@@ -112,7 +112,7 @@ func runRun(ctx context.Context, env Env, args []string) error {
 		return asUsage(err)
 	}
 	log.Info("job submitted", zap.String("job", sub.JobID))
-	err = waitAndFetch(ctx, env, c, sub.JobID, verb, f.json, outDir, dev)
+	err = waitAndFetch(ctx, env, c, sub.JobID, verb, f.json, outDir, &f.device)
 	if err != nil && ctx.Err() != nil && dataDir != "" {
 		fmt.Fprintf(env.Stderr, "quantfleet: interrupted; continue with: quantfleet resume %s --data-dir %s --output-dir %s\n", sub.JobID, dataDir, outDir)
 	}

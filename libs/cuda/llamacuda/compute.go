@@ -33,6 +33,8 @@ var errGroupNotSeen = errors.New("llamacuda: the layer's forward never fed the l
 // the last bits, so a job's tasks should all run on one kind of device.
 type Compute struct {
 	D *cuda.Device
+	// Options: TF32 applies to the forward passes (GroupHessian's and Forward's projections).
+	Options Options
 }
 
 // GroupHessian returns the partial Hessian of the input of the linear group starting with
@@ -158,6 +160,12 @@ func (c *Compute) upload(ctx context.Context, l *transformer.Layer, x *transform
 	g, err := UploadLayer(ctx, c.D, cfg, l)
 	if err != nil {
 		return nil, nil, err
+	}
+	if c.Options.TF32 {
+		if err := g.UseTF32(ctx); err != nil {
+			g.Close()
+			return nil, nil, err
+		}
 	}
 	xd, err := UploadTensor(ctx, c.D, x)
 	if err != nil {

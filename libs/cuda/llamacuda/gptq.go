@@ -19,6 +19,30 @@ import (
 // same result (Outputs on the host). Like the CPU version it replaces l's weights by their
 // dequantized values.
 func QuantizeLayer(ctx context.Context, d *cuda.Device, c *transformer.Config, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig) (*quantize.LayerResult, error) {
+	return QuantizeLayerWith(ctx, d, c, l, inputs, cfg, Options{})
+}
+
+// EnvTF32 names the environment variable that turns Options.TF32 on ("1" or "true") for the
+// commands and workers that quantize on a GPU.
+const EnvTF32 = "QUANTFLEET_GPU_TF32"
+
+// Options tunes the GPU's arithmetic.
+type Options struct {
+	// TF32 runs the forward passes' projections on the tensor cores with TF32 inputs: several
+	// times the IEEE float32 rate, activations within about 1e-3 relative (the references run
+	// their layers in bf16, coarser still). Hessian sums, solves, norms and attention stay
+	// IEEE float32. Results then differ from the CPU's beyond the last bits; off by default.
+	TF32 bool
+}
+
+// OptionsFromEnv reads the options from the environment (EnvTF32).
+func OptionsFromEnv(getenv func(string) string) Options {
+	v := getenv(EnvTF32)
+	return Options{TF32: v == "1" || v == "true"}
+}
+
+// QuantizeLayerWith is QuantizeLayer with options.
+func QuantizeLayerWith(ctx context.Context, d *cuda.Device, c *transformer.Config, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig, o Options) (*quantize.LayerResult, error) {
 	if err := checkConfig(cfg); err != nil {
 		return nil, err
 	}
@@ -33,6 +57,11 @@ func QuantizeLayer(ctx context.Context, d *cuda.Device, c *transformer.Config, l
 		return nil, err
 	}
 	defer g.Close()
+	if o.TF32 {
+		if err := g.UseTF32(ctx); err != nil {
+			return nil, err
+		}
+	}
 	x, err := UploadTensor(ctx, d, inputs)
 	if err != nil {
 		return nil, err
@@ -255,7 +284,7 @@ func Handles(cfg quantize.LayerConfig) bool { return checkConfig(cfg) == nil }
 
 // LayerFunc is QuantizeLayer on d as a quantize.LayerFunc: under quantize.WithLayerFunc,
 // quantize.QuantizeLayer hands it every calibrated GPTQ layer and runs the rest itself.
-func LayerFunc(d *cuda.Device) quantize.LayerFunc {
+func LayerFunc(d *cuda.Device, o Options) quantize.LayerFunc {
 	return func(ctx context.Context, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig) (*quantize.LayerResult, bool, error) {
 		if !Handles(cfg) {
 			return nil, false, nil
@@ -264,7 +293,7 @@ func LayerFunc(d *cuda.Device) quantize.LayerFunc {
 		if c == nil || c.CheckQuantizable() != nil {
 			return nil, false, nil
 		}
-		r, err := QuantizeLayer(ctx, d, c, l, inputs, cfg)
+		r, err := QuantizeLayerWith(ctx, d, c, l, inputs, cfg, o)
 		return r, true, err
 	}
 }

@@ -111,6 +111,7 @@ type Layer struct {
 	gate, up, down   *linear
 	window           int
 
+	gemm     *cuda.BLAS // the projections' cuBLAS handle: k.blas, or the TF32 one (UseTF32)
 	ropeSeq  int
 	cos, sin *cuda.Buffer
 	ropeHalf int
@@ -143,7 +144,7 @@ func UploadLayer(ctx context.Context, d *cuda.Device, c *transformer.Config, l *
 	if err != nil {
 		return nil, err
 	}
-	g := &Layer{Index: l.Index, cfg: c, k: k, d: d}
+	g := &Layer{Index: l.Index, cfg: c, k: k, d: d, gemm: k.blas}
 	if l.Index < len(c.SlidingWindow) {
 		g.window = c.SlidingWindow[l.Index]
 	}
@@ -310,9 +311,20 @@ func (l *Layer) rope(ctx context.Context, seq int) error {
 	return nil
 }
 
+// UseTF32 runs the layer's projections on the tensor cores with TF32 inputs from now on (see
+// Options.TF32); norms, attention and everything a Hessian sums stay IEEE float32.
+func (l *Layer) UseTF32(ctx context.Context) error {
+	b, err := l.d.BLASTF32(ctx)
+	if err != nil {
+		return err
+	}
+	l.gemm = b
+	return nil
+}
+
 // apply computes y = x·Wᵀ + b for rows rows.
 func (l *Layer) apply(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int) error {
-	if err := l.k.blas.Gemm(ctx, false, true, rows, lin.out, lin.in, 1, x, lin.in, lin.w.Ptr(), lin.in, 0, y, lin.out); err != nil {
+	if err := l.gemm.Gemm(ctx, false, true, rows, lin.out, lin.in, 1, x, lin.in, lin.w.Ptr(), lin.in, 0, y, lin.out); err != nil {
 		return fmt.Errorf("%s: %w", lin.name, err)
 	}
 	if lin.b != nil {
