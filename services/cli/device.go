@@ -16,6 +16,7 @@ import (
 // open, dev is the chosen device and gpu the GPU arithmetic's options ($QUANTFLEET_GPU_TF32).
 type deviceFlag struct {
 	value string
+	spec  device.Spec
 	dev   *device.Device
 	gpu   llamacuda.Options
 }
@@ -37,7 +38,7 @@ func (f *deviceFlag) open(ctx context.Context, env Env, log *zap.Logger) (*devic
 	if err != nil {
 		return nil, err
 	}
-	f.dev = d
+	f.spec, f.dev = s, d
 	fields := []zap.Field{zap.String("device", d.Name()), zap.String("asked", s.String())}
 	if d.IsGPU() {
 		f.gpu = llamacuda.OptionsFromEnv(env.Getenv)

@@ -9,12 +9,15 @@ import (
 	"os"
 	"time"
 
-	"quantfleet.dev/libs/fault"
+	"go.uber.org/zap"
 
 	"quantfleet.dev/libs/cuda/llamacuda"
+	"quantfleet.dev/libs/device"
+	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/perplexity"
 	"quantfleet.dev/libs/progress"
 	"quantfleet.dev/libs/quantize"
+	"quantfleet.dev/libs/transformer"
 )
 
 // evalResult is the result of `quantfleet eval`.
@@ -86,8 +89,21 @@ func runEval(ctx context.Context, env Env, args []string) error {
 			}
 			rep.Update("", int64(done))
 		}}
+	gpu := d.IsGPU()
+	if gpu {
+		// A model the GPU forward pass does not run: auto evaluates it on the CPU, cuda refuses.
+		if cfg, err := transformer.ReadConfig(model); err == nil {
+			if err := llamacuda.Supports(cfg); err != nil {
+				if dev.spec.Kind == device.CUDA {
+					return usageError{err}
+				}
+				log.Warn("evaluating on the CPU", zap.Error(err))
+				gpu = false
+			}
+		}
+	}
 	var r *perplexity.Result
-	if d.IsGPU() {
+	if gpu {
 		r, err = llamacuda.Evaluate(ctx, d.GPU, req)
 	} else {
 		r, err = quantize.Evaluate(ctx, req)
@@ -101,7 +117,10 @@ func runEval(ctx context.Context, env Env, args []string) error {
 	rep.Finish(fmt.Sprintf("perplexity %.4f", r.Perplexity))
 	res := evalResult{Model: model, Data: data, Ctx: ctxLen, Windows: windows, Tokens: r.Tokens,
 		Perplexity: r.Perplexity, MeanNLL: r.MeanNLL, Seconds: math.Round(time.Since(start).Seconds()*10) / 10,
-		Device: d.Name(), GPU: d.GPUName()}
+		Device: "cpu"}
+	if gpu {
+		res.Device, res.GPU = d.Name(), d.GPUName()
+	}
 	return printResult(env, c.json, res, func(w io.Writer) {
 		fmt.Fprintf(w, "perplexity %.4f  (%d windows × %d tokens, mean NLL %.6f, %.1f s)\n", res.Perplexity, windows, ctxLen, res.MeanNLL, res.Seconds)
 	})

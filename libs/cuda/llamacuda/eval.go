@@ -50,8 +50,8 @@ func Evaluate(ctx context.Context, d *cuda.Device, req quantize.EvalRequest) (*p
 // opt.BatchWindows, when positive, bounds a group.
 func EvaluateModel(ctx context.Context, d *cuda.Device, m *transformer.Model, windows [][]int, opt perplexity.Options) (*perplexity.Result, error) {
 	c := m.Config
-	if err := c.CheckQuantizable(); err != nil {
-		return nil, fmt.Errorf("%w: the GPU forward pass runs the Llama layout (%v)", ErrShape, err)
+	if err := Supports(c); err != nil {
+		return nil, err
 	}
 	if len(windows) == 0 || len(windows[0]) < 2 {
 		return nil, fmt.Errorf("perplexity: no windows of at least 2 tokens")
@@ -95,6 +95,18 @@ func EvaluateModel(ctx context.Context, d *cuda.Device, m *transformer.Model, wi
 	res.MeanNLL = sum / float64(res.Tokens)
 	res.Perplexity = math.Exp(res.MeanNLL)
 	return res, nil
+}
+
+// Supports returns nil when the GPU runs models of config c (the Llama layout: Llama,
+// Mistral, Qwen2, Qwen3, without final logit soft-capping), else an error wrapping ErrShape.
+func Supports(c *transformer.Config) error {
+	if err := c.CheckQuantizable(); err != nil {
+		return fmt.Errorf("%w: the GPU forward pass runs the Llama layout (%v)", ErrShape, err)
+	}
+	if c.FinalSoftcap > 0 {
+		return fmt.Errorf("%w: final logit soft-capping", ErrShape)
+	}
+	return nil
 }
 
 // evalGroup is the number of windows of seq inputs whose hidden states (input and output of
