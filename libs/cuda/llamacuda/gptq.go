@@ -133,6 +133,7 @@ func needBytes(l *transformer.Layer, batch, seq int, withInputs bool) int64 {
 	if withInputs {
 		act *= 2
 	}
+	act += 4 * tokens * int64(l.O.In) // the attention context kept between passes 2 and 3
 	rows := int64(min(batch, max(1, chunkRows/seq)) * seq) // an upper bound of forward's chunk
 	ws := 4 * rows * int64(2*l.Q.In+l.Q.Out+2*l.K.Out+l.O.In+2*l.Gate.Out)
 	return weights + act + ws + solve + 4*int64(seq)*int64(l.Q.In) // + rope tables (bounded)
@@ -214,6 +215,13 @@ func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 			out.Free()
 		}
 	}()
+	// The attention context (o_proj's input) of pass 2, kept for pass 3: q, k, v do not change
+	// between them, so pass 3 only applies the quantized o_proj to it.
+	saved, err := NewTensor(ctx, d, x.Batch, x.Seq, l.O.In)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer saved.Free()
 	subsets := []struct {
 		names []string
 		lins  []*transformer.Linear
@@ -222,12 +230,25 @@ func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 	}{
 		// 1. q, k, v on input_layernorm(x).
 		{transformer.AttentionInputs, []*transformer.Linear{l.Q, l.K, l.V}, x, stages{qkvInput: true}},
-		// 2. o_proj on the attention output of the quantized q, k, v.
+		// 2. o_proj on the attention output of the quantized q, k, v (kept in saved).
 		{transformer.OutputInputs, []*transformer.Linear{l.O}, x, stages{attention: true}},
-		// 3. gate, up on post_attention_layernorm(x + attention(x)); out keeps that residual.
-		{transformer.MLPInputs, []*transformer.Linear{l.Gate, l.Up}, x, stages{attention: true}},
+		// 3. gate, up on post_attention_layernorm(x + o(saved)); out keeps that residual.
+		{transformer.MLPInputs, []*transformer.Linear{l.Gate, l.Up}, x, stages{attention: true, saved: saved}},
 		// 4. down_proj on silu(gate)·up of the quantized gate and up.
 		{transformer.DownInputs, []*transformer.Linear{l.Down}, out, stages{mlp: true, downInput: true}},
+	}
+	// keep copies each chunk's attention context into saved, in order, during pass 2.
+	keptBytes := 0
+	keep := func(ctx context.Context, linears []string, in *Tensor) error {
+		if !slices.Equal(linears, transformer.OutputInputs) {
+			return nil
+		}
+		n := 4 * in.Rows() * in.Dim
+		if err := cuda.Copy(ctx, saved.buf, saved.off+keptBytes, in.buf, in.off, n); err != nil {
+			return err
+		}
+		keptBytes += n
+		return nil
 	}
 	t0 := time.Now()
 	mark := func(name string) error {
@@ -246,7 +267,17 @@ func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 		if err != nil {
 			return nil, nil, err
 		}
-		if err := g.forward(ctx, s.src, out, s.st, into(s.names, h)); err != nil {
+		hook := into(s.names, h)
+		if s.names[0] == transformer.OutputInputs[0] {
+			add := hook
+			hook = func(ctx context.Context, linears []string, in *Tensor) error {
+				if err := keep(ctx, linears, in); err != nil {
+					return err
+				}
+				return add(ctx, linears, in)
+			}
+		}
+		if err := g.forward(ctx, s.src, out, s.st, hook); err != nil {
 			h.Close()
 			return nil, nil, err
 		}

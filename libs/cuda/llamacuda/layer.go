@@ -345,6 +345,10 @@ type stages struct {
 	qkvInput bool
 	// downInput stops the MLP at down_proj's input (for its hook): y = h.
 	downInput bool
+	// saved, with attention, is the attention context (o_proj's input) of the same inputs
+	// from an earlier pass with the same q/k/v weights: the attention block is then o_proj
+	// applied to it, without recomputing q, k, v and the attention.
+	saved *Tensor
 }
 
 // forward runs the selected stages on x into y (which may be x) chunk by chunk.
@@ -366,7 +370,11 @@ func (l *Layer) forward(ctx context.Context, x, y *Tensor, st stages, hook Hook)
 			return err
 		}
 		hi := min(x.Batch, lo+per)
-		if err := l.chunk(ctx, ws, x.Sequences(lo, hi), y.Sequences(lo, hi), st, hook); err != nil {
+		cst := st
+		if st.saved != nil {
+			cst.saved = st.saved.Sequences(lo, hi)
+		}
+		if err := l.chunk(ctx, ws, x.Sequences(lo, hi), y.Sequences(lo, hi), cst, hook); err != nil {
 			return fmt.Errorf("layer %d: %w", l.Index, err)
 		}
 	}
@@ -391,13 +399,19 @@ func (l *Layer) chunk(ctx context.Context, ws *workspace, x, y *Tensor, st stage
 		}
 		return call(transformer.AttentionInputs, view(ws.n, hid))
 	}
-	if st.attention {
+	if st.attention && st.saved != nil {
+		if err := l.apply(ctx, l.o, ws.a.Ptr(), st.saved.Ptr(), rows); err != nil {
+			return err
+		}
+	} else if st.attention {
 		if err := l.norm(ctx, l.inNorm, ws.n.Ptr(), x.Ptr(), rows, hid); err != nil {
 			return err
 		}
 		if err := l.attend(ctx, ws, x.Batch, x.Seq, func(names []string, t *Tensor) error { return call(names, t) }); err != nil {
 			return err
 		}
+	}
+	if st.attention {
 		if err := l.k.elementwise(ctx, l.k.add, rows*hid, y.Ptr(), x.Ptr(), ws.a, int64(rows*hid)); err != nil {
 			return err
 		}
