@@ -133,7 +133,8 @@ func needBytes(l *transformer.Layer, batch, seq int, withInputs bool) int64 {
 	if withInputs {
 		act *= 2
 	}
-	act += 4 * tokens * int64(l.O.In) // the attention context kept between passes 2 and 3
+	// the attention context kept between passes 2 and 3
+	act += 4 * tokens * int64(l.O.In)
 	rows := int64(min(batch, max(1, chunkRows/seq)) * seq) // an upper bound of forward's chunk
 	ws := 4 * rows * int64(2*l.Q.In+l.Q.Out+2*l.K.Out+l.O.In+2*l.Gate.Out)
 	return weights + act + ws + solve + 4*int64(seq)*int64(l.Q.In) // + rope tables (bounded)
