@@ -54,7 +54,7 @@ func matrixRelErr(t *testing.T, a, b *gptq.Hessian) float64 {
 //   - GroupHessian per shard, merged in shard order: max |ΔH| / max |H| ≤ 1e-4 against the
 //     CPU's partials merged the same way; sample counts equal; a second call on shard 0 is
 //     bit-identical (determinism);
-//   - SolveGPTQ on the CPU-merged Hessian (4-bit g128 asymmetric act-order): ≥ 99.5% of the
+//   - SolveGPTQ on the CPU-merged Hessian (4-bit g128 asymmetric act-order): ≥ 99% of the
 //     codes equal gptq.Prepare + Factor.Quantize's, losses within 1%, g_idx equal; the layer
 //     then continues with the CPU's reconstructed weights, so each group sees the same
 //     upstream weights;
@@ -153,9 +153,9 @@ func TestComputeTinyLlama(t *testing.T) {
 			frac := float64(same) / float64(len(want.QWeight))
 			lossRel := math.Abs(got[i].Loss-want.Loss) / want.Loss
 			status := "PASS"
-			if frac < 0.995 || !(lossRel <= 0.01) || !slices.Equal(got[i].GIdx, want.GIdx) {
+			if frac < 0.99 || !(lossRel <= 0.01) || !slices.Equal(got[i].GIdx, want.GIdx) {
 				status = "FAIL"
-				t.Errorf("FAIL SolveGPTQ %s: codes %.3f%% equal (≥ 99.5%%), loss %.6g vs CPU %.6g (%.2f%%, ≤ 1%%), g_idx equal %v",
+				t.Errorf("FAIL SolveGPTQ %s: codes %.3f%% equal (≥ 99%%), loss %.6g vs CPU %.6g (%.2f%%, ≤ 1%%), g_idx equal %v",
 					lin.Name, 100*frac, got[i].Loss, want.Loss, 100*lossRel, slices.Equal(got[i].GIdx, want.GIdx))
 			}
 			t.Logf("%s SolveGPTQ %s: codes %.3f%% equal, loss GPU %.6g CPU %.6g", status, lin.Name, 100*frac, got[i].Loss, want.Loss)
