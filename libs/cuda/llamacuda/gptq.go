@@ -43,39 +43,51 @@ func OptionsFromEnv(getenv func(string) string) Options {
 
 // QuantizeLayerWith is QuantizeLayer with options.
 func QuantizeLayerWith(ctx context.Context, d *cuda.Device, c *transformer.Config, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig, o Options) (*quantize.LayerResult, error) {
-	if err := checkConfig(cfg); err != nil {
+	res, out, err := quantizeOn(ctx, d, c, l, inputs, nil, cfg, o)
+	if err != nil {
 		return nil, err
+	}
+	out.Free()
+	return res, nil
+}
+
+// quantizeOn is QuantizeLayerWith on the device copy x of inputs when not nil (else it uploads
+// inputs); it also returns the outputs' device copy, which the caller frees.
+func quantizeOn(ctx context.Context, d *cuda.Device, c *transformer.Config, l *transformer.Layer, inputs *transformer.Tensor, x *Tensor, cfg quantize.LayerConfig, o Options) (*quantize.LayerResult, *Tensor, error) {
+	if err := checkConfig(cfg); err != nil {
+		return nil, nil, err
 	}
 	if l == nil || l.Q == nil || inputs == nil || inputs.Rows() == 0 || inputs.Dim != l.Q.In {
-		return nil, fmt.Errorf("%w: layer needs calibration inputs of its hidden size", quantize.ErrLayerConfig)
+		return nil, nil, fmt.Errorf("%w: layer needs calibration inputs of its hidden size", quantize.ErrLayerConfig)
 	}
-	if err := CheckMemory(ctx, d, l, inputs.Batch, inputs.Seq, true); err != nil {
-		return nil, err
+	if err := CheckMemory(ctx, d, l, inputs.Batch, inputs.Seq, x == nil); err != nil {
+		return nil, nil, err
 	}
 	g, err := UploadLayer(ctx, d, c, l)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer g.Close()
 	if o.TF32 {
 		if err := g.UseTF32(ctx); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	x, err := UploadTensor(ctx, d, inputs)
-	if err != nil {
-		return nil, err
+	if x == nil {
+		if x, err = UploadTensor(ctx, d, inputs); err != nil {
+			return nil, nil, err
+		}
+		defer x.Free()
 	}
-	defer x.Free()
 	res, out, err := QuantizeDevice(ctx, g, l, x, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer out.Free()
 	if res.Outputs, err = out.Download(ctx); err != nil {
-		return nil, err
+		out.Free()
+		return nil, nil, err
 	}
-	return res, nil
+	return res, out, nil
 }
 
 func checkConfig(cfg quantize.LayerConfig) error {
@@ -316,7 +328,13 @@ func Handles(cfg quantize.LayerConfig) bool { return checkConfig(cfg) == nil }
 
 // LayerFunc is QuantizeLayer on d as a quantize.LayerFunc: under quantize.WithLayerFunc,
 // quantize.QuantizeLayer hands it every calibrated GPTQ layer and runs the rest itself.
+//
+// Its layers run one at a time (a worker's slots share the device's memory, which
+// CheckMemory then measures truthfully). It keeps the device copy of the last layer's outputs:
+// when the next call's inputs are those outputs (the local pipeline passes r.Outputs on), they
+// are not uploaded again. The copy is dropped by the next call that does not use it.
 func LayerFunc(d *cuda.Device, o Options) quantize.LayerFunc {
+	lc := &layerCache{turn: make(chan struct{}, 1)}
 	return func(ctx context.Context, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig) (*quantize.LayerResult, bool, error) {
 		if !Handles(cfg) {
 			return nil, false, nil
@@ -325,7 +343,39 @@ func LayerFunc(d *cuda.Device, o Options) quantize.LayerFunc {
 		if c == nil || c.CheckQuantizable() != nil {
 			return nil, false, nil
 		}
-		r, err := QuantizeLayerWith(ctx, d, c, l, inputs, cfg, o)
-		return r, true, err
+		select {
+		case lc.turn <- struct{}{}:
+		case <-ctx.Done():
+			return nil, true, ctx.Err()
+		}
+		defer func() { <-lc.turn }()
+		x := lc.take(inputs)
+		r, out, err := quantizeOn(ctx, d, c, l, inputs, x, cfg, o)
+		x.Free()
+		if err != nil {
+			return nil, true, err
+		}
+		lc.host, lc.dev = r.Outputs, out
+		return r, true, nil
 	}
+}
+
+// layerCache is the device copy dev of the host tensor host: the last layer's outputs.
+type layerCache struct {
+	turn chan struct{} // held while a layer runs
+	host *transformer.Tensor
+	dev  *Tensor
+}
+
+// take returns the device copy of inputs if it holds one (the caller then owns it), else
+// frees what it holds and returns nil.
+func (c *layerCache) take(inputs *transformer.Tensor) *Tensor {
+	dev, same := c.dev, c.host == inputs && inputs != nil && c.dev != nil &&
+		c.dev.Batch == inputs.Batch && c.dev.Seq == inputs.Seq && c.dev.Dim == inputs.Dim
+	c.host, c.dev = nil, nil
+	if same {
+		return dev
+	}
+	dev.Free()
+	return nil
 }
