@@ -36,6 +36,7 @@
 #   REF_LAYERS     layers the references time per method (default 2; their seconds per layer are
 #                  the mean over them); REF_METHODS (default gptq,awq); NO_REF=1 skips them
 #   PYTHON         python3 with torch and transformers (default python3)
+#   SHARD_SAMPLES  --shard-samples of the sharded pipeline, where the binary has it (default: SAMPLES)
 # Budget: about 8 minutes on an H100 (model generation ~1 min, quantfleet GPTQ ~1 min, references
 # ~4-5 min for 2 layers each).
 set -euo pipefail
@@ -114,6 +115,14 @@ EOF
 	return $rc
 }
 
+# The sharded pipeline (--shard-samples, where the binary has it): one shard of all samples by
+# default, so that each layer's weights and activations go to the GPU once per group.
+SHARD_ARGS=()
+if "$QF" quantize --help 2>&1 | grep -q -- "-shard-samples"; then
+	SHARD_ARGS=(--shard-samples "${SHARD_SAMPLES:-$SAMPLES}")
+	echo "== calibration shards of ${SHARD_SAMPLES:-$SAMPLES} samples"
+fi
+
 # ours METHOD ARGS...: quantize the synthetic model; appends one JSON line per run to results.jsonl.
 ours() {
 	local method=$1
@@ -121,7 +130,7 @@ ours() {
 	echo "== quantfleet $method --device $DEVICE"
 	local rc=0
 	measure "ours-$method" "$QF" quantize --model "$MODEL" --level 4bit --group-size 128 "$@" \
-		--calibration-data "$CALIB" --calibration-samples "$SAMPLES" --seqlen "$SEQLEN" \
+		--calibration-data "$CALIB" --calibration-samples "$SAMPLES" --seqlen "$SEQLEN" "${SHARD_ARGS[@]}" \
 		--output-dir "$OUT/ckpt" --output-name "$method" --overwrite --json --verbosity verbose --device "$DEVICE" || rc=$?
 	"$PYTHON" - "$LOGS/ours-$method" "$method" "$DEVICE" "$rc" >>"$RESULTS" <<'EOF'
 import json, sys, datetime
