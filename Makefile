@@ -3,8 +3,12 @@ GO        ?= go
 MODULES   := libs proto services
 BIN       := bin
 LDFLAGS   := -s -w
-# Static binaries: they run on any Linux, in scratch containers and on the GPU machines.
+# Built without cgo. quantfleet and worker load CUDA at run time (libs/cuda, purego), which makes
+# them dynamically linked against glibc: they run on any glibc Linux, the GPU machines included.
+# GO_TAGS=nocuda builds them static, without GPU support (the Dockerfile's default, for scratch and
+# distroless static images); the other binaries are static either way.
 export CGO_ENABLED ?= 0
+GO_TAGS   ?=
 
 .PHONY: all build test test-short test-gpu bench fuzz proto vet fmt clean demo
 
@@ -12,7 +16,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	cd services && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/ ./quantfleet/ ./dispatcher/ ./worker/ ./assembler/ ./internal/genmodel/
+	cd services && $(GO) build -trimpath -tags '$(GO_TAGS)' -ldflags '$(LDFLAGS)' -o ../$(BIN)/ ./quantfleet/ ./dispatcher/ ./worker/ ./assembler/ ./internal/genmodel/
 
 # Every module's packages in one `go test`: packages of all modules run in parallel (-p, one per
 # core), not module after module. Tests locate ../shared themselves.

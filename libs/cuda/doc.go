@@ -24,6 +24,10 @@
 //
 // A binary that imports this package is still built without cgo but is dynamically linked
 // against glibc (dlopen needs the system loader); it does not run in a scratch container.
+// Built with -tags nocuda, the package does not import purego and every binary stays static;
+// then every library "is not found" with the reason (ErrUnavailable: built without CUDA
+// support), so --device auto means the CPU and --device cuda exits 2. The Dockerfile builds
+// its images that way unless asked for the GPU worker.
 //
 // # What it offers
 //
