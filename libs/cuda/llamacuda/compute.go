@@ -30,7 +30,9 @@ var errGroupNotSeen = errors.New("llamacuda: the layer's forward never fed the l
 // device and returns host results. Every result is a deterministic function of the arguments
 // on a given GPU and driver (fixed chunking, cuBLAS without atomics-based reductions), so a
 // task re-run on the same kind of card writes the same bytes; results differ from the CPU's in
-// the last bits, so a job's tasks should all run on one kind of device.
+// the last bits, so a job's tasks should all run on one kind of device. Calls on one device run
+// one at a time (with LayerFunc's layers), so that concurrent task slots of a worker do not
+// race for its memory.
 type Compute struct {
 	D *cuda.Device
 	// Options: TF32 applies to the forward passes (GroupHessian's and Forward's projections).
@@ -62,6 +64,11 @@ func (c *Compute) GroupHessian(ctx context.Context, l *transformer.Layer, group 
 	default:
 		return nil, fmt.Errorf("%w: %s starts no linear group", ErrShape, group[0])
 	}
+	release, err := acquire(ctx, c.D)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	g, xd, err := c.upload(ctx, l, x)
 	if err != nil {
 		return nil, err
@@ -99,6 +106,11 @@ func (c *Compute) GroupHessian(ctx context.Context, l *transformer.Layer, group 
 
 // Forward returns l's output on the shard x, as l.Forward(x, nil).
 func (c *Compute) Forward(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (*transformer.Tensor, error) {
+	release, err := acquire(ctx, c.D)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	g, xd, err := c.upload(ctx, l, x)
 	if err != nil {
 		return nil, err
@@ -119,6 +131,11 @@ func (c *Compute) SolveGPTQ(ctx context.Context, h *gptq.Hessian, cfg gptq.Confi
 	if len(linears) == 0 {
 		return nil, fmt.Errorf("%w: no linears to solve", ErrShape)
 	}
+	release, err := acquire(ctx, c.D)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if err := checkSolve(ctx, c.D, h.Cols(), linears); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"quantfleet.dev/libs/cuda"
@@ -334,7 +335,7 @@ func Handles(cfg quantize.LayerConfig) bool { return checkConfig(cfg) == nil }
 // when the next call's inputs are those outputs (the local pipeline passes r.Outputs on), they
 // are not uploaded again. The copy is dropped by the next call that does not use it.
 func LayerFunc(d *cuda.Device, o Options) quantize.LayerFunc {
-	lc := &layerCache{turn: make(chan struct{}, 1)}
+	lc := &layerCache{}
 	return func(ctx context.Context, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig) (*quantize.LayerResult, bool, error) {
 		if !Handles(cfg) {
 			return nil, false, nil
@@ -343,12 +344,11 @@ func LayerFunc(d *cuda.Device, o Options) quantize.LayerFunc {
 		if c == nil || c.CheckQuantizable() != nil {
 			return nil, false, nil
 		}
-		select {
-		case lc.turn <- struct{}{}:
-		case <-ctx.Done():
-			return nil, true, ctx.Err()
+		release, err := acquire(ctx, d)
+		if err != nil {
+			return nil, true, err
 		}
-		defer func() { <-lc.turn }()
+		defer release()
 		x := lc.take(inputs)
 		r, out, err := quantizeOn(ctx, d, c, l, inputs, x, cfg, o)
 		x.Free()
@@ -362,9 +362,25 @@ func LayerFunc(d *cuda.Device, o Options) quantize.LayerFunc {
 
 // layerCache is the device copy dev of the host tensor host: the last layer's outputs.
 type layerCache struct {
-	turn chan struct{} // held while a layer runs
 	host *transformer.Tensor
 	dev  *Tensor
+}
+
+// turns holds one channel per device: a layer's (or a task's) work on the device holds it, so
+// that the work of several slots of a worker runs one at a time and CheckMemory's free memory is
+// what the work gets.
+var turns sync.Map // *cuda.Device → chan struct{}
+
+// acquire waits for the device's turn (or ctx's end) and returns its release.
+func acquire(ctx context.Context, d *cuda.Device) (func(), error) {
+	ch, _ := turns.LoadOrStore(d, make(chan struct{}, 1))
+	turn := ch.(chan struct{})
+	select {
+	case turn <- struct{}{}:
+		return func() { <-turn }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // take returns the device copy of inputs if it holds one (the caller then owns it), else
