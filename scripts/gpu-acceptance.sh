@@ -6,7 +6,11 @@
 #   OUT=/tmp/acc scripts/gpu-acceptance.sh tests     # the GPU test binaries (~5 min)
 #   OUT=/tmp/acc scripts/gpu-acceptance.sh bench     # scripts/bench-gpu.sh (~8 min)
 #   OUT=/tmp/acc scripts/gpu-acceptance.sh quality   # the quality protocol with --device cuda
-#   OUT=/tmp/acc scripts/gpu-acceptance.sh errors    # bad input: no GPU, missing NVRTC/cuBLAS, OOM
+#   OUT=/tmp/acc scripts/gpu-acceptance.sh errors    # bad input: no GPU, broken NVRTC/cuBLAS, OOM
+#
+# The binaries exceed what a device call carries (64 MiB): `scripts/gpu-acceptance.sh pack` (here,
+# after `make build test-gpu`) writes them xz-compressed to $CARRY (default .devcarry/gpu3, ignored
+# by git, ~25 MB); on the device machine every part unpacks what bin/ lacks from there.
 #
 # Environment: QUANTFLEET_TINY_LLAMA (tiny-llama's directory), QUANTFLEET_CALIB (calib.txt;
 # eval.txt beside it), REF_GPTQ_SRC and REF_AWQ_SRC (bench, quality). Every part writes its logs
@@ -14,6 +18,20 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+CARRY=${CARRY:-.devcarry/gpu3}
+BINS="quantfleet genmodel worker gpu-tests/cuda.test gpu-tests/device.test gpu-tests/gptqcuda.test gpu-tests/llamacuda.test gpu-tests/cli.test"
+if [ "${1:-}" = pack ]; then
+	mkdir -p "$CARRY/gpu-tests"
+	for b in $BINS; do xz -T0 -6 -c "bin/$b" >"$CARRY/$b.xz" || exit 1; done
+	du -sh "$CARRY"
+	exit 0
+fi
+for b in $BINS; do
+	if [ ! -x "bin/$b" ] && [ -f "$CARRY/$b.xz" ]; then
+		mkdir -p "$(dirname "bin/$b")"
+		xz -dc "$CARRY/$b.xz" >"bin/$b" && chmod +x "bin/$b"
+	fi
+done
 OUT=${OUT:-$(mktemp -d /tmp/gpu-acceptance.XXXXXX)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -108,7 +126,7 @@ errors)
 	if [ -z "$left" ]; then echo "PASS nothing at the output path"; else echo "FAIL left at the output path: $left"; fi
 	;;
 *)
-	echo "usage: scripts/gpu-acceptance.sh tests|bench|quality|errors" >&2
+	echo "usage: scripts/gpu-acceptance.sh pack|tests|bench|quality|errors" >&2
 	exit 2
 	;;
 esac
