@@ -284,11 +284,14 @@ type ShardEnv struct {
 	Compute LayerCompute // nil: CPU
 }
 
-func (e *ShardEnv) compute() LayerCompute {
-	if e.Compute == nil {
-		return CPU{}
+func (e *ShardEnv) compute(ctx context.Context) LayerCompute {
+	if e.Compute != nil {
+		return e.Compute
 	}
-	return e.Compute
+	if c := computeOf(ctx); c != nil {
+		return c
+	}
+	return CPU{}
 }
 
 // ErrShardTask reports a task that is not part of its plan.
@@ -421,7 +424,7 @@ func runHessianTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, 
 	if err != nil {
 		return nil, err
 	}
-	h, err := env.compute().GroupHessian(ctx, l, env.Plan.Stage.Groups[t.Group], x)
+	h, err := env.compute(ctx).GroupHessian(ctx, l, env.Plan.Stage.Groups[t.Group], x)
 	if err != nil {
 		return nil, err
 	}
@@ -470,7 +473,7 @@ func runSolveTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, er
 		return nil, err
 	}
 	defer l.Release()
-	r, err := solveGroup(ctx, env.compute(), l, env.Plan.Stage.Groups[t.Group], h, env.Plan.Config.gptqConfig())
+	r, err := solveGroup(ctx, env.compute(ctx), l, env.Plan.Stage.Groups[t.Group], h, env.Plan.Config.gptqConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -514,7 +517,7 @@ func runForwardTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, 
 	if err != nil {
 		return nil, err
 	}
-	y, err := env.compute().Forward(ctx, l, x)
+	y, err := env.compute(ctx).Forward(ctx, l, x)
 	if err != nil {
 		return nil, err
 	}

@@ -44,6 +44,7 @@ func main() {
 		if d.IsGPU() {
 			o := llamacuda.OptionsFromEnv(os.Getenv)
 			svc.Log.Info("GPU arithmetic", zap.Bool("tf32", o.TF32))
+			ctx = quantize.WithCompute(ctx, &llamacuda.Compute{D: d.GPU, Options: o})
 			ctx = quantize.WithLayerFunc(ctx, llamacuda.LayerFunc(d.GPU, o))
 		}
 		// A test knob, deliberately not a flag: hold every task this long (heartbeats continue).

@@ -8,19 +8,11 @@ import (
 	"quantfleet.dev/libs/cuda"
 	"quantfleet.dev/libs/cuda/gptqcuda"
 	"quantfleet.dev/libs/gptq"
+	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/libs/transformer"
 )
 
-// layerCompute is the method set of quantize.LayerCompute (the sharded pipeline's compute
-// backend, branch h-shard): Compute satisfies it. After the merge, the assertion
-// `var _ quantize.LayerCompute = (*Compute)(nil)` replaces this declaration.
-type layerCompute interface {
-	GroupHessian(ctx context.Context, l *transformer.Layer, group []string, x *transformer.Tensor) (*gptq.Hessian, error)
-	Forward(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (*transformer.Tensor, error)
-	SolveGPTQ(ctx context.Context, h *gptq.Hessian, cfg gptq.Config, linears []*transformer.Linear) ([]*gptq.Result, error)
-}
-
-var _ layerCompute = (*Compute)(nil)
+var _ quantize.LayerCompute = (*Compute)(nil)
 
 // errGroupNotSeen reports a linear group whose input the layer's forward never reported.
 var errGroupNotSeen = errors.New("llamacuda: the layer's forward never fed the linear group")

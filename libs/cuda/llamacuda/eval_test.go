@@ -100,7 +100,7 @@ func TestEvalGPTQTinyLlama(t *testing.T) {
 	quant := func(name string, gpu bool) (string, time.Duration) {
 		qctx := ctx
 		if gpu {
-			qctx = quantize.WithLayerFunc(ctx, LayerFunc(d, Options{}))
+			qctx = quantize.WithCompute(quantize.WithLayerFunc(ctx, LayerFunc(d, Options{})), &Compute{D: d})
 		}
 		t0 := time.Now()
 		res, err := quantize.Layered(qctx, quantize.Request{ModelDir: dir, ModelName: "tiny-llama", CalibrationData: calib,
