@@ -165,6 +165,11 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 			rep.Error(err)
 			return nil, err
 		}
+		for _, key := range plan.Consumed(t) {
+			if err := store.Delete(key); err != nil {
+				return nil, err
+			}
+		}
 		rep.Update(fmt.Sprintf("layer %d %s", t.Layer, t.ID()), int64(i+1))
 	}
 	for i := range n {

@@ -251,6 +251,31 @@ func (p *ShardPlan) Deps(t ShardTask) []ShardTask {
 	return nil
 }
 
+// Consumed lists the objects no task after t reads when the tasks run in Tasks order: a group's
+// Hessian partials once it is solved, a layer's inputs (and AWQ's partials) once the layer is
+// done. The local pipeline deletes them as it goes, so its temporary directory holds about one
+// layer's intermediates; a fleet keeps them until the job ends (its records name them).
+func (p *ShardPlan) Consumed(t ShardTask) []string {
+	var keys []string
+	switch {
+	case t.Op == OpSolve:
+		for s := range p.Shards {
+			keys = append(keys, ShardTask{Op: OpHessian, Layer: t.Layer, Group: t.Group, Shard: s}.Key())
+		}
+	case t.Op == OpForward && t.Shard == len(p.Shards)-1,
+		t.Op == OpLayer && p.awqSharded():
+		for s := range p.Shards {
+			keys = append(keys, ActivationsKey(t.Layer, s))
+			if t.Op == OpLayer {
+				for _, op := range awqSteps {
+					keys = append(keys, ShardTask{Op: op, Layer: t.Layer, Shard: s}.Key())
+				}
+			}
+		}
+	}
+	return keys
+}
+
 // ShardStore keeps a sharded job's objects: object storage on a fleet, a temporary directory
 // locally. Keys are single path elements.
 type ShardStore interface {
@@ -265,6 +290,9 @@ type DirStore string
 func (d DirStore) Get(_ context.Context, key string) ([]byte, error) {
 	return os.ReadFile(filepath.Join(string(d), key))
 }
+
+// Delete removes an object.
+func (d DirStore) Delete(key string) error { return os.Remove(filepath.Join(string(d), key)) }
 
 // Put implements ShardStore (write and rename: a crash leaves no partial object).
 func (d DirStore) Put(_ context.Context, key string, b []byte) error {

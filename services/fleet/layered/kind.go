@@ -17,8 +17,8 @@ import (
 
 // Kind is the GPTQ/AWQ job: the sharded pipeline's tasks (partial Hessians per calibration
 // shard, solves per linear group and forwards per shard for GPTQ; statistics, scale losses and
-// clipping statistics per shard and a finish per layer for AWQ; one task per layer for RTN), assembled into a Hugging Face checkpoint directory by the local pipeline's
-// checkpoint writer.
+// clipping statistics per shard and a finish per layer for AWQ; one task per layer for RTN),
+// assembled into a Hugging Face checkpoint directory by the local pipeline's checkpoint writer.
 type Kind struct {
 	// Compute runs the tasks' arithmetic (nil: quantize.CPU); a worker with a GPU sets its own.
 	Compute quantize.LayerCompute
@@ -41,8 +41,8 @@ func (*Kind) TaskKinds() []pb.TaskKind {
 		pb.TaskKind_TASK_KIND_AWQ_STATS, pb.TaskKind_TASK_KIND_AWQ_SCALE_LOSSES, pb.TaskKind_TASK_KIND_AWQ_CLIP_STATS}
 }
 
-// Plan implements fleet.Kind: one task per decoder layer, and the calibration activations
-// entering layer 0.
+// Plan implements fleet.Kind: the sharded pipeline's tasks, and the calibration activations
+// entering layer 0, shard by shard.
 func (*Kind) Plan(ctx context.Context, env *fleet.PlanEnv) (*fleet.Plan, error) {
 	req := env.Request
 	cfg := req.Config
