@@ -3,8 +3,12 @@ GO        ?= go
 MODULES   := libs proto services
 BIN       := bin
 LDFLAGS   := -s -w
-# Static binaries: they run on any Linux, in scratch containers and on the GPU machines.
+# Built without cgo. quantfleet and worker load CUDA at run time (libs/cuda, purego), which makes
+# them dynamically linked against glibc: they run on any glibc Linux, the GPU machines included.
+# GO_TAGS=nocuda builds them static, without GPU support (the Dockerfile's default, for scratch and
+# distroless static images); the other binaries are static either way.
 export CGO_ENABLED ?= 0
+GO_TAGS   ?=
 
 .PHONY: all build test test-short test-gpu bench fuzz proto vet fmt clean demo
 
@@ -12,7 +16,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	cd services && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o ../$(BIN)/ ./quantfleet/ ./dispatcher/ ./worker/ ./assembler/
+	cd services && $(GO) build -trimpath -tags '$(GO_TAGS)' -ldflags '$(LDFLAGS)' -o ../$(BIN)/ ./quantfleet/ ./dispatcher/ ./worker/ ./assembler/ ./internal/genmodel/
 
 # Every module's packages in one `go test`: packages of all modules run in parallel (-p, one per
 # core), not module after module. Tests locate ../shared themselves.
@@ -27,20 +31,18 @@ test-short:
 	$(GO) test -count=1 -short -timeout 15m $(PKGS)
 
 # GPU test binaries (CGO_ENABLED=0; CUDA is loaded at run time, see libs/cuda/doc.go): carry
-# bin/gpu-tests/ to a machine with an NVIDIA GPU and run ./cuda.test -test.v and
-# ./gptqcuda.test -test.v and ./llamacuda.test -test.v there (TestLlama8B and TestLlama8BLayer are
-# the acceptance runs; -test.short skips them; llamacuda takes QUANTFLEET_TINY_LLAMA and
-# QUANTFLEET_CALIB where ../shared is absent).
-# Without a GPU every GPU test skips.
+# bin/gpu-tests/ to a machine with an NVIDIA GPU and run each with -test.v there (see
+# libs/cuda/doc.go, "Tests on a GPU machine", for the command lines). TestLlama8B and
+# TestLlama8BLayer are the timing runs (-test.short skips them); the tests take
+# QUANTFLEET_TINY_LLAMA, QUANTFLEET_CALIB (and QUANTFLEET_EVAL, default eval.txt beside the
+# calibration text) where ../shared is absent. Without a GPU every GPU test skips.
 GPU_TESTS := $(BIN)/gpu-tests
+GPU_LIBS  := cuda cuda/gptqcuda cuda/llamacuda device
 test-gpu:
 	@mkdir -p $(GPU_TESTS)
-	cd libs && $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o ../$(GPU_TESTS)/cuda.test ./cuda/
-	cd libs && $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o ../$(GPU_TESTS)/gptqcuda.test ./cuda/gptqcuda/
-	cd libs && $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o ../$(GPU_TESTS)/llamacuda.test ./cuda/llamacuda/
-	$(GPU_TESTS)/cuda.test -test.short
-	$(GPU_TESTS)/gptqcuda.test -test.short
-	$(GPU_TESTS)/llamacuda.test -test.short
+	cd libs && for p in $(GPU_LIBS); do $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o ../$(GPU_TESTS)/$$(basename $$p).test ./$$p/ || exit 1; done
+	cd services && $(GO) test -c -trimpath -ldflags '$(LDFLAGS)' -o ../$(GPU_TESTS)/cli.test ./cli/
+	for p in $(GPU_LIBS); do $(GPU_TESTS)/$$(basename $$p).test -test.short || exit 1; done
 
 vet:
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done

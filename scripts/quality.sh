@@ -12,7 +12,9 @@
 # Environment: SHARED (default ../shared), QF (default: make build; bin/quantfleet),
 #   MODES (default rtn4,rtn3,gptq4,gptq4-act,gptq3,gptq3-act,awq4), DRAWS (default 0,1,2,3,4),
 #   JOBS (parallel quantfleet runs, default 1), THREADS (GOMAXPROCS per run, default: all cores / JOBS),
-#   REF_ONLY=1 (only the reference), OURS_ONLY=1 (only quantfleet).
+#   REF_ONLY=1 (only the reference), OURS_ONLY=1 (only quantfleet),
+#   DEVICE (quantfleet's --device for quantize and eval, default cpu; DEVICE=cuda: the protocol on
+#   the GPU, recorded in each result line).
 # Runs take about 3 minutes (GPTQ) to 8 minutes (AWQ) each on 2 cores; on 16 cores with JOBS=6
 # the whole protocol takes about 10 minutes. Results: OUT_DIR/results.jsonl, OUT_DIR/quality.md.
 set -euo pipefail
@@ -22,6 +24,7 @@ OUT=${1:-$(mktemp -d /tmp/quality.XXXXXX)}
 MODES=${MODES:-rtn4,rtn3,gptq4,gptq4-act,gptq3,gptq3-act,awq4}
 DRAWS=${DRAWS:-0,1,2,3,4}
 JOBS=${JOBS:-1}
+DEVICE=${DEVICE:-cpu}
 THREADS=${THREADS:-$(( ($(nproc) + JOBS - 1) / JOBS ))}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -47,17 +50,17 @@ one_run() {
 	[[ $mode != rtn* ]] && args+=(--calibration-data "$SHARED/data/calib.txt" --calibration-samples 128 --seqlen 512 --calibration-offset "$first")
 	local t0 t1 t2 ppl
 	t0=$(date +%s.%N)
-	GOMAXPROCS=$THREADS "$QF" quantize --model "$MODEL" "${args[@]}" --output-dir "$OUT" --output-name "$name" --verbosity quiet --json >"$OUT/$name.quantize.json"
+	GOMAXPROCS=$THREADS "$QF" quantize --model "$MODEL" "${args[@]}" --output-dir "$OUT" --output-name "$name" --device "$DEVICE" --verbosity quiet --json >"$OUT/$name.quantize.json"
 	t1=$(date +%s.%N)
-	ppl=$(GOMAXPROCS=$THREADS "$QF" eval --model "$OUT/$name" --data "$SHARED/data/eval.txt" --ctx 512 --windows 400 --verbosity quiet --json |
+	ppl=$(GOMAXPROCS=$THREADS "$QF" eval --model "$OUT/$name" --data "$SHARED/data/eval.txt" --ctx 512 --windows 400 --device "$DEVICE" --verbosity quiet --json |
 		tail -n 1 | sed -E 's/.*"perplexity":([0-9.eE+-]+).*/\1/')
 	t2=$(date +%s.%N)
-	printf '{"impl":"quantfleet","mode":"%s","draw":%d,"first_sample":%d,"samples":128,"seqlen":512,"perplexity":%s,"quantize_s":%.1f,"eval_s":%.1f}\n' \
-		"$mode" "$k" "$first" "$ppl" "$(awk "BEGIN{print $t1 - $t0}")" "$(awk "BEGIN{print $t2 - $t1}")" >>"$OUT/results.jsonl"
+	printf '{"impl":"quantfleet","mode":"%s","draw":%d,"first_sample":%d,"samples":128,"seqlen":512,"perplexity":%s,"quantize_s":%.1f,"eval_s":%.1f,"device":"%s"}\n' \
+		"$mode" "$k" "$first" "$ppl" "$(awk "BEGIN{print $t1 - $t0}")" "$(awk "BEGIN{print $t2 - $t1}")" "$DEVICE" >>"$OUT/results.jsonl"
 	rm -rf "${OUT:?}/$name"
 }
 export -f one_run
-export OUT QF SHARED MODEL THREADS
+export OUT QF SHARED MODEL THREADS DEVICE
 
 if [ -z "${REF_ONLY:-}" ]; then
 	for mode in ${MODES//,/ }; do

@@ -36,6 +36,10 @@ var (
 	// ErrNonFinite reports a NaN or infinite weight, or a search whose every loss was
 	// NaN or infinite: the model's weights, or its activations on the calibration text, are at fault.
 	ErrNonFinite = fault.New(fault.ErrBadInput, "awq: non-finite value")
+	// ErrPartial reports a partial result of the shard API (SHARDS.md) that cannot be used:
+	// undecodable, merged out of shard order, incomplete, or computed from other stats,
+	// scales or config than it is combined with. Retrying the same combination cannot help.
+	ErrPartial = fault.New(fault.ErrPermanent, "awq: invalid partial result")
 )
 
 // Config selects the quantization and the searches. The zero value, after defaults, is

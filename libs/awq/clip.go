@@ -44,20 +44,27 @@ func SearchClip(l *Linear, x []float32, tokens int, cfg Config) ([]float32, erro
 		return nil, fmt.Errorf("%w: %d input values for %d tokens of %d features", ErrShape, len(x), tokens, cols)
 	}
 	xs := sampleTokens(x, tokens, cols, max(1, tokens/cfg.ClipTokens), nil)
-	return searchClip(l, xs, len(xs)/cols, cfg)
+	n := len(xs) / cols
+	return searchClipGram(l, gram(xs, n, cols, gs), n, cfg), nil
 }
 
-// searchClip is SearchClip on the n already sampled tokens xs.
-func searchClip(l *Linear, xs []float32, n int, cfg Config) ([]float32, error) {
+// gram returns, for each group of gs input columns, the gs×gs Gram matrix of the n tokens
+// xs (n×cols): the clipping search's error of a group is dᵀ·G·d / n with d = q − w, one
+// gs×gs product per group instead of n·gs per candidate.
+func gram(xs []float32, n, cols, gs int) []float32 {
+	ng := cols / gs
+	g := make([]float32, ng*gs*gs)
+	for i := 0; i < ng; i++ {
+		transformer.Gemm(true, false, gs, gs, n, 1, xs[i*gs:], cols, xs[i*gs:], cols, 0, g[i*gs*gs:], gs)
+	}
+	return g
+}
+
+// searchClipGram is SearchClip on the Gram matrices G (from gram) of n sampled tokens.
+func searchClipGram(l *Linear, gram []float32, n int, cfg Config) []float32 {
 	rows, cols := l.Rows, l.Cols
 	gs := cfg.groupSize(cols)
 	ng := cols / gs
-	// The error of a group is dᵀ·G·d / n with d = q − w and G the Gram matrix of the group's
-	// input columns: one gs×gs product per group instead of n·gs per candidate.
-	gram := make([]float32, ng*gs*gs)
-	for g := 0; g < ng; g++ {
-		transformer.Gemm(true, false, gs, gs, n, 1, xs[g*gs:], cols, xs[g*gs:], cols, 0, gram[g*gs*gs:], gs)
-	}
 	shrinks := int(cfg.MaxShrink * float64(cfg.ClipGrid))
 	q := newQuantizer(cfg.Bits)
 	best := make([]float32, rows*ng)
@@ -104,7 +111,7 @@ func searchClip(l *Linear, xs []float32, n int, cfg Config) ([]float32, error) {
 			}
 		}
 	})
-	return best, nil
+	return best
 }
 
 // ApplyClip clamps every row-group of the weight to ±maxVal (rows×groups, from SearchClip).

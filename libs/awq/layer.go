@@ -30,7 +30,9 @@ type Layer struct {
 	Linears map[string]*Linear
 	Norms   map[string]*Norm
 	// Inputs holds the full-precision calibration input of every linear to quantize,
-	// tokens×cols row-major (linears with the same input may share the slice).
+	// tokens×cols row-major (linears with the same input may share the slice): all tokens
+	// for QuantizeLayer, one shard's tokens for the shard API (SHARDS.md), none for
+	// PickScales and FinishLayer.
 	Inputs map[string][]float32
 	Tokens int
 	// Groups in application order (AutoAWQ: attention input, v→o when shapes allow, MLP
@@ -54,101 +56,87 @@ type LayerResult struct {
 // Clippable allows, and quantizes every linear of the layer. The layer's full-precision
 // outputs for the next layer must be computed by the caller before, from the original
 // weights, as AutoAWQ propagates unquantized activations.
+//
+// QuantizeLayer is the shard API (SHARDS.md) run on one shard holding all tokens, so a run
+// over any number of shards uses the same code, and one shard gives the same bytes.
 func QuantizeLayer(ctx context.Context, l *Layer, cfg Config) (*LayerResult, error) {
-	cfg, err := cfg.withDefaults()
+	// The one-shard case of the shard API (SHARDS.md): every sum runs over the tokens in the
+	// same order as a search over all tokens at once.
+	sh := Whole(l)
+	stats, err := CollectStats(l, sh, cfg)
 	if err != nil {
 		return nil, err
 	}
-	for name, lin := range l.Linears {
-		if err := lin.check(); err != nil {
-			return nil, err
-		}
-		if gs := cfg.groupSize(lin.Cols); lin.Cols%gs != 0 {
-			return nil, fmt.Errorf("%w: %s has %d columns, not a multiple of group size %d", ErrShape, name, lin.Cols, gs)
-		}
-		if x, ok := l.Inputs[name]; !ok || len(x) != l.Tokens*lin.Cols || l.Tokens <= 0 {
-			return nil, fmt.Errorf("%w: %s needs %d×%d calibration inputs, has %d values", ErrShape, name, l.Tokens, lin.Cols, len(x))
+	losses, err := CollectScaleLosses(ctx, l, sh, stats, cfg)
+	if err != nil {
+		return nil, err
+	}
+	scales, err := PickScales(l, stats, losses, cfg)
+	if err != nil {
+		return nil, err
+	}
+	clip, err := CollectClipStats(l, sh, scales, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return FinishLayer(ctx, l, scales, clip, cfg)
+}
+
+// prepare applies cfg's defaults and checks the layer, with its calibration inputs if sh is
+// not nil (the steps that read activations), and returns its groups and the token span of
+// the shard it holds.
+func (l *Layer) prepare(cfg Config, sh *Shard) (Config, []Group, span, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return cfg, nil, span{}, err
+	}
+	var sp span
+	if sh != nil {
+		if sp, err = sh.span(l.Tokens); err != nil {
+			return cfg, nil, span{}, err
 		}
 	}
-	res := &LayerResult{Quantized: map[string]*Result{}, Clips: map[string][]float32{}}
+	for name, lin := range l.Linears {
+		if err := lin.check(); err != nil {
+			return cfg, nil, span{}, err
+		}
+		if gs := cfg.groupSize(lin.Cols); lin.Cols%gs != 0 {
+			return cfg, nil, span{}, fmt.Errorf("%w: %s has %d columns, not a multiple of group size %d", ErrShape, name, lin.Cols, gs)
+		}
+		if x, ok := l.Inputs[name]; sh != nil && (!ok || len(x) != l.Tokens*lin.Cols) {
+			return cfg, nil, span{}, fmt.Errorf("%w: %s needs %d×%d calibration inputs, has %d values", ErrShape, name, l.Tokens, lin.Cols, len(x))
+		}
+	}
 	groups := make([]Group, len(l.Groups))
 	for i, lg := range l.Groups {
 		if len(lg.Linears) == 0 {
-			return nil, fmt.Errorf("%w: group %d (after %s) has no linears", ErrShape, i, lg.Prev)
+			return cfg, nil, span{}, fmt.Errorf("%w: group %d (after %s) has no linears", ErrShape, i, lg.Prev)
 		}
-		g := Group{Tokens: l.Tokens, Inspect: lg.Inspect}
+		g := Group{Inspect: lg.Inspect}
 		for _, name := range lg.Linears {
 			lin, ok := l.Linears[name]
 			if !ok {
-				return nil, fmt.Errorf("%w: group after %s names unknown linear %q", ErrShape, lg.Prev, name)
+				return cfg, nil, span{}, fmt.Errorf("%w: group after %s names unknown linear %q", ErrShape, lg.Prev, name)
+			}
+			if lin.Cols != l.Linears[lg.Linears[0]].Cols {
+				return cfg, nil, span{}, fmt.Errorf("%w: linears of the group after %s have %d and %d input features", ErrShape, lg.Prev, l.Linears[lg.Linears[0]].Cols, lin.Cols)
 			}
 			g.Linears = append(g.Linears, lin)
 		}
-		g.Input = l.Inputs[lg.Linears[0]]
+		if sh != nil && lg.Inspect == nil && len(lg.Linears) != 1 {
+			return cfg, nil, span{}, fmt.Errorf("%w: the group after %s has %d linears and needs an Inspect function", ErrShape, lg.Prev, len(lg.Linears))
+		}
+		if sh != nil {
+			g.Input, g.Tokens = l.Inputs[lg.Linears[0]], l.Tokens
+		}
 		if _, isNorm := l.Norms[lg.Prev]; !isNorm {
 			if _, isLinear := l.Linears[lg.Prev]; !isLinear {
-				return nil, fmt.Errorf("%w: group prev op %q is neither a norm nor a linear of the layer", ErrShape, lg.Prev)
+				return cfg, nil, span{}, fmt.Errorf("%w: group prev op %q is neither a norm nor a linear of the layer", ErrShape, lg.Prev)
 			}
 		}
 		groups[i] = g
 	}
-	for _, g := range groups {
-		s, err := SearchScale(ctx, g, cfg)
-		if err != nil {
-			return nil, err
-		}
-		res.Scales = append(res.Scales, s)
-	}
-
-	// Fold the scales in, and remember by which scales each linear's input was divided.
-	inputScale := map[string][]float32{}
-	for i, lg := range l.Groups {
-		s := res.Scales[i].S
-		if n, ok := l.Norms[lg.Prev]; ok {
-			if err := FoldIntoNorm(n.Weight, n.Bias, s); err != nil {
-				return nil, fmt.Errorf("folding into %s: %w", lg.Prev, err)
-			}
-		} else if err := FoldIntoLinear(l.Linears[lg.Prev], s); err != nil {
-			return nil, err
-		}
-		for _, lin := range groups[i].Linears {
-			if err := ScaleColumns(lin, s); err != nil {
-				return nil, err
-			}
-		}
-		for _, name := range lg.Linears {
-			inputScale[name] = s
-		}
-	}
-
-	for name, lin := range l.Linears {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if cfg.NoClip || !Clippable(name) {
-			continue
-		}
-		x := l.Inputs[name]
-		step := max(1, l.Tokens/cfg.ClipTokens)
-		xs := sampleTokens(x, l.Tokens, lin.Cols, step, inputScale[name])
-		m, err := searchClip(lin, xs, len(xs)/lin.Cols, cfg)
-		if err != nil {
-			return nil, err
-		}
-		res.Clips[name] = m
-		if err := ApplyClip(lin, res.Clips[name], cfg.groupSize(lin.Cols)); err != nil {
-			return nil, err
-		}
-	}
-
-	for name, lin := range l.Linears {
-		q, err := Quantize(lin.Weight, lin.Rows, lin.Cols, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("quantizing %s: %w", name, err)
-		}
-		res.Quantized[name] = q
-	}
-	return res, nil
+	return cfg, groups, sp, nil
 }
 
 // sampleTokens returns every step-th token of x (tokens×cols), divided by s if not nil.

@@ -84,84 +84,68 @@ func SearchScale(ctx context.Context, g Group, cfg Config) (*Scales, error) {
 	if g.Tokens <= 0 || len(g.Input) != g.Tokens*cols {
 		return nil, fmt.Errorf("%w: %d input values for %d tokens of %d features", ErrShape, len(g.Input), g.Tokens, cols)
 	}
+	xMean := sumAbs(g.Input, g.Tokens, cols)
+	for c := range xMean {
+		xMean[c] /= float64(g.Tokens)
+	}
+	cands, ratios := candidates(xMean, g, cfg)
+	sums, n, err := groupLosses(ctx, g, cands, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return pickScale(cands, ratios, sums, n)
+}
+
+// groupLosses evaluates every candidate scale vector on g's tokens: it returns, per
+// candidate, the sum of squared differences between the inspected module's output with the
+// original weights and with the weights scaled, quantized and unscaled (summed in float64,
+// in output order), and the number of output values.
+func groupLosses(ctx context.Context, g Group, cands [][]float32, cfg Config) ([]float64, int64, error) {
 	inspect := g.Inspect
 	if inspect == nil {
 		if len(g.Linears) != 1 {
-			return nil, fmt.Errorf("%w: a group of %d linears needs an Inspect function", ErrShape, len(g.Linears))
+			return nil, 0, fmt.Errorf("%w: a group of %d linears needs an Inspect function", ErrShape, len(g.Linears))
 		}
 		inspect = linearInspect(g.Linears[0], g.Input, g.Tokens)
 	}
-
-	xMean := activationMean(g.Input, g.Tokens, cols)
-	wMean := weightMean(g.Linears, cfg.groupSize(cols))
-
 	orig := make([][]float32, len(g.Linears))
 	for i, l := range g.Linears {
 		orig[i] = l.Weight
 	}
 	y0, err := inspect(ctx, orig)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	q := newQuantizer(cfg.Bits)
+	cols := g.Linears[0].Cols
 	gs := cfg.groupSize(cols)
 	cand := make([][]float32, len(g.Linears))
 	for i, l := range g.Linears {
 		cand[i] = make([]float32, len(l.Weight))
 	}
-	eval := func(s []float32) (float64, error) {
+	sums := make([]float64, len(cands))
+	for k, s := range cands {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
 		for i, l := range g.Linears {
 			scaledQuant(q, l.Weight, cand[i], l.Rows, cols, gs, s)
 		}
 		y, err := inspect(ctx, cand)
 		if err != nil {
-			return 0, err
+			return nil, 0, err
 		}
 		if len(y) != len(y0) {
-			return 0, fmt.Errorf("%w: inspected module returned %d values, then %d", ErrShape, len(y0), len(y))
+			return nil, 0, fmt.Errorf("%w: inspected module returned %d values, then %d", ErrShape, len(y0), len(y))
 		}
 		var sum float64
 		for i, v := range y {
 			d := float64(y0[i]) - float64(v)
 			sum += d * d
 		}
-		return sum / float64(len(y)), nil
+		sums[k] = sum
 	}
-
-	res := &Scales{Ratio: math.NaN(), Loss: math.Inf(1), IdentityLoss: math.NaN()}
-	if cfg.KeepIdentity {
-		ones := make([]float32, cols)
-		for i := range ones {
-			ones[i] = 1
-		}
-		loss, err := eval(ones)
-		if err != nil {
-			return nil, err
-		}
-		res.IdentityLoss = loss
-		if loss < res.Loss {
-			res.S, res.Ratio, res.Loss = ones, -1, loss
-		}
-	}
-	for k := 0; k < cfg.Grid; k++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		r := float64(k) / float64(cfg.Grid)
-		s := gridScales(xMean, wMean, r, !cfg.PlainScaling)
-		loss, err := eval(s)
-		if err != nil {
-			return nil, err
-		}
-		res.Losses = append(res.Losses, loss)
-		if loss < res.Loss {
-			res.S, res.Ratio, res.Loss = s, r, loss
-		}
-	}
-	if res.S == nil {
-		return nil, fmt.Errorf("%w: every scale candidate gave loss NaN or Inf (%v)", ErrNonFinite, res.Losses)
-	}
-	return res, nil
+	return sums, int64(len(y0)), nil
 }
 
 // scaledQuant writes Q(W·diag(s))·diag(1/s) into dst, in half precision as AutoAWQ.
@@ -205,16 +189,13 @@ func gridScales(xMean, wMean []float64, r float64, duo bool) []float32 {
 	return out
 }
 
-// activationMean returns the mean |x| of each input channel over all tokens.
-func activationMean(x []float32, tokens, cols int) []float64 {
+// sumAbs returns the sum of |x| of each input channel over the tokens, in token order.
+func sumAbs(x []float32, tokens, cols int) []float64 {
 	sum := make([]float64, cols)
 	for t := 0; t < tokens; t++ {
 		for c, v := range x[t*cols : (t+1)*cols] {
 			sum[c] += math.Abs(float64(v))
 		}
-	}
-	for c := range sum {
-		sum[c] /= float64(tokens)
 	}
 	return sum
 }

@@ -36,6 +36,9 @@ const (
 	// CUBLAS_DEFAULT_MATH: single precision stays IEEE float32 (TF32 tensor cores need
 	// CUBLAS_TF32_TENSOR_OP_MATH); the GPTQ reference disables TF32.
 	cublasDefaultMath = 0
+	// CUBLAS_TF32_TENSOR_OP_MATH: SGEMM on the tensor cores with TF32 inputs (10-bit
+	// mantissas), float32 accumulation.
+	cublasTF32Math = 3
 )
 
 // BLAS is a cuBLAS handle of one device, using the legacy default stream. Its matrices are
@@ -49,13 +52,27 @@ type BLAS struct {
 
 // BLAS returns the device's cuBLAS handle (created on first use, with TF32 off).
 func (d *Device) BLAS(ctx context.Context) (*BLAS, error) {
+	return d.handle(ctx, &d.blas, cublasDefaultMath)
+}
+
+// BLASTF32 returns a second cuBLAS handle of the device whose Gemm runs on the tensor cores
+// with TF32 inputs (10-bit mantissas, float32 sums): several times the IEEE rate, for forward
+// passes whose results tolerate about 1e-3 relative error (the references run theirs in
+// bf16). Its SyrkUpper is IEEE float32 as well as TF32 allows; Hessians use BLAS.
+func (d *Device) BLASTF32(ctx context.Context) (*BLAS, error) {
+	return d.handle(ctx, &d.blasTF32, cublasTF32Math)
+}
+
+// handle returns *slot, creating it with the math mode on first use. A handle's mode never
+// changes, so goroutines may share it.
+func (d *Device) handle(ctx context.Context, slot **BLAS, mode int32) (*BLAS, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.blas != nil {
-		return d.blas, nil
+	if *slot != nil {
+		return *slot, nil
 	}
 	if err := loadCUBLAS(); err != nil {
 		return nil, err
@@ -69,7 +86,7 @@ func (d *Device) BLAS(ctx context.Context) (*BLAS, error) {
 	if err := cublasErr("cublasCreate", blas.create(&b.h)); err != nil {
 		return nil, err
 	}
-	if err := cublasErr("cublasSetMathMode", blas.setMathMode(b.h, cublasDefaultMath)); err != nil {
+	if err := cublasErr("cublasSetMathMode", blas.setMathMode(b.h, mode)); err != nil {
 		blas.destroy(b.h)
 		return nil, err
 	}
@@ -77,7 +94,7 @@ func (d *Device) BLAS(ctx context.Context) (*BLAS, error) {
 	if blas.getVersion(b.h, &v) == 0 {
 		b.version = int(v)
 	}
-	d.blas = b
+	*slot = b
 	return b, nil
 }
 

@@ -78,7 +78,7 @@ func TestOpenWithoutGPU(t *testing.T) {
 	if strings.Contains(err.Error(), "\n") {
 		t.Fatalf("Open error %q is not one line", err)
 	}
-	if !strings.Contains(err.Error(), "libcuda.so.1") && !strings.Contains(err.Error(), "device") {
+	if !strings.Contains(err.Error(), "libcuda.so.1") && !strings.Contains(err.Error(), "device") && !strings.Contains(err.Error(), "-tags nocuda") {
 		t.Fatalf("Open error %q names neither the driver library nor the device", err)
 	}
 	// The failure is remembered: a second call answers the same without searching again.
@@ -310,6 +310,60 @@ func TestGemm(t *testing.T) {
 		da.Free()
 		db.Free()
 		dc.Free()
+	}
+}
+
+// TestGemmTF32: the TF32 handle's products are TF32's (error relative to Σ|a·b| well
+// above IEEE float32's), and the IEEE handle is unaffected by its existence.
+func TestGemmTF32(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	fast, err := d.BLASTF32(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ieee, err := d.BLAS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fast == ieee {
+		t.Fatal("FAIL BLASTF32 returned the IEEE handle")
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	const m, n, k = 256, 256, 1024
+	a, bb := randMat(rng, m*k), randMat(rng, k*n)
+	da, db, dc := upload(t, d, a), upload(t, d, bb), upload(t, d, make([]float32, m*n))
+	defer da.Free()
+	defer db.Free()
+	defer dc.Free()
+	worst := func(h *BLAS) float64 {
+		if err := h.Gemm(ctx, false, true, m, n, k, 1, da.Ptr(), k, db.Ptr(), k, 0, dc.Ptr(), n); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]float32, m*n)
+		if err := Download(ctx, got, dc, 0); err != nil {
+			t.Fatal(err)
+		}
+		var w float64
+		for i := range m {
+			for j := range n {
+				var s, abs float64
+				for p := range k {
+					v := float64(a[i*k+p]) * float64(bb[j*k+p])
+					s += v
+					abs += math.Abs(v)
+				}
+				w = max(w, math.Abs(float64(got[i*n+j])-s)/abs)
+			}
+		}
+		return w
+	}
+	wf, wi := worst(fast), worst(ieee)
+	t.Logf("TF32 handle: worst error / Σ|a·b| = %.2g; IEEE handle: %.2g", wf, wi)
+	if wi > 2e-6 || wf > 2e-3 || wf < 3e-6 {
+		t.Errorf("FAIL TF32 %.3g (want 3e-6..2e-3), IEEE %.3g (want ≤ 2e-6)", wf, wi)
+	} else {
+		t.Logf("PASS TF32 and IEEE handles")
 	}
 }
 

@@ -21,10 +21,11 @@ type Device struct {
 	sms          int
 	driver       int // driver API version, e.g. 13000
 
-	mu      sync.Mutex
-	modules map[string]*Module // by compiled image key
-	blas    *BLAS
-	closed  bool
+	mu       sync.Mutex
+	modules  map[string]*Module // by compiled image key
+	blas     *BLAS
+	blasTF32 *BLAS
+	closed   bool
 }
 
 // Count returns the number of CUDA devices, or an error wrapping ErrUnavailable if the
@@ -166,9 +167,11 @@ func (d *Device) Close() error {
 			first = err
 		}
 	}
-	if d.blas != nil {
-		keep(cublasErr("cublasDestroy", blas.destroy(d.blas.h)))
-		d.blas = nil
+	for _, b := range []**BLAS{&d.blas, &d.blasTF32} {
+		if *b != nil {
+			keep(cublasErr("cublasDestroy", blas.destroy((*b).h)))
+			*b = nil
+		}
 	}
 	for k, m := range d.modules {
 		keep(cuErr("cuModuleUnload", cu.moduleUnload(m.h)))

@@ -24,6 +24,10 @@
 //
 // A binary that imports this package is still built without cgo but is dynamically linked
 // against glibc (dlopen needs the system loader); it does not run in a scratch container.
+// Built with -tags nocuda, the package does not import purego and every binary stays static;
+// then every library "is not found" with the reason (ErrUnavailable: built without CUDA
+// support), so --device auto means the CPU and --device cuda exits 2. The Dockerfile builds
+// its images that way unless asked for the GPU worker.
 //
 // # What it offers
 //
@@ -36,6 +40,28 @@
 // kernel. Device.BLAS is a cuBLAS handle with row-major SGEMM and SSYRK in IEEE float32 (TF32
 // off, as the GPTQ reference requires).
 //
-// Package gptqcuda (libs/cuda/gptqcuda) runs the GPTQ core on this backend. Test binaries for
-// a GPU machine: make test-gpu (bin/gpu-tests/); without a GPU their GPU tests skip.
+// Package gptqcuda (libs/cuda/gptqcuda) runs the GPTQ core on this backend, package llamacuda
+// (libs/cuda/llamacuda) the decoder layers, GPTQ layer quantization, the sharded pipeline's
+// per-task arithmetic (Compute) and perplexity evaluation. Package device (libs/device) turns
+// --device auto|cpu|cuda into an opened Device.
+//
+// # Tests on a GPU machine
+//
+// make test-gpu builds the test binaries into bin/gpu-tests/ (and runs them with -test.short,
+// which skips without a GPU). Carry bin/ to the GPU machine and run, from the repository root,
+// with tiny-llama and the calibration text (eval.txt is looked for beside calib.txt):
+//
+//	export QUANTFLEET_TINY_LLAMA=/path/tiny-llama QUANTFLEET_CALIB=/path/calib.txt
+//	bin/gpu-tests/cuda.test -test.v
+//	bin/gpu-tests/device.test -test.v
+//	bin/gpu-tests/gptqcuda.test -test.v
+//	bin/gpu-tests/llamacuda.test -test.v -test.timeout 30m
+//	bin/gpu-tests/cli.test -test.v -test.run 'TestDevice'
+//
+// Each comparison prints a line starting PASS or FAIL with its measure and bound, and timings.
+// llamacuda's TestEvalTinyLlama (GPU vs CPU perplexity ≤ 1e-4), TestEvalGPTQTinyLlama (a
+// GPU-quantized checkpoint: eval agreement, perplexity within 1% of the CPU-quantized one,
+// determinism), TestComputeTinyLlama (Compute vs the CPU arithmetic per shard and group),
+// TestQuantizeTinyLlama and TestLlama8BLayer (timing) are the acceptance runs; cli.test's
+// TestDeviceCUDA runs quantize, run and eval --device cuda through the command line.
 package cuda

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"sync"
 	"unsafe"
-
-	"github.com/ebitengine/purego"
 )
 
 // EnvLibDir names a directory searched first for the CUDA libraries.
@@ -89,7 +87,7 @@ func (l library) open(dirs []string) (handle uintptr, path string, err error) {
 				continue
 			}
 			l.openCompanions(d)
-			h, err := purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+			h, err := dlopen(p)
 			if err != nil {
 				return 0, "", fmt.Errorf("%w: loading %s: %v", ErrUnavailable, p, err)
 			}
@@ -97,7 +95,7 @@ func (l library) open(dirs []string) (handle uintptr, path string, err error) {
 		}
 	}
 	for _, n := range l.names {
-		if h, err := purego.Dlopen(n, purego.RTLD_NOW|purego.RTLD_GLOBAL); err == nil {
+		if h, err := dlopen(n); err == nil {
 			return h, n, nil
 		}
 	}
@@ -111,7 +109,7 @@ func (l library) openCompanions(dir string) {
 		if len(m) > 0 {
 			slices.Sort(m)
 			// Failure is not fatal here: the library's own load reports what is missing.
-			_, _ = purego.Dlopen(m[len(m)-1], purego.RTLD_NOW|purego.RTLD_GLOBAL)
+			_, _ = dlopen(m[len(m)-1])
 			return
 		}
 	}
@@ -121,11 +119,11 @@ func (l library) openCompanions(dir string) {
 // that name in lib.
 func bind(lib uintptr, path string, fns map[string]any) error {
 	for name, fp := range fns {
-		sym, err := purego.Dlsym(lib, name)
+		sym, err := dlsym(lib, name)
 		if err != nil {
 			return fmt.Errorf("%w: %s has no symbol %s (too old?)", ErrUnavailable, path, name)
 		}
-		purego.RegisterFunc(fp, sym)
+		registerFunc(fp, sym)
 	}
 	return nil
 }
@@ -142,6 +140,10 @@ var loaded struct{ driver, nvrtc, cublas loadState }
 // load opens lib, binds its symbols and runs then (if not nil) on the handle, once.
 func (s *loadState) load(lib library, symbols func() map[string]any, then func(h uintptr, path string) error) error {
 	s.once.Do(func() {
+		if !cudaBuilt {
+			s.err = errNotBuilt
+			return
+		}
 		h, path, err := lib.open(searchDirs(os.Getenv, filepath.Glob))
 		if err != nil {
 			s.err = err
@@ -174,8 +176,8 @@ func loadNVRTC() error { return loaded.nvrtc.load(libNVRTC, nvrtcSymbols, nil) }
 func loadCUBLAS() error {
 	return loaded.cublas.load(libCUBLAS, cublasSymbols, func(h uintptr, _ string) error {
 		// Optional: names of status codes (cuBLAS ≥ 11.4.2); a table covers older ones.
-		if sym, err := purego.Dlsym(h, "cublasGetStatusName"); err == nil {
-			purego.RegisterFunc(&blas.getStatusName, sym)
+		if sym, err := dlsym(h, "cublasGetStatusName"); err == nil {
+			registerFunc(&blas.getStatusName, sym)
 		}
 		return nil
 	})

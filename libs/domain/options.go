@@ -21,6 +21,11 @@ type LayerOptions struct {
 	SeqLen int `json:"seqlen,omitempty"`
 	// CalibrationOffset is the first calibration sample used (not negative).
 	CalibrationOffset int `json:"calibration_offset,omitempty"`
+	// ShardSamples is the calibration samples per shard of a calibrated job (0: the default, 32):
+	// the job's samples are cut into ceil(samples/shard_samples) shards whose work runs as
+	// separate tasks. It fixes the result, whatever the number of workers, and bounds a task's
+	// memory.
+	ShardSamples int `json:"shard_samples,omitempty"`
 }
 
 // Calibrated reports whether the options need calibration data.
@@ -37,6 +42,9 @@ func (o LayerOptions) Validate(f OutputFormat) error {
 	}
 	if o.CalibrationOffset < 0 {
 		return invalid("calibration_offset", "calibration_offset %d must not be negative", o.CalibrationOffset)
+	}
+	if o.ShardSamples < 0 || o.ShardSamples > MaxCalibrationSamples {
+		return invalid("shard_samples", "shard_samples %d must be in [0, %d]", o.ShardSamples, MaxCalibrationSamples)
 	}
 	if f == FormatAWQ {
 		switch {

@@ -127,12 +127,10 @@ func (r *LayerResult) Names() []string {
 // QuantizeLayer quantizes decoder layer l on its calibration inputs (Batch sequences × Seq
 // positions × hidden, the previous layer's Outputs or the embeddings for layer 0).
 //
-// It is the unit of work of a layer-sequential job: a fleet worker loads the layer's
-// weights (transformer.Model.Layer over any WeightSource) and the activations entering the
-// layer (e.g. from object storage), calls QuantizeLayer, stores r.Linears and r.Tensors
-// (WriteLayer adds them to a checkpoint writer) and r.Outputs as the next layer's
-// activations. The result depends only on l, inputs and cfg, bit for bit, whatever the
-// number of threads, so a layer interrupted by a crash can simply be run again elsewhere.
+// It is the whole-layer unit of the sharded pipeline (RTN and AWQ layer tasks) and, for GPTQ,
+// the sharded pipeline's stage run in memory on shards of DefaultShardSamples sequences (the
+// same steps as RunShardTask's Hessian, solve and forward tasks). The result depends only on l,
+// inputs and cfg, bit for bit, whatever the number of threads.
 //
 // GPTQ quantizes true-sequentially inside the layer (notes §1.8): q, k, v on the input
 // norm's output, then o_proj on the attention output of the quantized q/k/v, then gate and
@@ -152,6 +150,11 @@ func QuantizeLayer(ctx context.Context, l *transformer.Layer, inputs *transforme
 	}
 	if l == nil || l.Q == nil {
 		return nil, fmt.Errorf("%w: no layer weights", ErrLayerConfig)
+	}
+	if f := layerFuncOf(ctx); f != nil {
+		if r, ok, err := f(ctx, l, inputs, cfg); ok || err != nil {
+			return r, err
+		}
 	}
 	res := &LayerResult{Index: l.Index}
 	if cfg.RTN {
@@ -264,193 +267,132 @@ func gptqLinear(name string, r *gptq.Result, bias []float32) *hfquant.Linear {
 		QWeight: r.QWeight, Scales: r.Scales, Zeros: r.Zeros, GIdx: r.GIdx, Bias: bias}
 }
 
-// gptqLayer runs the four true-sequential subsets of notes §1.8, then the quantized layer.
+// gptqLayer runs the true-sequential stage of notes §1.8 in process with the sharded
+// pipeline's own steps (CPU.GroupHessian per shard, merge in shard order, solveGroup,
+// replaceSolved, CPU.Forward per shard), on shards of DefaultShardSamples sequences: the layer a
+// sharded job with the default shard size computes.
 func gptqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, cfg gptq.Config, res *LayerResult) error {
-	prefix := layerPrefix(l.Index)
-	quantize := func(h *gptq.Hessian, lins ...*transformer.Linear) error {
-		f, err := gptq.Prepare(h, cfg)
-		if err != nil {
-			return fmt.Errorf("%s: %w", lins[0].Name, err)
-		}
-		for _, lin := range lins {
-			if err := ctx.Err(); err != nil {
+	var c LayerCompute = CPU{}
+	var shards []*transformer.Tensor
+	for _, r := range ShardRanges(x.Batch, DefaultShardSamples) {
+		shards = append(shards, x.Sequences(r.Lo, r.Hi))
+	}
+	for _, group := range GPTQStage().Groups {
+		var h *gptq.Hessian
+		for _, xs := range shards {
+			p, err := c.GroupHessian(ctx, l, group, xs)
+			if err != nil {
 				return err
 			}
-			r, err := f.Quantize(lin.Weight, lin.Out, lin.In)
-			if err != nil {
-				return fmt.Errorf("%s: %w", lin.Name, err)
-			}
-			// The rest of the layer sees the weight as the solve left it (float32 scales), as
-			// in the reference; only the checkpoint holds fp16 scales.
-			lin.Weight = r.Reconstruct()
-			res.Linears = append(res.Linears, gptqLinear(prefix+lin.Name, r, lin.Bias))
-			res.Stats = append(res.Stats, LinearStats{Name: prefix + lin.Name, Damp: r.Damp, Loss: r.Loss, Dead: r.Dead})
-			res.Damp = max(res.Damp, r.Damp)
-		}
-		return nil
-	}
-	// hookInto returns a hook adding the input of the linear group starting with name to h.
-	var hookErr error
-	hookInto := func(name string, h *gptq.Hessian) transformer.Hook {
-		return func(linears []string, in *transformer.Tensor) {
-			if linears[0] == name && hookErr == nil {
-				hookErr = h.Add(in.Data, in.Rows(), in.Batch)
+			if h == nil {
+				h = p
+			} else if err := h.Merge(p); err != nil {
+				return err
 			}
 		}
-	}
-
-	// 1. q, k, v on input_layernorm(x).
-	h := gptq.NewHessian(l.Q.In)
-	err := eachChunk(ctx, x, func(_ int, xs *transformer.Tensor) error {
-		n, err := l.InputNorm.Forward(xs)
+		r, err := solveGroup(ctx, c, l, group, h, cfg)
 		if err != nil {
 			return err
 		}
-		return h.Add(n.Data, n.Rows(), n.Batch)
-	})
-	if err != nil {
-		return err
-	}
-	if err := quantize(h, l.Q, l.K, l.V); err != nil {
-		return err
-	}
-
-	// 2. o_proj on the attention output of the quantized q, k, v.
-	h = gptq.NewHessian(l.O.In)
-	err = eachChunk(ctx, x, func(_ int, xs *transformer.Tensor) error {
-		n, err := l.InputNorm.Forward(xs)
-		if err != nil {
+		if err := replaceSolved(l, r); err != nil {
 			return err
 		}
-		_, err = l.Attention(n, hookInto(l.O.Name, h))
-		return errors.Join(err, hookErr)
-	})
-	if err != nil {
-		return err
+		res.Linears = append(res.Linears, r.Linears...)
+		res.Stats = append(res.Stats, r.Stats...)
+		res.Damp = max(res.Damp, r.Damp)
 	}
-	if err := quantize(h, l.O); err != nil {
-		return err
-	}
-
-	// 3. gate, up on post_attention_layernorm(x + attention(x)); the residual stream after
-	// the quantized attention is kept in out.
-	out := transformer.NewTensor(x.Batch, x.Seq, x.Dim)
-	h = gptq.NewHessian(l.Gate.In)
-	err = eachChunk(ctx, x, func(off int, xs *transformer.Tensor) error {
-		n, err := l.InputNorm.Forward(xs)
-		if err != nil {
-			return err
-		}
-		a, err := l.Attention(n, nil)
-		if err != nil {
-			return err
-		}
-		hs := out.Data[off : off+len(xs.Data)]
-		for i, v := range xs.Data {
-			hs[i] = v + a.Data[i]
-		}
-		n2, err := l.PostAttentionNorm.Forward(&transformer.Tensor{Data: hs, Batch: xs.Batch, Seq: xs.Seq, Dim: xs.Dim})
-		if err != nil {
-			return err
-		}
-		return h.Add(n2.Data, n2.Rows(), n2.Batch)
-	})
-	if err != nil {
-		return err
-	}
-	if err := quantize(h, l.Gate, l.Up); err != nil {
-		return err
-	}
-
-	// 4. down_proj on silu(gate)·up of the quantized gate and up.
-	h = gptq.NewHessian(l.Down.In)
-	err = eachChunk(ctx, out, func(_ int, hs *transformer.Tensor) error {
-		n2, err := l.PostAttentionNorm.Forward(hs)
-		if err != nil {
-			return err
-		}
-		_, err = l.MLP(n2, hookInto(l.Down.Name, h))
-		return errors.Join(err, hookErr)
-	})
-	if err != nil {
-		return err
-	}
-	if err := quantize(h, l.Down); err != nil {
-		return err
-	}
-
 	// The quantized layer's outputs feed the next layer.
-	err = eachChunk(ctx, out, func(_ int, hs *transformer.Tensor) error {
-		n2, err := l.PostAttentionNorm.Forward(hs)
+	out := transformer.NewTensor(x.Batch, x.Seq, x.Dim)
+	off := 0
+	for _, xs := range shards {
+		y, err := c.Forward(ctx, l, xs)
 		if err != nil {
 			return err
 		}
-		d, err := l.MLP(n2, nil)
-		if err != nil {
-			return err
-		}
-		for i, v := range d.Data {
-			hs.Data[i] += v
-		}
-		return nil
-	})
-	if err != nil {
-		return err
+		off += copy(out.Data[off:], y.Data)
 	}
 	res.Outputs = out
 	return nil
 }
 
-// awqLayer runs AWQ on one layer (notes §2.6): capture, search, fold, clip, quantize.
+// awqLayer runs AWQ on one layer (notes §2.6): capture, search, fold, clip, quantize; the
+// one-shard case of the sharded AWQ tasks (awqShardLayer, awq's shard API, awqResult).
 func awqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, cfg awq.Config, res *LayerResult) error {
-	prefix := layerPrefix(l.Index)
-	tokens := x.Rows()
-	// 1. Run the full-precision layer, keeping the input of every linear group; its
-	// outputs are the next layer's inputs.
-	captured := map[string]*transformer.Tensor{}
-	filled := map[string]int{}
-	for _, g := range [][]string{transformer.AttentionInputs, transformer.OutputInputs, transformer.MLPInputs, transformer.DownInputs} {
-		captured[g[0]] = transformer.NewTensor(x.Batch, x.Seq, l.Linear(g[0]).In)
-	}
-	out := transformer.NewTensor(x.Batch, x.Seq, x.Dim)
-	err := eachChunk(ctx, x, func(off int, xs *transformer.Tensor) error {
-		y, err := l.Forward(xs, func(linears []string, in *transformer.Tensor) {
-			t := captured[linears[0]]
-			filled[linears[0]] += copy(t.Data[filled[linears[0]]:], in.Data)
-		})
-		if err != nil {
-			return err
-		}
-		copy(out.Data[off:], y.Data)
-		return nil
-	})
+	al, out, err := awqShardLayer(ctx, l, x)
 	if err != nil {
 		return err
 	}
-	for name, t := range captured {
-		if filled[name] != len(t.Data) {
-			return fmt.Errorf("awq: captured %d of %d input values of %s", filled[name], len(t.Data), name)
+	r, err := awq.QuantizeLayer(ctx, al, cfg)
+	if err != nil {
+		return err
+	}
+	awqResult(l, al, r, res)
+	res.Outputs = out
+	return nil
+}
+
+// awqGroups are the linear groups AWQ captures the input of (the first name of each).
+var awqGroups = [][]string{transformer.AttentionInputs, transformer.OutputInputs, transformer.MLPInputs, transformer.DownInputs}
+
+// awqShardLayer describes l to package awq. With x (a shard of the layer's inputs, or all of
+// them) it runs the full-precision layer on x, keeping the input of every linear group, and
+// returns the layer's outputs too (the next layer's inputs, as AutoAWQ propagates them); without
+// x it describes the weights and groups only (awq.FinishLayer). The awq.Layer's weights are l's:
+// awq.FinishLayer changes l.
+func awqShardLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (*awq.Layer, *transformer.Tensor, error) {
+	captured := map[string]*transformer.Tensor{}
+	var out *transformer.Tensor
+	tokens := 0
+	if x != nil {
+		tokens = x.Rows()
+		filled := map[string]int{}
+		for _, g := range awqGroups {
+			captured[g[0]] = transformer.NewTensor(x.Batch, x.Seq, l.Linear(g[0]).In)
+		}
+		out = transformer.NewTensor(x.Batch, x.Seq, x.Dim)
+		err := eachChunk(ctx, x, func(off int, xs *transformer.Tensor) error {
+			y, err := l.Forward(xs, func(linears []string, in *transformer.Tensor) {
+				t := captured[linears[0]]
+				filled[linears[0]] += copy(t.Data[filled[linears[0]]:], in.Data)
+			})
+			if err != nil {
+				return err
+			}
+			copy(out.Data[off:], y.Data)
+			return nil
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		for name, t := range captured {
+			if filled[name] != len(t.Data) {
+				return nil, nil, fmt.Errorf("awq: captured %d of %d input values of %s", filled[name], len(t.Data), name)
+			}
 		}
 	}
 
-	// 2. Describe the layer to package awq.
 	al := &awq.Layer{Linears: map[string]*awq.Linear{}, Inputs: map[string][]float32{}, Tokens: tokens,
 		Norms: map[string]*awq.Norm{
 			"input_layernorm":          {Weight: l.InputNorm.Weight},
 			"post_attention_layernorm": {Weight: l.PostAttentionNorm.Weight},
 		}}
 	inputOf := map[string]string{}
-	for _, g := range [][]string{transformer.AttentionInputs, transformer.OutputInputs, transformer.MLPInputs, transformer.DownInputs} {
+	for _, g := range awqGroups {
 		for _, name := range g {
 			inputOf[name] = g[0]
 		}
 	}
 	for _, lin := range l.Linears() {
 		al.Linears[lin.Name] = &awq.Linear{Name: lin.Name, Rows: lin.Out, Cols: lin.In, Weight: lin.Weight, Bias: lin.Bias}
-		al.Inputs[lin.Name] = captured[inputOf[lin.Name]].Data
+		if x != nil {
+			al.Inputs[lin.Name] = captured[inputOf[lin.Name]].Data
+		}
 	}
 	// inspect runs fn with the given linears' weights substituted.
 	inspect := func(lins []*transformer.Linear, in *transformer.Tensor, fn func(*transformer.Tensor, transformer.Hook) (*transformer.Tensor, error)) awq.InspectFunc {
+		if in == nil {
+			return nil
+		}
 		return func(ctx context.Context, weights [][]float32) ([]float32, error) {
 			if err := ctx.Err(); err != nil {
 				return nil, err
@@ -487,12 +429,13 @@ func awqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, 
 		},
 		awq.LayerGroup{Prev: l.Up.Name, Linears: []string{l.Down.Name}},
 	)
+	return al, out, nil
+}
 
-	// 3. Search, fold, clip, quantize.
-	r, err := awq.QuantizeLayer(ctx, al, cfg)
-	if err != nil {
-		return err
-	}
+// awqResult fills res from AWQ's result on l (described by al): the quantized linears, the
+// chosen scales and the folded norms.
+func awqResult(l *transformer.Layer, al *awq.Layer, r *awq.LayerResult, res *LayerResult) {
+	prefix := layerPrefix(l.Index)
 	for _, lin := range l.Linears() {
 		q := r.Quantized[lin.Name]
 		res.Linears = append(res.Linears, &hfquant.Linear{Name: prefix + lin.Name, Rows: q.Rows, Cols: q.Cols, Bits: q.Bits,
@@ -506,6 +449,4 @@ func awqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, 
 		res.Tensors = append(res.Tensors, DenseTensor{Name: prefix + n.Name + ".weight", Shape: []int64{int64(len(n.Weight))},
 			Data: al.Norms[n.Name].Weight, DType: safetensors.F16})
 	}
-	res.Outputs = out
-	return nil
 }

@@ -34,6 +34,10 @@ type Request struct {
 	// CalibrationOffset..CalibrationOffset+CalibrationSamples-1 are used, so that different
 	// offsets draw disjoint calibration sets from one text.
 	CalibrationOffset int
+	// ShardSamples is the calibration samples per shard (0: DefaultShardSamples); see ShardPlan.
+	ShardSamples int
+	// TempDir holds the shards' intermediate objects while the job runs ("": os.TempDir()).
+	TempDir string
 	// OutputDir receives the checkpoint directory OutputName (default
 	// "<model>-<format>-<level>").
 	OutputDir, OutputName string
@@ -55,6 +59,9 @@ func Layered(ctx context.Context, req Request, f domain.OutputFormat, level stri
 	}
 	if req.CalibrationOffset == 0 {
 		req.CalibrationOffset = o.CalibrationOffset
+	}
+	if req.ShardSamples == 0 {
+		req.ShardSamples = o.ShardSamples
 	}
 	return layered(ctx, req, NewLayerConfig(f, bits, groupSize, o), level, f)
 }
@@ -109,7 +116,20 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	defer out.Abort() // a no-op after Commit
 	tmp := out.Path
 
-	var x *transformer.Tensor
+	// The sharded pipeline's tasks, in order, in this process: the fleet runs the same tasks on
+	// the same shards, so both write the same bytes. Intermediates (one shard's activations, the
+	// partial Hessians, the solved groups) go through a temporary directory, not memory.
+	n := mcfg.NumLayers
+	plan, err := NewShardPlan(cfg, n, req.CalibrationSamples, req.ShardSamples)
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp(req.TempDir, "quantfleet-shards-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	store := DirStore(work)
 	if cfg.Calibrated() {
 		if req.CalibrationData == "" {
 			return nil, fmt.Errorf("%w: %s needs calibration text (a text or JSONL file)", ErrNoCalibrationData, cfg.Method)
@@ -118,9 +138,14 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		if err != nil {
 			return nil, err
 		}
-		if x, err = CalibrationInputs(m, tok, req.CalibrationData, req.SeqLen, req.CalibrationOffset, req.CalibrationSamples); err != nil {
+		samples, err := CalibrationSamples(tok, req.CalibrationData, req.SeqLen, req.CalibrationOffset, req.CalibrationSamples)
+		if err != nil {
 			return nil, err
 		}
+		if _, err := WriteShardInputs(ctx, store, plan, m, samples); err != nil {
+			return nil, err
+		}
+		m.ReleaseEmbeddings()
 	}
 
 	b, err := NewCheckpointBuilder(tmp, cfg, req.ModelDir)
@@ -129,29 +154,33 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	}
 	defer b.Abort()
 
-	n := mcfg.NumLayers
-	rep.Start("quantize", int64(n), progress.Unit("layers"))
-	for i := 0; i < n; i++ {
+	env := &ShardEnv{Plan: plan, Store: store, Layer: m.Layer}
+	tasks := plan.Tasks()
+	rep.Start("quantize", int64(len(tasks)), progress.Unit("tasks"))
+	for i, t := range tasks {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		l, err := m.Layer(i)
-		if err != nil {
+		if _, err := RunShardTask(ctx, env, t); err != nil {
+			rep.Error(err)
 			return nil, err
 		}
-		r, err := QuantizeLayer(ctx, l, x, cfg)
-		l.Release()
+		for _, key := range plan.Consumed(t) {
+			if err := store.Delete(key); err != nil {
+				return nil, err
+			}
+		}
+		rep.Update(fmt.Sprintf("layer %d %s", t.Layer, t.ID()), int64(i+1))
+	}
+	for i := range n {
+		r, err := ShardedLayerResult(ctx, store, plan, i)
 		if err == nil {
 			err = b.AddLayer(r)
 		}
 		if err != nil {
-			rep.Error(err)
 			return nil, err
 		}
-		x = r.Outputs
-		rep.Update(fmt.Sprintf("layer %d", i), int64(i+1))
 	}
-	x = nil
 	if err := b.Finish(ctx, st.Tensors(), func(t safetensors.Tensor) ([]byte, error) { return st.ReadRaw(t.Name) }); err != nil {
 		return nil, err
 	}

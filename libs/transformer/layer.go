@@ -87,6 +87,15 @@ type Layer struct {
 	arch              *archLayer // Gemma, Phi-3 and mixture-of-experts parts; nil for Llama
 }
 
+// Config returns the config of the model the layer was loaded from (nil for a layer built
+// by hand).
+func (l *Layer) Config() *Config {
+	if l.model == nil {
+		return nil
+	}
+	return l.model.Config
+}
+
 // Linears returns the seven linears in checkpoint order: q, k, v, o, gate, up, down.
 func (l *Layer) Linears() []*Linear { return []*Linear{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down} }
 

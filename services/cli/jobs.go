@@ -203,12 +203,14 @@ func runSubmit(ctx context.Context, env Env, args []string) error {
 	if !f.json && verb != domain.VerbosityQuiet {
 		fmt.Fprintf(env.Stderr, "job %s submitted\n", sub.JobID)
 	}
-	return waitAndFetch(ctx, env, c, sub.JobID, verb, f.json, f.outputDir)
+	return waitAndFetch(ctx, env, c, sub.JobID, verb, f.json, f.outputDir, nil)
 }
 
 // waitAndFetch follows a job to its end, downloads the result into outputDir when given, and
 // prints the result (the job, or the local file's record).
-func waitAndFetch(ctx context.Context, env Env, c *client.Client, id string, verb domain.Verbosity, jsonOut bool, outputDir string) error {
+// dev, when not nil, is the device this process's workers computed on (run), recorded in the
+// result's metadata.
+func waitAndFetch(ctx context.Context, env Env, c *client.Client, id string, verb domain.Verbosity, jsonOut bool, outputDir string, dev *deviceFlag) error {
 	w := newJobWatcher(env, verb, jsonOut)
 	j, err := c.Wait(ctx, id, w.update)
 	w.done()
@@ -228,6 +230,9 @@ func waitAndFetch(ctx context.Context, env Env, c *client.Client, id string, ver
 	res, err := c.Download(ctx, id, outputDir, "", nil)
 	if err != nil {
 		return asUsage(err)
+	}
+	if dev != nil {
+		res.QuantizationMetadata = dev.record(res.QuantizationMetadata)
 	}
 	return printResult(env, jsonOut, res, func(w io.Writer) { printModel(w, res, j.Config.QuantizationLevel) })
 }
@@ -401,7 +406,7 @@ func runResume(ctx context.Context, env Env, args []string) error {
 		fmt.Fprintf(env.Stderr, "job %s resumed: %d of %d layers done, the rest queued again\n", id, j.CurrentLayer, j.TotalLayers)
 	}
 	if f.wait || f.outputDir != "" {
-		return waitAndFetch(ctx, env, c, id, verb, f.json, f.outputDir)
+		return waitAndFetch(ctx, env, c, id, verb, f.json, f.outputDir, nil)
 	}
 	return printResult(env, f.json, j, func(w io.Writer) { fmt.Fprintf(w, "%s  %s\n", j.JobID, j.Status) })
 }

@@ -34,6 +34,7 @@ func (f *layerFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.calibSamples, calib("calibration-samples"), domain.DefaultCalibrationSamples, "number of calibration samples, 1-1024")
 	fs.IntVar(&f.groupSize, "group-size", domain.DefaultGroupSize, "group size: 32, 64, 128 or 256 (gptq also -1)")
 	fs.IntVar(&f.opts.CalibrationOffset, calib("calibration-offset"), 0, "first calibration sample: samples N..N+count-1 are used (gptq, awq)")
+	fs.IntVar(&f.opts.ShardSamples, calib("shard-samples"), quantize.DefaultShardSamples, "calibration samples per shard: the job's work splits into ceil(samples/N) shards (gptq, awq); fixes the result, bounds a task's memory")
 	fs.IntVar(&f.opts.SeqLen, calib("seqlen"), quantize.DefaultSeqLen, "tokens per calibration sample (gptq, awq)")
 	// --sym=false is accepted with awq (which is asymmetric); --sym is refused by its value.
 	fs.BoolVar(&f.opts.Sym, "sym", true, "gptq: symmetric quantization (--sym=false: asymmetric, with zero points)")

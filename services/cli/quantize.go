@@ -26,6 +26,7 @@ type quantizeFlags struct {
 	model, format, level, outputName string
 	hfToken, tokenizerPre            string
 	layer                            layerFlags // gptq / awq
+	device                           deviceFlag
 }
 
 func (f *quantizeFlags) register(fs *flag.FlagSet) {
@@ -38,6 +39,7 @@ func (f *quantizeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.hfToken, "hf-token", "", "Hugging Face token for gated or private models (default $HF_TOKEN)")
 	fs.StringVar(&f.tokenizerPre, "tokenizer-pre", "", "override tokenizer.ggml.pre for BPE tokenizers llama.cpp does not recognise")
 	f.layer.register(fs)
+	f.device.register(fs)
 }
 
 // output are --output-dir and --overwrite, the flags of every command that writes a result
@@ -104,11 +106,17 @@ func runQuantize(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	log := logger(env, verb, f.json)
+	defer log.Sync()
+	dev, err := f.device.open(ctx, env, log)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	ctx = f.device.withLayers(ctx, format, opts, log)
 	if format != domain.FormatGGUF {
 		return runLayeredQuantize(ctx, env, &f, cfg, opts)
 	}
-	log := logger(env, verb, f.json)
-	defer log.Sync()
 	rep := reporter(env, verb, f.json)
 
 	src, err := resolveModel(ctx, env, f.model, firstNonEmpty(f.hfToken, env.Getenv("HF_TOKEN")), rep)
@@ -129,6 +137,7 @@ func runQuantize(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	res.QuantizationMetadata = f.device.record(res.QuantizationMetadata)
 	return printResult(env, f.json, res, func(w io.Writer) {
 		fmt.Fprintf(w, "%s  %s %s  %.1f MiB (%.1f%% of the source)  %s\n", res.OutputPath, res.Format,
 			cfg.QuantizationLevel, float64(res.FileSize)/(1<<20), 100*res.CompressionRatio, res.ValidationStatus)

@@ -26,6 +26,7 @@ func runLayeredQuantize(ctx context.Context, env Env, f *quantizeFlags, cfg doma
 	if err != nil {
 		return dataUsage(err)
 	}
+	res.QuantizationMetadata = f.device.record(res.QuantizationMetadata)
 	return printResult(env, f.json, res, func(w io.Writer) {
 		fmt.Fprintf(w, "%s  %s %s  %.1f MiB (%.1f%% of the source)  %s\n", res.OutputPath, res.Format,
 			cfg.QuantizationLevel, float64(res.FileSize)/(1<<20), 100*res.CompressionRatio, res.ValidationStatus)

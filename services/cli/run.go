@@ -30,6 +30,7 @@ type runFlags struct {
 	hfToken string
 	workers int
 	dataDir string
+	device  deviceFlag
 }
 
 // runRun is `quantfleet run`: the whole fleet in this process (embedded NATS and S3, a dispatcher,
@@ -42,6 +43,7 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	f.output.register(fs, domain.DefaultOutputDir, "directory for the result")
 	fs.StringVar(&f.hfToken, "hf-token", "", "Hugging Face token for gated or private models (default $HF_TOKEN)")
 	fs.IntVar(&f.workers, "workers", 2, "worker goroutines (concurrent layer tasks)")
+	f.device.register(fs)
 	fs.StringVar(&f.dataDir, "data-dir", "", "keep the embedded fleet's NATS store and objects here, so that an interrupted job can be resumed with `quantfleet resume JOB --data-dir DIR` (default: a temporary directory)")
 	verb, cfg, layered, err := f.job.parseRequest(fs, args, &f.common)
 	if err != nil {
@@ -84,6 +86,17 @@ func runRun(ctx context.Context, env Env, args []string) error {
 	}
 	log := logger(env, verb, f.json)
 	defer log.Sync()
+	// The workers of this process compute on the device: chosen (or refused) before the fleet starts.
+	dev, err := f.device.open(ctx, env, log)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	var opts domain.LayerOptions
+	if layered != nil {
+		opts = layered.LayerOptions
+	}
+	ctx = f.device.withLayers(ctx, cfg.TargetFormat, opts, log)
 	hc := &hub.Client{Token: firstNonEmpty(f.hfToken, env.Getenv("HF_TOKEN")), Logger: log}
 	if ep := env.Getenv("HF_ENDPOINT"); ep != "" {
 		hc.Endpoint = ep
@@ -99,7 +112,7 @@ func runRun(ctx context.Context, env Env, args []string) error {
 		return asUsage(err)
 	}
 	log.Info("job submitted", zap.String("job", sub.JobID))
-	err = waitAndFetch(ctx, env, c, sub.JobID, verb, f.json, outDir)
+	err = waitAndFetch(ctx, env, c, sub.JobID, verb, f.json, outDir, &f.device)
 	if err != nil && ctx.Err() != nil && dataDir != "" {
 		fmt.Fprintf(env.Stderr, "quantfleet: interrupted; continue with: quantfleet resume %s --data-dir %s --output-dir %s\n", sub.JobID, dataDir, outDir)
 	}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,113 +19,155 @@ import (
 	"quantfleet.dev/libs/domain"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
-	"quantfleet.dev/services/fleet/layered"
 )
 
-// gptqFlags is a small GPTQ 4-bit job (8 calibration samples of 128 tokens): a chain of 6 layer
-// tasks on tiny-llama.
-func gptqFlags(shared string) []string {
-	return []string{"--format", "gptq", "--level", "4bit", "--sym=false", "--group-size", "128",
-		"--calibration-data", filepath.Join(shared, "data", "calib.txt"), "--calibration-samples", "8", "--seqlen", "128"}
+// layeredJob is a small calibrated job on tiny-llama: 8 calibration samples of 64 tokens in 2
+// shards of 4.
+type layeredJob struct {
+	name  string   // output directory name
+	flags []string // submit/quantize flags but --model, --output-*
+	tasks int      // tasks of the plan
+}
+
+func layeredJobs(shared string) (gptqJob, awqJob layeredJob) {
+	calib := []string{"--group-size", "128", "--calibration-data", filepath.Join(shared, "data", "calib.txt"),
+		"--calibration-samples", "8", "--seqlen", "64", "--shard-samples", "4"}
+	gptqJob = layeredJob{name: "tl-gptq", flags: append([]string{"--format", "gptq", "--level", "4bit", "--sym=false", "--act-order"}, calib...),
+		// 6 layers × 4 groups × (2 Hessian partials + a solve) + 5 layers × 2 forwards
+		tasks: gptqLayers*4*3 + (gptqLayers-1)*2}
+	awqJob = layeredJob{name: "tl-awq", flags: append([]string{"--format", "awq", "--level", "4bit"}, calib...),
+		// 6 layers × (3 steps × 2 shards + a finish)
+		tasks: gptqLayers * (3*2 + 1)}
+	return gptqJob, awqJob
 }
 
 const (
-	gptqName   = "tl-gptq"
 	gptqLayers = 6 // tiny-llama's decoder layers
-	// layerDelay makes each layer task slow enough to be caught while held.
-	layerDelay = "QUANTFLEET_TEST_TASK_DELAY=900ms"
+	// layeredDelay makes each task slow enough to be caught while held.
+	layeredDelay = "QUANTFLEET_TEST_TASK_DELAY=300ms"
 )
 
-// TestFleetGPTQ runs a GPTQ job as a chain of layer tasks on separate processes: a worker killed
-// with SIGKILL while it holds a layer task, and the dispatcher killed and restarted mid-chain.
-// Each downloaded checkpoint directory must equal `quantfleet quantize`'s file for file, and each
-// layer must leave one result, one activations object and one completion record.
-func TestFleetGPTQ(t *testing.T) {
-	shared := filepath.Dir(filepath.Dir(tiny))
-	flags := gptqFlags(shared)
-
-	// The reference: the local pipeline with the same flags.
+// quantizeRef runs `quantfleet quantize` with the job's flags and reads the directory it wrote.
+func quantizeRef(t *testing.T, j layeredJob) map[string][]byte {
+	t.Helper()
 	refDir := filepath.Join(t.TempDir(), "ref")
 	q := exec.Command(filepath.Join(bin, "quantfleet"), append([]string{"quantize", "--model", tiny, "--output-dir", refDir,
-		"--output-name", gptqName, "--verbosity", "quiet"}, flags...)...)
+		"--output-name", j.name, "--verbosity", "quiet"}, j.flags...)...)
 	if b, err := q.CombinedOutput(); err != nil {
 		t.Fatalf("quantfleet quantize: %v\n%s", err, b)
 	}
-	want := readDir(t, filepath.Join(refDir, gptqName))
+	want := readDir(t, filepath.Join(refDir, j.name))
 	if len(want) < 4 || want["model.safetensors"] == nil {
 		t.Fatalf("quantize wrote %d files", len(want))
 	}
+	return want
+}
+
+// TestFleetLayered runs a GPTQ 4-bit act-order job (the sharded pipeline: Hessian partials per
+// calibration shard, group solves, forwards per shard) and an AWQ 4-bit job (statistics, scale
+// losses and clip statistics per shard, a finish per layer) on separate worker processes: with
+// 1 and 2 workers, with 3 workers of which one is killed by SIGKILL while it holds a Hessian
+// partial and another while it holds a solve, and with the dispatcher killed and restarted.
+// Every downloaded checkpoint directory must equal `quantfleet quantize`'s file for file, and
+// every task must leave one completion record whose objects are intact.
+func TestFleetLayered(t *testing.T) {
+	shared := filepath.Dir(filepath.Dir(tiny))
+	gj, aj := layeredJobs(shared)
+	want := map[string]map[string][]byte{gj.name: quantizeRef(t, gj), aj.name: quantizeRef(t, aj)}
 
 	c := newCluster(t)
-	c.startFleet(3, layerDelay)
-	submit := func() string {
-		return c.submit("4bit", append(slices.Clone(flags[2:]), "--format", "gptq", "--output-name", gptqName)...)
+	submit := func(j layeredJob) string {
+		return c.submit("4bit", append(slices.Clone(j.flags[4:]), "--format", j.flags[1], "--output-name", j.name)...)
+	}
+	check := func(id string, j layeredJob, rec *domain.QuantizationJob) map[string][]byte {
+		if rec.TotalLayers != j.tasks || rec.CurrentLayer != j.tasks {
+			t.Errorf("job %s record: task %d/%d, want %d/%d", id, rec.CurrentLayer, rec.TotalLayers, j.tasks, j.tasks)
+		}
+		if rec.PeakMemoryUsage <= 0 || rec.CheckpointPath == "" {
+			t.Errorf("job %s record: peak memory %d, checkpoint %q", id, rec.PeakMemoryUsage, rec.CheckpointPath)
+		}
+		c.compareDir(id, j.name, want[j.name])
+		return c.checkTaskObjects(id, j.tasks)
 	}
 
-	t.Run("kill -9 the worker holding a layer", func(t *testing.T) {
-		id := submit()
-		// Wait for layer 1 or later to be held, so the kill lands mid-chain.
-		var victim, held string
-		deadline := time.Now().Add(30 * time.Second)
-		for victim == "" && time.Now().Before(deadline) {
-			for _, n := range []string{"worker1", "worker2", "worker3"} {
-				for _, l := range logLines(c.proc(n), `"msg":"task started"`, id) {
+	c.startDispatcher()
+	c.start("assembler", "assembler", []string{"--http-addr", "", "--keep-shards"})
+	for n := 1; n <= 2; n++ {
+		t.Run(fmt.Sprintf("%d workers", n), func(t *testing.T) {
+			c.startWorker(n)
+			g, a := submit(gj), submit(aj)
+			check(g, gj, c.waitDone(g, 180*time.Second))
+			check(a, aj, c.waitDone(a, 180*time.Second))
+		})
+	}
+
+	// The rest runs on 3 workers with slow tasks, so that a task can be caught while held.
+	workers := []string{"worker1", "worker2", "worker3"}
+	for i, n := range workers {
+		c.kill(n, syscall.SIGTERM)
+		c.startWorker(i+1, layeredDelay)
+	}
+	// held waits for a worker holding a task of job id whose id starts with prefix (and is past
+	// layer 0) and returns the worker and the task.
+	held := func(id, prefix string) (string, string) {
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, n := range workers {
+				for _, l := range logLines(c.proc(n), `"msg":"task started"`, id, `"task":"`+prefix) {
 					task := jsonField(l, "task")
-					if task != layered.LayerTaskID(0) && len(logLines(c.proc(n), `"msg":"task done"`, id, `"task":"`+task+`"`)) == 0 {
-						victim, held = n, task
+					if !strings.HasPrefix(task, prefix+"0000") && len(logLines(c.proc(n), `"msg":"task done"`, id, `"task":"`+task+`"`)) == 0 {
+						return n, task
 					}
 				}
 			}
-			if victim == "" {
-				time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("no worker was seen holding a %s… task of job %s", prefix, id)
+		return "", ""
+	}
+
+	t.Run("3 workers, kill -9 the workers holding a Hessian partial and a solve", func(t *testing.T) {
+		id, a := submit(gj), submit(aj)
+		var killed [][2]string
+		for _, prefix := range []string{"h", "q"} {
+			victim, task := held(id, prefix)
+			c.kill(victim, syscall.SIGKILL)
+			killed = append(killed, [2]string{victim, task})
+			c.startWorker(slices.Index(workers, victim)+1, layeredDelay)
+		}
+		recs := check(id, gj, c.waitDone(id, 240*time.Second))
+		check(a, aj, c.waitDone(a, 240*time.Second))
+		for _, k := range killed {
+			r, err := fleet.DecodeResult(recs[k[1]])
+			if err != nil {
+				t.Fatalf("task %s: %v", k[1], err)
+			}
+			if r.Delivery < 2 {
+				t.Errorf("the killed %s's task %s was recorded on delivery %d, want a redelivery", k[0], k[1], r.Delivery)
 			}
 		}
-		if victim == "" {
-			t.Fatal("no worker was seen holding a layer task")
-		}
-		c.kill(victim, syscall.SIGKILL)
-		j := c.waitDone(id, 120*time.Second)
-		if j.TotalLayers != gptqLayers || j.CurrentLayer != gptqLayers {
-			t.Errorf("job record: layer %d/%d, want %d/%d", j.CurrentLayer, j.TotalLayers, gptqLayers, gptqLayers)
-		}
-		c.compareDir(id, want)
-		recs := c.checkLayerObjects(id)
-		r, err := fleet.DecodeResult(recs[held])
-		if err != nil {
-			t.Fatalf("task %s: %v", held, err)
-		}
-		if r.WorkerId == victim || r.Delivery < 2 {
-			t.Errorf("the killed worker's layer %s was recorded by %s on delivery %d, want another worker on a redelivery", held, r.WorkerId, r.Delivery)
-		}
-		i := slices.IndexFunc([]string{"worker1", "worker2", "worker3"}, func(s string) bool { return s == victim })
-		c.startWorker(i+1, layerDelay)
 	})
 
-	t.Run("dispatcher killed and restarted mid-chain", func(t *testing.T) {
-		id := submit()
-		c.waitJob(id, 60*time.Second, "two layers done", func(j *domain.QuantizationJob) bool { return j.CurrentLayer >= 2 })
+	t.Run("dispatcher killed and restarted", func(t *testing.T) {
+		id := submit(gj)
+		c.waitJob(id, 120*time.Second, "ten tasks done", func(j *domain.QuantizationJob) bool { return j.CurrentLayer >= 10 })
 		c.kill("dispatcher", syscall.SIGKILL)
 		before, err := c.rt.Done.ListJob(context.Background(), id)
-		if err != nil || len(before) < 2 || len(before) == gptqLayers {
-			t.Fatalf("%d layers recorded at the kill (%v)", len(before), err)
+		if err != nil || len(before) < 10 || len(before) == gj.tasks {
+			t.Fatalf("%d tasks recorded at the kill (%v)", len(before), err)
 		}
-		time.Sleep(1500 * time.Millisecond) // the layer in flight finishes; the next is not published
+		time.Sleep(1500 * time.Millisecond)
 		if j := c.job(id); j.Status != domain.StatusRunning {
 			t.Fatalf("job is %s while the dispatcher is down", j.Status)
 		}
 		c.startDispatcher()
-		j := c.waitDone(id, 120*time.Second)
-		if j.CurrentLayer != gptqLayers {
-			t.Errorf("job record: layer %d/%d", j.CurrentLayer, j.TotalLayers)
-		}
-		c.compareDir(id, want)
-		after := c.checkLayerObjects(id)
-		// The chain resumed at the first layer without a record: finished layers did not run again.
+		after := check(id, gj, c.waitDone(id, 240*time.Second))
+		// Finished tasks did not run again.
 		for task, b := range before {
 			old, _ := fleet.DecodeResult(b)
 			now, _ := fleet.DecodeResult(after[task])
 			if old == nil || now == nil || old.AttemptId != now.AttemptId {
-				t.Errorf("layer %s was finished before the kill but ran again", task)
+				t.Errorf("task %s was finished before the kill but ran again", task)
 			}
 		}
 		if n := len(logLines(c.proc("dispatcher"), `"msg":"dispatcher started"`)); n < 2 {
@@ -158,14 +202,14 @@ func readDir(t *testing.T, dir string) map[string][]byte {
 
 // compareDir downloads a checkpoint directory with `quantfleet get` and compares every file
 // with want.
-func (c *cluster) compareDir(id string, want map[string][]byte) {
+func (c *cluster) compareDir(id, name string, want map[string][]byte) {
 	c.t.Helper()
 	out := filepath.Join(c.t.TempDir(), "out")
 	code, _, errs := c.cli("get", id, "--output-dir", out)
 	if code != 0 {
 		c.t.Fatalf("get: exit %d: %s", code, errs)
 	}
-	got := readDir(c.t, filepath.Join(out, gptqName))
+	got := readDir(c.t, filepath.Join(out, name))
 	for name, w := range want {
 		g, ok := got[name]
 		switch {
@@ -182,58 +226,42 @@ func (c *cluster) compareDir(id string, want map[string][]byte) {
 	}
 }
 
-// checkLayerObjects checks that every layer left exactly one result object, one activations
-// object (but the last) and one completion record, and returns the records.
-func (c *cluster) checkLayerObjects(id string) map[string][]byte {
+// checkTaskObjects checks that every task left one completion record whose objects are intact,
+// and that the job's shard prefix holds exactly those objects and the layer-0 inputs; it returns
+// the records.
+func (c *cluster) checkTaskObjects(id string, tasks int) map[string][]byte {
 	c.t.Helper()
-	ctx := context.Background()
-	var wantShards, wantActs []string
-	for i := range gptqLayers {
-		wantShards = append(wantShards, fleet.ShardKey(id, layered.LayerTaskID(i)))
-		wantActs = append(wantActs, fleet.ActivationsKey(id, i)) // 0 from planning, i+1 from layer i
-	}
-	if shards := c.shards(id); !slices.Equal(shards, wantShards) {
-		c.t.Errorf("layer results %v, want one per layer %v", shards, wantShards)
-	}
-	var acts []string
-	for oi, err := range c.rt.Store.List(ctx, fleet.JobPrefix(id)+"act/") {
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		acts = append(acts, oi.Key)
-	}
-	slices.Sort(acts)
-	slices.Sort(wantActs)
-	if !slices.Equal(acts, wantActs) {
-		c.t.Errorf("activations %v, want %v", acts, wantActs)
-	}
-	recs, err := c.rt.Done.ListJob(ctx, id)
+	recs, err := c.rt.Done.ListJob(context.Background(), id)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	if len(recs) != gptqLayers {
-		c.t.Errorf("%d completion records, want %d", len(recs), gptqLayers)
+	if len(recs) != tasks {
+		c.t.Errorf("%d completion records, want %d", len(recs), tasks)
 	}
-	for i := range gptqLayers {
-		task := layered.LayerTaskID(i)
-		r, err := fleet.DecodeResult(recs[task])
+	var wantKeys []string
+	for task, b := range recs {
+		r, err := fleet.DecodeResult(b)
 		if err != nil {
-			c.t.Errorf("layer %s: record %v", task, err)
+			c.t.Errorf("task %s: record %v", task, err)
 			continue
 		}
-		// The record names the layer's result and, but for the last layer, the activations it wrote.
-		keys := []string{fleet.ShardKey(id, task)}
-		if i+1 < gptqLayers {
-			keys = append(keys, fleet.ActivationsKey(id, i+1))
+		if len(r.Shards) == 0 || r.Shards[0].Key != fleet.ShardKey(id, task) {
+			c.t.Errorf("task %s: record names %v first", task, r.Shards)
 		}
-		var got []string
 		for _, sh := range r.Shards {
-			got = append(got, sh.Key)
-		}
-		if !slices.Equal(got, keys) {
-			c.t.Errorf("layer %s: record names %v, want %v", task, got, keys)
+			wantKeys = append(wantKeys, sh.Key)
 		}
 		c.checkShardSums(r)
+	}
+	var got []string
+	for _, k := range c.shards(id) {
+		if !strings.HasPrefix(k, fleet.ShardPrefix(id)+"x0000s") { // the layer-0 inputs come from planning
+			got = append(got, k)
+		}
+	}
+	slices.Sort(wantKeys)
+	if !slices.Equal(got, wantKeys) {
+		c.t.Errorf("job %s: %d objects under its shard prefix, its records name %d", id, len(got), len(wantKeys))
 	}
 	return recs
 }

@@ -1,10 +1,6 @@
 package fleet
 
-import (
-	"fmt"
-
-	"quantfleet.dev/libs/domain"
-)
+import "quantfleet.dev/libs/domain"
 
 // LayerOptions are a GPTQ or AWQ job's settings beyond domain.QuantizationConfig: the options of
 // `quantfleet quantize` (domain.LayerOptions, the same JSON fields) and where the submitter
@@ -16,10 +12,4 @@ type LayerOptions struct {
 	Calibration *Location `json:"calibration,omitempty"`
 	// CalibrationName is the file's base name (its extension tells text from JSONL).
 	CalibrationName string `json:"calibration_name,omitempty"`
-}
-
-// ActivationsKey holds the calibration activations entering decoder layer i of a GPTQ/AWQ job:
-// the job's checkpoint between layer tasks.
-func ActivationsKey(job string, layer int) string {
-	return fmt.Sprintf("%sact/%d.bin", JobPrefix(job), layer)
 }

@@ -6,8 +6,14 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 
+	"go.uber.org/zap"
+
+	"quantfleet.dev/libs/cuda/llamacuda"
+	"quantfleet.dev/libs/device"
+	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/libs/queue"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/worker"
@@ -15,6 +21,7 @@ import (
 
 func main() {
 	var cfg worker.Config
+	var dev string
 	fleet.Main("worker", ":8082", func(fs *flag.FlagSet, _ *fleet.ServiceFlags) {
 		pool := os.Getenv("POOL")
 		if pool == "" {
@@ -24,10 +31,53 @@ func main() {
 		fs.IntVar(&cfg.Slots, "concurrency", 1, "tasks run at the same time (one pulled per free slot)")
 		fs.StringVar(&cfg.Name, "name", os.Getenv("WORKER_NAME"), "worker name in results and logs (default hostname-pid) (env WORKER_NAME)")
 		fs.IntVar(&cfg.Models, "model-cache", 4, "opened checkpoints kept between tasks")
+		fs.StringVar(&dev, "device", envOr("DEVICE", string(device.Auto)),
+			"where calibrated GPTQ layers are quantized: auto (a CUDA GPU when one is usable, else the CPU), cpu, cuda or cuda:N (env DEVICE)")
 	}, func(ctx context.Context, svc *fleet.Service, sf *fleet.ServiceFlags) error {
+		d, err := selectDevice(ctx, dev, svc.Log)
+		if err != nil {
+			// Bad input, as the CLI's: one line, exit 2.
+			fmt.Fprintf(os.Stderr, "worker: %s\n", fleet.OneLine(err.Error(), 4000))
+			os.Exit(2)
+		}
+		defer d.Close()
+		if d.IsGPU() {
+			o := llamacuda.OptionsFromEnv(os.Getenv)
+			svc.Log.Info("GPU arithmetic", zap.Bool("tf32", o.TF32))
+			ctx = quantize.WithCompute(ctx, &llamacuda.Compute{D: d.GPU, Options: o})
+			ctx = quantize.WithLayerFunc(ctx, llamacuda.LayerFunc(d.GPU, o))
+		}
 		// A test knob, deliberately not a flag: hold every task this long (heartbeats continue).
 		cfg.TaskDelay = fleet.EnvDuration("QUANTFLEET_TEST_TASK_DELAY")
 		cfg.Backoff = sf.Backoff
 		return worker.New(svc.RT, cfg, svc.Registry, svc.Log).Run(ctx)
 	})
+}
+
+// selectDevice parses and opens --device and logs the choice.
+func selectDevice(ctx context.Context, value string, log *zap.Logger) (*device.Device, error) {
+	s, err := device.Parse(value)
+	if err != nil {
+		return nil, fmt.Errorf("--device: %w", err)
+	}
+	d, err := device.Select(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	fields := []zap.Field{zap.String("device", d.Name()), zap.String("asked", s.String())}
+	if d.IsGPU() {
+		fields = append(fields, zap.String("gpu", d.GPUName()), zap.Stringer("detail", d))
+	}
+	if d.Fallback != "" {
+		fields = append(fields, zap.String("fallback", d.Fallback))
+	}
+	log.Info("device selected", fields...)
+	return d, nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }

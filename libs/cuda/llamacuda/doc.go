@@ -10,7 +10,16 @@
 //
 // QuantizeLayer is the GPU counterpart of quantize.QuantizeLayer's GPTQ path and returns the
 // same quantize.LayerResult. This package imports libs/quantize for that type, so quantize
-// cannot call it: a worker holding a GPU calls llamacuda.QuantizeLayer for calibrated GPTQ
-// layers (CheckMemory tells it beforehand whether the layer and its calibration set fit) and
-// quantize.QuantizeLayer otherwise (RTN, AWQ, no GPU).
+// cannot call it; LayerFunc wraps it for quantize.WithLayerFunc, under which
+// quantize.QuantizeLayer hands calibrated GPTQ layers to the GPU and runs the rest (RTN, AWQ)
+// itself: `quantize --device cuda`, `run --device cuda` and `worker --device cuda` set it.
+// CheckMemory refuses a layer whose work would not fit before it starts.
+//
+// Compute is the per-task arithmetic of the sharded pipeline (quantize.LayerCompute: a group's
+// Hessian partial on one calibration shard, a layer's forward on one shard, a group's GPTQ
+// solve from a merged Hessian) on the GPU.
+//
+// Evaluate is quantize.Evaluate on the GPU (`eval --device cuda`): the whole forward pass,
+// final norm, lm_head and log-softmax NLL on the device, each decoder layer uploaded once per
+// group of windows that fits.
 package llamacuda

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"quantfleet.dev/libs/cuda"
@@ -19,34 +20,75 @@ import (
 // same result (Outputs on the host). Like the CPU version it replaces l's weights by their
 // dequantized values.
 func QuantizeLayer(ctx context.Context, d *cuda.Device, c *transformer.Config, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig) (*quantize.LayerResult, error) {
-	if err := checkConfig(cfg); err != nil {
+	return QuantizeLayerWith(ctx, d, c, l, inputs, cfg, Options{})
+}
+
+// EnvTF32 names the environment variable that turns Options.TF32 on ("1" or "true") for the
+// commands and workers that quantize on a GPU.
+const EnvTF32 = "QUANTFLEET_GPU_TF32"
+
+// Options tunes the GPU's arithmetic.
+type Options struct {
+	// TF32 runs the forward passes' projections on the tensor cores with TF32 inputs: several
+	// times the IEEE float32 rate, activations within about 1e-3 relative (the references run
+	// their layers in bf16, coarser still). Hessian sums, solves, norms and attention stay
+	// IEEE float32. Results then differ from the CPU's beyond the last bits; off by default.
+	TF32 bool
+}
+
+// OptionsFromEnv reads the options from the environment (EnvTF32).
+func OptionsFromEnv(getenv func(string) string) Options {
+	v := getenv(EnvTF32)
+	return Options{TF32: v == "1" || v == "true"}
+}
+
+// QuantizeLayerWith is QuantizeLayer with options.
+func QuantizeLayerWith(ctx context.Context, d *cuda.Device, c *transformer.Config, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig, o Options) (*quantize.LayerResult, error) {
+	res, out, err := quantizeOn(ctx, d, c, l, inputs, nil, cfg, o)
+	if err != nil {
 		return nil, err
+	}
+	out.Free()
+	return res, nil
+}
+
+// quantizeOn is QuantizeLayerWith on the device copy x of inputs when not nil (else it uploads
+// inputs); it also returns the outputs' device copy, which the caller frees.
+func quantizeOn(ctx context.Context, d *cuda.Device, c *transformer.Config, l *transformer.Layer, inputs *transformer.Tensor, x *Tensor, cfg quantize.LayerConfig, o Options) (*quantize.LayerResult, *Tensor, error) {
+	if err := checkConfig(cfg); err != nil {
+		return nil, nil, err
 	}
 	if l == nil || l.Q == nil || inputs == nil || inputs.Rows() == 0 || inputs.Dim != l.Q.In {
-		return nil, fmt.Errorf("%w: layer needs calibration inputs of its hidden size", quantize.ErrLayerConfig)
+		return nil, nil, fmt.Errorf("%w: layer needs calibration inputs of its hidden size", quantize.ErrLayerConfig)
 	}
-	if err := CheckMemory(ctx, d, l, inputs.Batch, inputs.Seq, true); err != nil {
-		return nil, err
+	if err := CheckMemory(ctx, d, l, inputs.Batch, inputs.Seq, x == nil); err != nil {
+		return nil, nil, err
 	}
 	g, err := UploadLayer(ctx, d, c, l)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer g.Close()
-	x, err := UploadTensor(ctx, d, inputs)
-	if err != nil {
-		return nil, err
+	if o.TF32 {
+		if err := g.UseTF32(ctx); err != nil {
+			return nil, nil, err
+		}
 	}
-	defer x.Free()
+	if x == nil {
+		if x, err = UploadTensor(ctx, d, inputs); err != nil {
+			return nil, nil, err
+		}
+		defer x.Free()
+	}
 	res, out, err := QuantizeDevice(ctx, g, l, x, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer out.Free()
 	if res.Outputs, err = out.Download(ctx); err != nil {
-		return nil, err
+		out.Free()
+		return nil, nil, err
 	}
-	return res, nil
+	return res, out, nil
 }
 
 func checkConfig(cfg quantize.LayerConfig) error {
@@ -104,6 +146,8 @@ func needBytes(l *transformer.Layer, batch, seq int, withInputs bool) int64 {
 	if withInputs {
 		act *= 2
 	}
+	// the attention context kept between passes 2 and 3
+	act += 4 * tokens * int64(l.O.In)
 	rows := int64(min(batch, max(1, chunkRows/seq)) * seq) // an upper bound of forward's chunk
 	ws := 4 * rows * int64(2*l.Q.In+l.Q.Out+2*l.K.Out+l.O.In+2*l.Gate.Out)
 	return weights + act + ws + solve + 4*int64(seq)*int64(l.Q.In) // + rope tables (bounded)
@@ -185,6 +229,13 @@ func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 			out.Free()
 		}
 	}()
+	// The attention context (o_proj's input) of pass 2, kept for pass 3: q, k, v do not change
+	// between them, so pass 3 only applies the quantized o_proj to it.
+	saved, err := NewTensor(ctx, d, x.Batch, x.Seq, l.O.In)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer saved.Free()
 	subsets := []struct {
 		names []string
 		lins  []*transformer.Linear
@@ -193,12 +244,25 @@ func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 	}{
 		// 1. q, k, v on input_layernorm(x).
 		{transformer.AttentionInputs, []*transformer.Linear{l.Q, l.K, l.V}, x, stages{qkvInput: true}},
-		// 2. o_proj on the attention output of the quantized q, k, v.
+		// 2. o_proj on the attention output of the quantized q, k, v (kept in saved).
 		{transformer.OutputInputs, []*transformer.Linear{l.O}, x, stages{attention: true}},
-		// 3. gate, up on post_attention_layernorm(x + attention(x)); out keeps that residual.
-		{transformer.MLPInputs, []*transformer.Linear{l.Gate, l.Up}, x, stages{attention: true}},
+		// 3. gate, up on post_attention_layernorm(x + o(saved)); out keeps that residual.
+		{transformer.MLPInputs, []*transformer.Linear{l.Gate, l.Up}, x, stages{attention: true, saved: saved}},
 		// 4. down_proj on silu(gate)·up of the quantized gate and up.
 		{transformer.DownInputs, []*transformer.Linear{l.Down}, out, stages{mlp: true, downInput: true}},
+	}
+	// keep copies each chunk's attention context into saved, in order, during pass 2.
+	keptBytes := 0
+	keep := func(ctx context.Context, linears []string, in *Tensor) error {
+		if !slices.Equal(linears, transformer.OutputInputs) {
+			return nil
+		}
+		n := 4 * in.Rows() * in.Dim
+		if err := cuda.Copy(ctx, saved.buf, saved.off+keptBytes, in.buf, in.off, n); err != nil {
+			return err
+		}
+		keptBytes += n
+		return nil
 	}
 	t0 := time.Now()
 	mark := func(name string) error {
@@ -217,7 +281,17 @@ func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 		if err != nil {
 			return nil, nil, err
 		}
-		if err := g.forward(ctx, s.src, out, s.st, into(s.names, h)); err != nil {
+		hook := into(s.names, h)
+		if s.names[0] == transformer.OutputInputs[0] {
+			add := hook
+			hook = func(ctx context.Context, linears []string, in *Tensor) error {
+				if err := keep(ctx, linears, in); err != nil {
+					return err
+				}
+				return add(ctx, linears, in)
+			}
+		}
+		if err := g.forward(ctx, s.src, out, s.st, hook); err != nil {
 			h.Close()
 			return nil, nil, err
 		}
@@ -247,4 +321,77 @@ func quantizeDevice(ctx context.Context, g *Layer, l *transformer.Layer, x *Tens
 type phase struct {
 	name string
 	d    time.Duration
+}
+
+// Handles reports whether the GPU quantizes layers of cfg: calibrated GPTQ. RTN and AWQ run
+// on the CPU.
+func Handles(cfg quantize.LayerConfig) bool { return checkConfig(cfg) == nil }
+
+// LayerFunc is QuantizeLayer on d as a quantize.LayerFunc: under quantize.WithLayerFunc,
+// quantize.QuantizeLayer hands it every calibrated GPTQ layer and runs the rest itself.
+//
+// Its layers run one at a time (a worker's slots share the device's memory, which
+// CheckMemory then measures truthfully). It keeps the device copy of the last layer's outputs:
+// when the next call's inputs are those outputs (the local pipeline passes r.Outputs on), they
+// are not uploaded again. The copy is dropped by the next call that does not use it.
+func LayerFunc(d *cuda.Device, o Options) quantize.LayerFunc {
+	lc := &layerCache{}
+	return func(ctx context.Context, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig) (*quantize.LayerResult, bool, error) {
+		if !Handles(cfg) {
+			return nil, false, nil
+		}
+		c := l.Config()
+		if c == nil || c.CheckQuantizable() != nil {
+			return nil, false, nil
+		}
+		release, err := acquire(ctx, d)
+		if err != nil {
+			return nil, true, err
+		}
+		defer release()
+		x := lc.take(inputs)
+		r, out, err := quantizeOn(ctx, d, c, l, inputs, x, cfg, o)
+		x.Free()
+		if err != nil {
+			return nil, true, err
+		}
+		lc.host, lc.dev = r.Outputs, out
+		return r, true, nil
+	}
+}
+
+// layerCache is the device copy dev of the host tensor host: the last layer's outputs.
+type layerCache struct {
+	host *transformer.Tensor
+	dev  *Tensor
+}
+
+// turns holds one channel per device: a layer's (or a task's) work on the device holds it, so
+// that the work of several slots of a worker runs one at a time and CheckMemory's free memory is
+// what the work gets.
+var turns sync.Map // *cuda.Device → chan struct{}
+
+// acquire waits for the device's turn (or ctx's end) and returns its release.
+func acquire(ctx context.Context, d *cuda.Device) (func(), error) {
+	ch, _ := turns.LoadOrStore(d, make(chan struct{}, 1))
+	turn := ch.(chan struct{})
+	select {
+	case turn <- struct{}{}:
+		return func() { <-turn }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// take returns the device copy of inputs if it holds one (the caller then owns it), else
+// frees what it holds and returns nil.
+func (c *layerCache) take(inputs *transformer.Tensor) *Tensor {
+	dev, same := c.dev, c.host == inputs && inputs != nil && c.dev != nil &&
+		c.dev.Batch == inputs.Batch && c.dev.Seq == inputs.Seq && c.dev.Dim == inputs.Dim
+	c.host, c.dev = nil, nil
+	if same {
+		return dev
+	}
+	dev.Free()
+	return nil
 }

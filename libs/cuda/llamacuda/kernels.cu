@@ -168,3 +168,33 @@ extern "C" __global__ void attention(float *out, const float *q, const float *k,
 		}
 	}
 }
+
+// nll: out[r] = log Σ exp(logits[r]) − logits[r][target[r]] (natural log), the max taken
+// first and the sum in float64, as transformer's NLL. One block of 256 threads per row (rows
+// looped over the grid).
+extern "C" __global__ void nll(double *out, const float *logits, const int *target, int rows, int vocab) {
+	__shared__ float pm[8];
+	__shared__ double ps[8];
+	int warps = blockDim.x >> 5;
+	for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+		const float *x = logits + (idx_t)r * vocab;
+		float m = NEG_INF;
+		for (int i = threadIdx.x; i < vocab; i += blockDim.x) m = fmaxf(m, x[i]);
+		m = warp_max(m);
+		if ((threadIdx.x & 31) == 0) pm[threadIdx.x >> 5] = m;
+		__syncthreads();
+		m = pm[0];
+		for (int i = 1; i < warps; i++) m = fmaxf(m, pm[i]);
+		double s = 0;
+		for (int i = threadIdx.x; i < vocab; i += blockDim.x) s += exp((double)(x[i] - m));
+		s = warp_sum_d(s);
+		if ((threadIdx.x & 31) == 0) ps[threadIdx.x >> 5] = s;
+		__syncthreads();
+		if (threadIdx.x == 0) {
+			double t = 0;
+			for (int i = 0; i < warps; i++) t += ps[i];
+			out[r] = (double)m + log(t) - (double)x[target[r]];
+		}
+		__syncthreads(); // pm and ps are reused by the next row
+	}
+}

@@ -17,7 +17,7 @@ type kernels struct {
 	d    *cuda.Device
 	blas *cuda.BLAS
 
-	rmsNorm, addBias, add, siluMul, normRope, attention *cuda.Function
+	rmsNorm, addBias, add, siluMul, normRope, attention, nll *cuda.Function
 }
 
 // Launch shapes; attnQ and attnK match AQ and AK in kernels.cu.
@@ -41,7 +41,7 @@ func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
 	k := &kernels{d: d, blas: b}
 	for name, f := range map[string]**cuda.Function{
 		"rms_norm": &k.rmsNorm, "add_bias": &k.addBias, "add": &k.add, "silu_mul": &k.siluMul,
-		"norm_rope": &k.normRope, "attention": &k.attention,
+		"norm_rope": &k.normRope, "attention": &k.attention, "nll": &k.nll,
 	} {
 		if *f, err = m.Function(name); err != nil {
 			return nil, err

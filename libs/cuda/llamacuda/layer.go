@@ -111,6 +111,7 @@ type Layer struct {
 	gate, up, down   *linear
 	window           int
 
+	gemm     *cuda.BLAS // the projections' cuBLAS handle: k.blas, or the TF32 one (UseTF32)
 	ropeSeq  int
 	cos, sin *cuda.Buffer
 	ropeHalf int
@@ -128,6 +129,9 @@ func UploadLayer(ctx context.Context, d *cuda.Device, c *transformer.Config, l *
 	if l == nil || l.Q == nil {
 		return nil, fmt.Errorf("%w: no layer weights", ErrShape)
 	}
+	if err := c.CheckQuantizable(); err != nil { // the Llama layout; Gemma, Phi-3 and MoE layers differ
+		return nil, fmt.Errorf("%w: %v", ErrShape, err)
+	}
 	if c.HeadDim <= 0 || c.HeadDim > maxHeadDim || c.NumHeads <= 0 || c.NumKVHeads <= 0 || c.NumHeads%c.NumKVHeads != 0 ||
 		c.Rope.Dim > c.HeadDim || c.Rope.Dim%2 != 0 {
 		return nil, fmt.Errorf("%w: %d heads, %d kv heads of %d (rope %d; at most %d per head)",
@@ -140,7 +144,7 @@ func UploadLayer(ctx context.Context, d *cuda.Device, c *transformer.Config, l *
 	if err != nil {
 		return nil, err
 	}
-	g := &Layer{Index: l.Index, cfg: c, k: k, d: d}
+	g := &Layer{Index: l.Index, cfg: c, k: k, d: d, gemm: k.blas}
 	if l.Index < len(c.SlidingWindow) {
 		g.window = c.SlidingWindow[l.Index]
 	}
@@ -307,9 +311,20 @@ func (l *Layer) rope(ctx context.Context, seq int) error {
 	return nil
 }
 
+// UseTF32 runs the layer's projections on the tensor cores with TF32 inputs from now on (see
+// Options.TF32); norms, attention and everything a Hessian sums stay IEEE float32.
+func (l *Layer) UseTF32(ctx context.Context) error {
+	b, err := l.d.BLASTF32(ctx)
+	if err != nil {
+		return err
+	}
+	l.gemm = b
+	return nil
+}
+
 // apply computes y = x·Wᵀ + b for rows rows.
 func (l *Layer) apply(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int) error {
-	if err := l.k.blas.Gemm(ctx, false, true, rows, lin.out, lin.in, 1, x, lin.in, lin.w.Ptr(), lin.in, 0, y, lin.out); err != nil {
+	if err := l.gemm.Gemm(ctx, false, true, rows, lin.out, lin.in, 1, x, lin.in, lin.w.Ptr(), lin.in, 0, y, lin.out); err != nil {
 		return fmt.Errorf("%s: %w", lin.name, err)
 	}
 	if lin.b != nil {
@@ -330,6 +345,10 @@ type stages struct {
 	qkvInput bool
 	// downInput stops the MLP at down_proj's input (for its hook): y = h.
 	downInput bool
+	// saved, with attention, is the attention context (o_proj's input) of the same inputs
+	// from an earlier pass with the same q/k/v weights: the attention block is then o_proj
+	// applied to it, without recomputing q, k, v and the attention.
+	saved *Tensor
 }
 
 // forward runs the selected stages on x into y (which may be x) chunk by chunk.
@@ -351,7 +370,11 @@ func (l *Layer) forward(ctx context.Context, x, y *Tensor, st stages, hook Hook)
 			return err
 		}
 		hi := min(x.Batch, lo+per)
-		if err := l.chunk(ctx, ws, x.Sequences(lo, hi), y.Sequences(lo, hi), st, hook); err != nil {
+		cst := st
+		if st.saved != nil {
+			cst.saved = st.saved.Sequences(lo, hi)
+		}
+		if err := l.chunk(ctx, ws, x.Sequences(lo, hi), y.Sequences(lo, hi), cst, hook); err != nil {
 			return fmt.Errorf("layer %d: %w", l.Index, err)
 		}
 	}
@@ -376,13 +399,19 @@ func (l *Layer) chunk(ctx context.Context, ws *workspace, x, y *Tensor, st stage
 		}
 		return call(transformer.AttentionInputs, view(ws.n, hid))
 	}
-	if st.attention {
+	if st.attention && st.saved != nil {
+		if err := l.apply(ctx, l.o, ws.a.Ptr(), st.saved.Ptr(), rows); err != nil {
+			return err
+		}
+	} else if st.attention {
 		if err := l.norm(ctx, l.inNorm, ws.n.Ptr(), x.Ptr(), rows, hid); err != nil {
 			return err
 		}
 		if err := l.attend(ctx, ws, x.Batch, x.Seq, func(names []string, t *Tensor) error { return call(names, t) }); err != nil {
 			return err
 		}
+	}
+	if st.attention {
 		if err := l.k.elementwise(ctx, l.k.add, rows*hid, y.Ptr(), x.Ptr(), ws.a, int64(rows*hid)); err != nil {
 			return err
 		}

@@ -162,7 +162,7 @@ func TestLlama8BLayer(t *testing.T) {
 	div := *llamaDiv
 	hidden, heads, kv, hd, ffn := 4096/div, max(1, 32/div), max(1, 8/div), 128, 14336/div
 	batch, seq := 128/div, 2048/div
-	c := &transformer.Config{Architecture: "llama", HiddenSize: hidden, IntermediateSize: ffn, NumLayers: 1,
+	c := &transformer.Config{Architecture: "LlamaForCausalLM", HiddenSize: hidden, IntermediateSize: ffn, NumLayers: 1,
 		NumHeads: heads, NumKVHeads: kv, HeadDim: hd, MaxPositionEmbeddings: 8192, RMSNormEps: 1e-5,
 		Rope: transformer.Rope{Type: "llama3", Theta: 500000, Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4,
 			OriginalMaxPositionEmbeddings: 8192, Truncate: true, Dim: hd}}
@@ -305,6 +305,35 @@ func TestLlama8BLayer(t *testing.T) {
 	t.Logf("%s: Llama-3-8B layer (hidden %d, %d/%d heads, ffn %d), %d×%d tokens: GPTQ layer %.2fs (upload %.2fs), one forward pass %.2fs; peak device memory %.2f GiB of %.1f (%.2f GiB above the start)",
 		d.Name(), hidden, heads, kv, ffn, batch, seq, el.Seconds(), t1.Sub(t0).Seconds(), fwd.Seconds(),
 		gib(total-minFree), gib(total), gib(free0-minFree))
+
+	// The same with the projections in TF32 (Options.TF32, $QUANTFLEET_GPU_TF32).
+	out.Free()
+	if err := g.UseTF32(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t2 = time.Now()
+	if y, err = g.Forward(ctx, x, nil); err != nil {
+		t.Fatal(err)
+	}
+	y.Free()
+	if err := d.Synchronize(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fwd32 := time.Since(t2)
+	phases = nil
+	t2 = time.Now()
+	_, out32, err := quantizeDevice(ctx, g, l, x, gptqConfig(cfg), nil, &phases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out32.Free()
+	if err := d.Synchronize(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range phases {
+		t.Logf("  TF32 %-27s %6.2fs", p.name, p.d.Seconds())
+	}
+	t.Logf("%s: with TF32 projections: GPTQ layer %.2fs, one forward pass %.2fs", d.Name(), time.Since(t2).Seconds(), fwd32.Seconds())
 }
 
 // TestCheckMemory: a calibration set far beyond the device fails in one line, before any
@@ -326,4 +355,44 @@ func TestCheckMemory(t *testing.T) {
 		t.Fatalf("got %v, want one line wrapping ErrMemory", err)
 	}
 	t.Log(err)
+}
+
+// TestQuantizeTF32TinyLlama: with Options.TF32 the GPU GPTQ layer stays close to the CPU's on
+// tiny-llama's layer 0 (128×512 tokens): q/k/v, whose input (the input norm) involves no
+// projection, ≥ 99% codes equal; every loss within 5%; outputs within 1e-2 (logged besides).
+func TestQuantizeTF32TinyLlama(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	m := tinyLlama(t)
+	tok, err := tokenizer.Load(shared(t, "QUANTFLEET_TINY_LLAMA", "models", "tiny-llama"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := quantize.CalibrationInputs(m, tok, shared(t, "QUANTFLEET_CALIB", "data", "calib.txt"), *calibLen, 0, *calibN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := quantize.LayerConfig{Method: hfquant.GPTQ, GPTQ: gptq.Config{Bits: 4, GroupSize: 128, Sym: true}}
+	lc, err := m.Layer(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := quantize.QuantizeLayer(ctx, lc, x, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, err := m.Layer(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	got, err := QuantizeLayerWith(ctx, d, m.Config, lg, x, cfg, Options{TF32: true})
+	if err != nil {
+		t.Fatalf("FAIL QuantizeLayerWith TF32: %v", err)
+	}
+	t.Logf("TF32 layer 0: %v", time.Since(t0).Round(time.Millisecond))
+	compareLayers(t, got, want, 3, 0.05, 1e-2)
+	if !t.Failed() {
+		t.Logf("PASS TF32 GPTQ layer 0 against the CPU")
+	}
 }

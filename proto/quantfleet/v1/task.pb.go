@@ -40,23 +40,51 @@ const (
 	TaskKind_TASK_KIND_AWQ_LAYER TaskKind = 3
 	// Stitch a job's shards into the final artifact.
 	TaskKind_TASK_KIND_ASSEMBLE TaskKind = 4
+	// GPTQ, one layer's linear group on one calibration shard: the partial Hessian of the group's
+	// input (StageArgs layer, group, shard).
+	TaskKind_TASK_KIND_GPTQ_HESSIAN TaskKind = 5
+	// GPTQ, one layer's linear group: merge the shards' partial Hessians in shard order and solve
+	// (StageArgs layer, group).
+	TaskKind_TASK_KIND_GPTQ_SOLVE TaskKind = 6
+	// One calibration shard through a quantized layer: the next layer's input (StageArgs layer,
+	// shard).
+	TaskKind_TASK_KIND_LAYER_FORWARD TaskKind = 7
+	// AWQ, one layer on one calibration shard: the |x| statistics of its groups' inputs and the
+	// shard's full-precision outputs (StageArgs layer, shard).
+	TaskKind_TASK_KIND_AWQ_STATS TaskKind = 8
+	// AWQ, one layer on one calibration shard: the scale-grid losses (StageArgs layer, shard).
+	TaskKind_TASK_KIND_AWQ_SCALE_LOSSES TaskKind = 9
+	// AWQ, one layer on one calibration shard: the clipping statistics (StageArgs layer, shard).
+	TaskKind_TASK_KIND_AWQ_CLIP_STATS TaskKind = 10
 )
 
 // Enum value maps for TaskKind.
 var (
 	TaskKind_name = map[int32]string{
-		0: "TASK_KIND_UNSPECIFIED",
-		1: "TASK_KIND_GGUF_TENSORS",
-		2: "TASK_KIND_GPTQ_LAYER",
-		3: "TASK_KIND_AWQ_LAYER",
-		4: "TASK_KIND_ASSEMBLE",
+		0:  "TASK_KIND_UNSPECIFIED",
+		1:  "TASK_KIND_GGUF_TENSORS",
+		2:  "TASK_KIND_GPTQ_LAYER",
+		3:  "TASK_KIND_AWQ_LAYER",
+		4:  "TASK_KIND_ASSEMBLE",
+		5:  "TASK_KIND_GPTQ_HESSIAN",
+		6:  "TASK_KIND_GPTQ_SOLVE",
+		7:  "TASK_KIND_LAYER_FORWARD",
+		8:  "TASK_KIND_AWQ_STATS",
+		9:  "TASK_KIND_AWQ_SCALE_LOSSES",
+		10: "TASK_KIND_AWQ_CLIP_STATS",
 	}
 	TaskKind_value = map[string]int32{
-		"TASK_KIND_UNSPECIFIED":  0,
-		"TASK_KIND_GGUF_TENSORS": 1,
-		"TASK_KIND_GPTQ_LAYER":   2,
-		"TASK_KIND_AWQ_LAYER":    3,
-		"TASK_KIND_ASSEMBLE":     4,
+		"TASK_KIND_UNSPECIFIED":      0,
+		"TASK_KIND_GGUF_TENSORS":     1,
+		"TASK_KIND_GPTQ_LAYER":       2,
+		"TASK_KIND_AWQ_LAYER":        3,
+		"TASK_KIND_ASSEMBLE":         4,
+		"TASK_KIND_GPTQ_HESSIAN":     5,
+		"TASK_KIND_GPTQ_SOLVE":       6,
+		"TASK_KIND_LAYER_FORWARD":    7,
+		"TASK_KIND_AWQ_STATS":        8,
+		"TASK_KIND_AWQ_SCALE_LOSSES": 9,
+		"TASK_KIND_AWQ_CLIP_STATS":   10,
 	}
 )
 
@@ -357,6 +385,70 @@ func (x *LayerArgs) GetLayer() int32 {
 	return 0
 }
 
+// StageArgs are the arguments of a task of a sharded calibration stage (TASK_KIND_GPTQ_HESSIAN,
+// TASK_KIND_GPTQ_SOLVE, TASK_KIND_LAYER_FORWARD, TASK_KIND_AWQ_STATS, TASK_KIND_AWQ_SCALE_LOSSES,
+// TASK_KIND_AWQ_CLIP_STATS): which layer, linear group and calibration shard
+// (group or shard is -1 where the task kind has none).
+type StageArgs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Layer         int32                  `protobuf:"varint,1,opt,name=layer,proto3" json:"layer,omitempty"`
+	Group         int32                  `protobuf:"varint,2,opt,name=group,proto3" json:"group,omitempty"`
+	Shard         int32                  `protobuf:"varint,3,opt,name=shard,proto3" json:"shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StageArgs) Reset() {
+	*x = StageArgs{}
+	mi := &file_quantfleet_v1_task_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StageArgs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StageArgs) ProtoMessage() {}
+
+func (x *StageArgs) ProtoReflect() protoreflect.Message {
+	mi := &file_quantfleet_v1_task_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StageArgs.ProtoReflect.Descriptor instead.
+func (*StageArgs) Descriptor() ([]byte, []int) {
+	return file_quantfleet_v1_task_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *StageArgs) GetLayer() int32 {
+	if x != nil {
+		return x.Layer
+	}
+	return 0
+}
+
+func (x *StageArgs) GetGroup() int32 {
+	if x != nil {
+		return x.Group
+	}
+	return 0
+}
+
+func (x *StageArgs) GetShard() int32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
 // AssembleArgs are the arguments of a TASK_KIND_ASSEMBLE task.
 type AssembleArgs struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -369,7 +461,7 @@ type AssembleArgs struct {
 
 func (x *AssembleArgs) Reset() {
 	*x = AssembleArgs{}
-	mi := &file_quantfleet_v1_task_proto_msgTypes[5]
+	mi := &file_quantfleet_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +473,7 @@ func (x *AssembleArgs) String() string {
 func (*AssembleArgs) ProtoMessage() {}
 
 func (x *AssembleArgs) ProtoReflect() protoreflect.Message {
-	mi := &file_quantfleet_v1_task_proto_msgTypes[5]
+	mi := &file_quantfleet_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +486,7 @@ func (x *AssembleArgs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssembleArgs.ProtoReflect.Descriptor instead.
 func (*AssembleArgs) Descriptor() ([]byte, []int) {
-	return file_quantfleet_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_quantfleet_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AssembleArgs) GetOutputName() string {
@@ -435,6 +527,7 @@ type Task struct {
 	//	*Task_GgufTensors
 	//	*Task_Layer
 	//	*Task_Assemble
+	//	*Task_Stage
 	Args          isTask_Args `protobuf_oneof:"args"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -442,7 +535,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_quantfleet_v1_task_proto_msgTypes[6]
+	mi := &file_quantfleet_v1_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +547,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_quantfleet_v1_task_proto_msgTypes[6]
+	mi := &file_quantfleet_v1_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +560,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_quantfleet_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_quantfleet_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Task) GetJobId() string {
@@ -588,6 +681,15 @@ func (x *Task) GetAssemble() *AssembleArgs {
 	return nil
 }
 
+func (x *Task) GetStage() *StageArgs {
+	if x != nil {
+		if x, ok := x.Args.(*Task_Stage); ok {
+			return x.Stage
+		}
+	}
+	return nil
+}
+
 type isTask_Args interface {
 	isTask_Args()
 }
@@ -604,11 +706,17 @@ type Task_Assemble struct {
 	Assemble *AssembleArgs `protobuf:"bytes,22,opt,name=assemble,proto3,oneof"`
 }
 
+type Task_Stage struct {
+	Stage *StageArgs `protobuf:"bytes,23,opt,name=stage,proto3,oneof"`
+}
+
 func (*Task_GgufTensors) isTask_Args() {}
 
 func (*Task_Layer) isTask_Args() {}
 
 func (*Task_Assemble) isTask_Args() {}
+
+func (*Task_Stage) isTask_Args() {}
 
 // TensorEntry describes one tensor inside a shard, enough for the assembler to write its GGUF
 // tensor info without reading the shard.
@@ -630,7 +738,7 @@ type TensorEntry struct {
 
 func (x *TensorEntry) Reset() {
 	*x = TensorEntry{}
-	mi := &file_quantfleet_v1_task_proto_msgTypes[7]
+	mi := &file_quantfleet_v1_task_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +750,7 @@ func (x *TensorEntry) String() string {
 func (*TensorEntry) ProtoMessage() {}
 
 func (x *TensorEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_quantfleet_v1_task_proto_msgTypes[7]
+	mi := &file_quantfleet_v1_task_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +763,7 @@ func (x *TensorEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TensorEntry.ProtoReflect.Descriptor instead.
 func (*TensorEntry) Descriptor() ([]byte, []int) {
-	return file_quantfleet_v1_task_proto_rawDescGZIP(), []int{7}
+	return file_quantfleet_v1_task_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TensorEntry) GetName() string {
@@ -708,7 +816,7 @@ type Shard struct {
 
 func (x *Shard) Reset() {
 	*x = Shard{}
-	mi := &file_quantfleet_v1_task_proto_msgTypes[8]
+	mi := &file_quantfleet_v1_task_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +828,7 @@ func (x *Shard) String() string {
 func (*Shard) ProtoMessage() {}
 
 func (x *Shard) ProtoReflect() protoreflect.Message {
-	mi := &file_quantfleet_v1_task_proto_msgTypes[8]
+	mi := &file_quantfleet_v1_task_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +841,7 @@ func (x *Shard) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shard.ProtoReflect.Descriptor instead.
 func (*Shard) Descriptor() ([]byte, []int) {
-	return file_quantfleet_v1_task_proto_rawDescGZIP(), []int{8}
+	return file_quantfleet_v1_task_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Shard) GetKey() string {
@@ -788,7 +896,7 @@ type TaskResult struct {
 
 func (x *TaskResult) Reset() {
 	*x = TaskResult{}
-	mi := &file_quantfleet_v1_task_proto_msgTypes[9]
+	mi := &file_quantfleet_v1_task_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +908,7 @@ func (x *TaskResult) String() string {
 func (*TaskResult) ProtoMessage() {}
 
 func (x *TaskResult) ProtoReflect() protoreflect.Message {
-	mi := &file_quantfleet_v1_task_proto_msgTypes[9]
+	mi := &file_quantfleet_v1_task_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +921,7 @@ func (x *TaskResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskResult.ProtoReflect.Descriptor instead.
 func (*TaskResult) Descriptor() ([]byte, []int) {
-	return file_quantfleet_v1_task_proto_rawDescGZIP(), []int{9}
+	return file_quantfleet_v1_task_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TaskResult) GetJobId() string {
@@ -920,10 +1028,14 @@ const file_quantfleet_v1_task_proto_rawDesc = "" +
 	"\atensors\x18\x01 \x03(\tR\atensors\x12\x1c\n" +
 	"\talignment\x18\x02 \x01(\rR\talignment\"!\n" +
 	"\tLayerArgs\x12\x14\n" +
-	"\x05layer\x18\x01 \x01(\x05R\x05layer\"/\n" +
+	"\x05layer\x18\x01 \x01(\x05R\x05layer\"M\n" +
+	"\tStageArgs\x12\x14\n" +
+	"\x05layer\x18\x01 \x01(\x05R\x05layer\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\x05R\x05group\x12\x14\n" +
+	"\x05shard\x18\x03 \x01(\x05R\x05shard\"/\n" +
 	"\fAssembleArgs\x12\x1f\n" +
 	"\voutput_name\x18\x01 \x01(\tR\n" +
-	"outputName\"\x91\x05\n" +
+	"outputName\"\xc3\x05\n" +
 	"\x04Task\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x1e\n" +
@@ -945,7 +1057,8 @@ const file_quantfleet_v1_task_proto_rawDesc = "" +
 	"\x06source\x18\x0e \x01(\v2\x18.quantfleet.v1.SourceRefR\x06source\x12C\n" +
 	"\fgguf_tensors\x18\x14 \x01(\v2\x1e.quantfleet.v1.GGUFTensorsArgsH\x00R\vggufTensors\x120\n" +
 	"\x05layer\x18\x15 \x01(\v2\x18.quantfleet.v1.LayerArgsH\x00R\x05layer\x129\n" +
-	"\bassemble\x18\x16 \x01(\v2\x1b.quantfleet.v1.AssembleArgsH\x00R\bassembleB\x06\n" +
+	"\bassemble\x18\x16 \x01(\v2\x1b.quantfleet.v1.AssembleArgsH\x00R\bassemble\x120\n" +
+	"\x05stage\x18\x17 \x01(\v2\x18.quantfleet.v1.StageArgsH\x00R\x05stageB\x06\n" +
 	"\x04argsJ\x04\b\a\x10\bJ\x04\b\f\x10\rR\x06inputsR\x06params\"~\n" +
 	"\vTensorEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
@@ -978,13 +1091,20 @@ const file_quantfleet_v1_task_proto_rawDesc = "" +
 	" \x01(\x03R\x0fpeakMemoryBytes\x12\x1d\n" +
 	"\n" +
 	"bytes_read\x18\v \x01(\x03R\tbytesRead\x12#\n" +
-	"\rbytes_written\x18\f \x01(\x03R\fbytesWritten*\x8c\x01\n" +
+	"\rbytes_written\x18\f \x01(\x03R\fbytesWritten*\xb6\x02\n" +
 	"\bTaskKind\x12\x19\n" +
 	"\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16TASK_KIND_GGUF_TENSORS\x10\x01\x12\x18\n" +
 	"\x14TASK_KIND_GPTQ_LAYER\x10\x02\x12\x17\n" +
 	"\x13TASK_KIND_AWQ_LAYER\x10\x03\x12\x16\n" +
-	"\x12TASK_KIND_ASSEMBLE\x10\x04B1Z/quantfleet.dev/proto/quantfleet/v1;quantfleetv1b\x06proto3"
+	"\x12TASK_KIND_ASSEMBLE\x10\x04\x12\x1a\n" +
+	"\x16TASK_KIND_GPTQ_HESSIAN\x10\x05\x12\x18\n" +
+	"\x14TASK_KIND_GPTQ_SOLVE\x10\x06\x12\x1b\n" +
+	"\x17TASK_KIND_LAYER_FORWARD\x10\a\x12\x17\n" +
+	"\x13TASK_KIND_AWQ_STATS\x10\b\x12\x1e\n" +
+	"\x1aTASK_KIND_AWQ_SCALE_LOSSES\x10\t\x12\x1c\n" +
+	"\x18TASK_KIND_AWQ_CLIP_STATS\x10\n" +
+	"B1Z/quantfleet.dev/proto/quantfleet/v1;quantfleetv1b\x06proto3"
 
 var (
 	file_quantfleet_v1_task_proto_rawDescOnce sync.Once
@@ -999,7 +1119,7 @@ func file_quantfleet_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_quantfleet_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_quantfleet_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_quantfleet_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_quantfleet_v1_task_proto_goTypes = []any{
 	(TaskKind)(0),                 // 0: quantfleet.v1.TaskKind
 	(*PlanRef)(nil),               // 1: quantfleet.v1.PlanRef
@@ -1007,31 +1127,33 @@ var file_quantfleet_v1_task_proto_goTypes = []any{
 	(*SourceRef)(nil),             // 3: quantfleet.v1.SourceRef
 	(*GGUFTensorsArgs)(nil),       // 4: quantfleet.v1.GGUFTensorsArgs
 	(*LayerArgs)(nil),             // 5: quantfleet.v1.LayerArgs
-	(*AssembleArgs)(nil),          // 6: quantfleet.v1.AssembleArgs
-	(*Task)(nil),                  // 7: quantfleet.v1.Task
-	(*TensorEntry)(nil),           // 8: quantfleet.v1.TensorEntry
-	(*Shard)(nil),                 // 9: quantfleet.v1.Shard
-	(*TaskResult)(nil),            // 10: quantfleet.v1.TaskResult
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*StageArgs)(nil),             // 6: quantfleet.v1.StageArgs
+	(*AssembleArgs)(nil),          // 7: quantfleet.v1.AssembleArgs
+	(*Task)(nil),                  // 8: quantfleet.v1.Task
+	(*TensorEntry)(nil),           // 9: quantfleet.v1.TensorEntry
+	(*Shard)(nil),                 // 10: quantfleet.v1.Shard
+	(*TaskResult)(nil),            // 11: quantfleet.v1.TaskResult
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_quantfleet_v1_task_proto_depIdxs = []int32{
 	0,  // 0: quantfleet.v1.Task.kind:type_name -> quantfleet.v1.TaskKind
 	1,  // 1: quantfleet.v1.Task.plan:type_name -> quantfleet.v1.PlanRef
 	2,  // 2: quantfleet.v1.Task.output:type_name -> quantfleet.v1.OutputSpec
-	11, // 3: quantfleet.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	12, // 3: quantfleet.v1.Task.created_at:type_name -> google.protobuf.Timestamp
 	3,  // 4: quantfleet.v1.Task.source:type_name -> quantfleet.v1.SourceRef
 	4,  // 5: quantfleet.v1.Task.gguf_tensors:type_name -> quantfleet.v1.GGUFTensorsArgs
 	5,  // 6: quantfleet.v1.Task.layer:type_name -> quantfleet.v1.LayerArgs
-	6,  // 7: quantfleet.v1.Task.assemble:type_name -> quantfleet.v1.AssembleArgs
-	8,  // 8: quantfleet.v1.Shard.tensors:type_name -> quantfleet.v1.TensorEntry
-	9,  // 9: quantfleet.v1.TaskResult.shards:type_name -> quantfleet.v1.Shard
-	11, // 10: quantfleet.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
-	11, // 11: quantfleet.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	7,  // 7: quantfleet.v1.Task.assemble:type_name -> quantfleet.v1.AssembleArgs
+	6,  // 8: quantfleet.v1.Task.stage:type_name -> quantfleet.v1.StageArgs
+	9,  // 9: quantfleet.v1.Shard.tensors:type_name -> quantfleet.v1.TensorEntry
+	10, // 10: quantfleet.v1.TaskResult.shards:type_name -> quantfleet.v1.Shard
+	12, // 11: quantfleet.v1.TaskResult.started_at:type_name -> google.protobuf.Timestamp
+	12, // 12: quantfleet.v1.TaskResult.finished_at:type_name -> google.protobuf.Timestamp
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_quantfleet_v1_task_proto_init() }
@@ -1039,10 +1161,11 @@ func file_quantfleet_v1_task_proto_init() {
 	if File_quantfleet_v1_task_proto != nil {
 		return
 	}
-	file_quantfleet_v1_task_proto_msgTypes[6].OneofWrappers = []any{
+	file_quantfleet_v1_task_proto_msgTypes[7].OneofWrappers = []any{
 		(*Task_GgufTensors)(nil),
 		(*Task_Layer)(nil),
 		(*Task_Assemble)(nil),
+		(*Task_Stage)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1050,7 +1173,7 @@ func file_quantfleet_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_quantfleet_v1_task_proto_rawDesc), len(file_quantfleet_v1_task_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

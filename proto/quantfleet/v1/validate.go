@@ -42,6 +42,12 @@ func (t *Task) Validate() error {
 		ok = t.GetKind() == TaskKind_TASK_KIND_GPTQ_LAYER || t.GetKind() == TaskKind_TASK_KIND_AWQ_LAYER
 	case *Task_Assemble:
 		ok = t.GetKind() == TaskKind_TASK_KIND_ASSEMBLE
+	case *Task_Stage:
+		switch t.GetKind() {
+		case TaskKind_TASK_KIND_GPTQ_HESSIAN, TaskKind_TASK_KIND_GPTQ_SOLVE, TaskKind_TASK_KIND_LAYER_FORWARD,
+			TaskKind_TASK_KIND_AWQ_STATS, TaskKind_TASK_KIND_AWQ_SCALE_LOSSES, TaskKind_TASK_KIND_AWQ_CLIP_STATS:
+			ok = true
+		}
 	}
 	if !ok {
 		return fmt.Errorf("%w: kind %v with arguments %T", ErrInvalidTask, t.GetKind(), t.GetArgs())

@@ -24,18 +24,16 @@ type Result struct {
 }
 
 // Assemble writes the job's checkpoint directory into prefix (ending in "/") of store: the layer
-// results at layerKeys (in layer order) and the source's other tensors unchanged, through the
+// results gathered from the job's task objects (quantize.ShardedLayerResult, in layer order) and the source's other tensors unchanged, through the
 // local pipeline's own quantize.CheckpointBuilder, config.json with the quantization_config and
 // the source's tokenizer files. The directory is validated as quantize.ValidateCheckpoint does
 // before any of it is uploaded.
-func Assemble(ctx context.Context, store blob.Store, p *fleet.Plan, m *hfmodel.Model, fsys fleet.SourceFS, layerKeys []string, prefix, tempDir string) (*Result, error) {
-	s, err := SpecOf(p)
+func Assemble(ctx context.Context, store blob.Store, p *fleet.Plan, m *hfmodel.Model, fsys fleet.SourceFS, prefix, tempDir string) (*Result, error) {
+	v, err := viewOf(p)
 	if err != nil {
 		return nil, err
 	}
-	if len(layerKeys) != s.NumLayers {
-		return nil, fmt.Errorf("%w: %d layer results for a plan of %d layers", fleet.ErrBadPlan, len(layerKeys), len(p.Tasks))
-	}
+	s := v.spec
 	tmp, err := os.MkdirTemp(tempDir, "quantfleet-assemble-")
 	if err != nil {
 		return nil, err
@@ -53,17 +51,14 @@ func Assemble(ctx context.Context, store blob.Store, p *fleet.Plan, m *hfmodel.M
 		return nil, err
 	}
 	defer cb.Abort()
-	for i, key := range layerKeys {
-		b, err := get(ctx, store, key)
+	st := NewShardStore(store, p.JobID)
+	for i := range s.NumLayers {
+		r, err := quantize.ShardedLayerResult(ctx, st, v.shard, i)
 		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
-		r, err := quantize.UnmarshalLayerResult(b)
-		if err != nil {
-			return nil, fmt.Errorf("layer %d (%s): %w", i, key, err)
-		}
 		if r.Index != i {
-			return nil, fmt.Errorf("%w: %s holds layer %d, not %d", fleet.ErrBadPlan, key, r.Index, i)
+			return nil, fmt.Errorf("%w: layer %d's result holds layer %d", fleet.ErrBadPlan, i, r.Index)
 		}
 		if err := cb.AddLayer(r); err != nil {
 			return nil, err

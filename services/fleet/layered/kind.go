@@ -15,9 +15,14 @@ import (
 	"quantfleet.dev/services/fleet/objfs"
 )
 
-// Kind is the GPTQ/AWQ job: a chain of layer tasks (all at once for RTN), assembled into a
-// Hugging Face checkpoint directory by the local pipeline's checkpoint writer.
-type Kind struct{}
+// Kind is the GPTQ/AWQ job: the sharded pipeline's tasks (partial Hessians per calibration
+// shard, solves per linear group and forwards per shard for GPTQ; statistics, scale losses and
+// clipping statistics per shard and a finish per layer for AWQ; one task per layer for RTN),
+// assembled into a Hugging Face checkpoint directory by the local pipeline's checkpoint writer.
+type Kind struct {
+	// Compute runs the tasks' arithmetic (nil: quantize.CPU); a worker with a GPU sets its own.
+	Compute quantize.LayerCompute
+}
 
 var _ fleet.Kind = (*Kind)(nil)
 
@@ -31,11 +36,13 @@ func (*Kind) Formats() []domain.OutputFormat {
 
 // TaskKinds implements fleet.Kind.
 func (*Kind) TaskKinds() []pb.TaskKind {
-	return []pb.TaskKind{pb.TaskKind_TASK_KIND_GPTQ_LAYER, pb.TaskKind_TASK_KIND_AWQ_LAYER}
+	return []pb.TaskKind{pb.TaskKind_TASK_KIND_GPTQ_LAYER, pb.TaskKind_TASK_KIND_AWQ_LAYER,
+		pb.TaskKind_TASK_KIND_GPTQ_HESSIAN, pb.TaskKind_TASK_KIND_GPTQ_SOLVE, pb.TaskKind_TASK_KIND_LAYER_FORWARD,
+		pb.TaskKind_TASK_KIND_AWQ_STATS, pb.TaskKind_TASK_KIND_AWQ_SCALE_LOSSES, pb.TaskKind_TASK_KIND_AWQ_CLIP_STATS}
 }
 
-// Plan implements fleet.Kind: one task per decoder layer, and the calibration activations
-// entering layer 0.
+// Plan implements fleet.Kind: the sharded pipeline's tasks, and the calibration activations
+// entering layer 0, shard by shard.
 func (*Kind) Plan(ctx context.Context, env *fleet.PlanEnv) (*fleet.Plan, error) {
 	req := env.Request
 	cfg := req.Config
@@ -70,43 +77,73 @@ func (*Kind) Check(p *fleet.Plan) error {
 	return err
 }
 
-// Runnable implements fleet.Kind: every layer not done for RTN; in a calibrated job, whose
-// layers form a chain, only the first layer not done whose predecessor is done (its
-// activations exist).
+// Runnable implements fleet.Kind: every task not done whose dependencies (quantize.ShardPlan.Deps)
+// are done. A layer's Hessian partials of one group run at once on as many workers, and shard s
+// may enter layer i+1 while other shards still leave layer i.
 func (*Kind) Runnable(p *fleet.Plan, done func(string) bool) ([]fleet.PlanTask, error) {
-	s, err := SpecOf(p)
+	v, err := viewOf(p)
 	if err != nil {
 		return nil, err
 	}
 	var out []fleet.PlanTask
+next:
 	for _, t := range p.Tasks {
 		if done(t.ID) {
 			continue
 		}
-		if !s.Calibrated() {
-			out = append(out, t)
-		} else if t.Block == 0 || done(LayerTaskID(t.Block-1)) {
-			return []fleet.PlanTask{t}, nil
+		for _, d := range v.shard.Deps(v.tasks[t.ID]) {
+			if !done(d.ID()) {
+				continue next
+			}
 		}
+		out = append(out, t)
 	}
 	return out, nil
 }
 
 // Describe implements fleet.Kind.
 func (*Kind) Describe(p *fleet.Plan, t fleet.PlanTask, msg *pb.Task) error {
-	s, err := SpecOf(p)
+	v, err := viewOf(p)
 	if err != nil {
 		return err
 	}
-	msg.Kind = pb.TaskKind_TASK_KIND_GPTQ_LAYER
-	if s.Format == string(domain.FormatAWQ) {
-		msg.Kind = pb.TaskKind_TASK_KIND_AWQ_LAYER
+	st, ok := v.tasks[t.ID]
+	if !ok {
+		return fmt.Errorf("%w: no task %s", fleet.ErrBadPlan, t.ID)
 	}
-	msg.Args = &pb.Task_Layer{Layer: &pb.LayerArgs{Layer: int32(t.Block)}}
+	stage := &pb.Task_Stage{Stage: &pb.StageArgs{Layer: int32(st.Layer), Group: -1, Shard: -1}}
+	switch st.Op {
+	case quantize.OpLayer:
+		msg.Kind = pb.TaskKind_TASK_KIND_GPTQ_LAYER
+		if v.spec.Format == string(domain.FormatAWQ) {
+			msg.Kind = pb.TaskKind_TASK_KIND_AWQ_LAYER
+		}
+		msg.Args = &pb.Task_Layer{Layer: &pb.LayerArgs{Layer: int32(st.Layer)}}
+		return nil
+	case quantize.OpHessian:
+		msg.Kind = pb.TaskKind_TASK_KIND_GPTQ_HESSIAN
+		stage.Stage.Group, stage.Stage.Shard = int32(st.Group), int32(st.Shard)
+	case quantize.OpSolve:
+		msg.Kind = pb.TaskKind_TASK_KIND_GPTQ_SOLVE
+		stage.Stage.Group = int32(st.Group)
+	case quantize.OpForward:
+		msg.Kind = pb.TaskKind_TASK_KIND_LAYER_FORWARD
+		stage.Stage.Shard = int32(st.Shard)
+	case quantize.OpAWQStats:
+		msg.Kind = pb.TaskKind_TASK_KIND_AWQ_STATS
+		stage.Stage.Shard = int32(st.Shard)
+	case quantize.OpAWQScales:
+		msg.Kind = pb.TaskKind_TASK_KIND_AWQ_SCALE_LOSSES
+		stage.Stage.Shard = int32(st.Shard)
+	case quantize.OpAWQClip:
+		msg.Kind = pb.TaskKind_TASK_KIND_AWQ_CLIP_STATS
+		stage.Stage.Shard = int32(st.Shard)
+	}
+	msg.Args = stage
 	return nil
 }
 
-// Verify implements fleet.Kind: a layer's result and the activations it wrote must both be there.
+// Verify implements fleet.Kind: every object the task wrote must still be there.
 func (*Kind) Verify(ctx context.Context, store blob.Store, _ *fleet.Plan, _ fleet.PlanTask, rec *pb.TaskResult) (bool, error) {
 	for _, sh := range rec.Shards {
 		oi, err := store.Stat(ctx, sh.Key)
@@ -117,11 +154,10 @@ func (*Kind) Verify(ctx context.Context, store blob.Store, _ *fleet.Plan, _ flee
 	return true, nil
 }
 
-// Run implements fleet.Kind (RunLayer).
-func (*Kind) Run(ctx context.Context, env *fleet.RunEnv) (*fleet.RunResult, error) {
-	t, _ := env.Plan.Task(env.Task.TaskId)
+// Run implements fleet.Kind (RunTask).
+func (k *Kind) Run(ctx context.Context, env *fleet.RunEnv) (*fleet.RunResult, error) {
 	env.Progress(0)
-	shards, read, err := RunLayer(ctx, env.Store, env.Plan.JobID, env.Plan, env.Model, t.Block, env.OutputKey)
+	shards, read, err := RunTask(ctx, env.Store, env.Plan, env.Model, env.Task.TaskId, k.Compute)
 	if err != nil {
 		return nil, err
 	}
@@ -142,17 +178,13 @@ func (*Kind) Assemble(ctx context.Context, env *fleet.AssembleEnv) (*domain.Quan
 	if err != nil {
 		return nil, err
 	}
-	var keys []string
-	for _, t := range p.Tasks {
-		keys = append(keys, env.Records[t.ID].Shards[0].Key)
-	}
 	m, fsys, err := objfs.OpenModel(ctx, env.Source, p.SourcePrefix, p.ModelName)
 	if err != nil {
 		return nil, err
 	}
 	defer m.Close()
 	prefix := env.OutputKey + "/"
-	res, err := Assemble(ctx, env.Store, p, m, fsys, keys, prefix, "")
+	res, err := Assemble(ctx, env.Store, p, m, fsys, prefix, "")
 	if err != nil {
 		_, _ = env.Store.DeletePrefix(context.WithoutCancel(ctx), prefix)
 		return nil, err

@@ -1,10 +1,11 @@
-// Package layered is the GPTQ/AWQ part of the fleet. A job is a chain of per-layer tasks: the
-// dispatcher plans it and stores the calibration activations entering layer 0 (the embeddings
-// of the calibration samples); the task of layer i loads the layer's weights by byte range and
-// the activations entering it, runs quantize.QuantizeLayer, and stores the layer's result and the
-// activations entering layer i+1, which are the job's checkpoint; the assembler writes the
-// Hugging Face checkpoint directory from the layer results and the source's other tensors,
-// exactly as the local pipeline (quantize.GPTQ, quantize.AWQ) writes it.
+// Package layered is the GPTQ/AWQ part of the fleet: the tasks of the sharded pipeline
+// (quantize.ShardPlan) on many workers. The dispatcher plans a job and stores the activations
+// entering layer 0 shard by shard (the embeddings of the calibration samples); a task loads its
+// layer's weights by byte range and the objects its dependencies wrote, runs
+// quantize.RunShardTask and stores its objects under the job's shard prefix, which are the job's
+// checkpoint; the assembler writes the Hugging Face checkpoint directory from the solved groups
+// (or layer results) and the source's other tensors, exactly as the local pipeline
+// (quantize.GPTQ, quantize.AWQ), which runs the same tasks in order, writes it.
 package layered
 
 import (
@@ -20,6 +21,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
@@ -110,20 +112,24 @@ func copyFile(fsys fs.FS, name, dst string) error {
 	return out.Close()
 }
 
-// Plan plans a GPTQ/AWQ job over the checkpoint m (files in fsys): one task per decoder layer.
+// Plan plans a GPTQ/AWQ job over the checkpoint m (files in fsys): the sharded pipeline's tasks.
 // For a calibrated job it computes the activations entering layer 0 from the calibration text
-// (read from store) and stores them at fleet.ActivationsKey(job, 0), before the caller stores
-// the plan.
+// (read from store) one shard at a time and stores them under the job's shard prefix, before the
+// caller stores the plan.
 func Plan(ctx context.Context, store blob.Store, job string, m *hfmodel.Model, fsys fleet.SourceFS, spec Spec, tempDir string) (*fleet.Plan, error) {
 	cfg, err := ModelConfig(m)
 	if err != nil {
 		return nil, err
 	}
 	spec.NumLayers = cfg.NumLayers
+	sp, err := spec.ShardPlan()
+	if err != nil {
+		return nil, err
+	}
 	p := &fleet.Plan{Version: fleet.PlanVersion, Kind: KindName, JobID: job, Level: fmt.Sprintf("%dbit", spec.Bits), Arch: cfg.Architecture,
 		SourceBytes: m.WeightBytes()}
-	for i := range cfg.NumLayers {
-		p.Tasks = append(p.Tasks, fleet.PlanTask{ID: LayerTaskID(i), Label: fmt.Sprintf("layer %d", i), Block: i})
+	for _, t := range sp.Tasks() {
+		p.Tasks = append(p.Tasks, fleet.PlanTask{ID: t.ID(), Label: taskLabel(sp, t), Block: t.Layer})
 	}
 	if p.Spec, err = json.Marshal(spec); err != nil {
 		return nil, err
@@ -150,12 +156,13 @@ func Plan(ctx context.Context, store blob.Store, job string, m *hfmodel.Model, f
 	if err := download(ctx, store, spec.CalibrationKey, calib); err != nil {
 		return nil, fmt.Errorf("calibration data: %w", err)
 	}
-	x, err := quantize.CalibrationInputs(transformer.New(cfg, Weights{m}), tok, calib, spec.SeqLen, spec.CalibrationOffset, spec.Samples)
+	samples, err := quantize.CalibrationSamples(tok, calib, spec.SeqLen, spec.CalibrationOffset, spec.Samples)
 	if err != nil {
 		return nil, err
 	}
-	b := quantize.MarshalActivations(x)
-	if _, err := store.Put(ctx, fleet.ActivationsKey(job, 0), bytes.NewReader(b), int64(len(b)), blob.PutOptions{}); err != nil {
+	tm := transformer.New(cfg, Weights{m})
+	defer tm.ReleaseEmbeddings()
+	if _, err := quantize.WriteShardInputs(ctx, NewShardStore(store, job), sp, tm, samples); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -195,62 +202,68 @@ func put(ctx context.Context, store blob.Store, key string, b []byte) (*pb.Shard
 	return &pb.Shard{Key: key, Size: int64(len(b)), Sha256: hex.EncodeToString(sum[:])}, nil
 }
 
-// RunLayer runs layer i of a job on a worker: it reads the activations entering the layer
-// (calibrated jobs), quantizes the layer of m, and stores the layer's result at layerKey and,
-// unless it is the last layer, the activations entering layer i+1. The first shard returned is
-// the layer result, the second (if any) the activations. The keys do not depend on the attempt,
-// and QuantizeLayer is deterministic, so a re-run rewrites the same bytes.
-func RunLayer(ctx context.Context, store blob.Store, job string, p *fleet.Plan, m *hfmodel.Model, i int, layerKey string) ([]*pb.Shard, int64, error) {
-	s, err := SpecOf(p)
+// ShardStore is a quantize.ShardStore over a job's shard prefix in the fleet's bucket that
+// remembers what it read and wrote (a task's completion record lists its objects).
+type ShardStore struct {
+	store  blob.Store
+	prefix string
+
+	mu      sync.Mutex
+	written []*pb.Shard
+	read    int64
+}
+
+// NewShardStore is the ShardStore of job.
+func NewShardStore(store blob.Store, job string) *ShardStore {
+	return &ShardStore{store: store, prefix: fleet.ShardPrefix(job)}
+}
+
+// Get implements quantize.ShardStore.
+func (s *ShardStore) Get(ctx context.Context, key string) ([]byte, error) {
+	b, err := get(ctx, s.store, s.prefix+key)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.prefix+key, err)
+	}
+	s.mu.Lock()
+	s.read += int64(len(b))
+	s.mu.Unlock()
+	return b, nil
+}
+
+// Put implements quantize.ShardStore.
+func (s *ShardStore) Put(ctx context.Context, key string, b []byte) error {
+	sh, err := put(ctx, s.store, s.prefix+key, b)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.written = append(s.written, sh)
+	s.mu.Unlock()
+	return nil
+}
+
+// RunTask runs the plan's task id on a worker with the compute c (nil: the CPU): it reads the
+// layer's weights from m and its dependencies' objects, and writes its own objects, the task's
+// result (at fleet.ShardKey(job, id)) first. The keys do not depend on the attempt and the
+// tasks are deterministic, so a re-run rewrites the same bytes.
+func RunTask(ctx context.Context, store blob.Store, p *fleet.Plan, m *hfmodel.Model, id string, c quantize.LayerCompute) ([]*pb.Shard, int64, error) {
+	v, err := viewOf(p)
 	if err != nil {
 		return nil, 0, err
 	}
-	if i < 0 || i >= s.NumLayers {
-		return nil, 0, fmt.Errorf("%w: job %s has no layer %d", fleet.ErrBadPlan, job, i)
+	t, ok := v.tasks[id]
+	if !ok {
+		return nil, 0, fmt.Errorf("%w: job %s has no task %s", fleet.ErrBadPlan, p.JobID, id)
 	}
 	cfg, err := ModelConfig(m)
 	if err != nil {
 		return nil, 0, err
 	}
-	var x *transformer.Tensor
-	var read int64
-	if s.Calibrated() {
-		b, err := get(ctx, store, fleet.ActivationsKey(job, i))
-		if err != nil {
-			return nil, 0, fmt.Errorf("activations entering layer %d: %w", i, err)
-		}
-		read += int64(len(b))
-		if x, err = quantize.UnmarshalActivations(b); err != nil {
-			return nil, 0, fmt.Errorf("activations entering layer %d: %w", i, err)
-		}
-	}
-	l, err := transformer.New(cfg, Weights{m}).Layer(i)
-	if err != nil {
+	tm := transformer.New(cfg, Weights{m})
+	st := NewShardStore(store, p.JobID)
+	env := &quantize.ShardEnv{Plan: v.shard, Store: st, Layer: tm.Layer, Compute: c}
+	if _, err := quantize.RunShardTask(ctx, env, t); err != nil {
 		return nil, 0, err
 	}
-	r, err := quantize.QuantizeLayer(ctx, l, x, LayerConfig(s))
-	l.Release()
-	if err != nil {
-		return nil, 0, err
-	}
-	var next *pb.Shard
-	if s.Calibrated() && i+1 < s.NumLayers {
-		// The activations first: the layer's record, written after, promises them.
-		if next, err = put(ctx, store, fleet.ActivationsKey(job, i+1), quantize.MarshalActivations(r.Outputs)); err != nil {
-			return nil, 0, err
-		}
-	}
-	b, err := quantize.MarshalLayerResult(r)
-	if err != nil {
-		return nil, 0, err
-	}
-	sh, err := put(ctx, store, layerKey, b)
-	if err != nil {
-		return nil, 0, err
-	}
-	out := []*pb.Shard{sh}
-	if next != nil {
-		out = append(out, next)
-	}
-	return out, read, nil
+	return st.written, st.read, nil
 }

@@ -49,17 +49,17 @@ func sameDir(t *testing.T, want, got string) {
 }
 
 // TestLocalFleetGPTQMatchesQuantize runs a GPTQ 4-bit job (8 calibration samples of 128
-// tokens) as a chain of layer tasks over two workers and compares the checkpoint directory with
-// quantize.GPTQ's, file by file.
+// tokens in 2 shards) as the sharded pipeline's tasks over two workers and compares the
+// checkpoint directory with quantize.GPTQ's, file by file.
 func TestLocalFleetGPTQMatchesQuantize(t *testing.T) {
 	model := testenv.TinyLlama(t)
 	calib := filepath.Join(filepath.Dir(filepath.Dir(model)), "data", "calib.txt")
-	const samples, seqlen = 8, 128
+	const samples, seqlen, shardSamples = 8, 128, 4
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	wantDir := t.TempDir()
 	if _, err := quantize.GPTQ(ctx, quantize.GPTQRequest{Request: quantize.Request{ModelDir: model, ModelName: "tiny-llama",
-		CalibrationData: calib, CalibrationSamples: samples, SeqLen: seqlen, OutputDir: wantDir, OutputName: "out"},
+		CalibrationData: calib, CalibrationSamples: samples, SeqLen: seqlen, ShardSamples: shardSamples, OutputDir: wantDir, OutputName: "out"},
 		Config: gptq.Config{Bits: 4, GroupSize: 128, Damp: gptq.DefaultDamp}}); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestLocalFleetGPTQMatchesQuantize(t *testing.T) {
 	cfg := domain.DefaultConfig(domain.FormatGPTQ, "4bit")
 	cfg.CalibrationDataPath, cfg.CalibrationSamples, cfg.GroupSize = calib, samples, 128
 	sub, err := c.Submit(ctx, client.SubmitRequest{Model: model, Config: cfg,
-		Layered: &fleet.LayerOptions{LayerOptions: domain.LayerOptions{SeqLen: seqlen, Damp: gptq.DefaultDamp}}})
+		Layered: &fleet.LayerOptions{LayerOptions: domain.LayerOptions{SeqLen: seqlen, Damp: gptq.DefaultDamp, ShardSamples: shardSamples}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,9 @@ func TestLocalFleetGPTQMatchesQuantize(t *testing.T) {
 	if j.Status != domain.StatusCompleted {
 		t.Fatalf("job %s: %s", j.Status, j.ErrorMessage)
 	}
-	if j.TotalLayers != 6 || j.CurrentLayer != 6 || j.Result == nil || j.Result.Format != domain.FormatGPTQ {
+	// 6 layers × 4 groups × (2 Hessian partials + a solve) + 5 layers × 2 forwards.
+	const tasks = 6*4*3 + 5*2
+	if j.TotalLayers != tasks || j.CurrentLayer != tasks || j.Result == nil || j.Result.Format != domain.FormatGPTQ {
 		t.Errorf("job record: layers %d/%d, result %+v", j.CurrentLayer, j.TotalLayers, j.Result)
 	}
 	out := t.TempDir()
