@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"go.uber.org/zap"
+
 	"quantfleet.dev/libs/cuda"
 	"quantfleet.dev/libs/fault"
 )
@@ -150,4 +152,17 @@ func (d *Device) Close() error {
 		return d.GPU.Close()
 	}
 	return nil
+}
+
+// LogFields describes the choice made for asked, for the one log line a command or worker
+// writes when it starts: the device, what was asked, the GPU and why auto fell back to the CPU.
+func (d *Device) LogFields(asked Spec) []zap.Field {
+	fields := []zap.Field{zap.String("device", d.Name()), zap.String("asked", asked.String())}
+	if d.IsGPU() {
+		fields = append(fields, zap.String("gpu", d.GPUName()), zap.Stringer("detail", d))
+	}
+	if d.Fallback != "" {
+		fields = append(fields, zap.String("fallback", d.Fallback))
+	}
+	return fields
 }

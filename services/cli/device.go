@@ -39,13 +39,10 @@ func (f *deviceFlag) open(ctx context.Context, env Env, log *zap.Logger) (*devic
 		return nil, err
 	}
 	f.spec, f.dev = s, d
-	fields := []zap.Field{zap.String("device", d.Name()), zap.String("asked", s.String())}
+	fields := d.LogFields(s)
 	if d.IsGPU() {
 		f.gpu = llamacuda.OptionsFromEnv(env.Getenv)
-		fields = append(fields, zap.String("gpu", d.GPUName()), zap.Stringer("detail", d), zap.Bool("tf32", f.gpu.TF32))
-	}
-	if d.Fallback != "" {
-		fields = append(fields, zap.String("fallback", d.Fallback))
+		fields = append(fields, zap.Bool("tf32", f.gpu.TF32))
 	}
 	log.Info("device selected", fields...)
 	return d, nil

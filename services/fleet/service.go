@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"quantfleet.dev/libs/fault"
 )
 
 // ServiceFlags are the flags every service binary takes: the connection settings, the HTTP
@@ -128,11 +130,15 @@ func Main(name, defaultHTTP string, register func(fs *flag.FlagSet, sf *ServiceF
 	}())
 }
 
-// Exit prints err (one line) and exits 1, or exits 0 for nil.
+// Exit prints err (one line) and exits 2 for bad input (fault.ErrBadInput, as the CLI), 1 for
+// any other error, or 0 for nil.
 func Exit(service string, err error) {
 	if err == nil {
 		os.Exit(0)
 	}
 	fmt.Fprintf(os.Stderr, "%s: %s\n", service, OneLine(err.Error(), 4000))
+	if errors.Is(err, fault.ErrBadInput) {
+		os.Exit(2)
+	}
 	os.Exit(1)
 }

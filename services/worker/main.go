@@ -34,12 +34,15 @@ func main() {
 		fs.StringVar(&dev, "device", envOr("DEVICE", string(device.Auto)),
 			"where calibrated GPTQ layers are quantized: auto (a CUDA GPU when one is usable, else the CPU), cpu, cuda or cuda:N (env DEVICE)")
 	}, func(ctx context.Context, svc *fleet.Service, sf *fleet.ServiceFlags) error {
-		d, err := selectDevice(ctx, dev, svc.Log)
+		s, err := device.Parse(dev)
 		if err != nil {
-			// Bad input, as the CLI's: one line, exit 2.
-			fmt.Fprintf(os.Stderr, "worker: %s\n", fleet.OneLine(err.Error(), 4000))
-			os.Exit(2)
+			return fmt.Errorf("--device: %w", err)
 		}
+		d, err := device.Select(ctx, s)
+		if err != nil {
+			return err // bad input: fleet.Exit exits 2
+		}
+		svc.Log.Info("device selected", d.LogFields(s)...)
 		defer d.Close()
 		if d.IsGPU() {
 			o := llamacuda.OptionsFromEnv(os.Getenv)
@@ -52,27 +55,6 @@ func main() {
 		cfg.Backoff = sf.Backoff
 		return worker.New(svc.RT, cfg, svc.Registry, svc.Log).Run(ctx)
 	})
-}
-
-// selectDevice parses and opens --device and logs the choice.
-func selectDevice(ctx context.Context, value string, log *zap.Logger) (*device.Device, error) {
-	s, err := device.Parse(value)
-	if err != nil {
-		return nil, fmt.Errorf("--device: %w", err)
-	}
-	d, err := device.Select(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	fields := []zap.Field{zap.String("device", d.Name()), zap.String("asked", s.String())}
-	if d.IsGPU() {
-		fields = append(fields, zap.String("gpu", d.GPUName()), zap.Stringer("detail", d))
-	}
-	if d.Fallback != "" {
-		fields = append(fields, zap.String("fallback", d.Fallback))
-	}
-	log.Info("device selected", fields...)
-	return d, nil
 }
 
 func envOr(key, def string) string {
