@@ -151,11 +151,6 @@ func QuantizeLayer(ctx context.Context, l *transformer.Layer, inputs *transforme
 	if l == nil || l.Q == nil {
 		return nil, fmt.Errorf("%w: no layer weights", ErrLayerConfig)
 	}
-	if f := layerFuncOf(ctx); f != nil {
-		if r, ok, err := f(ctx, l, inputs, cfg); ok || err != nil {
-			return r, err
-		}
-	}
 	res := &LayerResult{Index: l.Index}
 	if cfg.RTN {
 		if err := rtnLayer(ctx, l, cfg.gptqConfig(), res); err != nil {

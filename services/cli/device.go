@@ -64,8 +64,7 @@ func (f *deviceFlag) withLayers(ctx context.Context, format domain.OutputFormat,
 		log.Warn("the GPU quantizes calibrated GPTQ layers only: this job's layers run on the CPU",
 			zap.String("format", string(format)), zap.Bool("rtn", o.RTN))
 	}
-	ctx = quantize.WithCompute(ctx, &llamacuda.Compute{D: f.dev.GPU, Options: f.gpu})
-	return quantize.WithLayerFunc(ctx, llamacuda.LayerFunc(f.dev.GPU, f.gpu))
+	return quantize.WithCompute(ctx, &llamacuda.Compute{D: f.dev.GPU, Options: f.gpu})
 }
 
 // record adds the device to a result's metadata: "device", and on a GPU "gpu" (its name) and

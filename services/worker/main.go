@@ -48,7 +48,6 @@ func main() {
 			o := llamacuda.OptionsFromEnv(os.Getenv)
 			svc.Log.Info("GPU arithmetic", zap.Bool("tf32", o.TF32))
 			ctx = quantize.WithCompute(ctx, &llamacuda.Compute{D: d.GPU, Options: o})
-			ctx = quantize.WithLayerFunc(ctx, llamacuda.LayerFunc(d.GPU, o))
 		}
 		// A test knob, deliberately not a flag: hold every task this long (heartbeats continue).
 		cfg.TaskDelay = fleet.EnvDuration("QUANTFLEET_TEST_TASK_DELAY")

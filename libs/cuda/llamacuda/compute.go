@@ -23,7 +23,7 @@ var errGroupNotSeen = errors.New("llamacuda: the layer's forward never fed the l
 // on a given GPU and driver (fixed chunking, cuBLAS without atomics-based reductions), so a
 // task re-run on the same kind of card writes the same bytes; results differ from the CPU's in
 // the last bits, so a job's tasks should all run on one kind of device. Calls on one device run
-// one at a time (with LayerFunc's layers), so that concurrent task slots of a worker do not
+// one at a time, so that concurrent task slots of a worker do not
 // race for its memory.
 type Compute struct {
 	D *cuda.Device

@@ -9,15 +9,14 @@
 // --fmad=false so that elementwise arithmetic rounds like the Go runtime's.
 //
 // QuantizeLayer is the GPU counterpart of quantize.QuantizeLayer's GPTQ path and returns the
-// same quantize.LayerResult. This package imports libs/quantize for that type, so quantize
-// cannot call it; LayerFunc wraps it for quantize.WithLayerFunc, under which
-// quantize.QuantizeLayer hands calibrated GPTQ layers to the GPU and runs the rest (RTN, AWQ)
-// itself: `quantize --device cuda`, `run --device cuda` and `worker --device cuda` set it.
-// CheckMemory refuses a layer whose work would not fit before it starts.
+// same quantize.LayerResult (tests and benchmarks compare the two). CheckMemory refuses a layer
+// whose work would not fit before it starts.
 //
 // Compute is the per-task arithmetic of the sharded pipeline (quantize.LayerCompute: a group's
 // Hessian partial on one calibration shard, a layer's forward on one shard, a group's GPTQ
-// solve from a merged Hessian) on the GPU.
+// solve from a merged Hessian) on the GPU: under quantize.WithCompute, `quantize --device
+// cuda`, `run --device cuda` and `worker --device cuda` run calibrated GPTQ layers with it;
+// RTN and AWQ stay on the CPU.
 //
 // Evaluate is quantize.Evaluate on the GPU (`eval --device cuda`): the whole forward pass,
 // final norm, lm_head and log-softmax NLL on the device, each decoder layer uploaded once per

@@ -81,7 +81,7 @@ func TestEvalTinyLlama(t *testing.T) {
 }
 
 // TestEvalGPTQTinyLlama quantizes tiny-llama to GPTQ 4-bit g128 (asymmetric, act-order) with
-// quantize.Layered twice, on the CPU and on the GPU (quantize.WithLayerFunc(LayerFunc): the path
+// quantize.Layered twice, on the CPU and on the GPU (quantize.WithCompute(Compute): the path
 // of `quantize --device cuda`), on 128×512 calibration tokens, and checks:
 //   - each checkpoint's GPU perplexity agrees with its CPU perplexity within 1e-4 relative;
 //   - the GPU-quantized checkpoint's perplexity is within 1% of the CPU-quantized one's
@@ -100,7 +100,7 @@ func TestEvalGPTQTinyLlama(t *testing.T) {
 	quant := func(name string, gpu bool) (string, time.Duration) {
 		qctx := ctx
 		if gpu {
-			qctx = quantize.WithCompute(quantize.WithLayerFunc(ctx, LayerFunc(d, Options{})), &Compute{D: d})
+			qctx = quantize.WithCompute(ctx, &Compute{D: d})
 		}
 		t0 := time.Now()
 		res, err := quantize.Layered(qctx, quantize.Request{ModelDir: dir, ModelName: "tiny-llama", CalibrationData: calib,

@@ -327,45 +327,6 @@ type phase struct {
 // on the CPU.
 func Handles(cfg quantize.LayerConfig) bool { return checkConfig(cfg) == nil }
 
-// LayerFunc is QuantizeLayer on d as a quantize.LayerFunc: under quantize.WithLayerFunc,
-// quantize.QuantizeLayer hands it every calibrated GPTQ layer and runs the rest itself.
-//
-// Its layers run one at a time (a worker's slots share the device's memory, which
-// CheckMemory then measures truthfully). It keeps the device copy of the last layer's outputs:
-// when the next call's inputs are those outputs (the local pipeline passes r.Outputs on), they
-// are not uploaded again. The copy is dropped by the next call that does not use it.
-func LayerFunc(d *cuda.Device, o Options) quantize.LayerFunc {
-	lc := &layerCache{}
-	return func(ctx context.Context, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig) (*quantize.LayerResult, bool, error) {
-		if !Handles(cfg) {
-			return nil, false, nil
-		}
-		c := l.Config()
-		if c == nil || c.CheckQuantizable() != nil {
-			return nil, false, nil
-		}
-		release, err := acquire(ctx, d)
-		if err != nil {
-			return nil, true, err
-		}
-		defer release()
-		x := lc.take(inputs)
-		r, out, err := quantizeOn(ctx, d, c, l, inputs, x, cfg, o)
-		x.Free()
-		if err != nil {
-			return nil, true, err
-		}
-		lc.host, lc.dev = r.Outputs, out
-		return r, true, nil
-	}
-}
-
-// layerCache is the device copy dev of the host tensor host: the last layer's outputs.
-type layerCache struct {
-	host *transformer.Tensor
-	dev  *Tensor
-}
-
 // turns holds one channel per device: a layer's (or a task's) work on the device holds it, so
 // that the work of several slots of a worker runs one at a time and CheckMemory's free memory is
 // what the work gets.
@@ -381,17 +342,4 @@ func acquire(ctx context.Context, d *cuda.Device) (func(), error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-}
-
-// take returns the device copy of inputs if it holds one (the caller then owns it), else
-// frees what it holds and returns nil.
-func (c *layerCache) take(inputs *transformer.Tensor) *Tensor {
-	dev, same := c.dev, c.host == inputs && inputs != nil && c.dev != nil &&
-		c.dev.Batch == inputs.Batch && c.dev.Seq == inputs.Seq && c.dev.Dim == inputs.Dim
-	c.host, c.dev = nil, nil
-	if same {
-		return dev
-	}
-	dev.Free()
-	return nil
 }
