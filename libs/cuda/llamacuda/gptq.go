@@ -44,51 +44,39 @@ func OptionsFromEnv(getenv func(string) string) Options {
 
 // QuantizeLayerWith is QuantizeLayer with options.
 func QuantizeLayerWith(ctx context.Context, d *cuda.Device, c *transformer.Config, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig, o Options) (*quantize.LayerResult, error) {
-	res, out, err := quantizeOn(ctx, d, c, l, inputs, nil, cfg, o)
-	if err != nil {
+	if err := checkConfig(cfg); err != nil {
 		return nil, err
 	}
-	out.Free()
-	return res, nil
-}
-
-// quantizeOn is QuantizeLayerWith on the device copy x of inputs when not nil (else it uploads
-// inputs); it also returns the outputs' device copy, which the caller frees.
-func quantizeOn(ctx context.Context, d *cuda.Device, c *transformer.Config, l *transformer.Layer, inputs *transformer.Tensor, x *Tensor, cfg quantize.LayerConfig, o Options) (*quantize.LayerResult, *Tensor, error) {
-	if err := checkConfig(cfg); err != nil {
-		return nil, nil, err
-	}
 	if l == nil || l.Q == nil || inputs == nil || inputs.Rows() == 0 || inputs.Dim != l.Q.In {
-		return nil, nil, fmt.Errorf("%w: layer needs calibration inputs of its hidden size", quantize.ErrLayerConfig)
+		return nil, fmt.Errorf("%w: layer needs calibration inputs of its hidden size", quantize.ErrLayerConfig)
 	}
-	if err := CheckMemory(ctx, d, l, inputs.Batch, inputs.Seq, x == nil); err != nil {
-		return nil, nil, err
+	if err := CheckMemory(ctx, d, l, inputs.Batch, inputs.Seq, true); err != nil {
+		return nil, err
 	}
 	g, err := UploadLayer(ctx, d, c, l)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer g.Close()
 	if o.TF32 {
 		if err := g.UseTF32(ctx); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	if x == nil {
-		if x, err = UploadTensor(ctx, d, inputs); err != nil {
-			return nil, nil, err
-		}
-		defer x.Free()
+	x, err := UploadTensor(ctx, d, inputs)
+	if err != nil {
+		return nil, err
 	}
+	defer x.Free()
 	res, out, err := QuantizeDevice(ctx, g, l, x, cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	defer out.Free()
 	if res.Outputs, err = out.Download(ctx); err != nil {
-		out.Free()
-		return nil, nil, err
+		return nil, err
 	}
-	return res, out, nil
+	return res, nil
 }
 
 func checkConfig(cfg quantize.LayerConfig) error {
