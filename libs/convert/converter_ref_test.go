@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"quantfleet.dev/libs/convert/internal/synth"
+	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/gguf/ggufdump"
 	"quantfleet.dev/libs/hfmodel"
@@ -48,8 +49,9 @@ var archCases = []string{
 	"Mixtral-synth-8x", "Qwen3-MoE-synth", "Qwen1.5-MoE-synth",
 }
 
-// archLevels are the llama-quantize levels the fixture script dumps for archCases.
-var archLevels = []string{"Q2_K", "Q3_K_M", "Q4_0", "Q4_K_M", "Q5_K_S", "Q6_K", "Q8_0"}
+// archLevels are the llama-quantize levels the fixture script dumps for archCases: the seed's 14
+// mixes (the float outputs come from the converter itself).
+var archLevels = domain.GGUFLevels[:14]
 
 func init() {
 	for _, m := range archCases {

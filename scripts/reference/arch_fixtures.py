@@ -25,7 +25,8 @@ from pathlib import Path
 
 MODELS = ["gemma-2-synth-it", "gemma-3-synth-it", "gemma-3-synth-mm", "Phi-3-synth-128k-instruct",
           "Mixtral-synth-8x", "Qwen3-MoE-synth", "Qwen1.5-MoE-synth"]
-LEVELS = ["Q2_K", "Q3_K_M", "Q4_0", "Q4_K_M", "Q5_K_S", "Q6_K", "Q8_0"]
+LEVELS = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M",
+          "Q5_0", "Q5_1", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0"]  # the seed's 14 levels
 # Text models whose forward pass transformers runs (the multimodal one is converted only).
 FORWARD = [m for m in MODELS if m != "gemma-3-synth-mm"]
 CTX, WINDOWS = 64, 8
@@ -93,8 +94,8 @@ def documents(shared: Path):
     return [d.strip() for d in text.split("\n\f\n") if d.strip()]
 
 
-def forward(models: Path, docs, out: Path, failed: list):
-    for name in FORWARD:
+def forward(models: Path, docs, out: Path, failed: list, names):
+    for name in (n for n in FORWARD if n in names):
         try:
             forward_one(models / name, name, docs, out)
         except Exception as e:  # noqa: BLE001
@@ -103,10 +104,15 @@ def forward(models: Path, docs, out: Path, failed: list):
 
 def forward_one(d: Path, name: str, docs, out: Path):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(d)
-    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
     cfg = json.loads((d / "config.json").read_text())
+    # Phi-3's pad_token_id (32000) lies outside the synthetic vocabulary; padding_idx only affects
+    # training, so leave it out rather than change the checkpoint the converter fixtures use.
+    config = AutoConfig.from_pretrained(d)
+    if cfg.get("pad_token_id", -1) >= cfg.get("vocab_size", 1 << 30):
+        config.pad_token_id = None
+    model = AutoModelForCausalLM.from_pretrained(d, config=config, dtype=torch.float32, attn_implementation="eager").eval()
     bos = cfg.get("bos_token_id")
     ids = []
     for doc in docs:
@@ -169,7 +175,10 @@ def main():
     ap.add_argument("--out", type=Path, default=Path(".devcarry/out"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/quantfleet-arch-work"), help="checkpoints, GGUF files (not kept)")
     ap.add_argument("--skip-forward", action="store_true")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of the synthetic models")
+    ap.add_argument("--forward-only", action="store_true", help="only the forward-pass fixtures (no converter, no tokenizers)")
     a = ap.parse_args()
+    names = a.models.split(",")
     t0 = time.time()
     repo = Path.cwd()
     out = a.out
@@ -185,7 +194,7 @@ def main():
     models = work / "models"
     write_models(repo, a.shared, models)
     digests = {}
-    for m in MODELS:
+    for m in names:
         h = hashlib.sha256()
         for f in sorted((models / m).glob("*.safetensors")):
             h.update(f.read_bytes())
@@ -193,7 +202,7 @@ def main():
     (out / "converter" / "weight_digests.json").write_text(json.dumps(digests, indent=1))
     gguf_dump = a.shared / "tools" / "gguf_dump.py"
     failed = []  # one model's failure (a converter refusal, say) must not cost the others' fixtures
-    for m in MODELS:
+    for m in ([] if a.forward_only else names):
         try:
             auto = work / f"{m}.auto.gguf"
             run([sys.executable, a.llama_cpp / "convert_hf_to_gguf.py", models / m, "--outtype", "auto", "--outfile", auto])
@@ -206,8 +215,8 @@ def main():
         except Exception as e:  # noqa: BLE001
             failed.append(f"convert {m}: {e}")
     docs = documents(a.shared)
-    for step, fn in [("tokenizer", lambda: tokenizer_ids(a.shared, docs, out / "tokenizer", a.llama_cpp, gguf_dump, work)),
-                     ("forward", lambda: None if a.skip_forward else forward(models, docs, out / "forward", failed))]:
+    for step, fn in [("tokenizer", lambda: None if a.forward_only else tokenizer_ids(a.shared, docs, out / "tokenizer", a.llama_cpp, gguf_dump, work)),
+                     ("forward", lambda: None if a.skip_forward else forward(models, docs, out / "forward", failed, names))]:
         try:
             fn()
         except Exception as e:  # noqa: BLE001

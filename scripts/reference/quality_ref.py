@@ -149,14 +149,14 @@ def quantize_gptq(model, samples, kw, bits, act_order, G, Q, dump=None):
             for name in names:
                 short = name.split(".")[-1]
                 rec = dump is not None and (dump.get("all") or li == 0 and short in ("q_proj", "k_proj", "v_proj", "o_proj"))
-                if rec:
+                if rec and not act_order:  # act-order codes come in processing order: record the loss only
                     record_start(G, g[name].quantizer)
                 log = io.StringIO()
                 with contextlib.redirect_stdout(log):
                     g[name].fasterquant(percdamp=0.01, groupsize=128, actorder=act_order, static_groups=False)
                 if rec:
                     key = f"model.layers.{li}.{name}" if dump.get("all") else short
-                    dump[key] = record_end(G)
+                    dump[key] = {} if act_order else record_end(G)
                     dump[key]["loss"] = torch.tensor([float(l.split()[1]) for l in log.getvalue().splitlines() if l.startswith("error")])
                 g[name].free()
         for j in range(n):
@@ -449,8 +449,8 @@ def main():
     ap.add_argument("--windows", type=int, default=400)
     ap.add_argument("--out", required=True, help="JSON Lines: one result per mode and draw")
     ap.add_argument("--dump-layer0", help="safetensors file for layer 0 of the first gptq4 run")
-    ap.add_argument("--dump-all", help="safetensors file with every linear's codes, scales, zeros and GPTQ loss of the first gptq run "
-                    "(no act-order modes only), to find where two implementations part")
+    ap.add_argument("--dump-all", help="safetensors file with every linear's codes, scales, zeros and GPTQ loss of the first GPTQ run "
+                    "(act-order modes: the loss only), to find where two implementations part")
     ap.add_argument("--minimal", action="store_true",
                     help="use the plain-PyTorch Llama and SentencePiece instead of transformers (CPU machines without it)")
     a = ap.parse_args()
@@ -486,7 +486,7 @@ def main():
                 dump = None
                 if mode == "gptq4" and a.dump_layer0 and k == 0:
                     dump = {}
-                if mode in ("gptq4", "gptq3") and a.dump_all and k == int(a.draws.split(",")[0]):
+                if mode.startswith("gptq") and a.dump_all and k == int(a.draws.split(",")[0]):
                     dump = {"all": True}
                 if mode.startswith("rtn"):
                     quantize_rtn(model, bits, Q)
@@ -504,7 +504,10 @@ def main():
                 out.write(json.dumps(rec) + "\n")
                 out.flush()
                 if dump:
-                    path = a.dump_all if dump.pop("all", False) else a.dump_layer0
+                    if dump.pop("all", False):
+                        path, a.dump_all = a.dump_all, None  # the first GPTQ run only
+                    else:
+                        path = a.dump_layer0
                     save_safetensors({f"{name}.{field}": v for name, d in dump.items() for field, v in d.items()}, path)
                 del model
                 torch.cuda.empty_cache()
