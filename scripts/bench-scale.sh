@@ -1,87 +1,152 @@
 #!/usr/bin/env bash
-# bench-scale.sh — how the fleet scales: the same job on 1, 2 and 4 worker processes.
+# bench-scale.sh — how the fleet scales: the same job on 1, 2, … worker processes, against a local
+# `quantfleet quantize` of the same job, and how much memory a worker needs.
 #
 # Usage: scripts/bench-scale.sh [--format gguf|gptq|awq]
 #
-# gguf (default) times a GGUF job. gptq and awq time a calibrated job (the sharded pipeline:
-# per-layer tasks split by calibration shard), on a smaller generated model (hidden 1024, MLP
-# 2816, 8 layers) with CALIB_SAMPLES × SEQLEN calibration tokens of ../shared/data/calib.txt,
-# SHARD_SAMPLES samples per shard, and report each worker's peak RSS (VmHWM) as well: with
-# MEM_SAMPLES set (e.g. "128 512"), the 1-worker run is repeated at each sample count to show that
-# a worker's peak memory is bounded by the shard size, not the sample count.
+#   --format gguf   (default) a GGUF job (LEVEL, default Q4_K_M) on a generated model of hidden 2048,
+#                   16 layers (755 M parameters); workers 1, 2 and 4.
+#   --format gptq   a calibrated GPTQ 4-bit act-order job (the sharded pipeline: Hessian partials per
+#   --format awq    calibration shard, solves, forwards; AWQ: statistics, scale losses, clip
+#                   statistics per shard, a finish per layer) on a generated model of hidden 1024,
+#                   MLP 2816, 8 layers (107 M parameters), CALIB_SAMPLES × SEQLEN tokens (default
+#                   128 × 512) of calib.txt, SHARD_SAMPLES per shard; workers 1 and 2 at
+#                   WORKER_GOMAXPROCS=1; then one worker again at each of MEM_SAMPLES samples
+#                   (default 512), so that the report shows a worker's peak RSS at 128 and at 512
+#                   samples (bounded by the shard, not the samples).
 #
-# Builds the binaries, generates a Llama-shaped synthetic bf16 model (>= 1 GB; once, reused), starts
-# `quantfleet dev-servers` (NATS + S3 in one process), a dispatcher and an assembler, uploads the
-# model once, then for each worker count starts that many worker processes, submits the job, waits
-# for it and prints the wall time and throughput. A local `quantfleet quantize` run is the baseline.
+# It prints, per run: wall time (submit to COMPLETED), throughput, speed-up over 1 worker and the peak
+# RSS (VmHWM) of every worker; then whether every fleet output is byte-identical to quantize's.
+#
+# Runs from prebuilt binaries, without a Go toolchain (another Linux machine: copy bin/ and the files
+# below): QF, DISPATCHER, WORKER, ASSEMBLER and GENMODEL name the binaries (default BIN_DIR/<name>,
+# BIN_DIR default <repo>/bin); only if one is missing is `make build` run, which needs Go. Besides
+# the binaries it needs bash, awk, coreutils and a Linux /proc, and two files: a tokenizer directory
+# for the generated model (TOKENIZER_DIR) and the calibration text (CALIB), by default from
+# ../shared. MODEL uses an existing checkpoint instead of generating one.
 #
 # Environment:
-#   BENCH_DIR          work directory (default: a new temporary one; kept, the model is reused)
-#   LEVEL              quantization level (default Q4_K_M)
-#   WORKER_COUNTS      worker counts to try (default "1 2 4")
-#   WORKER_GOMAXPROCS  GOMAXPROCS of each worker (default: unset, all cores per worker)
-#   GEN_ARGS           extra genmodel flags (default: hidden 2048, 16 layers, 755 M parameters;
-#                      gptq/awq: hidden 1024, MLP 2816, 8 layers)
+#   BIN_DIR            where the binaries are (default <repo>/bin, what `make build` writes)
+#   QF DISPATCHER WORKER ASSEMBLER GENMODEL
+#                      the binaries themselves (default BIN_DIR/quantfleet, …/dispatcher, …)
+#   BENCH_DIR          work directory (default: a new temporary one; kept; generated models are
+#                      reused across runs of the same shape)
+#   SHARED             the shared data directory (default <repo>/../shared)
+#   TOKENIZER_DIR      tokenizer files for the generated model (default SHARED/models/tiny-llama)
+#   CALIB              calibration text (default SHARED/data/calib.txt)
+#   MODEL              an existing checkpoint directory to quantize instead of a generated one
+#   GEN_ARGS, MODEL_ARGS
+#                      genmodel flags: the generated model's shape (either name; default gguf:
+#                      "--hidden 2048 --layers 16", gptq/awq: "--hidden 1024 --intermediate 2816
+#                      --layers 8 --heads 16 --kv-heads 4"); flags: --hidden --intermediate --layers
+#                      --heads --kv-heads --vocab --shard-mb
+#   LEVEL              quantization level (default Q4_K_M; gptq/awq 4bit)
+#   WORKER_COUNTS      worker counts to try (default "1 2 4"; gptq/awq "1 2")
+#   WORKER_GOMAXPROCS  GOMAXPROCS of each worker (default: unset, all cores; gptq/awq 1)
 #   CALIB_SAMPLES      gptq/awq calibration samples (default 128)
 #   SEQLEN             gptq/awq tokens per sample (default 512)
 #   SHARD_SAMPLES      gptq/awq samples per shard (default 32)
-#   MEM_SAMPLES        gptq/awq sample counts of the 1-worker peak-memory runs (default: none)
+#   MEM_SAMPLES        gptq/awq sample counts of the extra 1-worker peak-memory runs (default 512;
+#                      "" for none)
 set -euo pipefail
 
 FORMAT=gguf
 while [ $# -gt 0 ]; do
   case "$1" in
-    --format) FORMAT=$2; shift 2 ;;
+    --format) FORMAT=${2:-}; shift 2 ;;
     --format=*) FORMAT=${1#--format=}; shift ;;
     *) echo "usage: $0 [--format gguf|gptq|awq]" >&2; exit 2 ;;
   esac
 done
+case "$FORMAT" in gguf|gptq|awq) ;; *) echo "$0: --format must be gguf, gptq or awq, not '$FORMAT'" >&2; exit 2 ;; esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared}
-WORK=${BENCH_DIR:-$(mktemp -d /tmp/quantfleet-bench.XXXXXX)}
+TOKENIZER_DIR=${TOKENIZER_DIR:-$SHARED/models/tiny-llama}
 CALIB=${CALIB:-$SHARED/data/calib.txt}
-CALIB_SAMPLES=${CALIB_SAMPLES:-128}
-SEQLEN=${SEQLEN:-512}
-SHARD_SAMPLES=${SHARD_SAMPLES:-32}
-MEM_SAMPLES=${MEM_SAMPLES:-}
+GEN_ARGS=${GEN_ARGS:-${MODEL_ARGS:-}}
 if [ "$FORMAT" = gguf ]; then
   LEVEL=${LEVEL:-Q4_K_M}
   EXT=.gguf
-  MODEL_NAME=model
-  JOB_FLAGS=()
+  GEN_ARGS=${GEN_ARGS:---hidden 2048 --layers 16}
+  WORKER_COUNTS=${WORKER_COUNTS:-"1 2 4"}
+  WORKER_GOMAXPROCS=${WORKER_GOMAXPROCS:-}
+  MEM_SAMPLES=
 else
   LEVEL=${LEVEL:-4bit}
   EXT=
-  MODEL_NAME=model-small
   GEN_ARGS=${GEN_ARGS:---hidden 1024 --intermediate 2816 --layers 8 --heads 16 --kv-heads 4}
+  WORKER_COUNTS=${WORKER_COUNTS:-"1 2"}
+  WORKER_GOMAXPROCS=${WORKER_GOMAXPROCS-1}
+  MEM_SAMPLES=${MEM_SAMPLES-512}
 fi
-job_flags() { # the calibrated job's flags for $1 samples
-  JOB_FLAGS=(--format "$FORMAT" --calibration-data "$CALIB" --calibration-samples "$1" --seqlen "$SEQLEN" --shard-samples "$SHARD_SAMPLES")
-  [ "$FORMAT" = gptq ] && JOB_FLAGS+=(--act-order)
-  return 0
-}
-[ "$FORMAT" != gguf ] && job_flags "$CALIB_SAMPLES"
-WORKER_COUNTS=${WORKER_COUNTS:-"1 2 4"}
+CALIB_SAMPLES=${CALIB_SAMPLES:-128}
+SEQLEN=${SEQLEN:-512}
+SHARD_SAMPLES=${SHARD_SAMPLES:-32}
+
+# The binaries: prebuilt where named or present, else built once with `make build`.
+BIN_DIR=${BIN_DIR:-$ROOT/bin}
+QF=${QF:-$BIN_DIR/quantfleet}
+DISPATCHER=${DISPATCHER:-$BIN_DIR/dispatcher}
+WORKER=${WORKER:-$BIN_DIR/worker}
+ASSEMBLER=${ASSEMBLER:-$BIN_DIR/assembler}
+GENMODEL=${GENMODEL:-$BIN_DIR/genmodel}
+missing=()
+for b in "$QF" "$DISPATCHER" "$WORKER" "$ASSEMBLER" "$GENMODEL"; do [ -x "$b" ] || missing+=("$b"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! command -v go >/dev/null; then
+    echo "$0: missing binaries (${missing[*]}) and no Go toolchain to build them: set QF, DISPATCHER, WORKER, ASSEMBLER, GENMODEL or BIN_DIR" >&2
+    exit 2
+  fi
+  echo "== building the binaries (make build; missing: ${missing[*]})"
+  make -C "$ROOT" build >/dev/null
+  for b in "${missing[@]}"; do [ -x "$b" ] || { echo "$0: $b still missing after make build (it writes $ROOT/bin)" >&2; exit 2; }; done
+fi
+for f in "$CALIB" "$TOKENIZER_DIR"; do
+  [ "$FORMAT" = gguf ] && [ "$f" = "$CALIB" ] && continue
+  [ -n "${MODEL:-}" ] && [ "$f" = "$TOKENIZER_DIR" ] && continue
+  [ -e "$f" ] || { echo "$0: $f not found (set CALIB / TOKENIZER_DIR / SHARED)" >&2; exit 2; }
+done
+
+WORK=${BENCH_DIR:-$(mktemp -d /tmp/quantfleet-bench.XXXXXX)}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
-BIN=$WORK/bin
-MODEL=$WORK/${MODEL_NAME:-model}
 LOGS=$WORK/logs
-mkdir -p "$BIN" "$LOGS"
+mkdir -p "$LOGS"
 
-echo "== building binaries into $BIN"
-(cd "$ROOT/services" && CGO_ENABLED=0 go build -o "$BIN/" ./quantfleet ./dispatcher ./worker ./assembler ./internal/genmodel)
-
-if [ ! -f "$MODEL/config.json" ]; then
-  echo "== generating the synthetic model in $MODEL"
-  "$BIN/genmodel" --out "$MODEL" --tokenizer "$SHARED/models/tiny-llama" ${GEN_ARGS:-}
+# The model: MODEL as given, or generated once per shape (GEN_ARGS) and reused.
+if [ -z "${MODEL:-}" ]; then
+  MODEL=$WORK/model-$(echo "$GEN_ARGS" | cksum | awk '{print $1}')
+  if [ ! -f "$MODEL/config.json" ]; then
+    echo "== generating the synthetic model ($GEN_ARGS) in $MODEL"
+    # shellcheck disable=SC2086 # GEN_ARGS is a list of flags
+    "$GENMODEL" --out "$MODEL" --tokenizer "$TOKENIZER_DIR" $GEN_ARGS
+  fi
 fi
 SRC_BYTES=$(cat "$MODEL"/*.safetensors | wc -c)
 PARAMS=$((SRC_BYTES / 2))
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+job_flags() { # the job's flags for $1 calibration samples
+  JOB_FLAGS=()
+  [ "$FORMAT" = gguf ] && return 0
+  JOB_FLAGS=(--format "$FORMAT" --calibration-data "$CALIB" --calibration-samples "$1" --seqlen "$SEQLEN" --shard-samples "$SHARD_SAMPLES")
+  [ "$FORMAT" = gptq ] && JOB_FLAGS+=(--act-order)
+  return 0
+}
+job_flags "$CALIB_SAMPLES"
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+# free_port: a port nothing listens on (bash's /dev/tcp connects only where one does).
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
 NATS_PORT=$(free_port); S3_PORT=$(free_port)
+while [ "$S3_PORT" = "$NATS_PORT" ]; do S3_PORT=$(free_port); done
 export NATS_URL=nats://127.0.0.1:$NATS_PORT S3_ENDPOINT=127.0.0.1:$S3_PORT S3_INSECURE=true S3_BUCKET=quantfleet
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-$RANDOM$RANDOM LOG_LEVEL=warn
 
@@ -94,100 +159,98 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN/quantfleet" dev-servers --dir "$WORK/servers" --nats-addr 127.0.0.1:$NATS_PORT --s3-addr 127.0.0.1:$S3_PORT >"$LOGS/servers.log" 2>&1 &
+"$QF" dev-servers --dir "$WORK/servers" --nats-addr 127.0.0.1:$NATS_PORT --s3-addr 127.0.0.1:$S3_PORT >"$LOGS/servers.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 100); do grep -q s3_endpoint "$LOGS/servers.log" 2>/dev/null && break; sleep 0.1; done
-"$BIN/dispatcher" --http-addr "" >"$LOGS/dispatcher.log" 2>&1 & PIDS+=($!)
-"$BIN/assembler" --http-addr "" >"$LOGS/assembler.log" 2>&1 & PIDS+=($!)
+for _ in $(seq 300); do grep -q s3_endpoint "$LOGS/servers.log" 2>/dev/null && break; sleep 0.1; done
+"$DISPATCHER" --http-addr "" >"$LOGS/dispatcher.log" 2>&1 & PIDS+=($!)
+"$ASSEMBLER" --http-addr "" >"$LOGS/assembler.log" 2>&1 & PIDS+=($!)
 
 echo "== uploading the model once"
-t0=$(date +%s.%N)
-URL=$("$BIN/quantfleet" upload --model "$MODEL" --verbosity quiet)
-t1=$(date +%s.%N)
-printf 'upload: %.1f s (%s)\n' "$(echo "$t1 - $t0" | bc)" "$URL"
+t0=$(now)
+URL=$("$QF" upload --model "$MODEL" --verbosity quiet)
+echo "upload: $(elapsed "$t0" "$(now)") s ($URL)"
 
 echo "== baseline: quantfleet quantize (one process, no fleet)"
-t0=$(date +%s.%N)
-"$BIN/quantfleet" quantize --model "$MODEL" --level "$LEVEL" "${JOB_FLAGS[@]}" --output-dir "$WORK/local" --output-name "local$EXT" --overwrite --verbosity quiet >/dev/null
-t1=$(date +%s.%N)
-LOCAL_WALL=$(echo "$t1 - $t0" | bc)
+t0=$(now)
+"$QF" quantize --model "$MODEL" --level "$LEVEL" "${JOB_FLAGS[@]}" --output-dir "$WORK/local" --output-name "local$EXT" --overwrite --verbosity quiet >/dev/null
+LOCAL_WALL=$(elapsed "$t0" "$(now)")
 
-# run_job N SAMPLES TAG: N workers, one job; appends "N wall peak-RSS-MB..." to results.
-results=()
-mem_results=()
+# run_job N SAMPLES TAG: one job on N fresh workers; sets LAST to "N wall peak-RSS-MB…".
 run_job() {
-  local n=$1 tag=$3
-  [ "$FORMAT" != gguf ] && job_flags "$2"
+  local n=$1 tag=$3 i p rss=""
+  job_flags "$2"
   WORKER_PIDS=()
   for i in $(seq "$n"); do
-    if [ -n "${WORKER_GOMAXPROCS:-}" ]; then
-      GOMAXPROCS=$WORKER_GOMAXPROCS "$BIN/worker" --http-addr "" --name "w$i" >"$LOGS/worker-$n-$i.log" 2>&1 &
+    if [ -n "$WORKER_GOMAXPROCS" ]; then
+      GOMAXPROCS=$WORKER_GOMAXPROCS "$WORKER" --http-addr "" --name "w$i" >"$LOGS/worker-$tag-$i.log" 2>&1 &
     else
-      "$BIN/worker" --http-addr "" --name "w$i" >"$LOGS/worker-$n-$i.log" 2>&1 &
+      "$WORKER" --http-addr "" --name "w$i" >"$LOGS/worker-$tag-$i.log" 2>&1 &
     fi
     WORKER_PIDS+=($!)
   done
   sleep 1
-  echo "== $n worker(s)"
-  t0=$(date +%s.%N)
-  "$BIN/quantfleet" submit --model "$URL" --model-name "$(basename "$MODEL")" --level "$LEVEL" "${JOB_FLAGS[@]}" --output-name "w$tag$EXT" --wait --verbosity quiet >"$LOGS/submit-$tag.log"
-  t1=$(date +%s.%N)
-  wall=$(echo "$t1 - $t0" | bc)
-  local rss=""
+  echo "== $n worker(s), $2 samples"
+  t0=$(now)
+  "$QF" submit --model "$URL" --model-name "$(basename "$MODEL")" --level "$LEVEL" "${JOB_FLAGS[@]}" --output-name "w$tag$EXT" --wait --verbosity quiet >"$LOGS/submit-$tag.log"
+  local wall
+  wall=$(elapsed "$t0" "$(now)")
   for p in "${WORKER_PIDS[@]}"; do
-    rss="$rss $(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$p/status 2>/dev/null || echo '?')"
+    rss="$rss $(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$p/status" 2>/dev/null || echo '?')"
   done
   LAST="$n $wall$rss"
   for p in "${WORKER_PIDS[@]}"; do kill -TERM "$p"; done
   for p in "${WORKER_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   WORKER_PIDS=()
 }
+results=()
+mem_results=()
 for n in $WORKER_COUNTS; do
   run_job "$n" "$CALIB_SAMPLES" "$n"
   results+=("$LAST")
 done
-if [ "$FORMAT" != gguf ]; then
-  for s in $MEM_SAMPLES; do
-    echo "== peak memory: 1 worker, $s calibration samples"
-    run_job 1 "$s" "mem$s"
-    mem_results+=("$s $LAST")
-  done
-  job_flags "$CALIB_SAMPLES"
-fi
+for s in $MEM_SAMPLES; do
+  run_job 1 "$s" "mem$s"
+  mem_results+=("$s $LAST")
+done
 
-echo "== checking the fleet's file against the local one"
-JOB=$(awk '{print $1; exit}' "$LOGS/submit-${WORKER_COUNTS%% *}.log")
-rm -rf "$WORK/fleet"
-"$BIN/quantfleet" get "$JOB" --output-dir "$WORK/fleet" --verbosity quiet >/dev/null
-if [ "$FORMAT" = gguf ]; then
-  if cmp -s "$WORK/fleet/w${WORKER_COUNTS%% *}.gguf" "$WORK/local/local.gguf"; then IDENTICAL=yes; else IDENTICAL=NO; fi
-else
-  # every job of the run (all worker counts) against the local directory
-  IDENTICAL=yes
-  for n in $WORKER_COUNTS; do
-    J=$(awk '{print $1; exit}' "$LOGS/submit-$n.log")
-    rm -rf "$WORK/fleet-$n"
-    "$BIN/quantfleet" get "$J" --output-dir "$WORK/fleet-$n" --verbosity quiet >/dev/null
+echo "== checking the fleet's outputs against the local one"
+IDENTICAL=yes
+for n in $WORKER_COUNTS; do
+  J=$(awk '{print $1; exit}' "$LOGS/submit-$n.log")
+  rm -rf "$WORK/fleet-$n"
+  "$QF" get "$J" --output-dir "$WORK/fleet-$n" --verbosity quiet >/dev/null
+  if [ "$FORMAT" = gguf ]; then
+    cmp -s "$WORK/fleet-$n/w$n.gguf" "$WORK/local/local.gguf" || IDENTICAL=NO
+  else
     diff -r "$WORK/fleet-$n/w$n" "$WORK/local/local" >/dev/null || IDENTICAL=NO
-  done
-fi
+  fi
+done
 
+rate() { awk -v a="$1" -v w="$2" 'BEGIN { printf "%.1f", a / w / 1e6 }'; }
 echo
-echo "model: $(basename "$MODEL"), ~$PARAMS parameters (bf16 bytes / 2), $(echo "scale=2; $SRC_BYTES/1000000000" | bc) GB bf16; format $FORMAT, level $LEVEL; $(nproc) cores; WORKER_GOMAXPROCS=${WORKER_GOMAXPROCS:-unset}"
+echo "model: $(basename "$MODEL") (${GEN_ARGS:-given}), ~$PARAMS parameters (bf16 bytes / 2), $(awk -v b="$SRC_BYTES" 'BEGIN { printf "%.2f", b / 1e9 }') GB bf16; format $FORMAT, level $LEVEL; $(nproc) cores; WORKER_GOMAXPROCS=${WORKER_GOMAXPROCS:-unset}"
 [ "$FORMAT" != gguf ] && echo "calibration: $CALIB_SAMPLES samples × $SEQLEN tokens, $SHARD_SAMPLES samples per shard"
-printf '%-22s %10s %14s %12s %9s  %s\n' "run" "wall (s)" "Mparams/s" "MB/s (bf16)" "speedup" "peak RSS per worker (MB)"
-printf '%-22s %10.1f %14.1f %12.1f %9s\n' "quantize (local)" "$LOCAL_WALL" "$(echo "$PARAMS/$LOCAL_WALL/1000000" | bc -l)" "$(echo "$SRC_BYTES/$LOCAL_WALL/1000000" | bc -l)" "-"
+printf '%-24s %10s %12s %12s %9s  %s\n' "run" "wall (s)" "Mparams/s" "MB/s (bf16)" "speed-up" "peak RSS per worker (MB)"
+printf '%-24s %10.1f %12s %12s %9s\n' "quantize (local)" "$LOCAL_WALL" "$(rate "$PARAMS" "$LOCAL_WALL")" "$(rate "$SRC_BYTES" "$LOCAL_WALL")" "-"
 base=""
 for r in "${results[@]}"; do
+  # shellcheck disable=SC2086 # split the result's fields
   set -- $r
   [ -z "$base" ] && base=$2
   n=$1 w=$2; shift 2
-  printf '%-22s %10.1f %14.1f %12.1f %8.2fx  %s\n' "fleet, $n worker(s)" "$w" "$(echo "$PARAMS/$w/1000000" | bc -l)" "$(echo "$SRC_BYTES/$w/1000000" | bc -l)" "$(echo "$base/$w" | bc -l)" "$*"
+  printf '%-24s %10.1f %12s %12s %8sx  %s\n' "fleet, $n worker(s)" "$w" "$(rate "$PARAMS" "$w")" "$(rate "$SRC_BYTES" "$w")" \
+    "$(awk -v b="$base" -v w="$w" 'BEGIN { printf "%.2f", b / w }')" "$*"
 done
-for r in "${mem_results[@]}"; do
-  set -- $r
-  s=$1 w=$3; shift 3
-  printf '%-22s %10.1f %14s %12s %9s  %s\n' "1 worker, $s samples" "$w" "" "" "" "$*"
-done
-echo "fleet file byte-identical to quantize's: $IDENTICAL"
-echo "(fleet wall time = submit to COMPLETED: planning, tasks, assembly with server-side copies, validation read-back)"
+if [ ${#mem_results[@]} -gt 0 ]; then
+  echo "peak RSS of one worker by calibration samples ($SHARD_SAMPLES per shard):"
+  # shellcheck disable=SC2086
+  set -- ${results[0]}
+  [ "$1" = 1 ] && printf '  %5s samples: %s MB (%s s)\n' "$CALIB_SAMPLES" "$3" "$2"
+  for r in "${mem_results[@]}"; do
+    # shellcheck disable=SC2086
+    set -- $r
+    printf '  %5s samples: %s MB (%s s)\n' "$1" "$4" "$3"
+  done
+fi
+echo "fleet outputs byte-identical to quantize's: $IDENTICAL"
+echo "(fleet wall time = submit to COMPLETED: planning, tasks, assembly, validation read-back)"

@@ -354,3 +354,25 @@ func cleanStale(dir string) {
 		lock.Close()
 	}
 }
+
+// CopyFile copies the file name of fsys to dst (created or truncated, with Mode): the files that
+// ride along into an output or work directory unchanged (tokenizer, config, README).
+func CopyFile(fsys fs.FS, name, dst string) error {
+	in, err := fsys.Open(name)
+	if err != nil {
+		return fmt.Errorf("copying %s: %w", name, err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, Mode)
+	if err != nil {
+		return fmt.Errorf("copying %s: %w", name, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copying %s to %s: %w", name, dst, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("copying %s to %s: %w", name, dst, err)
+	}
+	return nil
+}

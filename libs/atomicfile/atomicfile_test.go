@@ -2,6 +2,7 @@ package atomicfile
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -99,5 +100,25 @@ func TestDirReplace(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 2 {
 		t.Errorf("directory holds %v, want ckpt and mine only", entries)
+	}
+}
+
+func TestCopyFile(t *testing.T) {
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "tokenizer.json")
+	if err := os.WriteFile(filepath.Join(src, "tokenizer.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A longer file at dst must be replaced, not overwritten in place.
+	if err := os.WriteFile(dst, []byte("an older, longer file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := CopyFile(os.DirFS(src), "tokenizer.json", dst); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(dst); err != nil || string(b) != "{}" {
+		t.Errorf("copy holds %q (%v)", b, err)
+	}
+	if err := CopyFile(os.DirFS(src), "missing.json", dst); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("copying a missing file: %v", err)
 	}
 }

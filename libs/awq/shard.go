@@ -66,17 +66,77 @@ func mergeSpans(spans []span) (span, error) {
 	return m, nil
 }
 
-// checkParts rejects an empty merge and nil partials.
-func checkParts[P any](parts []*P) error {
+// partial is what mergePartials needs of a partial result T (Stats, ScaleLosses, ClipStats):
+// its span (embedded), a check that it may be merged with the first partial, a deep copy to
+// start the merge from, and adding a later partial into it.
+type partial[T any] interface {
+	*T
+	tokens() span
+	setTokens(span)
+	matches(first *T) error
+	clone() *T
+	add(later *T)
+}
+
+func (s span) tokens() span      { return s }
+func (s *span) setTokens(v span) { *s = v }
+
+// mergePartials adds partials in the order given, which must be shard order from the first
+// shard (see mergeSpans): a copy of the first plus each later one, so the float64 sums are
+// added in one fixed order.
+func mergePartials[T any, P partial[T]](parts []P) (P, error) {
 	if len(parts) == 0 {
-		return fmt.Errorf("%w: nothing to merge", ErrPartial)
+		return nil, fmt.Errorf("%w: nothing to merge", ErrPartial)
 	}
+	spans := make([]span, len(parts))
 	for i, p := range parts {
 		if p == nil {
-			return fmt.Errorf("%w: partial %d is nil", ErrPartial, i)
+			return nil, fmt.Errorf("%w: partial %d is nil", ErrPartial, i)
+		}
+		if err := p.matches(parts[0]); err != nil {
+			return nil, err
+		}
+		spans[i] = p.tokens()
+	}
+	sp, err := mergeSpans(spans)
+	if err != nil {
+		return nil, err
+	}
+	m := P(parts[0].clone())
+	for _, p := range parts[1:] {
+		m.add(p)
+	}
+	m.setTokens(sp)
+	return m, nil
+}
+
+// sameShape reports whether two [group][i] sum tables have the same shape, naming the first
+// group that differs.
+func sameShape(a, b [][]float64) (group int, ok bool) {
+	if len(a) != len(b) {
+		return -1, false
+	}
+	for g := range a {
+		if len(a[g]) != len(b[g]) {
+			return g, false
 		}
 	}
-	return nil
+	return 0, true
+}
+
+// addInto adds src into dst element by element (same shape).
+func addInto(dst, src []float64) {
+	for i, v := range src {
+		dst[i] += v
+	}
+}
+
+func cloneRows(rows [][]float64) [][]float64 {
+	out := make([][]float64, len(rows))
+	for i, r := range rows {
+		out[i] = slices.Clone(r)
+	}
+	return out
 }
 
 // Stats is a partial result of step 1: per scaling group and input channel, the sum of |x|
@@ -101,37 +161,24 @@ func CollectStats(l *Layer, sh Shard, cfg Config) (*Stats, error) {
 
 // MergeStats adds partial statistics in the order given, which must be shard order from the
 // first shard (see mergeSpans).
-func MergeStats(parts []*Stats) (*Stats, error) {
-	if err := checkParts(parts); err != nil {
-		return nil, err
-	}
-	spans := make([]span, len(parts))
-	for i, p := range parts {
-		spans[i] = p.span
-		if len(p.sums) != len(parts[0].sums) {
-			return nil, fmt.Errorf("%w: merging stats of %d and %d groups", ErrPartial, len(parts[0].sums), len(p.sums))
+func MergeStats(parts []*Stats) (*Stats, error) { return mergePartials(parts) }
+
+func (st *Stats) matches(first *Stats) error {
+	if g, ok := sameShape(first.sums, st.sums); !ok {
+		if g < 0 {
+			return fmt.Errorf("%w: merging stats of %d and %d groups", ErrPartial, len(first.sums), len(st.sums))
 		}
-		for g := range p.sums {
-			if len(p.sums[g]) != len(parts[0].sums[g]) {
-				return nil, fmt.Errorf("%w: merging stats of group %d with %d and %d channels", ErrPartial, g, len(parts[0].sums[g]), len(p.sums[g]))
-			}
-		}
+		return fmt.Errorf("%w: merging stats of group %d with %d and %d channels", ErrPartial, g, len(first.sums[g]), len(st.sums[g]))
 	}
-	sp, err := mergeSpans(spans)
-	if err != nil {
-		return nil, err
+	return nil
+}
+
+func (st *Stats) clone() *Stats { return &Stats{span: st.span, sums: cloneRows(st.sums)} }
+
+func (st *Stats) add(later *Stats) {
+	for g := range st.sums {
+		addInto(st.sums[g], later.sums[g])
 	}
-	m := &Stats{span: sp}
-	for g := range parts[0].sums {
-		sum := slices.Clone(parts[0].sums[g])
-		for _, p := range parts[1:] {
-			for c, v := range p.sums[g] {
-				sum[c] += v
-			}
-		}
-		m.sums = append(m.sums, sum)
-	}
-	return m, nil
 }
 
 // means returns the mean |x| per channel of every group (llm-awq get_act_scale), from
@@ -202,40 +249,27 @@ func CollectScaleLosses(ctx context.Context, l *Layer, sh Shard, stats *Stats, c
 
 // MergeScaleLosses adds partial losses in the order given, which must be shard order from
 // the first shard (see mergeSpans).
-func MergeScaleLosses(parts []*ScaleLosses) (*ScaleLosses, error) {
-	if err := checkParts(parts); err != nil {
-		return nil, err
+func MergeScaleLosses(parts []*ScaleLosses) (*ScaleLosses, error) { return mergePartials(parts) }
+
+func (sl *ScaleLosses) matches(first *ScaleLosses) error {
+	if sl.key != first.key || len(sl.sums) != len(first.sums) || len(sl.counts) != len(first.counts) {
+		return fmt.Errorf("%w: merging scale losses of different stats, config or groups", ErrPartial)
 	}
-	spans := make([]span, len(parts))
-	for i, p := range parts {
-		spans[i] = p.span
-		if p.key != parts[0].key || len(p.sums) != len(parts[0].sums) {
-			return nil, fmt.Errorf("%w: merging scale losses of different stats, config or groups", ErrPartial)
-		}
-		for g := range p.sums {
-			if len(p.sums[g]) != len(parts[0].sums[g]) {
-				return nil, fmt.Errorf("%w: merging %d and %d losses of group %d", ErrPartial, len(parts[0].sums[g]), len(p.sums[g]), g)
-			}
-		}
+	if g, ok := sameShape(first.sums, sl.sums); !ok {
+		return fmt.Errorf("%w: merging %d and %d losses of group %d", ErrPartial, len(first.sums[g]), len(sl.sums[g]), g)
 	}
-	sp, err := mergeSpans(spans)
-	if err != nil {
-		return nil, err
+	return nil
+}
+
+func (sl *ScaleLosses) clone() *ScaleLosses {
+	return &ScaleLosses{span: sl.span, key: sl.key, sums: cloneRows(sl.sums), counts: slices.Clone(sl.counts)}
+}
+
+func (sl *ScaleLosses) add(later *ScaleLosses) {
+	for g := range sl.sums {
+		addInto(sl.sums[g], later.sums[g])
+		sl.counts[g] += later.counts[g]
 	}
-	m := &ScaleLosses{span: sp, key: parts[0].key, counts: make([]int64, len(parts[0].counts))}
-	for g := range parts[0].sums {
-		sum := slices.Clone(parts[0].sums[g])
-		for _, p := range parts[1:] {
-			for k, v := range p.sums[g] {
-				sum[k] += v
-			}
-		}
-		m.sums = append(m.sums, sum)
-		for _, p := range parts {
-			m.counts[g] += p.counts[g]
-		}
-	}
-	return m, nil
 }
 
 // PickScales ends step 2: from the complete merged stats and losses it picks, per group,
@@ -353,39 +387,33 @@ func CollectClipStats(l *Layer, sh Shard, scales []*Scales, cfg Config) (*ClipSt
 
 // MergeClipStats adds partial clipping statistics in the order given, which must be shard
 // order from the first shard (see mergeSpans).
-func MergeClipStats(parts []*ClipStats) (*ClipStats, error) {
-	if err := checkParts(parts); err != nil {
-		return nil, err
+func MergeClipStats(parts []*ClipStats) (*ClipStats, error) { return mergePartials(parts) }
+
+func (cs *ClipStats) matches(first *ClipStats) error {
+	if cs.key != first.key || cs.step != first.step || cs.gs != first.gs || len(cs.linears) != len(first.linears) {
+		return fmt.Errorf("%w: merging clip stats of different scales, config or linears", ErrPartial)
 	}
-	spans := make([]span, len(parts))
-	p0 := parts[0]
-	for i, p := range parts {
-		spans[i] = p.span
-		if p.key != p0.key || p.step != p0.step || p.gs != p0.gs || len(p.linears) != len(p0.linears) {
-			return nil, fmt.Errorf("%w: merging clip stats of different scales, config or linears", ErrPartial)
-		}
-		for j, cg := range p.linears {
-			if cg.name != p0.linears[j].name || len(cg.gram) != len(p0.linears[j].gram) {
-				return nil, fmt.Errorf("%w: merging clip stats of %s with %s", ErrPartial, p0.linears[j].name, cg.name)
-			}
+	for j, cg := range cs.linears {
+		if cg.name != first.linears[j].name || len(cg.gram) != len(first.linears[j].gram) {
+			return fmt.Errorf("%w: merging clip stats of %s with %s", ErrPartial, first.linears[j].name, cg.name)
 		}
 	}
-	sp, err := mergeSpans(spans)
-	if err != nil {
-		return nil, err
+	return nil
+}
+
+func (cs *ClipStats) clone() *ClipStats {
+	m := &ClipStats{span: cs.span, key: cs.key, step: cs.step, gs: cs.gs}
+	for _, cg := range cs.linears {
+		m.linears = append(m.linears, clipGram{name: cg.name, cols: cg.cols, samples: cg.samples, gram: slices.Clone(cg.gram)})
 	}
-	m := &ClipStats{span: sp, key: p0.key, step: p0.step, gs: p0.gs}
-	for j, cg0 := range p0.linears {
-		cg := clipGram{name: cg0.name, cols: cg0.cols, samples: cg0.samples, gram: slices.Clone(cg0.gram)}
-		for _, p := range parts[1:] {
-			cg.samples += p.linears[j].samples
-			for i, v := range p.linears[j].gram {
-				cg.gram[i] += v
-			}
-		}
-		m.linears = append(m.linears, cg)
+	return m
+}
+
+func (cs *ClipStats) add(later *ClipStats) {
+	for j := range cs.linears {
+		cs.linears[j].samples += later.linears[j].samples
+		addInto(cs.linears[j].gram, later.linears[j].gram)
 	}
-	return m, nil
 }
 
 // FinishLayer is step 4, which reads no activations: it folds the scales into the layer

@@ -305,18 +305,36 @@ func TestJobLifecycle(t *testing.T) {
 	if !j.StartTime.Equal(t0.Add(time.Second)) {
 		t.Errorf("start time %v", j.StartTime)
 	}
-	// 1 of 4 done after 10 s → 30 s left.
-	j.SetProgress(1, 4, j.StartTime.Add(10*time.Second))
+	// Layers only: 1 of 4 done after 10 s → 30 s left.
+	j.SetProgress(Progress{LayersDone: 1, Layers: 4}, j.StartTime.Add(10*time.Second))
 	if j.ProgressPercentage != 25 || j.CurrentLayer != 1 || j.TotalLayers != 4 {
 		t.Errorf("progress %+v", j)
 	}
 	if want := j.StartTime.Add(40 * time.Second); !j.EstimatedCompletion.Equal(want) {
 		t.Errorf("ETA %v, want %v", j.EstimatedCompletion, want)
 	}
-	j.SetProgress(9, 4, j.StartTime.Add(20*time.Second))
-	if j.CurrentLayer != 4 || j.ProgressPercentage != 100 {
+	// Layers of many tasks: 1 of 4 layers but 30 of 40 tasks after 30 s → 75 %, 10 s left (the
+	// tasks, not the layers, pace the job).
+	j.SetProgress(Progress{LayersDone: 1, Layers: 4, TasksDone: 30, Tasks: 40}, j.StartTime.Add(30*time.Second))
+	if j.ProgressPercentage != 75 || j.CurrentLayer != 1 || j.TotalLayers != 4 || j.TasksDone != 30 || j.TotalTasks != 40 {
+		t.Errorf("progress %+v", j)
+	}
+	if want := j.StartTime.Add(40 * time.Second); !j.EstimatedCompletion.Equal(want) {
+		t.Errorf("ETA %v, want %v", j.EstimatedCompletion, want)
+	}
+	if err := j.Validate(); err != nil {
+		t.Error(err)
+	}
+	j.SetProgress(Progress{LayersDone: 9, Layers: 4, TasksDone: 50, Tasks: 40}, j.StartTime.Add(20*time.Second))
+	if j.CurrentLayer != 4 || j.TasksDone != 40 || j.ProgressPercentage != 100 {
 		t.Errorf("progress not clamped: %+v", j)
 	}
+	bad := *j
+	bad.TasksDone = 41
+	if err := bad.Validate(); err == nil {
+		t.Error("tasks_done above total_tasks validated")
+	}
+	j.SetProgress(Progress{LayersDone: 3, Layers: 4, TasksDone: 39, Tasks: 40}, j.StartTime.Add(20*time.Second))
 	j.ObserveMemory(300)
 	j.ObserveMemory(100)
 	if j.CurrentMemoryUsage != 100 || j.PeakMemoryUsage != 300 {
@@ -326,7 +344,7 @@ func TestJobLifecycle(t *testing.T) {
 	if err := j.Transition(StatusCompleted, end); err != nil {
 		t.Fatal(err)
 	}
-	if !j.EndTime.Equal(end) || !j.EstimatedCompletion.IsZero() || j.ProgressPercentage != 100 {
+	if !j.EndTime.Equal(end) || !j.EstimatedCompletion.IsZero() || j.ProgressPercentage != 100 || j.CurrentLayer != 4 || j.TasksDone != 40 {
 		t.Errorf("completed job %+v", j)
 	}
 	if err := j.Validate(); err != nil {

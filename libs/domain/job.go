@@ -32,6 +32,11 @@ type QuantizationJob struct {
 	Waiting string `json:"waiting,omitempty"`
 	// History lists the job's status changes, oldest first (at most MaxHistory, the first kept).
 	History []StatusChange `json:"history,omitempty"`
+	// TasksDone of TotalTasks tasks are finished. A layer can be many tasks (a sharded GPTQ layer:
+	// Hessian partials, solves, forwards), so CurrentLayer/TotalLayers count whole layers while
+	// ProgressPercentage and EstimatedCompletion follow the tasks.
+	TasksDone  int `json:"tasks_done,omitempty"`
+	TotalTasks int `json:"total_tasks,omitempty"`
 }
 
 // StatusChange is one entry of a job's history.
@@ -111,9 +116,7 @@ func (j *QuantizationJob) TransitionWhy(to JobStatus, reason string, now time.Ti
 		j.Waiting = ""
 		if to == StatusCompleted {
 			j.ProgressPercentage = 100
-			if j.TotalLayers > 0 {
-				j.CurrentLayer = j.TotalLayers
-			}
+			j.CurrentLayer, j.TasksDone = j.TotalLayers, j.TotalTasks
 		}
 	}
 	return nil
@@ -129,16 +132,28 @@ func (j *QuantizationJob) Fail(msg string, now time.Time) error {
 	return nil
 }
 
-// SetProgress records that done of total units (layers or tasks) are finished: it sets
-// CurrentLayer, TotalLayers, ProgressPercentage and, once StartTime is set and some work is done,
-// an EstimatedCompletion extrapolated linearly from the elapsed time.
-func (j *QuantizationJob) SetProgress(done, total int, now time.Time) {
-	if total < 0 {
-		total = 0
+// Progress is how far a job is: whole layers complete, and the tasks the layers are split into.
+type Progress struct {
+	LayersDone, Layers int
+	TasksDone, Tasks   int
+}
+
+// SetProgress records p, clamped to its totals: CurrentLayer/TotalLayers from the layers,
+// TasksDone/TotalTasks from the tasks, and ProgressPercentage and, once StartTime is set and some
+// work is done, an EstimatedCompletion extrapolated linearly from the elapsed time, both from the
+// tasks (the finer unit; the layers when there are no tasks).
+func (j *QuantizationJob) SetProgress(p Progress, now time.Time) {
+	clamp := func(done, total int) (int, int) {
+		total = max(total, 0)
+		return min(max(done, 0), total), total
 	}
-	done = min(max(done, 0), total)
-	j.CurrentLayer, j.TotalLayers = done, total
+	j.CurrentLayer, j.TotalLayers = clamp(p.LayersDone, p.Layers)
+	j.TasksDone, j.TotalTasks = clamp(p.TasksDone, p.Tasks)
 	j.UpdatedAt = now
+	done, total := j.TasksDone, j.TotalTasks
+	if total == 0 {
+		done, total = j.CurrentLayer, j.TotalLayers
+	}
 	if total == 0 {
 		j.ProgressPercentage = 0
 		return
@@ -158,7 +173,7 @@ func (j *QuantizationJob) ObserveMemory(bytes int64) {
 }
 
 // Validate checks the record's invariants: job_id set, status known, progress in 0..100,
-// 0 <= current_layer <= total_layers.
+// 0 <= current_layer <= total_layers, 0 <= tasks_done <= total_tasks.
 func (j *QuantizationJob) Validate() error {
 	switch {
 	case j.JobID == "":
@@ -169,6 +184,8 @@ func (j *QuantizationJob) Validate() error {
 		return invalid("progress_percentage", "progress_percentage %g is out of range (valid: 0..100)", j.ProgressPercentage)
 	case j.TotalLayers < 0 || j.CurrentLayer < 0 || j.CurrentLayer > j.TotalLayers:
 		return invalid("current_layer", "current_layer %d is out of range (valid: 0..%d)", j.CurrentLayer, j.TotalLayers)
+	case j.TotalTasks < 0 || j.TasksDone < 0 || j.TasksDone > j.TotalTasks:
+		return invalid("tasks_done", "tasks_done %d is out of range (valid: 0..%d)", j.TasksDone, j.TotalTasks)
 	}
 	return nil
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/x448/float16"
+
+	"quantfleet.dev/libs/atomicfile"
 	"quantfleet.dev/libs/safetensors"
 )
 
@@ -519,28 +521,11 @@ func copyAuxFiles(src, dst string) error {
 		}(); skip {
 			continue
 		}
-		if err := copyFile(filepath.Join(src, name), filepath.Join(dst, name)); err != nil {
+		if err := atomicfile.CopyFile(os.DirFS(src), name, filepath.Join(dst, name)); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 func writeJSON(path string, v any) error {

@@ -156,6 +156,11 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 
 	env := &ShardEnv{Plan: plan, Store: store, Layer: m.Layer}
 	tasks := plan.Tasks()
+	layerOf := make([]int, len(tasks))
+	for i, t := range tasks {
+		layerOf[i] = t.Layer
+	}
+	layers := progress.NewLayers(layerOf)
 	rep.Start("quantize", int64(len(tasks)), progress.Unit("tasks"))
 	for i, t := range tasks {
 		if err := ctx.Err(); err != nil {
@@ -170,7 +175,11 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 				return nil, err
 			}
 		}
-		rep.Update(fmt.Sprintf("layer %d %s", t.Layer, t.ID()), int64(i+1))
+		// The bar counts tasks (a layer is many: Hessian partials, solves, forwards); the item says
+		// how many whole layers are complete, as the fleet's "layer x/y".
+		layers.TaskDone(t.Layer)
+		ld, nl := layers.Complete()
+		rep.Update(fmt.Sprintf("layer %d/%d, %s", ld, nl, t.ID()), int64(i+1))
 	}
 	for i := range n {
 		r, err := ShardedLayerResult(ctx, store, plan, i)

@@ -82,7 +82,7 @@ func TestJobStore(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 25; i++ {
 				if _, err := s.Update(ctx, job.JobID, func(j *domain.QuantizationJob) error {
-					j.SetProgress(j.CurrentLayer+1, j.TotalLayers, time.Now())
+					j.SetProgress(domain.Progress{LayersDone: j.CurrentLayer + 1, Layers: j.TotalLayers}, time.Now())
 					return nil
 				}); err != nil {
 					t.Error(err)

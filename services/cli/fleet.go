@@ -114,8 +114,10 @@ type progressEvent struct {
 	Event           string           `json:"event"`
 	JobID           string           `json:"job_id"`
 	Status          domain.JobStatus `json:"status"`
-	CurrentLayer    int              `json:"current_layer"`
+	CurrentLayer    int              `json:"current_layer"` // whole layers complete
 	TotalLayers     int              `json:"total_layers"`
+	TasksDone       int              `json:"tasks_done,omitempty"` // tasks done, of which a layer may be many
+	TotalTasks      int              `json:"total_tasks,omitempty"`
 	Percent         float64          `json:"percent"`
 	ETASeconds      float64          `json:"eta_seconds,omitempty"`
 	MemoryBytes     int64            `json:"memory_bytes,omitempty"`
@@ -127,7 +129,7 @@ type progressEvent struct {
 func (w *jobWatcher) update(j *domain.QuantizationJob) {
 	if w.json {
 		ev := progressEvent{Event: "progress", JobID: j.JobID, Status: j.Status, CurrentLayer: j.CurrentLayer,
-			TotalLayers: j.TotalLayers, Percent: j.ProgressPercentage, MemoryBytes: j.CurrentMemoryUsage,
+			TotalLayers: j.TotalLayers, TasksDone: j.TasksDone, TotalTasks: j.TotalTasks, Percent: j.ProgressPercentage, MemoryBytes: j.CurrentMemoryUsage,
 			PeakMemoryBytes: j.PeakMemoryUsage, ErrorMessage: j.ErrorMessage, Waiting: j.Waiting}
 		if !j.EstimatedCompletion.IsZero() {
 			ev.ETASeconds = max(0, time.Until(j.EstimatedCompletion).Seconds())
@@ -148,9 +150,9 @@ func (w *jobWatcher) update(j *domain.QuantizationJob) {
 		}
 		return
 	}
-	// Without a terminal, print when the layer count or the state changes, not for every memory
-	// sample.
-	key := fmt.Sprintf("%s %d/%d %s", j.Status, j.CurrentLayer, j.TotalLayers, j.Waiting)
+	// Without a terminal, print when the state, the layer count or the tenth of the tasks changes
+	// (a layer can be hundreds of tasks), not for every memory sample.
+	key := fmt.Sprintf("%s %d/%d %d %s", j.Status, j.CurrentLayer, j.TotalLayers, int(j.ProgressPercentage/10), j.Waiting)
 	if key != w.last {
 		fmt.Fprintln(w.w, line)
 		w.last = key
@@ -164,12 +166,17 @@ func (w *jobWatcher) done() {
 	}
 }
 
-// progressLine is "job ID  running  layer 5/8  [############........]  62%  ETA 0:03  mem 210 MiB (peak 240 MiB)".
+// progressLine is "job ID  running  layer 5/8  task 130/208  [############........]  62%  ETA 0:03
+// mem 210 MiB (peak 240 MiB)": whole layers complete, the tasks they are split into (the
+// percentage and ETA follow the tasks).
 func progressLine(j *domain.QuantizationJob) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "job %s  %s", j.JobID, j.Status)
 	if j.TotalLayers > 0 {
 		fmt.Fprintf(&b, "  layer %d/%d", j.CurrentLayer, j.TotalLayers)
+	}
+	if j.TotalTasks > 0 {
+		fmt.Fprintf(&b, "  task %d/%d", j.TasksDone, j.TotalTasks)
 	}
 	const width = 20
 	fill := int(j.ProgressPercentage / 100 * width)
@@ -262,7 +269,7 @@ func jobSummary(w io.Writer, j *domain.QuantizationJob) {
 		row("level", fmt.Sprintf("%s %s", j.Config.TargetFormat, j.Config.QuantizationLevel))
 	}
 	if j.TotalLayers > 0 {
-		row("progress", fmt.Sprintf("layer %d/%d, %.1f%%", j.CurrentLayer, j.TotalLayers, j.ProgressPercentage))
+		row("progress", fmt.Sprintf("layer %d/%d, task %d/%d, %.1f%%", j.CurrentLayer, j.TotalLayers, j.TasksDone, j.TotalTasks, j.ProgressPercentage))
 	}
 	row("created", ts(j.CreatedAt))
 	row("started", ts(j.StartTime))

@@ -77,7 +77,7 @@ func TestRunInterruptedThenResume(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("resume: exit %d: %s", code, errs)
 	}
-	if !regexp.MustCompile(`resumed: [1-8] of 8 layers done`).MatchString(errs) {
+	if !regexp.MustCompile(`resumed: [1-8] of 8 layers \([1-8] of 8 tasks\) done`).MatchString(errs) {
 		t.Errorf("resume did not keep the finished layers: %s", errs)
 	}
 	name := "tiny-llama-Q6_K.gguf"

@@ -403,7 +403,8 @@ func runResume(ctx context.Context, env Env, args []string) error {
 		return asUsage(err)
 	}
 	if !f.json && verb != domain.VerbosityQuiet {
-		fmt.Fprintf(env.Stderr, "job %s resumed: %d of %d layers done, the rest queued again\n", id, j.CurrentLayer, j.TotalLayers)
+		fmt.Fprintf(env.Stderr, "job %s resumed: %d of %d layers (%d of %d tasks) done, the rest queued again\n", id,
+			j.CurrentLayer, j.TotalLayers, j.TasksDone, j.TotalTasks)
 	}
 	if f.wait || f.outputDir != "" {
 		return waitAndFetch(ctx, env, c, id, verb, f.json, f.outputDir, nil)

@@ -152,8 +152,7 @@ func newCluster(t *testing.T) *cluster {
 	c.s3 = fmt.Sprintf("127.0.0.1:%d", s3Port)
 	c.env = append(os.Environ(), "NATS_URL="+c.natsURL, "S3_ENDPOINT="+c.s3, "S3_INSECURE=true", "S3_BUCKET=quantfleet",
 		"AWS_ACCESS_KEY_ID="+s3AccessKey, "AWS_SECRET_ACCESS_KEY="+s3SecretKey, "LOG_LEVEL=debug")
-	natsProc := c.start("nats", "quantfleet", []string{"dev-servers", "--serve", "nats", "--dir", filepath.Join(c.dir, "data"),
-		"--nats-addr", fmt.Sprintf("127.0.0.1:%d", natsPort)})
+	natsProc := c.startNATS()
 	s3Proc := c.start("s3", "quantfleet", []string{"dev-servers", "--serve", "s3", "--dir", filepath.Join(c.dir, "data"),
 		"--s3-addr", c.s3})
 	c.servers = []*proc{natsProc, s3Proc}
@@ -171,6 +170,12 @@ func newCluster(t *testing.T) *cluster {
 	c.rt, c.c = rt, &client.Client{RT: rt}
 	t.Cleanup(rt.Close)
 	return c
+}
+
+// startNATS starts the NATS server (JetStream) on the cluster's address and data directory.
+func (c *cluster) startNATS() *proc {
+	return c.start("nats", "quantfleet", []string{"dev-servers", "--serve", "nats", "--dir", filepath.Join(c.dir, "data"),
+		"--nats-addr", strings.TrimPrefix(c.natsURL, "nats://")})
 }
 
 // start runs binary name with args; its stdout and stderr go to <dir>/<name>.log (appended).

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,8 +81,9 @@ func TestFleetLayered(t *testing.T) {
 		return c.submit("4bit", append(slices.Clone(j.flags[4:]), "--format", j.flags[1], "--output-name", j.name)...)
 	}
 	check := func(id string, j layeredJob, rec *domain.QuantizationJob) map[string][]byte {
-		if rec.TotalLayers != j.tasks || rec.CurrentLayer != j.tasks {
-			t.Errorf("job %s record: task %d/%d, want %d/%d", id, rec.CurrentLayer, rec.TotalLayers, j.tasks, j.tasks)
+		if rec.TotalLayers != gptqLayers || rec.CurrentLayer != gptqLayers || rec.TotalTasks != j.tasks || rec.TasksDone != j.tasks {
+			t.Errorf("job %s record: layer %d/%d, task %d/%d; want %d/%d, %d/%d", id, rec.CurrentLayer, rec.TotalLayers, rec.TasksDone, rec.TotalTasks,
+				gptqLayers, gptqLayers, j.tasks, j.tasks)
 		}
 		if rec.PeakMemoryUsage <= 0 || rec.CheckpointPath == "" {
 			t.Errorf("job %s record: peak memory %d, checkpoint %q", id, rec.PeakMemoryUsage, rec.CheckpointPath)
@@ -150,7 +152,7 @@ func TestFleetLayered(t *testing.T) {
 
 	t.Run("dispatcher killed and restarted", func(t *testing.T) {
 		id := submit(gj)
-		c.waitJob(id, 120*time.Second, "ten tasks done", func(j *domain.QuantizationJob) bool { return j.CurrentLayer >= 10 })
+		c.waitJob(id, 120*time.Second, "ten tasks done", func(j *domain.QuantizationJob) bool { return j.TasksDone >= 10 })
 		c.kill("dispatcher", syscall.SIGKILL)
 		before, err := c.rt.Done.ListJob(context.Background(), id)
 		if err != nil || len(before) < 10 || len(before) == gj.tasks {
@@ -282,5 +284,131 @@ func (c *cluster) checkShardSums(r *pb.TaskResult) {
 		if err != nil || int64(len(b)) != sh.Size || hex.EncodeToString(sum[:]) != sh.Sha256 {
 			c.t.Errorf("%s: %d bytes (%v), SHA-256 %x; the record says %d bytes, %s", sh.Key, len(b), err, sum, sh.Size, sh.Sha256)
 		}
+	}
+}
+
+// TestFleetLayeredFullStop stops a whole fleet running a GPTQ act-order job by SIGKILL — the
+// dispatcher, the assembler, the workers, the NATS server and the S3 server — once a layer is
+// complete, keeps only their data directory, and starts everything again: the job must complete
+// with quantize's checkpoint, byte for byte, without running again a task finished before the
+// stop. Mid-job the record counts whole layers and tasks apart.
+func TestFleetLayeredFullStop(t *testing.T) {
+	shared := filepath.Dir(filepath.Dir(tiny))
+	gj, _ := layeredJobs(shared)
+	want := quantizeRef(t, gj)
+
+	c := newCluster(t)
+	c.startFleet(2, layeredDelay)
+	id := c.submit("4bit", append(slices.Clone(gj.flags[4:]), "--format", gj.flags[1], "--output-name", gj.name)...)
+	// A GPTQ layer is 4 groups × (2 Hessian partials + a solve) + 2 forwards: 14 tasks.
+	const perLayer = 4*3 + 2
+	mid := c.waitJob(id, 120*time.Second, "a layer complete", func(j *domain.QuantizationJob) bool { return j.CurrentLayer >= 1 })
+	if mid.TotalLayers != gptqLayers || mid.TotalTasks != gj.tasks || mid.TasksDone < min(mid.CurrentLayer*perLayer, gj.tasks) || mid.TasksDone == gj.tasks ||
+		mid.ProgressPercentage != 100*float64(mid.TasksDone)/float64(gj.tasks) || mid.CheckpointPath == "" || mid.PeakMemoryUsage <= 0 {
+		t.Errorf("running job record: layer %d/%d, task %d/%d, %.1f%%, checkpoint %q, peak memory %d", mid.CurrentLayer, mid.TotalLayers,
+			mid.TasksDone, mid.TotalTasks, mid.ProgressPercentage, mid.CheckpointPath, mid.PeakMemoryUsage)
+	}
+
+	fleetProcs := []string{"dispatcher", "assembler", "worker1", "worker2"}
+	for _, n := range fleetProcs {
+		c.kill(n, syscall.SIGKILL)
+	}
+	// Nothing of the fleet runs now: these are the records the stop leaves.
+	before, err := c.rt.Done.ListJob(context.Background(), id)
+	if err != nil || len(before) < perLayer || len(before) == gj.tasks {
+		t.Fatalf("%d tasks recorded at the stop (%v)", len(before), err)
+	}
+	for _, n := range []string{"nats", "s3"} {
+		c.kill(n, syscall.SIGKILL)
+	}
+	// Where each worker's log stands at the restart: later lines are the restarted fleet's.
+	offsets := map[string]int{}
+	for _, n := range fleetProcs[2:] {
+		offsets[n] = len(logLines(c.proc(n)))
+	}
+
+	c.restartServers()
+	c.startFleet(2)
+	done := c.waitDone(id, 240*time.Second)
+	if done.CurrentLayer != gptqLayers || done.TotalLayers != gptqLayers || done.TasksDone != gj.tasks || done.TotalTasks != gj.tasks {
+		t.Errorf("completed job record: layer %d/%d, task %d/%d", done.CurrentLayer, done.TotalLayers, done.TasksDone, done.TotalTasks)
+	}
+	c.compareDir(id, gj.name, want)
+	after := c.checkTaskObjects(id, gj.tasks)
+	for task, b := range before {
+		old, _ := fleet.DecodeResult(b)
+		now, _ := fleet.DecodeResult(after[task])
+		if old == nil || now == nil || old.AttemptId != now.AttemptId {
+			t.Errorf("task %s: its record changed across the stop", task)
+		}
+	}
+	// Records are first-wins, so only the logs tell whether a finished task ran again.
+	rerun, ran := 0, 0
+	for n, off := range offsets {
+		for _, l := range logLines(c.proc(n))[off:] {
+			if !strings.Contains(l, `"msg":"task started"`) || !strings.Contains(l, id) {
+				continue
+			}
+			ran++
+			if task := jsonField(l, "task"); before[task] != nil {
+				rerun++
+				t.Errorf("task %s was finished before the stop but %s ran it again", task, n)
+			}
+		}
+	}
+	if ran != gj.tasks-len(before) {
+		t.Errorf("the restarted workers started %d tasks (%d reruns), want the %d missing ones", ran, rerun, gj.tasks-len(before))
+	}
+	if n := len(logLines(c.proc("dispatcher"), `"msg":"dispatcher started"`)); n != 2 {
+		t.Errorf("the dispatcher log shows %d starts, want 2", n)
+	}
+	c.checkSecrets()
+}
+
+// restartServers starts the NATS and S3 servers again on their addresses and data directory (after
+// they were killed) and waits until both answer.
+func (c *cluster) restartServers() {
+	c.t.Helper()
+	// The killed server's connections can hold its port for a while (their sockets close after
+	// the clients notice): wait until it can be bound, and start again if the start lost a race.
+	addr := strings.TrimPrefix(c.natsURL, "nats://")
+	deadline := time.Now().Add(120 * time.Second)
+	var nats *proc
+	for nats == nil {
+		for {
+			l, err := net.Listen("tcp", addr)
+			if err == nil {
+				l.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("the NATS port stays taken: %v", err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		started := len(logLines(c.proc("nats"), `"nats_url"`))
+		p := c.startNATS()
+		for p.alive() && len(logLines(p, `"nats_url"`)) == started {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if p.alive() {
+			nats = p
+		} else if time.Now().After(deadline) {
+			c.t.Fatalf("NATS did not start again: %v", p.err)
+		}
+	}
+	c.startS3()
+	c.servers = []*proc{nats, c.proc("s3")}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.rt.Done.ListJob(ctx, "none")
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("NATS not back for the test's client: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

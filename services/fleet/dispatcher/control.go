@@ -138,6 +138,7 @@ func (d *Dispatcher) resume(ctx context.Context, id string, cfg *domain.Quantiza
 	for _, t := range missing {
 		delete(st.done, t.ID)
 	}
+	st.countLayers()
 	st.generation++
 	runnable, err := st.runnable()
 	gen := st.generation

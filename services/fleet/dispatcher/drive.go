@@ -13,6 +13,7 @@ import (
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/fault"
+	"quantfleet.dev/libs/progress"
 	"quantfleet.dev/libs/queue"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
@@ -110,6 +111,7 @@ type jobState struct {
 	// published holds the generation each task was last published in.
 	published  map[string]uint32
 	done       map[string]*pb.TaskResult
+	layers     *progress.Layers // whole layers complete, from done
 	generation uint32
 	assembled  bool // assemble task published
 	dirty      bool // checkpoint not yet written
@@ -210,6 +212,7 @@ func (d *Dispatcher) prepare(ctx context.Context, st *jobState, log *zap.Logger)
 			}
 		}
 	}
+	st.countLayers()
 	st.dirty = true
 	gen := st.generation
 	ndone := len(st.done)
@@ -224,6 +227,16 @@ func (d *Dispatcher) prepare(ctx context.Context, st *jobState, log *zap.Logger)
 	log.Info("job planned", zap.String("kind", kind.Name()), zap.Int("tasks", len(plan.Tasks)), zap.Int("done", ndone),
 		zap.Uint32("generation", gen))
 	return d.publish(ctx, st, runnable, gen)
+}
+
+// countLayers counts the complete layers of st.done afresh. Call with st.mu held.
+func (st *jobState) countLayers() {
+	st.layers = planLayers(st.plan)
+	for _, t := range st.plan.Tasks {
+		if st.done[t.ID] != nil {
+			st.layers.TaskDone(t.Block)
+		}
+	}
 }
 
 // runnable returns the tasks the job's kind can run now. Call with st.mu held.

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/progress"
 	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/libs/queue"
 	pb "quantfleet.dev/proto/quantfleet/v1"
@@ -93,18 +94,20 @@ func (d *Dispatcher) handleEvent(ctx context.Context, m jetstream.Msg) {
 func (d *Dispatcher) progress(ctx context.Context, st *jobState, res *pb.TaskResult) {
 	st.mu.Lock()
 	if res != nil {
-		if _, ok := st.plan.Task(res.TaskId); !ok || len(res.Shards) == 0 {
+		t, ok := st.plan.Task(res.TaskId)
+		if !ok || len(res.Shards) == 0 {
 			st.mu.Unlock()
 			return
 		}
 		if st.done[res.TaskId] == nil {
 			d.m.done.Inc()
+			st.layers.TaskDone(t.Block)
 			st.dirty = true // a task seen again (a late event) changes no checkpoint
 		}
 		st.done[res.TaskId] = res
 		st.memPeak = max(st.memPeak, res.PeakMemoryBytes)
 	}
-	done, total := len(st.done), len(st.plan.Tasks)
+	p := st.progress()
 	memCur, memPeak := st.memCur, st.memPeak
 	st.memDirty = false
 	st.mu.Unlock()
@@ -113,8 +116,8 @@ func (d *Dispatcher) progress(ctx context.Context, st *jobState, res *pb.TaskRes
 		if j.Status != domain.StatusRunning {
 			return errNotRunning
 		}
-		j.SetProgress(done, total, time.Now().UTC())
-		if done == total {
+		j.SetProgress(p, time.Now().UTC())
+		if p.TasksDone == p.Tasks {
 			// Assembly is left: say so instead of 100%.
 			j.ProgressPercentage = min(j.ProgressPercentage, 99)
 		}
@@ -131,6 +134,23 @@ func (d *Dispatcher) progress(ctx context.Context, st *jobState, res *pb.TaskRes
 }
 
 var errNotRunning = errors.New("job is not running")
+
+// progress is how far the job is: whole layers and tasks. Call with st.mu held.
+func (st *jobState) progress() domain.Progress {
+	ld, l := st.layers.Complete()
+	return domain.Progress{LayersDone: ld, Layers: l, TasksDone: len(st.done), Tasks: len(st.plan.Tasks)}
+}
+
+// planLayers counts the layers of a plan's tasks (PlanTask.Block): a GPTQ/AWQ layer is complete
+// with its last task, a GGUF block with its one task, and a tensor outside the blocks is a unit
+// of its own.
+func planLayers(p *fleet.Plan) *progress.Layers {
+	blocks := make([]int, len(p.Tasks))
+	for i, t := range p.Tasks {
+		blocks[i] = t.Block
+	}
+	return progress.NewLayers(blocks)
+}
 
 // maybeAssemble publishes the assembly once every task is done.
 func (d *Dispatcher) maybeAssemble(ctx context.Context, st *jobState) {

@@ -68,7 +68,8 @@ func (d *Dispatcher) plan(ctx context.Context, id string, req *fleet.JobRequest,
 		src := domain.SourceModel{ModelPath: req.Model, ModelType: req.ModelType, Architecture: m.Config.Architecture,
 			ParameterCount: m.ParameterCount(), Dtype: m.DType()}
 		j.Source = &src
-		j.TotalLayers = len(p.Tasks)
+		_, j.TotalLayers = planLayers(p).Complete()
+		j.TotalTasks = len(p.Tasks)
 		return nil
 	})
 	if err != nil {
@@ -81,11 +82,14 @@ func defaultOutputName(model, level string) string {
 	return quantize.DefaultOutputName(model, level, domain.FormatGGUF)
 }
 
-// Checkpoint is the stored checkpoint object: the seed's record plus the task generation in use.
+// Checkpoint is the stored checkpoint object: the seed's record (LayerStates keyed by task, LayerIndex
+// the highest complete layer) plus the task generation in use and the counts of whole layers.
 type Checkpoint struct {
 	domain.Checkpoint
-	Generation uint32 `json:"generation"`
-	TotalTasks int    `json:"total_tasks"`
+	Generation  uint32 `json:"generation"`
+	TotalTasks  int    `json:"total_tasks"`
+	LayersDone  int    `json:"layers_done"`
+	TotalLayers int    `json:"total_layers"`
 }
 
 // loadCheckpoint reads a job's checkpoint; nil when there is none yet.
@@ -113,17 +117,18 @@ func (d *Dispatcher) writeCheckpoint(ctx context.Context, st *jobState) error {
 		return nil
 	}
 	ck := Checkpoint{Generation: st.generation, TotalTasks: len(st.plan.Tasks)}
+	ck.LayersDone, ck.TotalLayers = st.layers.Complete()
+	ck.LayerIndex = max(st.layers.Last(), 0) // the seed's range is 0..layers-1: 0 while none is complete
 	ck.CheckpointID = fmt.Sprintf("%s-%d", st.id, len(st.done))
 	ck.JobID = st.id
 	ck.ConfigSnapshot = st.req.Config
 	ck.CreatedAt = time.Now().UTC()
 	ck.FilePath = fleet.S3URL(d.rt.Bucket, fleet.CheckpointKey(st.id))
 	ck.LayerStates = map[string]domain.LayerState{}
-	for i, t := range st.plan.Tasks {
+	for _, t := range st.plan.Tasks {
 		if r := st.done[t.ID]; r != nil {
 			sh := r.Shards[0]
 			ck.LayerStates[t.ID] = domain.LayerState{Status: "done", Object: sh.Key, Size: sh.Size, SHA256: sh.Sha256}
-			ck.LayerIndex = i
 		}
 	}
 	st.dirty = false

@@ -3,10 +3,7 @@ package gguf
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"os"
-	"path"
-	"path/filepath"
 	"strings"
 
 	"quantfleet.dev/libs/blob"
@@ -57,10 +54,6 @@ func OpenModel(ctx context.Context, store blob.Store, prefix, name string) (*hfm
 	return objfs.OpenModel(ctx, store, prefix, name)
 }
 
-// smallFileLimit bounds the files PlanJob copies to a local directory for the metadata and
-// tokenizer readers.
-const smallFileLimit = 256 << 20
-
 // PlanOptions tune PlanJob.
 type PlanOptions struct {
 	RemoteID     string // Hub id of a Hub model
@@ -91,17 +84,8 @@ func PlanJob(ctx context.Context, jobID string, m *hfmodel.Model, fsys fleet.Sou
 		return nil, nil, err
 	}
 	defer os.RemoveAll(dir)
-	for _, name := range fsys.Files() {
-		if strings.Contains(name, "/") || strings.HasSuffix(name, ".safetensors") {
-			continue
-		}
-		st, err := fs.Stat(fsys, name)
-		if err != nil || st.Size() > smallFileLimit {
-			continue
-		}
-		if err := copyFile(ctx, fsys, name, filepath.Join(dir, path.Base(name))); err != nil {
-			return nil, nil, err
-		}
+	if err := fleet.CopySmallFiles(ctx, fsys, dir); err != nil {
+		return nil, nil, err
 	}
 	cp, err := convert.NewPlan(m, dir, level, convert.Options{RemoteID: o.RemoteID, DirName: o.DirName, TokenizerPre: o.TokenizerPre})
 	if err != nil && o.SourceName != "" {
@@ -127,15 +111,4 @@ func PlanJob(ctx context.Context, jobID string, m *hfmodel.Model, fsys fleet.Sou
 		return nil, nil, err
 	}
 	return p, header, nil
-}
-
-func copyFile(ctx context.Context, fsys fleet.SourceFS, name, dst string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	b, err := fs.ReadFile(fsys, name)
-	if err != nil {
-		return fmt.Errorf("reading %s%s: %w", fsys.Prefix(), name, err)
-	}
-	return os.WriteFile(dst, b, 0o644)
 }

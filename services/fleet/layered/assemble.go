@@ -43,7 +43,7 @@ func Assemble(ctx context.Context, store blob.Store, p *fleet.Plan, m *hfmodel.M
 	if err := os.Mkdir(srcDir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := copySmallFiles(ctx, fsys, fsys.Files(), srcDir); err != nil {
+	if err := fleet.CopySmallFiles(ctx, fsys, srcDir); err != nil {
 		return nil, err
 	}
 	cb, err := quantize.NewCheckpointBuilder(outDir, LayerConfig(s), srcDir)

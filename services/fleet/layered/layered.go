@@ -20,7 +20,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	"quantfleet.dev/libs/blob"
@@ -71,47 +70,6 @@ func ModelConfig(m *hfmodel.Model) (*transformer.Config, error) {
 	return c, nil
 }
 
-// smallFileLimit bounds the top-level files copied next to the weights (config, tokenizer).
-const smallFileLimit = 256 << 20
-
-// copySmallFiles copies the checkpoint's top-level non-weight files (config, tokenizer,
-// generation config, README) into dir.
-func copySmallFiles(ctx context.Context, fsys fs.FS, files []string, dir string) error {
-	for _, name := range files {
-		if strings.Contains(name, "/") || strings.HasSuffix(name, ".safetensors") || strings.HasPrefix(name, ".") {
-			continue
-		}
-		st, err := fs.Stat(fsys, name)
-		if err != nil || st.Size() > smallFileLimit {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := copyFile(fsys, name, filepath.Join(dir, path.Base(name))); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func copyFile(fsys fs.FS, name, dst string) error {
-	in, err := fsys.Open(name)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
 // Plan plans a GPTQ/AWQ job over the checkpoint m (files in fsys): the sharded pipeline's tasks.
 // For a calibrated job it computes the activations entering layer 0 from the calibration text
 // (read from store) one shard at a time and stores them under the job's shard prefix, before the
@@ -145,7 +103,7 @@ func Plan(ctx context.Context, store blob.Store, job string, m *hfmodel.Model, f
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	if err := copySmallFiles(ctx, fsys, fsys.Files(), dir); err != nil {
+	if err := fleet.CopySmallFiles(ctx, fsys, dir); err != nil {
 		return nil, err
 	}
 	tok, err := tokenizer.Load(dir)

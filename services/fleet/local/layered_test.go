@@ -81,17 +81,38 @@ func TestLocalFleetGPTQMatchesQuantize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, err := c.Wait(ctx, sub.JobID, nil)
+	// 6 layers × 4 groups × (2 Hessian partials + a solve) + 5 layers × 2 forwards; a layer is
+	// complete with its last solve and forwards, 14 tasks (the last layer 12), so k complete layers
+	// take at least 14k of them.
+	const layers, tasks, perLayer = 6, 6*4*3 + 5*2, 4*3 + 2
+	midway := 0 // records seen with some but not all tasks done
+	j, err := c.Wait(ctx, sub.JobID, func(j *domain.QuantizationJob) {
+		if j.Status != domain.StatusRunning || j.TotalTasks == 0 {
+			return
+		}
+		if j.TotalLayers != layers || j.TotalTasks != tasks || min(j.CurrentLayer*perLayer, tasks) > j.TasksDone ||
+			(j.TasksDone > 0 && j.CheckpointPath == "") || // the checkpoint is written before the first task is
+			(j.TasksDone < tasks && j.ProgressPercentage != 100*float64(j.TasksDone)/tasks) { // all done: 99 % until assembled
+			t.Errorf("running job record: layer %d/%d, task %d/%d, %.1f%%, checkpoint %q", j.CurrentLayer, j.TotalLayers,
+				j.TasksDone, j.TotalTasks, j.ProgressPercentage, j.CheckpointPath)
+		}
+		if j.TasksDone > 0 && j.TasksDone < tasks {
+			midway++
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if j.Status != domain.StatusCompleted {
 		t.Fatalf("job %s: %s", j.Status, j.ErrorMessage)
 	}
-	// 6 layers × 4 groups × (2 Hessian partials + a solve) + 5 layers × 2 forwards.
-	const tasks = 6*4*3 + 5*2
-	if j.TotalLayers != tasks || j.CurrentLayer != tasks || j.Result == nil || j.Result.Format != domain.FormatGPTQ {
-		t.Errorf("job record: layers %d/%d, result %+v", j.CurrentLayer, j.TotalLayers, j.Result)
+	if j.TotalLayers != layers || j.CurrentLayer != layers || j.TotalTasks != tasks || j.TasksDone != tasks || j.PeakMemoryUsage <= 0 ||
+		j.Result == nil || j.Result.Format != domain.FormatGPTQ {
+		t.Errorf("job record: layer %d/%d, task %d/%d, peak memory %d, result %+v", j.CurrentLayer, j.TotalLayers, j.TasksDone, j.TotalTasks,
+			j.PeakMemoryUsage, j.Result)
+	}
+	if midway == 0 {
+		t.Error("no record of the running job showed partial progress")
 	}
 	out := t.TempDir()
 	res, err := c.Download(ctx, sub.JobID, out, "out", nil)
