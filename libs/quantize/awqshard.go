@@ -59,7 +59,7 @@ func runAWQShardTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string,
 		return nil, err
 	}
 	defer l.Release()
-	al, out, release, err := awqCompute(ctx, env).AWQLayer(ctx, l, x, t.Op == OpAWQStats)
+	al, out, release, err := awqCompute(ctx, env).AWQLayer(ctx, l, x, t.Op == OpAWQStats && t.Layer+1 < p.Layers)
 	if err != nil {
 		return nil, err
 	}
