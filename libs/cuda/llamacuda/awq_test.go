@@ -2,13 +2,17 @@ package llamacuda
 
 import (
 	"context"
+	"errors"
 	"math"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"quantfleet.dev/libs/awq"
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/libs/tokenizer"
 	"quantfleet.dev/libs/transformer"
@@ -308,5 +312,40 @@ func TestAWQTinyLlama(t *testing.T) {
 		t.Errorf("FAIL two GPU AWQ quantizations differ: %s", diff)
 	} else {
 		t.Logf("PASS two GPU AWQ quantizations wrote byte-identical checkpoints")
+	}
+}
+
+// TestAWQCheckMemory: an AWQ task on a shard far beyond the device fails in one line, before any
+// allocation, as a permanent fault, and leaves the device to the next task (a small shard then
+// runs: its outputs equal the CPU's forward within 1e-4).
+func TestAWQCheckMemory(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	m := syntheticModel(t, map[string]any{"architectures": []string{"LlamaForCausalLM"}})
+	l, err := m.Layer(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Compute{D: d}
+	huge := &transformer.Tensor{Batch: 1 << 20, Seq: 1 << 14, Dim: m.Config.HiddenSize, Data: make([]float32, 1)}
+	_, _, _, err = c.AWQLayer(ctx, l, huge, true)
+	if !errors.Is(err, ErrMemory) || !fault.Permanent(err) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("FAIL got %v, want one line wrapping ErrMemory", err)
+	}
+	t.Logf("PASS refused: %v", err)
+	x := randTensor(rand.New(rand.NewPCG(1, 2)), 2, 16, m.Config.HiddenSize, 1)
+	_, out, release, err := c.AWQLayer(ctx, l, x, true)
+	if err != nil {
+		t.Fatalf("FAIL a small shard after the refusal: %v", err)
+	}
+	release()
+	want, err := l.Forward(x, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := relErr(out.Data, want.Data); !(e <= 1e-4) {
+		t.Errorf("FAIL AWQ layer outputs after the refusal: rel err %.2e > 1e-4", e)
+	} else {
+		t.Logf("PASS AWQ layer outputs after the refusal: rel err %.2e", e)
 	}
 }

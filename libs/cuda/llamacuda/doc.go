@@ -1,5 +1,5 @@
 // Package llamacuda runs the decoder layers of libs/transformer (Llama, Mistral, Qwen2,
-// Qwen3) on an NVIDIA GPU in float32 and quantizes them with GPTQ there.
+// Qwen3) on an NVIDIA GPU in float32 and quantizes them with GPTQ and AWQ there.
 //
 // A Layer holds one decoder layer's weights on the device (UploadLayer); Forward runs it on
 // device activations (Tensor) with an optional Hook that sees each linear group's input on
