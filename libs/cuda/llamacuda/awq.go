@@ -222,10 +222,7 @@ func (a *awqArith) Losses(ctx context.Context, group int, cands [][]float32, cfg
 		}
 	}
 	cols, k := in.Dim, a.g.k
-	gs := cfg.GroupSize
-	if gs == -1 {
-		gs = cols
-	}
+	gs := groupSize(cfg, cols)
 	if gs <= 0 || cols%gs != 0 {
 		return nil, 0, fmt.Errorf("%w: group size %d for %d columns", ErrShape, gs, cols)
 	}
@@ -301,6 +298,15 @@ func (a *awqArith) Losses(ctx context.Context, group int, cands [][]float32, cfg
 		}
 	}
 	return sums, n, nil
+}
+
+// groupSize is the columns per quantization group of a linear of cols inputs (cfg with its
+// defaults applied: -1 means one group per row).
+func groupSize(cfg awq.Config, cols int) int {
+	if cfg.GroupSize == -1 {
+		return cols
+	}
+	return cfg.GroupSize
 }
 
 // withWeights runs f with the weights of lins replaced by ws.
@@ -419,10 +425,7 @@ func (a *awqArith) Gram(ctx context.Context, name string, first, step int, s []f
 // matrices it picks the CPU's bounds.
 func (a *awqArith) SearchClip(ctx context.Context, lin *awq.Linear, gram []float32, n int, cfg awq.Config) ([]float32, error) {
 	rows, cols := lin.Rows, lin.Cols
-	gs := cfg.GroupSize
-	if gs == -1 {
-		gs = cols
-	}
+	gs := groupSize(cfg, cols)
 	if gs <= 0 || gs%32 != 0 || gs > clipMaxGS || cols%gs != 0 || len(lin.Weight) != rows*cols || len(gram) != cols*gs || n <= 0 {
 		return nil, fmt.Errorf("%w: clipping search of %s (%d×%d, group %d, %d Gram values, %d samples; groups of 32..%d columns)",
 			ErrShape, lin.Name, rows, cols, gs, len(gram), n, clipMaxGS)
