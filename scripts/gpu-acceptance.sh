@@ -3,7 +3,8 @@
 # 10-minute command. Run from the repository root with the binaries of `make build test-gpu`
 # (bin/quantfleet, bin/genmodel, bin/gpu-tests/*.test) carried over:
 #
-#   OUT=/tmp/acc scripts/gpu-acceptance.sh tests     # the GPU test binaries (~5 min)
+#   OUT=/tmp/acc scripts/gpu-acceptance.sh tests     # the GPU test binaries but AWQ's (~5 min)
+#   OUT=/tmp/acc scripts/gpu-acceptance.sh awq       # AWQ's GPU tests (llamacuda, cli)
 #   OUT=/tmp/acc scripts/gpu-acceptance.sh bench     # scripts/bench-gpu.sh (~8 min)
 #   OUT=/tmp/acc scripts/gpu-acceptance.sh quality   # the quality protocol with --device cuda
 #   OUT=/tmp/acc scripts/gpu-acceptance.sh errors    # bad input: no GPU, broken NVRTC/cuBLAS, OOM
@@ -58,22 +59,30 @@ grep -E "PASS|FAIL|SKIP" "$OUT/device-probe.log" | head -5
 
 summary() { grep -hE "^\s*(--- )?(PASS|FAIL)|[^a-z](PASS|FAIL) " "$@" | sed -E 's/^\s+//' | sort | uniq -c | sort -rn | head -80; }
 
+run() { # log[:binary] timeout args...: $T/binary.test (binary defaults to log) into $OUT/log.log
+	local name=${1%%:*} bin=${1#*:}
+	local to=$2
+	shift 2
+	echo "== $name"
+	timeout "$to" "$T/$bin.test" -test.v "$@" >"$OUT/$name.log" 2>&1
+	echo "   exit $? ($(grep -c '^--- PASS' "$OUT/$name.log") passed, $(grep -c '^--- FAIL' "$OUT/$name.log") failed, $(grep -c '^--- SKIP' "$OUT/$name.log") skipped)"
+}
+
 case $PART in
 tests)
-	run() { # name timeout args...
-		local name=$1 to=$2
-		shift 2
-		echo "== $name"
-		timeout "$to" "$T/$name.test" -test.v "$@" >"$OUT/$name.log" 2>&1
-		echo "   exit $? ($(grep -c '^--- PASS' "$OUT/$name.log") passed, $(grep -c '^--- FAIL' "$OUT/$name.log") failed, $(grep -c '^--- SKIP' "$OUT/$name.log") skipped)"
-	}
 	run cuda 60
 	run device 60
 	run gptqcuda 200 -test.timeout 3m
-	run llamacuda 420 -test.timeout 7m
-	run cli 240 -test.timeout 4m -test.run 'TestDevice'
+	run llamacuda 420 -test.timeout 7m -test.skip 'AWQ'
+	run cli 240 -test.timeout 4m -test.run 'TestDevice' -test.skip 'AWQ'
 	grep -hE "^\s+\S+\.go:[0-9]+: (PASS|FAIL)|^--- FAIL" "$OUT"/*.log | sed -E 's/^\s+//'
 	grep -h "Llama-3-8B layer\|TF32 projections\|eval .*perplexity\|quantize --device\|quantize tiny-llama" "$OUT"/llamacuda.log "$OUT"/cli.log | sed -E 's/^\s+//'
+	;;
+awq)
+	run llamacuda-awq:llamacuda 420 -test.timeout 7m -test.run 'AWQ'
+	run cli-awq:cli 150 -test.timeout 150s -test.run 'TestDeviceCUDAAWQ'
+	grep -hE "^\s+\S+\.go:[0-9]+: (PASS|FAIL)|^--- FAIL" "$OUT"/llamacuda-awq.log "$OUT"/cli-awq.log | sed -E 's/^\s+//'
+	grep -h "AWQ .*GPU\|awq --device\|quantize tiny-llama AWQ\|eval awq" "$OUT"/llamacuda-awq.log "$OUT"/cli-awq.log | sed -E 's/^\s+//'
 	;;
 bench)
 	REF_GPTQ_SRC=${REF_GPTQ_SRC:-} REF_AWQ_SRC=${REF_AWQ_SRC:-} OUT=$OUT/bench timeout 590 scripts/bench-gpu.sh
@@ -126,7 +135,7 @@ errors)
 	if [ -z "$left" ]; then echo "PASS nothing at the output path"; else echo "FAIL left at the output path: $left"; fi
 	;;
 *)
-	echo "usage: scripts/gpu-acceptance.sh pack|tests|bench|quality|errors" >&2
+	echo "usage: scripts/gpu-acceptance.sh pack|tests|awq|bench|quality|errors" >&2
 	exit 2
 	;;
 esac

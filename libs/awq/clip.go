@@ -65,7 +65,7 @@ func searchClipGram(l *Linear, gram []float32, n int, cfg Config) []float32 {
 	rows, cols := l.Rows, l.Cols
 	gs := cfg.groupSize(cols)
 	ng := cols / gs
-	shrinks := int(cfg.MaxShrink * float64(cfg.ClipGrid))
+	shrinks := ClipShrinks(cfg)
 	q := newQuantizer(cfg.Bits)
 	best := make([]float32, rows*ng)
 	parallel(rows, func(r0, r1 int) {

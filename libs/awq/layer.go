@@ -38,6 +38,10 @@ type Layer struct {
 	// Groups in application order (AutoAWQ: attention input, v→o when shapes allow, MLP
 	// input, up→down).
 	Groups []LayerGroup
+	// Arithmetic, if not nil, computes the shard API's sums instead of the host (a GPU's,
+	// holding the shard's inputs itself): Inputs and the groups' Inspect are then not used,
+	// Tokens still counts the shard's tokens.
+	Arithmetic Arithmetic
 }
 
 // LayerResult is the outcome of QuantizeLayer.
@@ -103,7 +107,7 @@ func (l *Layer) prepare(cfg Config, sh *Shard) (Config, []Group, span, error) {
 		if gs := cfg.groupSize(lin.Cols); lin.Cols%gs != 0 {
 			return cfg, nil, span{}, fmt.Errorf("%w: %s has %d columns, not a multiple of group size %d", ErrShape, name, lin.Cols, gs)
 		}
-		if x, ok := l.Inputs[name]; sh != nil && (!ok || len(x) != l.Tokens*lin.Cols) {
+		if x, ok := l.Inputs[name]; sh != nil && l.Arithmetic == nil && (!ok || len(x) != l.Tokens*lin.Cols) {
 			return cfg, nil, span{}, fmt.Errorf("%w: %s needs %d×%d calibration inputs, has %d values", ErrShape, name, l.Tokens, lin.Cols, len(x))
 		}
 	}
@@ -123,7 +127,7 @@ func (l *Layer) prepare(cfg Config, sh *Shard) (Config, []Group, span, error) {
 			}
 			g.Linears = append(g.Linears, lin)
 		}
-		if sh != nil && lg.Inspect == nil && len(lg.Linears) != 1 {
+		if sh != nil && l.Arithmetic == nil && lg.Inspect == nil && len(lg.Linears) != 1 {
 			return cfg, nil, span{}, fmt.Errorf("%w: the group after %s has %d linears and needs an Inspect function", ErrShape, lg.Prev, len(lg.Linears))
 		}
 		if sh != nil {

@@ -153,8 +153,16 @@ func CollectStats(l *Layer, sh Shard, cfg Config) (*Stats, error) {
 		return nil, err
 	}
 	st := &Stats{span: sp}
-	for _, g := range groups {
-		st.sums = append(st.sums, sumAbs(g.Input, g.Tokens, g.Linears[0].Cols))
+	ar := l.arithmetic(groups)
+	for i := range groups {
+		sums, err := ar.AbsSums(context.Background(), i)
+		if err != nil {
+			return nil, err
+		}
+		if len(sums) != groups[i].Linears[0].Cols {
+			return nil, fmt.Errorf("%w: %d channel sums for group %d of %d channels", ErrShape, len(sums), i, groups[i].Linears[0].Cols)
+		}
+		st.sums = append(st.sums, sums)
 	}
 	return st, nil
 }
@@ -235,9 +243,10 @@ func CollectScaleLosses(ctx context.Context, l *Layer, sh Shard, stats *Stats, c
 		return nil, err
 	}
 	sl := &ScaleLosses{span: sp, key: key}
+	ar := l.arithmetic(groups)
 	for i, g := range groups {
 		cands, _ := candidates(xMeans[i], g, cfg)
-		sums, n, err := groupLosses(ctx, g, cands, cfg)
+		sums, n, err := ar.Losses(ctx, i, cands, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -351,17 +360,19 @@ func CollectClipStats(l *Layer, sh Shard, scales []*Scales, cfg Config) (*ClipSt
 		return cs, nil
 	}
 	first := (cs.step - sp.off%cs.step) % cs.step
-	// Linears that share an input and its scales (gate and up) share one Gram matrix.
-	type source struct {
-		x, s *float32
-		cols int
+	// Linears that share an input and its scales (gate and up: one group) share one Gram matrix.
+	source := map[string]string{}
+	for _, lg := range l.Groups {
+		for _, name := range lg.Linears {
+			source[name] = lg.Linears[0]
+		}
 	}
-	done := map[source]clipGram{}
+	done := map[string]clipGram{}
+	ar := l.arithmetic(groups)
 	for _, name := range l.clipped(cfg) {
-		lin, x := l.Linears[name], l.Inputs[name]
-		src := source{x: &x[0], cols: lin.Cols}
-		if s := inputScale[name]; s != nil {
-			src.s = &s[0]
+		lin, src := l.Linears[name], name
+		if s, ok := source[name]; ok {
+			src = s
 		}
 		if cg, ok := done[src]; ok {
 			cs.linears = append(cs.linears, clipGram{name, cg.cols, cg.samples, cg.gram})
@@ -369,9 +380,11 @@ func CollectClipStats(l *Layer, sh Shard, scales []*Scales, cfg Config) (*ClipSt
 		}
 		cg := clipGram{name: name, cols: lin.Cols}
 		if first < sp.n {
-			xs := sampleTokens(x[first*lin.Cols:], sp.n-first, lin.Cols, cs.step, inputScale[name])
-			cg.samples = int64(len(xs) / lin.Cols)
-			g32 := gram(xs, int(cg.samples), lin.Cols, cfg.groupSize(lin.Cols))
+			g32, n, err := ar.Gram(context.Background(), name, first, cs.step, inputScale[name], cfg.groupSize(lin.Cols))
+			if err != nil {
+				return nil, err
+			}
+			cg.samples = n
 			cg.gram = make([]float64, len(g32))
 			for i, v := range g32 {
 				cg.gram[i] = float64(v)
@@ -474,7 +487,10 @@ func FinishLayer(ctx context.Context, l *Layer, scales []*Scales, clip *ClipStat
 		for j, v := range cg.gram {
 			g32[j] = float32(v)
 		}
-		m := searchClipGram(lin, g32, int(cg.samples), cfg)
+		m, err := l.arithmetic(groups).SearchClip(ctx, lin, g32, int(cg.samples), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("clipping %s: %w", name, err)
+		}
 		res.Clips[name] = m
 		if err := ApplyClip(lin, m, cfg.groupSize(lin.Cols)); err != nil {
 			return nil, err

@@ -42,7 +42,7 @@
 //
 // Package gptqcuda (libs/cuda/gptqcuda) runs the GPTQ core on this backend, package llamacuda
 // (libs/cuda/llamacuda) the decoder layers, GPTQ layer quantization, the sharded pipeline's
-// per-task arithmetic (Compute) and perplexity evaluation. Package device (libs/device) turns
+// per-task arithmetic of GPTQ and AWQ (Compute) and perplexity evaluation. Package device (libs/device) turns
 // --device auto|cpu|cuda into an opened Device.
 //
 // # Tests on a GPU machine
@@ -62,6 +62,9 @@
 // llamacuda's TestEvalTinyLlama (GPU vs CPU perplexity ≤ 1e-4), TestEvalGPTQTinyLlama (a
 // GPU-quantized checkpoint: eval agreement, perplexity within 1% of the CPU-quantized one,
 // determinism), TestComputeTinyLlama (Compute vs the CPU arithmetic per shard and group),
-// TestQuantizeTinyLlama and TestLlama8BLayer (timing) are the acceptance runs; cli.test's
-// TestDeviceCUDA runs quantize, run and eval --device cuda through the command line.
+// TestAWQComputeTinyLlama (AWQ's per-shard statistics, scale-grid losses, picks and clipping
+// vs the CPU), TestAWQTinyLlama (a GPU-quantized AWQ checkpoint: perplexity within 0.2% of the
+// CPU-quantized one, determinism), TestQuantizeTinyLlama and TestLlama8BLayer (timing) are the
+// acceptance runs; cli.test's TestDeviceCUDA and TestDeviceCUDAAWQ run quantize, run and eval
+// --device cuda through the command line.
 package cuda

@@ -59,10 +59,11 @@ func runAWQShardTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string,
 		return nil, err
 	}
 	defer l.Release()
-	al, out, err := awqShardLayer(ctx, l, x)
+	al, out, release, err := awqCompute(ctx, env).AWQLayer(ctx, l, x, t.Op == OpAWQStats && t.Layer+1 < p.Layers)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	sh := p.awqShard(t.Shard, x.Seq)
 	var part encoding.BinaryMarshaler
 	switch t.Op {
@@ -123,10 +124,11 @@ func runAWQFinishTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string
 		return nil, err
 	}
 	defer l.Release()
-	al, _, err := awqShardLayer(ctx, l, nil)
+	al, _, release, err := awqCompute(ctx, env).AWQLayer(ctx, l, nil, false)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	scales, err := pickScales(ctx, env, al, t.Layer)
 	if err != nil {
 		return nil, err

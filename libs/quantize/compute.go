@@ -12,7 +12,8 @@ import (
 // LayerCompute is the arithmetic of the tasks of a calibrated (GPTQ) layer stage: everything a
 // task computes, as opposed to what it reads and writes. The sharded pipeline (ShardPlan,
 // RunShardTask) calls it, the same way in `quantfleet quantize` and on fleet workers; CPU is
-// the implementation on the host, and a GPU implementation can replace it whole.
+// the implementation on the host, and a GPU implementation can replace it whole. AWQ's tasks
+// use its sibling AWQCompute, when the same value implements it.
 //
 // The data model, for an implementer who reads nothing else:
 //

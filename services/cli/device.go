@@ -49,7 +49,7 @@ func (f *deviceFlag) open(ctx context.Context, env Env, log *zap.Logger) (*devic
 }
 
 // withLayers returns ctx under which the layered pipeline (quantize, and the fleet's workers
-// of run) quantizes calibrated GPTQ layers on the GPU; AWQ and round-to-nearest stay on the
+// of run) quantizes calibrated GPTQ and AWQ layers on the GPU; round-to-nearest stays on the
 // CPU, which is logged.
 func (f *deviceFlag) withLayers(ctx context.Context, format domain.OutputFormat, o domain.LayerOptions, log *zap.Logger) context.Context {
 	if !f.dev.IsGPU() {
@@ -61,7 +61,7 @@ func (f *deviceFlag) withLayers(ctx context.Context, format domain.OutputFormat,
 	}
 	// Handles reads the method and RTN only; the bits and group size do not matter here.
 	if !llamacuda.Handles(quantize.NewLayerConfig(format, 4, domain.DefaultGroupSize, o)) {
-		log.Warn("the GPU quantizes calibrated GPTQ layers only: this job's layers run on the CPU",
+		log.Warn("the GPU quantizes calibrated GPTQ and AWQ layers only: this job's layers run on the CPU",
 			zap.String("format", string(format)), zap.Bool("rtn", o.RTN))
 	}
 	return quantize.WithCompute(ctx, &llamacuda.Compute{D: f.dev.GPU, Options: f.gpu})

@@ -156,6 +156,33 @@ func TestDeviceCUDA(t *testing.T) {
 	}
 }
 
+// TestDeviceCUDAAWQ runs AWQ through the command line on the GPU: `quantize --format awq
+// --device cuda` records the GPU, and `run --device cuda` (the fleet's workers, the context's
+// llamacuda.Compute) writes the same bytes.
+func TestDeviceCUDAAWQ(t *testing.T) {
+	if !gpuPresent() {
+		t.Skip("no CUDA device")
+	}
+	model := sharedFile(t, "QUANTFLEET_TINY_LLAMA", "models", "tiny-llama")
+	calib := sharedFile(t, "QUANTFLEET_CALIB", "data", "calib.txt")
+	out := t.TempDir()
+	for _, cmd := range []string{"quantize", "run"} {
+		t0 := time.Now()
+		code, stdout, stderr := runCLI(t, cmd, "--model", model, "--format", "awq", "--level", "4bit",
+			"--calibration-data", calib, "--calibration-samples", "32", "--seqlen", "512", "--shard-samples", "16",
+			"--output-dir", out, "--output-name", cmd, "--json", "--verbosity", "quiet", "--device", "cuda")
+		if code != 0 {
+			t.Fatalf("FAIL %s --format awq --device cuda: exit %d: %s", cmd, code, stderr)
+		}
+		meta := resultOf(t, stdout)["quantization_metadata"].(map[string]any)
+		if meta["device"] != "cuda" || (cmd == "quantize" && (meta["gpu"] == nil || meta["gpu"] == "")) {
+			t.Errorf("FAIL %s AWQ metadata device %v gpu %v", cmd, meta["device"], meta["gpu"])
+		}
+		t.Logf("%s --format awq --device cuda: %.1fs on %v", cmd, time.Since(t0).Seconds(), meta["gpu"])
+	}
+	checkSame(t, "AWQ run --device cuda vs quantize --device cuda", filepath.Join(out, "quantize"), filepath.Join(out, "run"))
+}
+
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // checkSame fails unless directories a and b hold the same files with the same bytes.

@@ -32,7 +32,7 @@ func main() {
 		fs.StringVar(&cfg.Name, "name", os.Getenv("WORKER_NAME"), "worker name in results and logs (default hostname-pid) (env WORKER_NAME)")
 		fs.IntVar(&cfg.Models, "model-cache", 4, "opened checkpoints kept between tasks")
 		fs.StringVar(&dev, "device", envOr("DEVICE", string(device.Auto)),
-			"where calibrated GPTQ layers are quantized: auto (a CUDA GPU when one is usable, else the CPU), cpu, cuda or cuda:N (env DEVICE)")
+			"where calibrated GPTQ and AWQ layers are quantized: auto (a CUDA GPU when one is usable, else the CPU), cpu, cuda or cuda:N (env DEVICE)")
 	}, func(ctx context.Context, svc *fleet.Service, sf *fleet.ServiceFlags) error {
 		s, err := device.Parse(dev)
 		if err != nil {

@@ -18,7 +18,7 @@ var _ quantize.LayerCompute = (*Compute)(nil)
 var errGroupNotSeen = errors.New("llamacuda: the layer's forward never fed the linear group")
 
 // Compute is the per-task arithmetic of a calibrated GPTQ layer stage on a GPU (satisfies
-// quantize.LayerCompute): each call uploads the layer and its shard once, computes on the
+// quantize.LayerCompute; AWQ's tasks: quantize.AWQCompute, awq.go): each call uploads the layer and its shard once, computes on the
 // device and returns host results. Every result is a deterministic function of the arguments
 // on a given GPU and driver (fixed chunking, cuBLAS without atomics-based reductions), so a
 // task re-run on the same kind of card writes the same bytes; results differ from the CPU's in
@@ -156,6 +156,11 @@ func (c *Compute) SolveGPTQ(ctx context.Context, h *gptq.Hessian, cfg gptq.Confi
 // upload checks that the layer and its shard fit in the device's free memory (one line
 // wrapping ErrMemory if not) and puts them there.
 func (c *Compute) upload(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (*Layer, *Tensor, error) {
+	return c.uploadChecked(ctx, l, x, func() error { return CheckMemory(ctx, c.D, l, x.Batch, x.Seq, true) })
+}
+
+// uploadChecked is upload with the memory check check, run once the shapes are known good.
+func (c *Compute) uploadChecked(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, check func() error) (*Layer, *Tensor, error) {
 	cfg := l.Config()
 	if cfg == nil {
 		return nil, nil, fmt.Errorf("%w: layer %d has no model config", ErrShape, l.Index)
@@ -163,7 +168,7 @@ func (c *Compute) upload(ctx context.Context, l *transformer.Layer, x *transform
 	if x == nil || x.Rows() == 0 || x.Dim != l.Q.In {
 		return nil, nil, fmt.Errorf("%w: layer %d needs a shard of %d features", ErrShape, l.Index, l.Q.In)
 	}
-	if err := CheckMemory(ctx, c.D, l, x.Batch, x.Seq, true); err != nil {
+	if err := check(); err != nil {
 		return nil, nil, err
 	}
 	g, err := UploadLayer(ctx, c.D, cfg, l)

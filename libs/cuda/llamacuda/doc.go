@@ -1,5 +1,5 @@
 // Package llamacuda runs the decoder layers of libs/transformer (Llama, Mistral, Qwen2,
-// Qwen3) on an NVIDIA GPU in float32 and quantizes them with GPTQ there.
+// Qwen3) on an NVIDIA GPU in float32 and quantizes them with GPTQ and AWQ there.
 //
 // A Layer holds one decoder layer's weights on the device (UploadLayer); Forward runs it on
 // device activations (Tensor) with an optional Hook that sees each linear group's input on
@@ -14,9 +14,13 @@
 //
 // Compute is the per-task arithmetic of the sharded pipeline (quantize.LayerCompute: a group's
 // Hessian partial on one calibration shard, a layer's forward on one shard, a group's GPTQ
-// solve from a merged Hessian) on the GPU: under quantize.WithCompute, `quantize --device
-// cuda`, `run --device cuda` and `worker --device cuda` run calibrated GPTQ layers with it;
-// RTN and AWQ stay on the CPU.
+// solve from a merged Hessian; quantize.AWQCompute: AWQ's per-shard statistics, scale-grid
+// losses and clipping statistics, and the finish's clipping search, through awq.Arithmetic)
+// on the GPU: under quantize.WithCompute, `quantize --device cuda`, `run --device cuda` and
+// `worker --device cuda` run calibrated GPTQ and AWQ layers with it; RTN stays on the CPU.
+// AWQ's pseudo-quantizer (awq_scaled_quant, awq_clip_search in kernels.cu) rounds exactly as
+// libs/awq's half-precision quantizer does, so the candidates' weights and, on the same Gram
+// matrices, the clipping bounds are the CPU's bit for bit.
 //
 // Evaluate is quantize.Evaluate on the GPU (`eval --device cuda`): the whole forward pass,
 // final norm, lm_head and log-softmax NLL on the device, each decoder layer uploaded once per

@@ -311,9 +311,12 @@ type phase struct {
 	d    time.Duration
 }
 
-// Handles reports whether the GPU quantizes layers of cfg: calibrated GPTQ. RTN and AWQ run
+// Handles reports whether the GPU quantizes layers of cfg: calibrated GPTQ (Compute as
+// quantize.LayerCompute) and AWQ (Compute as quantize.AWQCompute). GPTQ's round-to-nearest runs
 // on the CPU.
-func Handles(cfg quantize.LayerConfig) bool { return checkConfig(cfg) == nil }
+func Handles(cfg quantize.LayerConfig) bool {
+	return checkConfig(cfg) == nil || (cfg.Method == hfquant.AWQ && !cfg.RTN)
+}
 
 // turns holds one channel per device: a layer's (or a task's) work on the device holds it, so
 // that the work of several slots of a worker runs one at a time and CheckMemory's free memory is

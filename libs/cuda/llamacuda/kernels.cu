@@ -198,3 +198,180 @@ extern "C" __global__ void nll(double *out, const float *logits, const int *targ
 		__syncthreads(); // pm and ps are reused by the next row
 	}
 }
+
+// ---- AWQ (libs/awq's arithmetic; awq.go) ----
+
+__device__ float warp_min(float v) {
+	for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(FULL, v, o));
+	return v;
+}
+
+// f16r rounds x to the nearest half-precision value (ties to even, subnormals, overflow to
+// ±Inf) and returns it as a float: libs/awq's f16, bit for bit.
+__device__ float f16r(float x) {
+	unsigned b = __float_as_uint(x);
+	int e = (int)((b >> 23) & 0xffu) - 127;
+	if (e == 128) return x; // Inf or NaN
+	if (e >= -14) {
+		b += 0x0fffu + ((b >> 13) & 1u);
+		b &= ~0x1fffu;
+		if ((int)((b >> 23) & 0xffu) - 127 > 15) return copysignf(__int_as_float(0x7f800000), x);
+		return __uint_as_float(b);
+	}
+	return (float)(rint((double)x * 16777216.0) / 16777216.0);
+}
+
+// awq_params: libs/awq's quantizer.params of a group whose max and min are mx and mn.
+__device__ void awq_params(float mx, float mn, float maxInt, float eps, float *scale, float *zero) {
+	float s = f16r(fmaxf(f16r(mx - mn), eps) / maxInt);
+	*scale = s;
+	*zero = fminf(fmaxf(-rintf(f16r(mn / s)), 0.0f), maxInt);
+}
+
+// awq_fake: the pseudo-quantized half value of v (quantizer.code, then quantizer.fake).
+__device__ float awq_fake(float v, float scale, float zero, float maxInt) {
+	float code = fminf(fmaxf(rintf(f16r(v / scale)) + zero, 0.0f), maxInt);
+	return f16r((code - zero) * scale);
+}
+
+// abs_sum_cols: out[c] = Σ_t |x[t][c]| in float64, t in order (libs/awq's sumAbs, bit for
+// bit). One thread per column.
+extern "C" __global__ void abs_sum_cols(double *out, const float *x, long long rows, int cols) {
+	for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x) {
+		double s = 0;
+		for (long long t = 0; t < rows; t++) s += fabs((double)x[t * cols + c]);
+		out[c] = s;
+	}
+}
+
+// awq_scaled_quant: dst = Q(f16(f16(w)·s))/s per row-group of gs columns, in half precision
+// (libs/awq's scaledQuant). One warp per row-group.
+extern "C" __global__ void awq_scaled_quant(float *dst, const float *w, const float *s, int rows, int cols, int gs,
+                                            float maxInt, float eps) {
+	int lane = threadIdx.x & 31;
+	long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+	int ng = cols / gs;
+	long long total = (long long)rows * ng;
+	for (long long rg = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; rg < total; rg += warps) {
+		long long r = rg / ng;
+		int g = (int)(rg % ng);
+		const float *wr = w + r * cols + (idx_t)g * gs, *sg = s + (idx_t)g * gs;
+		float *dr = dst + r * cols + (idx_t)g * gs;
+		float mx = NEG_INF, mn = -NEG_INF;
+		for (int i = lane; i < gs; i += 32) {
+			float v = f16r(f16r(wr[i]) * sg[i]);
+			dr[i] = v;
+			mx = fmaxf(mx, v);
+			mn = fminf(mn, v);
+		}
+		mx = warp_max(mx);
+		mn = warp_min(mn);
+		float scale, zero;
+		awq_params(mx, mn, maxInt, eps, &scale, &zero);
+		for (int i = lane; i < gs; i += 32) dr[i] = f16r(awq_fake(dr[i], scale, zero, maxInt) / sg[i]);
+	}
+}
+
+#define SQ_THREADS 256
+
+// sq_diff_sum: part[blockIdx.x] += Σ (a[i] − b[i])² over the block's share of i < n, in
+// float64. The grid size must be the same for every call that adds into part (the sum's
+// order depends on it only, so the result is deterministic); blocks of SQ_THREADS.
+extern "C" __global__ void sq_diff_sum(double *part, const float *a, const float *b, long long n) {
+	__shared__ double ps[SQ_THREADS / 32];
+	double s = 0;
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+		double d = (double)a[i] - (double)b[i];
+		s += d * d;
+	}
+	s = warp_sum_d(s);
+	if ((threadIdx.x & 31) == 0) ps[threadIdx.x >> 5] = s;
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		double t = 0;
+		for (int i = 0; i < (int)(blockDim.x >> 5); i++) t += ps[i];
+		part[blockIdx.x] += t;
+	}
+}
+
+// gather_rows: out[i] = x[first + i·step] (rows of cols values), divided elementwise by s
+// unless s is null (the clipping search's sampled tokens).
+extern "C" __global__ void gather_rows(float *out, const float *x, const float *s, long long n, int cols, long long first,
+                                       long long step) {
+	long long total = n * cols;
+	for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x) {
+		long long i = e / cols;
+		int c = (int)(e % cols);
+		float v = x[(first + i * step) * cols + c];
+		out[e] = s ? v / s[c] : v;
+	}
+}
+
+// block_max / block_min over a block of at most 256 threads (red: 8 floats of shared
+// memory); every thread gets the result.
+__device__ float block_max(float v, float *red) {
+	v = warp_max(v);
+	if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+	__syncthreads();
+	float m = red[0];
+	for (int i = 1; i < (int)((blockDim.x + 31) >> 5); i++) m = fmaxf(m, red[i]);
+	__syncthreads();
+	return m;
+}
+__device__ float block_min(float v, float *red) {
+	v = warp_min(v);
+	if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+	__syncthreads();
+	float m = red[0];
+	for (int i = 1; i < (int)((blockDim.x + 31) >> 5); i++) m = fminf(m, red[i]);
+	__syncthreads();
+	return m;
+}
+
+#define CLIP_MAX_GS 256
+
+// awq_clip_search: libs/awq's searchClipGram for row blockIdx.x and column group blockIdx.y
+// of w (rows×cols), with G the float32 Gram matrices (groups × gs × gs) of n sampled tokens:
+// for each bound m = f16(max|w|·(1 − i/clipGrid)), i < shrinks, the error dᵀ·G·d / n of
+// d = Q(clamp(w, ±m)) − w, each row of G·d summed in column order and dᵀ·(G·d) in row order in
+// float64 as the CPU does; the least error's bound (the first on ties) goes to
+// best[row·groups + group]. Blocks of gs threads (gs a multiple of 32, ≤ CLIP_MAX_GS).
+extern "C" __global__ void awq_clip_search(float *best, const float *w, const float *G, int cols, int gs, int shrinks,
+                                           int clipGrid, float maxInt, float eps, double n) {
+	__shared__ float red[CLIP_MAX_GS / 32];
+	__shared__ double dsh[CLIP_MAX_GS], psh[CLIP_MAX_GS];
+	int j = threadIdx.x, g = blockIdx.y, ng = cols / gs;
+	long long r = blockIdx.x;
+	float wj = f16r(w[r * cols + (idx_t)g * gs + j]);
+	float maxAbs = block_max(fabsf(wj), red);
+	const float *Gj = G + (idx_t)g * gs * gs + (idx_t)j * gs;
+	double minErr = 1e9;
+	float bestM = maxAbs;
+	for (int i = 0; i < shrinks; i++) {
+		float m = f16r(maxAbs * (float)(1.0 - (double)i / (double)clipGrid));
+		float c = fminf(fmaxf(wj, -m), m);
+		float mx = block_max(c, red), mn = block_min(c, red);
+		float scale, zero;
+		awq_params(mx, mn, maxInt, eps, &scale, &zero);
+		double d = (double)awq_fake(c, scale, zero, maxInt) - (double)wj;
+		dsh[j] = d;
+		__syncthreads();
+		double s = 0;
+		if (d != 0) {
+			for (int k = 0; k < gs; k++) s += (double)Gj[k] * dsh[k];
+		}
+		psh[j] = d * s;
+		__syncthreads();
+		if (j == 0) {
+			double e = 0;
+			for (int k = 0; k < gs; k++) e += psh[k];
+			e /= n;
+			if (e < minErr) {
+				minErr = e;
+				bestM = m;
+			}
+		}
+		__syncthreads();
+	}
+	if (j == 0) best[r * ng + g] = bestM;
+}

@@ -18,6 +18,8 @@ type kernels struct {
 	blas *cuda.BLAS
 
 	rmsNorm, addBias, add, siluMul, normRope, attention, nll *cuda.Function
+	// AWQ (awq.go)
+	absSumCols, scaledQuant, sqDiffSum, gatherRows, clipSearch *cuda.Function
 }
 
 // Launch shapes; attnQ and attnK match AQ and AK in kernels.cu.
@@ -25,6 +27,8 @@ const (
 	threads    = 256
 	attnQ      = 8
 	attnK      = 32
+	sqThreads  = 256 // SQ_THREADS in kernels.cu
+	clipMaxGS  = 256 // CLIP_MAX_GS in kernels.cu
 	maxHeadDim = 256
 	maxBlocks  = 65535
 )
@@ -42,6 +46,8 @@ func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
 	for name, f := range map[string]**cuda.Function{
 		"rms_norm": &k.rmsNorm, "add_bias": &k.addBias, "add": &k.add, "silu_mul": &k.siluMul,
 		"norm_rope": &k.normRope, "attention": &k.attention, "nll": &k.nll,
+		"abs_sum_cols": &k.absSumCols, "awq_scaled_quant": &k.scaledQuant, "sq_diff_sum": &k.sqDiffSum,
+		"gather_rows": &k.gatherRows, "awq_clip_search": &k.clipSearch,
 	} {
 		if *f, err = m.Function(name); err != nil {
 			return nil, err

@@ -207,15 +207,24 @@ func (l *Layer) linears() []*linear { return []*linear{l.q, l.kp, l.v, l.o, l.ga
 // SetWeight replaces the weight of the linear named name ("self_attn.q_proj"), e.g. by its
 // quantized value, for the forward passes after it.
 func (l *Layer) SetWeight(ctx context.Context, name string, w []float32) error {
+	lin := l.linear(name)
+	if lin == nil {
+		return fmt.Errorf("%w: layer %d has no linear %q", ErrShape, l.Index, name)
+	}
+	if len(w) != lin.out*lin.in {
+		return fmt.Errorf("%w: %d weights for %s (%d×%d)", ErrShape, len(w), name, lin.out, lin.in)
+	}
+	return cuda.Upload(ctx, lin.w, 0, w)
+}
+
+// linear returns the linear named name, or nil.
+func (l *Layer) linear(name string) *linear {
 	for _, lin := range l.linears() {
 		if lin.name == name {
-			if len(w) != lin.out*lin.in {
-				return fmt.Errorf("%w: %d weights for %s (%d×%d)", ErrShape, len(w), name, lin.out, lin.in)
-			}
-			return cuda.Upload(ctx, lin.w, 0, w)
+			return lin
 		}
 	}
-	return fmt.Errorf("%w: layer %d has no linear %q", ErrShape, l.Index, name)
+	return nil
 }
 
 // WeightBytes is the device memory of the layer's weights.
@@ -356,6 +365,18 @@ func (l *Layer) forward(ctx context.Context, x, y *Tensor, st stages, hook Hook)
 	if x.Dim != l.q.in || y.Dim != x.Dim || y.Rows() != x.Rows() || y.Seq != x.Seq {
 		return fmt.Errorf("%w: layer %d takes %d features, input is %d×%d×%d", ErrShape, l.Index, l.q.in, x.Batch, x.Seq, x.Dim)
 	}
+	return l.chunks(ctx, x, func(ws *workspace, lo, hi int) error {
+		cst := st
+		if st.saved != nil {
+			cst.saved = st.saved.Sequences(lo, hi)
+		}
+		return l.chunk(ctx, ws, x.Sequences(lo, hi), y.Sequences(lo, hi), cst, hook)
+	})
+}
+
+// chunks calls f for runs [lo, hi) of x's sequences in order, with a workspace of their rows
+// and the rope tables of x.Seq positions.
+func (l *Layer) chunks(ctx context.Context, x *Tensor, f func(ws *workspace, lo, hi int) error) error {
 	// Whole sequences per chunk; the attention grid's y (sequences × heads) stays ≤ 65535.
 	per := max(1, min(chunkRows/x.Seq, maxBlocks/l.cfg.NumHeads))
 	ws, err := l.workspace(ctx, min(x.Batch, per)*x.Seq)
@@ -369,12 +390,7 @@ func (l *Layer) forward(ctx context.Context, x, y *Tensor, st stages, hook Hook)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		hi := min(x.Batch, lo+per)
-		cst := st
-		if st.saved != nil {
-			cst.saved = st.saved.Sequences(lo, hi)
-		}
-		if err := l.chunk(ctx, ws, x.Sequences(lo, hi), y.Sequences(lo, hi), cst, hook); err != nil {
+		if err := f(ws, lo, min(x.Batch, lo+per)); err != nil {
 			return fmt.Errorf("layer %d: %w", l.Index, err)
 		}
 	}
@@ -435,13 +451,7 @@ func (l *Layer) chunk(ctx context.Context, ws *workspace, x, y *Tensor, st stage
 	if !st.mlp {
 		return nil
 	}
-	if err := l.apply(ctx, l.gate, ws.g.Ptr(), ws.n.Ptr(), rows); err != nil {
-		return err
-	}
-	if err := l.apply(ctx, l.up, ws.u.Ptr(), ws.n.Ptr(), rows); err != nil {
-		return err
-	}
-	if err := l.k.elementwise(ctx, l.k.siluMul, rows*l.gate.out, ws.g, ws.u, int64(rows*l.gate.out)); err != nil {
+	if err := l.mlpHidden(ctx, ws, rows); err != nil {
 		return err
 	}
 	if err := call(transformer.DownInputs, view(ws.g, l.gate.out)); err != nil {
@@ -454,6 +464,18 @@ func (l *Layer) chunk(ctx context.Context, ws *workspace, x, y *Tensor, st stage
 		return err
 	}
 	return l.k.elementwise(ctx, l.k.add, rows*hid, h, h, ws.a, int64(rows*hid))
+}
+
+// mlpHidden computes down_proj's input silu(gate(n))·up(n) of ws.n (post_attention_layernorm's
+// output) into ws.g.
+func (l *Layer) mlpHidden(ctx context.Context, ws *workspace, rows int) error {
+	if err := l.apply(ctx, l.gate, ws.g.Ptr(), ws.n.Ptr(), rows); err != nil {
+		return err
+	}
+	if err := l.apply(ctx, l.up, ws.u.Ptr(), ws.n.Ptr(), rows); err != nil {
+		return err
+	}
+	return l.k.elementwise(ctx, l.k.siluMul, rows*l.gate.out, ws.g, ws.u, int64(rows*l.gate.out))
 }
 
 // attend runs self-attention on ws.n (the input norm's output) into ws.a (o_proj's output).

@@ -1,0 +1,194 @@
+package awq
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestGPUKernelsMatchHost checks, without a GPU, that the AWQ kernels of the GPU's Arithmetic
+// (libs/cuda/llamacuda/kernels.cu: awq_scaled_quant, awq_clip_search, abs_sum_cols,
+// sq_diff_sum, gather_rows) compute what this package's host arithmetic computes: the source is
+// compiled by the host's C++ compiler under a CUDA emulation (testdata/cudaemu.cpp: one thread
+// per CUDA thread, barriers for __syncthreads and warp shuffles) and run on random layers,
+// group sizes 32 to 256, 3, 4 and 8 bits, half-precision ties and subnormals. Expected: the
+// scaled pseudo-quantized weights (scaledQuant), the clipping bounds on the same Gram matrices
+// (searchClipGram), the channel sums (sumAbs) and the sampled tokens (sampleTokens) bit for bit;
+// the squared-error partials' total within 1e-12 of the sequential sum. Skipped without g++ or
+// with -short.
+func TestGPUKernelsMatchHost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles the CUDA kernels for the host (seconds)")
+	}
+	cxx, err := exec.LookPath("g++")
+	if err != nil {
+		t.Skip("no g++")
+	}
+	dir := t.TempDir()
+	src, err := os.ReadFile(filepath.Join("..", "cuda", "llamacuda", "kernels.cu"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The attention kernel's dynamic shared memory, as a static array of the emulation.
+	const dyn = "extern __shared__ float smem[];"
+	if !strings.Contains(string(src), dyn) {
+		t.Fatalf("kernels.cu has no %q", dyn)
+	}
+	emu, err := os.ReadFile(filepath.Join("testdata", "cudaemu.cpp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{
+		"kernels.cu":  []byte(strings.Replace(string(src), dyn, "static float smem[1 << 16];", 1)),
+		"cudaemu.cpp": emu,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	build := exec.Command(cxx, "-std=c++20", "-O1", "-pthread", "-o", "cudaemu", "cudaemu.cpp")
+	build.Dir = dir
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("compiling kernels.cu for the host: %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		rows, cols, gs, tokens, bits, first, step int
+		scale                                     float64 // of the weights
+	}{
+		{8, 256, 128, 40, 4, 1, 3, 0.05},
+		{9, 192, 64, 33, 4, 0, 2, 1},
+		{5, 64, 32, 20, 3, 2, 5, 1e-4},
+		{2, 512, 256, 10, 8, 0, 1, 0.02},
+		{4, 128, 128, 12, 4, 0, 4, 2e-6}, // subnormal halves
+	} {
+		t.Run(fmt.Sprintf("%dx%d_g%d_%dbit", tc.rows, tc.cols, tc.gs, tc.bits), func(t *testing.T) {
+			emulateKernels(t, dir, tc.rows, tc.cols, tc.gs, tc.tokens, tc.bits, tc.first, tc.step, tc.scale)
+		})
+	}
+}
+
+func emulateKernels(t *testing.T, dir string, rows, cols, gs, tokens, bits, first, step int, scale float64) {
+	rng := rand.New(rand.NewPCG(uint64(rows), uint64(cols)))
+	w := make([]float32, rows*cols)
+	for i := range w {
+		switch {
+		case i%53 == 0:
+			w[i] = 0
+		case i%17 == 0:
+			w[i] = f16(float32(rng.NormFloat64() * scale)) // exact halves: more ties
+		default:
+			w[i] = float32(rng.NormFloat64() * scale)
+		}
+	}
+	s := make([]float32, cols)
+	for i := range s {
+		s[i] = f16(float32(math.Exp(rng.NormFloat64())))
+	}
+	x := make([]float32, tokens*cols)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	cfg, err := Config{Bits: bits, GroupSize: gs}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xs := sampleTokens(x[first*cols:], tokens-first, cols, step, s)
+	n := len(xs) / cols
+	G := gram(xs, n, cols, gs)
+	maxInt, eps := QuantizerConstants(bits)
+	hex := func(v float32) string { return strconv.FormatFloat(float64(v), 'x', -1, 32) }
+	params := fmt.Sprintf("%d %d %d %d %d %d %s %s %d %d %d\n", rows, cols, gs, tokens, ClipShrinks(cfg), cfg.ClipGrid,
+		hex(maxInt), hex(eps), n, first, step)
+	if err := os.WriteFile(filepath.Join(dir, "params.txt"), []byte(params), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string][]float32{"w.bin": w, "s.bin": s, "x.bin": x, "g.bin": G} {
+		writeLE(t, filepath.Join(dir, name), v)
+	}
+	run := exec.Command("./cudaemu")
+	run.Dir = dir
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("emulated kernels: %v\n%s", err, out)
+	}
+
+	q := newQuantizer(bits)
+	scaled := make([]float32, rows*cols)
+	scaledQuant(q, w, scaled, rows, cols, gs, s)
+	sameBits(t, "awq_scaled_quant vs scaledQuant", readLE[float32](t, filepath.Join(dir, "scaled.out"), len(scaled)), scaled)
+	clip := searchClipGram(&Linear{Name: "l", Rows: rows, Cols: cols, Weight: w}, G, n, cfg)
+	sameBits(t, "awq_clip_search vs searchClipGram", readLE[float32](t, filepath.Join(dir, "clip.out"), len(clip)), clip)
+	sums := sumAbs(x, tokens, cols)
+	sameBits(t, "abs_sum_cols vs sumAbs", readLE[float64](t, filepath.Join(dir, "abs.out"), len(sums)), sums)
+	sameBits(t, "gather_rows vs sampleTokens", readLE[float32](t, filepath.Join(dir, "gather.out"), len(xs)), xs)
+	plain := sampleTokens(x[first*cols:], tokens-first, cols, step, nil)
+	sameBits(t, "gather_rows (no scales) vs sampleTokens", readLE[float32](t, filepath.Join(dir, "gather-unscaled.out"), len(plain)), plain)
+
+	var want float64
+	for i := range min(tokens, rows) * cols {
+		d := float64(x[i]) - float64(w[i])
+		want += d * d
+	}
+	parts := readLE[float64](t, filepath.Join(dir, "sqdiff.out"), 3)
+	got := (parts[0] + parts[1] + parts[2]) / 2 // two calls added into the same partials
+	if rel := math.Abs(got-want) / want; !(rel <= 1e-12) {
+		t.Errorf("sq_diff_sum: %v, sequential sum %v (rel %.2e)", got, want, rel)
+	}
+}
+
+func writeLE[T float32 | float64](t *testing.T, path string, v []T) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := binary.Write(f, binary.LittleEndian, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readLE[T float32 | float64](t *testing.T, path string, n int) []T {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := make([]T, n)
+	if _, err := binary.Decode(b, binary.LittleEndian, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return v
+}
+
+// sameBits reports the values of got that differ from want in any bit.
+func sameBits[T float32 | float64](t *testing.T, what string, got, want []T) {
+	t.Helper()
+	bad := 0
+	for i := range want {
+		if bitsOf(got[i]) != bitsOf(want[i]) {
+			if bad < 3 {
+				t.Errorf("%s: [%d] = %v, want %v", what, i, got[i], want[i])
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d of %d values differ", what, bad, len(want))
+	}
+}
+
+func bitsOf[T float32 | float64](v T) uint64 {
+	switch v := any(v).(type) {
+	case float32:
+		return uint64(math.Float32bits(v))
+	default:
+		return math.Float64bits(v.(float64))
+	}
+}

@@ -1,0 +1,133 @@
+// A host emulation of CUDA for kernels_emu_test.go: kernels.cu (libs/cuda/llamacuda, written
+// to kernels.cu beside this file with its one dynamic shared array given a size) compiled by a
+// C++ compiler, each CUDA thread a std::thread, one block at a time; warp shuffles and
+// __syncthreads are barriers. x86-64 without -march has no FMA, as the kernels' --fmad=false.
+// It runs the AWQ kernels on the inputs the test writes (*.bin, params.txt) and writes
+// their outputs (*.out) for the test to compare with package awq's arithmetic.
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+struct dim3 {
+	unsigned x = 1, y = 1, z = 1;
+};
+thread_local dim3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
+std::barrier<> *blockBar;
+std::vector<std::unique_ptr<std::barrier<>>> warpBars;
+#define __global__
+#define __device__ inline
+#define __shared__ static
+#define __syncthreads() blockBar->arrive_and_wait()
+#define __syncwarp() warpBars[threadIdx.x >> 5]->arrive_and_wait()
+static inline unsigned __float_as_uint(float f) { unsigned u; memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }
+static inline float __int_as_float(int u) { float f; memcpy(&f, &u, 4); return f; }
+static double slotD[1024];
+static float slotF[1024];
+template <typename T> T *slots();
+template <> double *slots<double>() { return slotD; }
+template <> float *slots<float>() { return slotF; }
+template <typename T> T __shfl_xor_sync(unsigned, T v, int o) {
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	slots<T>()[threadIdx.x] = v;
+	warpBars[w]->arrive_and_wait();
+	T r = slots<T>()[(w << 5) | (lane ^ o)];
+	warpBars[w]->arrive_and_wait();
+	return r;
+}
+using std::exp;
+using std::max;
+using std::min;
+using std::fabs;
+using std::log;
+using std::rint;
+using std::sqrt;
+#include "kernels.cu"
+
+// launch runs f as grid × block threads (block.x a multiple of 32, ≤ 1024), block by block.
+static void launch(dim3 grid, dim3 block, std::function<void()> f) {
+	gridDim = grid;
+	blockDim = block;
+	for (unsigned by = 0; by < grid.y; by++)
+		for (unsigned bx = 0; bx < grid.x; bx++) {
+			std::barrier<> bb(block.x);
+			blockBar = &bb;
+			warpBars.clear();
+			for (unsigned w = 0; w < block.x / 32; w++) warpBars.emplace_back(new std::barrier<>(32));
+			std::vector<std::thread> ts;
+			for (unsigned t = 0; t < block.x; t++)
+				ts.emplace_back([=] {
+					threadIdx.x = t;
+					blockIdx.x = bx;
+					blockIdx.y = by;
+					f();
+				});
+			for (auto &t : ts) t.join();
+		}
+}
+
+template <typename T> static std::vector<T> rd(const char *p, size_t n) {
+	std::vector<T> v(n);
+	FILE *f = fopen(p, "rb");
+	if (!f || fread(v.data(), sizeof(T), n, f) != n) {
+		perror(p);
+		exit(1);
+	}
+	fclose(f);
+	return v;
+}
+template <typename T> static void wr(const char *p, const std::vector<T> &v) {
+	FILE *f = fopen(p, "wb");
+	if (!f || fwrite(v.data(), sizeof(T), v.size(), f) != v.size()) {
+		perror(p);
+		exit(1);
+	}
+	fclose(f);
+}
+
+int main() {
+	FILE *pf = fopen("params.txt", "r");
+	int rows, cols, gs, tokens, shrinks, clipGrid, nS, first, step;
+	float maxInt, eps;
+	if (!pf || fscanf(pf, "%d %d %d %d %d %d %a %a %d %d %d", &rows, &cols, &gs, &tokens, &shrinks, &clipGrid, &maxInt, &eps,
+	                  &nS, &first, &step) != 11) {
+		fprintf(stderr, "bad params.txt\n");
+		return 1;
+	}
+	auto w = rd<float>("w.bin", (size_t)rows * cols);
+	auto s = rd<float>("s.bin", cols);
+	auto x = rd<float>("x.bin", (size_t)tokens * cols);
+	auto G = rd<float>("g.bin", (size_t)cols * gs);
+	int ng = cols / gs;
+	// A small grid, so that the grid-stride loops take several turns.
+	std::vector<float> sq((size_t)rows * cols);
+	launch({(unsigned)std::min((rows * ng + 7) / 8, 2)}, {256},
+	       [&] { awq_scaled_quant(sq.data(), w.data(), s.data(), rows, cols, gs, maxInt, eps); });
+	wr("scaled.out", sq);
+	std::vector<float> best((size_t)rows * ng);
+	launch({(unsigned)rows, (unsigned)ng}, {(unsigned)gs},
+	       [&] { awq_clip_search(best.data(), w.data(), G.data(), cols, gs, shrinks, clipGrid, maxInt, eps, (double)nS); });
+	wr("clip.out", best);
+	std::vector<double> abs((size_t)cols);
+	launch({1}, {64}, [&] { abs_sum_cols(abs.data(), x.data(), tokens, cols); });
+	wr("abs.out", abs);
+	// Two calls adding into the same 3 partials: the sum of x − w over their common prefix, twice.
+	long long n = std::min((long long)tokens * cols, (long long)rows * cols);
+	std::vector<double> part(3, 0.0);
+	for (int i = 0; i < 2; i++) launch({3}, {256}, [&] { sq_diff_sum(part.data(), x.data(), w.data(), n); });
+	wr("sqdiff.out", part);
+	long long gn = (tokens - first + step - 1) / step;
+	std::vector<float> g1(gn * cols), g2(gn * cols);
+	launch({2}, {256}, [&] { gather_rows(g1.data(), x.data(), s.data(), gn, cols, first, step); });
+	launch({2}, {256}, [&] { gather_rows(g2.data(), x.data(), nullptr, gn, cols, first, step); });
+	wr("gather.out", g1);
+	wr("gather-unscaled.out", g2);
+	return 0;
+}
