@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"quantfleet.dev/libs/perplexity"
 	"quantfleet.dev/libs/transformer"
@@ -33,18 +34,25 @@ var ErrBadActivations = errors.New("quantize: not an encoded activation tensor")
 // storage between the layers of a job: a header (magic, batch, seq, dim as little-endian
 // uint64) and the float32 values, little-endian, bit for bit.
 func MarshalActivations(t *transformer.Tensor) []byte {
-	buf := make([]byte, 0, len(activationsMagic)+24+4*len(t.Data))
-	buf = append(buf, activationsMagic...)
-	for _, v := range []int{t.Batch, t.Seq, t.Dim} {
-		buf = binary.LittleEndian.AppendUint64(buf, uint64(v))
+	h := len(activationsMagic) + 24
+	buf := make([]byte, activationsBytes(t.Batch, t.Seq, t.Dim))
+	copy(buf, activationsMagic)
+	for i, v := range []int{t.Batch, t.Seq, t.Dim} {
+		binary.LittleEndian.PutUint64(buf[len(activationsMagic)+8*i:], uint64(v))
 	}
-	for _, v := range t.Data {
-		buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
+	if littleEndian {
+		copy(buf[h:], float32Bytes(t.Data)) // one memmove: a shard of a 8B model is gigabytes
+		return buf
+	}
+	for i, v := range t.Data {
+		binary.LittleEndian.PutUint32(buf[h+4*i:], math.Float32bits(v))
 	}
 	return buf
 }
 
-// UnmarshalActivations decodes what MarshalActivations produced.
+// UnmarshalActivations decodes what MarshalActivations produced. On little-endian hosts the
+// tensor's data is b's memory, not a copy (decoding a shard would cost as long as reading it):
+// b must not be modified or reused afterwards.
 func UnmarshalActivations(b []byte) (*transformer.Tensor, error) {
 	h := len(activationsMagic) + 24
 	if len(b) < h || string(b[:len(activationsMagic)]) != activationsMagic {
@@ -61,9 +69,25 @@ func UnmarshalActivations(b []byte) (*transformer.Tensor, error) {
 	if uint64(len(b)-h) != 4*n {
 		return nil, fmt.Errorf("%w: %d bytes of values for %d×%d×%d", ErrBadActivations, len(b)-h, dims[0], dims[1], dims[2])
 	}
-	t := transformer.NewTensor(int(dims[0]), int(dims[1]), int(dims[2]))
+	t := &transformer.Tensor{Batch: int(dims[0]), Seq: int(dims[1]), Dim: int(dims[2])}
+	if v := b[h:]; littleEndian && uintptr(unsafe.Pointer(unsafe.SliceData(v)))%4 == 0 {
+		t.Data = unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(v))), n)
+		return t, nil
+	}
+	t.Data = make([]float32, n)
 	for i := range t.Data {
 		t.Data[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[h+4*i:]))
 	}
 	return t, nil
+}
+
+// activationsBytes is the size of MarshalActivations' encoding of batch×seq×dim values.
+func activationsBytes(batch, seq, dim int) int { return len(activationsMagic) + 24 + 4*batch*seq*dim }
+
+// littleEndian reports a host whose float32 memory is the encoding's byte order.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// float32Bytes views v's memory as bytes.
+func float32Bytes(v []float32) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), 4*len(v))
 }

@@ -623,6 +623,15 @@ func TestActivationsRoundTrip(t *testing.T) {
 			t.Fatalf("value %d: %v, want %v", i, y.Data[i], x.Data[i])
 		}
 	}
+	// The values are little-endian float32 after the 32-byte header, whatever the host.
+	if got := binary.LittleEndian.Uint32(b[32+4*6:]); got != 0x7fc00001 {
+		t.Fatalf("value 6 encoded as %#x", got)
+	}
+	// A misaligned buffer is decoded by copying, to the same values.
+	odd := append(make([]byte, 1, len(b)+1), b...)[1:]
+	if z, err := UnmarshalActivations(odd); err != nil || math.Float32bits(z.Data[6]) != 0x7fc00001 || z.Data[0] != x.Data[0] {
+		t.Fatalf("misaligned decode: %v", err)
+	}
 	for _, bad := range [][]byte{nil, b[:10], b[:len(b)-1], append([]byte("XXXXXXXX"), b[8:]...)} {
 		if _, err := UnmarshalActivations(bad); !errors.Is(err, ErrBadActivations) {
 			t.Errorf("%d bytes: error %v, want ErrBadActivations", len(bad), err)

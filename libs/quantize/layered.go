@@ -129,7 +129,11 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		return nil, err
 	}
 	defer os.RemoveAll(work)
-	store := DirStore(work)
+	// Two shards' activations in memory: a layer's input and output shard (see ShardCache).
+	store := &ShardCache{Dir: DirStore(work)}
+	for _, sr := range plan.Shards {
+		store.Budget = max(store.Budget, 2*int64(activationsBytes(sr.Hi-sr.Lo, req.SeqLen, mcfg.HiddenSize)))
+	}
 	if cfg.Calibrated() {
 		if req.CalibrationData == "" {
 			return nil, fmt.Errorf("%w: %s needs calibration text (a text or JSONL file)", ErrNoCalibrationData, cfg.Method)

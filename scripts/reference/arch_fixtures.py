@@ -189,7 +189,7 @@ def main():
     sys.path.insert(0, str((a.llama_cpp / "gguf-py").resolve()))
     os.environ["PYTHONPATH"] = str((a.llama_cpp / "gguf-py").resolve()) + os.pathsep + os.environ.get("PYTHONPATH", "")
     quantize = a.llama_quantize.resolve()
-    if not quantize.exists():
+    if not quantize.exists() and not a.forward_only:
         raise SystemExit(f"llama-quantize not found at {quantize}")
     models = work / "models"
     write_models(repo, a.shared, models)
