@@ -25,10 +25,16 @@ type CheckpointBuilder struct {
 	closed   bool
 }
 
-// NewCheckpointBuilder starts a checkpoint in dir for cfg; sourceDir holds the source's
+// NewCheckpointBuilder starts a checkpoint in dir for cfg of layers whose quantized linears are
+// linears (ShardPlan.Linears; zero: the dense layer's); sourceDir holds the source's
 // config.json and tokenizer files.
-func NewCheckpointBuilder(dir string, cfg LayerConfig, sourceDir string) (*CheckpointBuilder, error) {
+func NewCheckpointBuilder(dir string, cfg LayerConfig, linears Stage, sourceDir string) (*CheckpointBuilder, error) {
 	opts := CheckpointOptions(cfg, sourceDir)
+	if len(linears.Groups) > 0 && !slices.EqualFunc(linears.Groups, GPTQStage().Groups, slices.Equal) {
+		// Layers with linears left dense (a router) or fused: loaders (optimum) convert only
+		// the listed ones, as in GPTQModel's MoE checkpoints.
+		opts.ModulesInBlockToQuantize = linears.Groups
+	}
 	w, err := hfquant.Create(dir, opts)
 	if err != nil {
 		return nil, err

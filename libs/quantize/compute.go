@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"quantfleet.dev/libs/gptq"
+	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/transformer"
 )
 
@@ -68,9 +69,11 @@ var _ LayerCompute = CPU{}
 // errGroupNotSeen reports a linear group whose input the layer's forward never reported.
 var errGroupNotSeen = errors.New("quantize: the layer's forward never fed the linear group")
 
-// GroupHessian implements LayerCompute. It runs only as much of the layer as the group needs:
-// the input norm for q/k/v, the attention block for o, attention and the post-attention norm
-// for gate/up, the whole layer for the rest.
+// GroupHessian implements LayerCompute. On a Llama-layout layer it runs only as much of the
+// layer as the group needs: the input norm for q/k/v, the attention block for o, attention and
+// the post-attention norm for gate/up, the whole layer for the rest; other layouts (Gemma,
+// Phi-3, mixtures of experts) run the whole layer. An expert's group sees the tokens routed to
+// it, possibly none: the Hessian then counts no token (solveGroup rounds such a group).
 func (CPU) GroupHessian(ctx context.Context, l *transformer.Layer, group []string, x *transformer.Tensor) (*gptq.Hessian, error) {
 	if len(group) == 0 {
 		return nil, fmt.Errorf("%w: empty linear group", ErrLayerConfig)
@@ -85,10 +88,18 @@ func (CPU) GroupHessian(ctx context.Context, l *transformer.Layer, group []strin
 	hook := func(linears []string, in *transformer.Tensor) {
 		if linears[0] == group[0] && hookErr == nil {
 			seen = true
-			hookErr = h.Add(in.Data, in.Rows(), in.Batch)
+			if in.Rows() > 0 { // an expert's input may hold no routed token
+				hookErr = h.Add(in.Data, in.Rows(), in.Batch)
+			}
 		}
 	}
+	// The shortcuts below are the Llama layer's; other layouts run the whole layer.
+	llama := l.Config() == nil || l.Config().Layout == hfmodel.LayoutLlama
 	err := eachChunk(ctx, x, func(_ int, xs *transformer.Tensor) error {
+		if !llama {
+			_, err := l.Forward(xs, hook)
+			return errors.Join(err, hookErr)
+		}
 		n, err := l.InputNorm.Forward(xs)
 		if err != nil {
 			return err

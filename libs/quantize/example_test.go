@@ -65,7 +65,7 @@ func ExampleQuantizeLayer() {
 	}
 
 	// Assembler: the checkpoint.
-	b, err := quantize.NewCheckpointBuilder(filepath.Join(work, "out"), cfg, src)
+	b, err := quantize.NewCheckpointBuilder(filepath.Join(work, "out"), cfg, quantize.Stage{}, src)
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -96,8 +96,35 @@ func (l *Layer) Config() *Config {
 	return l.model.Config
 }
 
-// Linears returns the seven linears in checkpoint order: q, k, v, o, gate, up, down.
-func (l *Layer) Linears() []*Linear { return []*Linear{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down} }
+// Linears returns the linears GPTQ/AWQ quantize, in checkpoint order: q, k, v, o, gate, up,
+// down (Phi-3: qkv, o, gate_up, down; mixture of experts: q, k, v, o, the shared expert's gate,
+// up, down, then each expert's). The router and shared_expert_gate are not among them.
+func (l *Layer) Linears() []*Linear {
+	all := []*Linear{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down}
+	if a := l.arch; a != nil {
+		all = []*Linear{l.Q, l.K, l.V, a.QKV, l.O, l.Gate, l.Up, a.GateUp, l.Down}
+		for _, x := range append([]*expert{a.Shared}, expertPtrs(a.Experts)...) {
+			if x != nil {
+				all = append(all, x.Gate, x.Up, x.Down)
+			}
+		}
+	}
+	out := all[:0]
+	for _, lin := range all {
+		if lin != nil {
+			out = append(out, lin)
+		}
+	}
+	return out
+}
+
+func expertPtrs(xs []expert) []*expert {
+	out := make([]*expert, len(xs))
+	for i := range xs {
+		out[i] = &xs[i]
+	}
+	return out
+}
 
 // Linear returns the linear with the given module path ("self_attn.q_proj"), or nil.
 func (l *Layer) Linear(name string) *Linear {

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -121,7 +122,13 @@ func Plan(ctx context.Context, store blob.Store, job string, m *hfmodel.Model, f
 	if err != nil {
 		return nil, err
 	}
+	if err := quantize.CheckModel(cfg, LayerConfig(&spec)); err != nil {
+		return nil, err
+	}
 	spec.NumLayers = cfg.NumLayers
+	if spec.Linears = quantize.StageOf(cfg); slices.EqualFunc(spec.Linears.Groups, quantize.GPTQStage().Groups, slices.Equal) {
+		spec.Linears = quantize.Stage{} // the dense default: plans of dense models stay as they were
+	}
 	sp, err := spec.ShardPlan()
 	if err != nil {
 		return nil, err

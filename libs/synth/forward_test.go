@@ -46,7 +46,7 @@ func TestForwardMatchesTransformers(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer m.Close()
-			ref, err := loadForwardRef(filepath.Join("..", "..", "..", "transformer", "testdata", "arch", name+".nll.json.gz"))
+			ref, err := loadForwardRef(filepath.Join("..", "transformer", "testdata", "arch", name+".nll.json.gz"))
 			if errors.Is(err, os.ErrNotExist) {
 				// No reference yet: the pass must run and be finite on a fixed window.
 				seq := make([]int, 33)
