@@ -29,8 +29,10 @@ import (
 //     (gptq.Result.Reconstruct: float32 scale·(code−zero)), so the methods never need to know
 //     which ones are quantized. Methods must not modify l or x.
 //   - A linear group is the names of linears that read one input (transformer.AttentionInputs
-//     q/k/v, OutputInputs o, MLPInputs gate/up, DownInputs down); group[0] is the name a
-//     transformer.Hook reports first for that input.
+//     q/k/v, OutputInputs o, MLPInputs gate/up, DownInputs down; other layouts' groups are
+//     transformer.Config.LinearGroups, an expert's input being the tokens routed to it); group[0]
+//     is the name a transformer.Hook reports first for that input. A compute that runs only
+//     some layouts implements LayoutSupporter; the pipeline runs the others on the CPU.
 //
 // Determinism: every method's result must be a deterministic function of its arguments (the
 // same bits whatever the thread count or the order in which tasks ran), because the fleet
