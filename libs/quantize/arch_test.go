@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -37,6 +38,7 @@ var archCases = []struct {
 }{
 	{"gemma-2-synth-it", "Gemma2ForCausalLM", 7, nil},
 	{"gemma-3-synth-it", "Gemma3ForCausalLM", 7, nil},
+	{"gemma-3-synth-mm", "Gemma3ForConditionalGeneration", 7, nil}, // keeps model.language_model. names
 	{"Phi-3-synth-128k-instruct", "Phi3ForCausalLM", 4, nil},
 	{"Mixtral-synth-8x", "MixtralForCausalLM", 4 + 8*3, []string{"block_sparse_moe.gate.weight"}},
 	{"Qwen3-MoE-synth", "Qwen3MoeForCausalLM", 4 + 16*3, []string{"mlp.gate.weight"}},
@@ -111,7 +113,7 @@ func TestGPTQArchitectures(t *testing.T) {
 					if !slices.Contains(inStage, lin.Name) {
 						t.Errorf("%s is in no group of the stage", lin.Name)
 					}
-					q, err := ck.Linear(layerPrefix(i) + lin.Name)
+					q, err := ck.Linear(sourcePrefix(tc.model, i) + lin.Name)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -187,6 +189,14 @@ func TestGPTQArchitectures(t *testing.T) {
 	}
 }
 
+// sourcePrefix is the module path of layer i in the synthetic checkpoint model.
+func sourcePrefix(model string, i int) string {
+	if strings.HasSuffix(model, "-mm") {
+		return fmt.Sprintf("model.language_model.layers.%d.", i)
+	}
+	return layerPrefix(i)
+}
+
 // TestStageOfMoE checks the mixture-of-experts stage: attention groups in sequence, each
 // expert's gate/up after attention only and its down after its own gate/up, so that experts are
 // independent tasks.
@@ -215,5 +225,47 @@ func TestStageOfMoE(t *testing.T) {
 	}
 	if d := StageOf(&transformer.Config{}); d.After != nil || !slices.EqualFunc(d.Groups, GPTQStage().Groups, slices.Equal) {
 		t.Errorf("dense stage %+v", d)
+	}
+}
+
+// TestRTNArchitectures: round-to-nearest (no calibration, one task per layer) quantizes the same
+// linears as GPTQ, routers and shared-expert gates left dense.
+func TestRTNArchitectures(t *testing.T) {
+	a := synthAssets(t)
+	for _, tc := range archCases {
+		if tc.dense == nil && tc.model != "Phi-3-synth-128k-instruct" {
+			continue // the dense layouts' linears are those of the GPTQ test
+		}
+		t.Run(tc.model, func(t *testing.T) {
+			dir := t.TempDir()
+			src, err := synth.Write(dir, tc.model, a)
+			if err != nil {
+				t.Skip(err)
+			}
+			req := Request{ModelDir: src, OutputDir: filepath.Join(dir, "out"), OutputName: "rtn"}
+			res, err := Layered(context.Background(), req, domain.FormatGPTQ, "4bit", 32, domain.LayerOptions{Sym: true, RTN: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ck, err := hfquant.Open(res.OutputPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ck.Close()
+			n := 0
+			for _, name := range ck.Names() {
+				if ck.IsQuantized(name) {
+					n++
+				}
+			}
+			if want := 2 * tc.linears; n != want {
+				t.Errorf("%d quantized linears, want %d", n, want)
+			}
+			for _, d := range tc.dense {
+				if ck.IsQuantized(layerPrefix(0) + d) {
+					t.Errorf("%s was quantized", d)
+				}
+			}
+		})
 	}
 }

@@ -148,7 +148,7 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		m.ReleaseEmbeddings()
 	}
 
-	b, err := NewCheckpointBuilder(tmp, cfg, plan.Linears, req.ModelDir)
+	b, err := NewCheckpointBuilder(tmp, cfg, plan.Linears, req.ModelDir, st.Tensors())
 	if err != nil {
 		return nil, err
 	}

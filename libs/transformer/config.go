@@ -28,7 +28,8 @@ var Architectures = hfmodel.Architectures
 // QuantizableArchitectures are those GPTQ quantizes (and AWQ, of those with the Llama layout:
 // see CheckAWQ): their layers report every linear's input to hooks (LinearGroups).
 var QuantizableArchitectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-	"Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"}
+	"Gemma2ForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "Phi3ForCausalLM", "MixtralForCausalLM",
+	"Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"}
 
 // CheckQuantizable refuses architectures GPTQ cannot quantize.
 func (c *Config) CheckQuantizable() error {
@@ -41,12 +42,13 @@ func (c *Config) CheckQuantizable() error {
 
 // awqGaps says why AWQ refuses a quantizable architecture beyond the Llama layout.
 var awqGaps = map[string]string{
-	"Gemma2ForCausalLM":   "AutoAWQ's gemma2 scales against pre_feedforward_layernorm with Gemma's 1+w folding, which quantfleet's AWQ does not implement",
-	"Gemma3ForCausalLM":   "AutoAWQ has no gemma3 model",
-	"Phi3ForCausalLM":     "AutoAWQ's phi3 scales the fused qkv_proj and gate_up_proj, which quantfleet's AWQ does not implement",
-	"MixtralForCausalLM":  "AutoAWQ's mixtral scales every expert against the whole MoE block, which quantfleet's AWQ does not implement",
-	"Qwen2MoeForCausalLM": "AutoAWQ has no qwen2_moe model",
-	"Qwen3MoeForCausalLM": "AutoAWQ's qwen3_moe scales every expert against the whole MoE block, which quantfleet's AWQ does not implement",
+	"Gemma2ForCausalLM":              "AutoAWQ's gemma2 scales against pre_feedforward_layernorm with Gemma's 1+w folding, which quantfleet's AWQ does not implement",
+	"Gemma3ForCausalLM":              "AutoAWQ has no gemma3 model",
+	"Gemma3ForConditionalGeneration": "AutoAWQ has no gemma3 model",
+	"Phi3ForCausalLM":                "AutoAWQ's phi3 scales the fused qkv_proj and gate_up_proj, which quantfleet's AWQ does not implement",
+	"MixtralForCausalLM":             "AutoAWQ's mixtral scales every expert against the whole MoE block, which quantfleet's AWQ does not implement",
+	"Qwen2MoeForCausalLM":            "AutoAWQ has no qwen2_moe model",
+	"Qwen3MoeForCausalLM":            "AutoAWQ's qwen3_moe scales every expert against the whole MoE block, which quantfleet's AWQ does not implement",
 }
 
 // CheckAWQ refuses architectures AWQ cannot quantize: AWQ runs the Llama layout only (Llama,

@@ -46,6 +46,14 @@ type Weights struct{ Model *hfmodel.Model }
 // Float32 implements transformer.WeightSource.
 func (w Weights) Float32(name string) ([]float32, []int64, error) {
 	t, ok := w.Model.Lookup(name)
+	for _, alt := range hfmodel.LanguageModelNames(name) { // the language model of a multimodal checkpoint
+		if ok {
+			break
+		}
+		if t, ok = w.Model.Lookup(alt); ok {
+			name = alt
+		}
+	}
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", transformer.ErrWeightNotFound, name)
 	}
