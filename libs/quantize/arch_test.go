@@ -59,6 +59,9 @@ func TestGPTQArchitectures(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range archCases {
 		t.Run(tc.model, func(t *testing.T) {
+			if testing.Short() && tc.model != "Mixtral-synth-8x" {
+				t.Skip("whole-model quantization and eval; -short runs Mixtral's only")
+			}
 			dir := t.TempDir()
 			src, err := synth.Write(dir, tc.model, a)
 			if err != nil {

@@ -19,7 +19,9 @@ import (
 // Stage of linear groups; for group g of layer L:
 //
 //	h(L,g,s)  one per shard s: the partial Hessian of the group's input on shard s, from the layer
-//	          with groups < g already replaced by their reconstructed quantized weights;
+//	          with the groups g depends on (every earlier one; for a mixture-of-experts layer's
+//	          expert, the attention groups and its own gate/up: Stage.After) replaced by their
+//	          reconstructed quantized weights;
 //	q(L,g)    the partials merged in shard order 0..S-1, then the group's GPTQ solve;
 //
 // and after the last group x(L+1,s), one per shard: shard s through the quantized layer, the
