@@ -74,7 +74,8 @@ var errGroupNotSeen = errors.New("quantize: the layer's forward never fed the li
 // GroupHessian implements LayerCompute. On a Llama-layout layer it runs only as much of the
 // layer as the group needs: the input norm for q/k/v, the attention block for o, attention and
 // the post-attention norm for gate/up, the whole layer for the rest; other layouts (Gemma,
-// Phi-3, mixtures of experts) run the whole layer. An expert's group sees the tokens routed to
+// Phi-3, mixtures of experts) run the layer with transformer.Layer.Inputs, a mixture-of-experts
+// block running only the group's expert. An expert's group sees the tokens routed to
 // it, possibly none: the Hessian then counts no token (solveGroup rounds such a group).
 func (CPU) GroupHessian(ctx context.Context, l *transformer.Layer, group []string, x *transformer.Tensor) (*gptq.Hessian, error) {
 	if len(group) == 0 {
@@ -99,8 +100,7 @@ func (CPU) GroupHessian(ctx context.Context, l *transformer.Layer, group []strin
 	llama := l.Config() == nil || l.Config().Layout == hfmodel.LayoutLlama
 	err := eachChunk(ctx, x, func(_ int, xs *transformer.Tensor) error {
 		if !llama {
-			_, err := l.Forward(xs, hook)
-			return errors.Join(err, hookErr)
+			return errors.Join(l.Inputs(xs, group[0], hook), hookErr)
 		}
 		n, err := l.InputNorm.Forward(xs)
 		if err != nil {

@@ -104,7 +104,9 @@ func (m *Model) archLayer(l *Layer, p string) (*Layer, error) {
 // forwardArch is Forward for the non-Llama layouts:
 // Gemma: h = x + post_attn_norm(attn(input_norm(x))); out = h + post_ff_norm(mlp(pre_ff_norm(h)));
 // others: h = x + attn(input_norm(x)); out = h + ffn(post_attention_norm(h)).
-func (l *Layer) forwardArch(x *Tensor, hook Hook) (*Tensor, error) {
+// A non-empty only restricts a mixture-of-experts block to the expert (or shared expert) that
+// owns the linear of that name, none for other linears (Inputs).
+func (l *Layer) forwardArch(x *Tensor, hook Hook, only string) (*Tensor, error) {
 	if err := x.check(); err != nil {
 		return nil, err
 	}
@@ -132,7 +134,7 @@ func (l *Layer) forwardArch(x *Tensor, hook Hook) (*Tensor, error) {
 			rmsNorm(f.Data, f.Data, l.arch.PostFFNorm.Weight, l.arch.PostFFNorm.Eps)
 		case l.arch.Router != nil:
 			rmsNorm(n.Data, h.Data, l.PostAttentionNorm.Weight, l.PostAttentionNorm.Eps)
-			f = l.moe(n, hook)
+			f = l.moe(n, hook, only)
 		default:
 			rmsNorm(n.Data, h.Data, l.PostAttentionNorm.Weight, l.PostAttentionNorm.Eps)
 			f = l.archMLP(n, hook)

@@ -9,7 +9,8 @@ import (
 // (renormalised when NormTopK), each expert a SwiGLU MLP; Qwen2-MoE adds its shared expert
 // scaled by sigmoid(shared_expert_gate). hook sees every expert's input, the tokens routed to
 // it (Batch 1, Seq = their count, possibly 0), so that GPTQ calibrates each expert on its tokens.
-func (l *Layer) moe(n *Tensor, hook Hook) *Tensor {
+// A non-empty only runs just the expert that owns the linear of that name (forwardArch).
+func (l *Layer) moe(n *Tensor, hook Hook, only string) *Tensor {
 	c := l.model.Config
 	rows, e := n.Rows(), len(l.arch.Experts)
 	logits := make([]float32, rows*e)
@@ -41,6 +42,9 @@ func (l *Layer) moe(n *Tensor, hook Hook) *Tensor {
 	}
 	out := NewTensor(n.Batch, n.Seq, n.Dim)
 	for x, toks := range tokens {
+		if only != "" && !l.arch.Experts[x].owns(only) {
+			continue
+		}
 		if len(toks) == 0 {
 			if hook != nil { // an expert no token reached: its (empty) input still counts
 				e := &l.arch.Experts[x]
@@ -61,7 +65,7 @@ func (l *Layer) moe(n *Tensor, hook Hook) *Tensor {
 			}
 		}
 	}
-	if l.arch.Shared != nil {
+	if l.arch.Shared != nil && (only == "" || l.arch.Shared.owns(only)) {
 		y := l.arch.Shared.forward(n, hook)
 		gate := make([]float32, rows)
 		l.arch.SharedGate.apply(gate, n.Data, rows)
@@ -74,6 +78,10 @@ func (l *Layer) moe(n *Tensor, hook Hook) *Tensor {
 		}
 	}
 	return out
+}
+
+func (x *expert) owns(linear string) bool {
+	return x.Gate.Name == linear || x.Up.Name == linear || x.Down.Name == linear
 }
 
 func (x *expert) forward(n *Tensor, hook Hook) *Tensor {

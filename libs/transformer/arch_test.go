@@ -102,7 +102,7 @@ func TestMoERouting(t *testing.T) {
 	}{{2, true}, {2, false}, {4, true}} {
 		m := &Model{Config: &Config{ArchConfig: ArchConfig{Experts: experts, ExpertsUsed: c.used, NormTopK: c.norm}}}
 		l := &Layer{model: m, arch: a}
-		got := l.moe(x, nil)
+		got := l.moe(x, nil, "")
 		for r := 0; r < x.Rows(); r++ {
 			p := make([]float32, experts)
 			a.Router.apply(p, x.Row(r), 1)

@@ -14,7 +14,8 @@ import (
 // output must equal the unhooked forward's bit for bit, every reported input must start a group
 // of Config.LinearGroups with the group's width, every group must be reported (an expert's input
 // holding only its routed tokens, top-k experts per token), and the groups must cover
-// Layer.Linears exactly.
+// Layer.Linears exactly. Layer.Inputs must report each group's input bit for bit as Forward
+// does, without running any other expert.
 func TestArchHooks(t *testing.T) {
 	a, err := synth.LoadRepoAssets("..", sharedtest.Dir(t))
 	if err != nil {
@@ -57,7 +58,9 @@ func TestArchHooks(t *testing.T) {
 				t.Errorf("groups name %v, the layer's linears are %v", names, lins)
 			}
 			rows := map[string]int{}
+			inputs := map[string][]float32{}
 			got, err := l.Forward(x, func(linears []string, in *transformer.Tensor) {
+				inputs[linears[0]] = append(inputs[linears[0]], in.Data...)
 				g, ok := first[linears[0]]
 				if !ok || !slices.Equal(g.Linears, linears) {
 					t.Errorf("hook reported %v, not a group", linears)
@@ -77,6 +80,23 @@ func TestArchHooks(t *testing.T) {
 			}
 			if !slices.Equal(got.Data, want.Data) {
 				t.Error("the hooked forward differs from the plain one")
+			}
+			// Inputs reports each group's input as Forward does, running one expert at most.
+			for _, g := range groups {
+				var seen []float32
+				err := l.Inputs(x, g.Linears[0], func(linears []string, in *transformer.Tensor) {
+					if linears[0] == g.Linears[0] {
+						seen = append(seen, in.Data...)
+					} else if strings.Contains(linears[0], ".experts.") && !strings.HasPrefix(g.Linears[0], linears[0][:strings.LastIndexByte(linears[0], '.')+1]) {
+						t.Errorf("Inputs(%s) ran %s", g.Linears[0], linears[0])
+					}
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(seen, inputs[g.Linears[0]]) {
+					t.Errorf("Inputs(%s) differs from the forward's input", g.Linears[0])
+				}
 			}
 			routed := 0 // rows the experts' gate/up saw: top-k per token in all
 			for _, g := range groups {

@@ -227,7 +227,7 @@ func (l *Layer) checkInput(x *Tensor) error {
 // n = post_attention_layernorm(h). hook, if not nil, sees the inputs of the linears.
 func (l *Layer) Forward(x *Tensor, hook Hook) (*Tensor, error) {
 	if l.arch != nil {
-		return l.forwardArch(x, hook)
+		return l.forwardArch(x, hook, "")
 	}
 	if err := l.checkInput(x); err != nil {
 		return nil, err
@@ -253,6 +253,20 @@ func (l *Layer) Forward(x *Tensor, hook Hook) (*Tensor, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// Inputs runs l on x far enough for hook to see the input of the group of the linear named
+// linear, exactly as Forward reports it; hook may see other groups' inputs too. A
+// mixture-of-experts block runs only the expert (or shared expert) that owns linear, none for
+// the attention's linears, so that an expert's calibration costs one expert, not the block.
+func (l *Layer) Inputs(x *Tensor, linear string, hook Hook) error {
+	var err error
+	if l.arch != nil {
+		_, err = l.forwardArch(x, hook, linear)
+	} else {
+		_, err = l.Forward(x, hook)
+	}
+	return err
 }
 
 // Attention runs the self-attention block alone on h, the output of input_layernorm,
