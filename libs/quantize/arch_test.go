@@ -14,6 +14,7 @@ import (
 
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/fault"
+	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/safetensors"
 	"quantfleet.dev/libs/synth"
@@ -78,13 +79,13 @@ func TestGPTQArchitectures(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := res.OutputPath
-			rounded := 0 // groups no calibration token reached: rounded to nearest (damp 0)
+			rounded := 0 // groups < 0.5 % of the calibration tokens reached: rounded to nearest (damp 0)
 			for _, st := range res.QuantizationMetadata["linears"].([]LinearStats) {
 				if st.Damp == 0 {
 					rounded++
 				}
 			}
-			t.Logf("%s: %d linears rounded to nearest (experts without routed tokens)", tc.arch, rounded)
+			t.Logf("%s: %d linears rounded to nearest (experts < 0.5 %% of the tokens reached)", tc.arch, rounded)
 			m, err := transformer.Load(src)
 			if err != nil {
 				t.Fatal(err)
@@ -270,5 +271,45 @@ func TestRTNArchitectures(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLowSampleFallback: a group that less than 0.5 % of the calibration tokens reach is rounded
+// to nearest (GPTQModel's Fallback threshold), one reached by more is solved by GPTQ.
+func TestLowSampleFallback(t *testing.T) {
+	src, err := synth.Write(t.TempDir(), "Mixtral-synth-8x", synthAssets(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := transformer.Load(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	l, err := m.Layer(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := StageOf(m.Config).Groups[2] // expert 0's w1, w3
+	h := gptq.NewHessian(m.Config.HiddenSize)
+	x := make([]float32, 3*m.Config.HiddenSize)
+	for i := range x {
+		x[i] = float32((i*7919)%201-100) / 100
+	}
+	if err := h.Add(x, 3, 1); err != nil {
+		t.Fatal(err)
+	}
+	cfg := gptq.Config{Bits: 4, GroupSize: 32, Sym: true}
+	for _, tc := range []struct {
+		calib   int64
+		rounded bool
+	}{{1000, true}, {601, true}, {600, false}, {100, false}} {
+		r, err := solveGroup(context.Background(), CPU{}, l, group, h, cfg, tc.calib)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rounded := r.Stats[0].Damp == 0; rounded != tc.rounded {
+			t.Errorf("3 of %d tokens: rounded %v, want %v", tc.calib, rounded, tc.rounded)
+		}
 	}
 }

@@ -29,6 +29,9 @@ type LayerConfig struct {
 	GPTQ gptq.Config
 	// AWQ configures AWQ.
 	AWQ awq.Config
+	// SeqLen is the tokens per calibration sample (GPTQ): a plan's calibration holds
+	// samples × SeqLen tokens, the base of the low-sample fallback (see solveGroup).
+	SeqLen int
 }
 
 // NewLayerConfig is the one mapping of a job's options to the kernels' configs, for the local
@@ -39,7 +42,7 @@ func NewLayerConfig(f domain.OutputFormat, bits, groupSize int, o domain.LayerOp
 		ac.Bits, ac.GroupSize, ac.PlainScaling = bits, groupSize, !o.DuoScaling
 		return LayerConfig{Method: hfquant.AWQ, AWQ: ac}
 	}
-	return LayerConfig{Method: hfquant.GPTQ, RTN: o.RTN, GPTQ: gptq.Config{
+	return LayerConfig{Method: hfquant.GPTQ, RTN: o.RTN, SeqLen: o.SeqLen, GPTQ: gptq.Config{
 		Bits: bits, GroupSize: groupSize, Sym: o.Sym, ActOrder: o.ActOrder, StaticGroups: o.StaticGroups, Damp: o.Damp}}
 }
 
@@ -294,7 +297,7 @@ func gptqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor,
 				return err
 			}
 		}
-		r, err := solveGroup(ctx, c, l, group, h, cfg)
+		r, err := solveGroup(ctx, c, l, group, h, cfg, int64(x.Rows()))
 		if err != nil {
 			return err
 		}

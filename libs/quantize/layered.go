@@ -83,6 +83,9 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	if req.SeqLen == 0 {
 		req.SeqLen = DefaultSeqLen
 	}
+	if cfg.Calibrated() {
+		cfg.SeqLen = req.SeqLen
+	}
 	mcfg, err := transformer.ReadConfig(req.ModelDir)
 	if err != nil {
 		return nil, err

@@ -602,22 +602,35 @@ func runSolveTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, er
 		return nil, err
 	}
 	defer l.Release()
-	r, err := solveGroup(ctx, env.compute(ctx, l), l, env.Plan.Stage.Groups[t.Group], h, env.Plan.Config.gptqConfig())
+	r, err := solveGroup(ctx, env.compute(ctx, l), l, env.Plan.Stage.Groups[t.Group], h, env.Plan.Config.gptqConfig(), env.Plan.tokens())
 	if err != nil {
 		return nil, err
 	}
 	return []string{t.Key()}, putLayerResult(ctx, env.Store, t.Key(), r)
 }
 
+// fallbackShare is GPTQModel's low-sample threshold (quantization/config.py Fallback: strategy
+// rtn, threshold "0.5%"): a linear that less than this share of the calibration tokens reaches
+// is rounded to nearest instead of solved.
+const fallbackShare = 0.005
+
+// tokens is the calibration's token count: samples × SeqLen (0 when SeqLen is unset).
+func (p *ShardPlan) tokens() int64 {
+	if len(p.Shards) == 0 {
+		return 0
+	}
+	return int64(p.Shards[len(p.Shards)-1].Hi) * int64(p.Config.SeqLen)
+}
+
 // solveGroup solves the group's linears of l on the merged Hessian h: a partial LayerResult
 // (linears, statistics, damping) in the group's order.
 //
-// A group whose input had no token (an expert the router never chose for the calibration
-// samples) is rounded to nearest on its weights: GPTQModel's rule for experts GPTQ cannot
-// calibrate ("FailSafe" naive quantization for MoE uneven routing, v5.7.0 #2293, default
-// strategy "rtn"). GPTQ on the all-zero Hessian would instead treat every input column as dead
-// and zero the expert's weights.
-func solveGroup(ctx context.Context, c LayerCompute, l *transformer.Layer, group []string, h *gptq.Hessian, cfg gptq.Config) (*LayerResult, error) {
+// A group whose input had fewer than fallbackShare of the calibration's tokens (calibTokens)
+// reach it, none at least (an expert the router seldom or never chose), is rounded to nearest on
+// its weights: GPTQModel's rule for linears GPTQ cannot calibrate (its FailSafe/Fallback for MoE
+// uneven routing, v5.7.0 #2293: strategy "rtn", threshold "0.5%"). GPTQ on an all-zero Hessian
+// would instead treat every input column as dead and zero the expert's weights.
+func solveGroup(ctx context.Context, c LayerCompute, l *transformer.Layer, group []string, h *gptq.Hessian, cfg gptq.Config, calibTokens int64) (*LayerResult, error) {
 	lins := make([]*transformer.Linear, len(group))
 	for i, name := range group {
 		if lins[i] = l.Linear(name); lins[i] == nil {
@@ -626,7 +639,7 @@ func solveGroup(ctx context.Context, c LayerCompute, l *transformer.Layer, group
 	}
 	var rs []*gptq.Result
 	var err error
-	if h.Tokens() == 0 {
+	if h.Tokens() == 0 || float64(h.Tokens()) < fallbackShare*float64(calibTokens) {
 		rs, err = rtnLinears(ctx, lins, cfg)
 	} else {
 		rs, err = c.SolveGPTQ(ctx, h, cfg, lins)
