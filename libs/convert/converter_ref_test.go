@@ -11,12 +11,12 @@ import (
 	"sync"
 	"testing"
 
-	"quantfleet.dev/libs/convert/internal/synth"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/gguf"
 	"quantfleet.dev/libs/gguf/ggufdump"
 	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/sharedtest"
+	"quantfleet.dev/libs/synth"
 )
 
 // converterCases pair a synthetic checkpoint and a convert_hf_to_gguf.py --outtype with the level

@@ -278,6 +278,16 @@ func multimodalTensor(name string) bool {
 // in transformers 4, "model.language_model.…" in transformers 5), as the converter does.
 func TrimPrefix(name string) string { return strings.ReplaceAll(name, "language_model.", "") }
 
+// LanguageModelNames are the names a multimodal export may give the language-model tensor that
+// a text model calls name ("model.layers.0.…"): transformers 5's "model.language_model.layers.0.…"
+// and transformers 4's "language_model.model.layers.0.…" (TrimPrefix maps both back).
+func LanguageModelNames(name string) []string {
+	if rest, ok := strings.CutPrefix(name, "model."); ok {
+		return []string{"model.language_model." + rest, "language_model." + name}
+	}
+	return []string{"language_model." + name}
+}
+
 // CheckTensors checks a checkpoint's tensors against config.json: every tensor the table expects
 // is there with its shape, and there is no other (beyond ignored buffers). It looks only at the
 // headers, so a config.json with absurd sizes fails here before anything is allocated for it.

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/safetensors"
 )
 
@@ -190,8 +191,18 @@ func (c *Checkpoint) IsQuantized(name string) bool {
 }
 
 // Float32 returns a tensor and its shape as float32: the dequantized [out, in] weight for a
-// quantized linear's name.weight, the exact values of any other floating-point tensor.
+// quantized linear's name.weight, the exact values of any other floating-point tensor. The
+// language model's tensors of a multimodal checkpoint are found under the text model's names
+// too (hfmodel.LanguageModelNames), as transformer.SafetensorsSource finds them.
 func (c *Checkpoint) Float32(name string) ([]float32, []int64, error) {
+	if _, ok := c.model.Lookup(name); !ok && !c.IsQuantized(name) {
+		for _, alt := range hfmodel.LanguageModelNames(name) {
+			if _, ok := c.model.Lookup(alt); ok || c.IsQuantized(alt) {
+				name = alt
+				break
+			}
+		}
+	}
 	if c.IsQuantized(name) {
 		l, err := c.Linear(strings.TrimSuffix(name, ".weight"))
 		if err != nil {

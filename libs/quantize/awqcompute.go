@@ -32,9 +32,10 @@ func (CPU) AWQLayer(ctx context.Context, l *transformer.Layer, x *transformer.Te
 	return al, out, func() {}, err
 }
 
-// awqCompute is the AWQCompute of env's tasks: its LayerCompute's when it has one, else the CPU.
-func awqCompute(ctx context.Context, env *ShardEnv) AWQCompute {
-	if c, ok := env.compute(ctx).(AWQCompute); ok {
+// awqCompute is the AWQCompute of env's tasks on layer l: its LayerCompute's when it has one
+// that runs l, else the CPU.
+func awqCompute(ctx context.Context, env *ShardEnv, l *transformer.Layer) AWQCompute {
+	if c, ok := env.compute(ctx, l).(AWQCompute); ok {
 		return c
 	}
 	return CPU{}

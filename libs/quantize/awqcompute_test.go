@@ -51,7 +51,7 @@ func TestAWQTasksUseTheEnvCompute(t *testing.T) {
 	}
 	cfg := DefaultAWQConfig()
 	cfg.GroupSize, cfg.Grid = 32, 4 // a short scale grid: the wiring is what counts here
-	p, err := NewShardPlan(LayerConfig{Method: hfquant.AWQ, AWQ: cfg}, 2, len(samples), 1)
+	p, err := NewShardPlan(LayerConfig{Method: hfquant.AWQ, AWQ: cfg}, Stage{}, 2, len(samples), 1)
 	if err != nil {
 		t.Fatal(err)
 	}

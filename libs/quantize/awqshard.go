@@ -59,7 +59,7 @@ func runAWQShardTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string,
 		return nil, err
 	}
 	defer l.Release()
-	al, out, release, err := awqCompute(ctx, env).AWQLayer(ctx, l, x, t.Op == OpAWQStats && t.Layer+1 < p.Layers)
+	al, out, release, err := awqCompute(ctx, env, l).AWQLayer(ctx, l, x, t.Op == OpAWQStats && t.Layer+1 < p.Layers)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func runAWQFinishTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string
 		return nil, err
 	}
 	defer l.Release()
-	al, _, release, err := awqCompute(ctx, env).AWQLayer(ctx, l, nil, false)
+	al, _, release, err := awqCompute(ctx, env, l).AWQLayer(ctx, l, nil, false)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"slices"
 	"sort"
+	"strings"
 
+	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/safetensors"
 )
@@ -18,6 +20,7 @@ type CheckpointBuilder struct {
 	opts     hfquant.Options
 	cfg      LayerConfig
 	replaced map[string]bool
+	source   map[string]bool // the source's tensor names
 	layers   int
 	damps    []float64
 	stats    []LinearStats
@@ -25,19 +28,56 @@ type CheckpointBuilder struct {
 	closed   bool
 }
 
-// NewCheckpointBuilder starts a checkpoint in dir for cfg; sourceDir holds the source's
-// config.json and tokenizer files.
-func NewCheckpointBuilder(dir string, cfg LayerConfig, sourceDir string) (*CheckpointBuilder, error) {
+// NewCheckpointBuilder starts a checkpoint in dir for cfg of layers whose quantized linears are
+// linears (ShardPlan.Linears; zero: the dense layer's); sourceDir holds the source's
+// config.json and tokenizer files, src is the source's tensors (the checkpoint keeps their
+// names: a multimodal source's language model stays under its "model.language_model." path).
+func NewCheckpointBuilder(dir string, cfg LayerConfig, linears Stage, sourceDir string, src []safetensors.Tensor) (*CheckpointBuilder, error) {
 	opts := CheckpointOptions(cfg, sourceDir)
+	if len(linears.Groups) > 0 && !slices.EqualFunc(linears.Groups, GPTQStage().Groups, slices.Equal) {
+		// Layers with linears left dense (a router) or fused: loaders (optimum) convert only
+		// the listed ones, as in GPTQModel's MoE checkpoints.
+		opts.ModulesInBlockToQuantize = linears.Groups
+	}
 	w, err := hfquant.Create(dir, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &CheckpointBuilder{w: w, opts: opts, cfg: cfg, replaced: map[string]bool{}}, nil
+	names := make(map[string]bool, len(src))
+	for _, t := range src {
+		names[t.Name] = true
+	}
+	return &CheckpointBuilder{w: w, opts: opts, cfg: cfg, replaced: map[string]bool{}, source: names}, nil
+}
+
+// sourceName is the source's name of the tensor a layer result calls name.
+func (b *CheckpointBuilder) sourceName(name string) string {
+	if b.source[name] {
+		return name
+	}
+	for _, alt := range hfmodel.LanguageModelNames(name) {
+		if b.source[alt] {
+			return alt
+		}
+	}
+	return name
 }
 
 // AddLayer writes the next layer's result.
 func (b *CheckpointBuilder) AddLayer(r *LayerResult) error {
+	if len(r.Linears) > 0 && !b.source[r.Linears[0].Name+".weight"] { // a multimodal source: rename
+		rr := *r
+		rr.Linears, rr.Tensors = make([]*hfquant.Linear, len(r.Linears)), slices.Clone(r.Tensors)
+		for i, l := range r.Linears {
+			c := *l
+			c.Name = strings.TrimSuffix(b.sourceName(l.Name+".weight"), ".weight")
+			rr.Linears[i] = &c
+		}
+		for i := range rr.Tensors {
+			rr.Tensors[i].Name = b.sourceName(rr.Tensors[i].Name)
+		}
+		r = &rr
+	}
 	if err := WriteLayer(b.w, r); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"quantfleet.dev/libs/gptq"
+	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/transformer"
 )
 
@@ -29,8 +30,10 @@ import (
 //     (gptq.Result.Reconstruct: float32 scale·(code−zero)), so the methods never need to know
 //     which ones are quantized. Methods must not modify l or x.
 //   - A linear group is the names of linears that read one input (transformer.AttentionInputs
-//     q/k/v, OutputInputs o, MLPInputs gate/up, DownInputs down); group[0] is the name a
-//     transformer.Hook reports first for that input.
+//     q/k/v, OutputInputs o, MLPInputs gate/up, DownInputs down; other layouts' groups are
+//     transformer.Config.LinearGroups, an expert's input being the tokens routed to it); group[0]
+//     is the name a transformer.Hook reports first for that input. A compute that runs only
+//     some layouts implements LayoutSupporter; the pipeline runs the others on the CPU.
 //
 // Determinism: every method's result must be a deterministic function of its arguments (the
 // same bits whatever the thread count or the order in which tasks ran), because the fleet
@@ -69,9 +72,12 @@ var _ LayerCompute = CPU{}
 // errGroupNotSeen reports a linear group whose input the layer's forward never reported.
 var errGroupNotSeen = errors.New("quantize: the layer's forward never fed the linear group")
 
-// GroupHessian implements LayerCompute. It runs only as much of the layer as the group needs:
-// the input norm for q/k/v, the attention block for o, attention and the post-attention norm
-// for gate/up, the whole layer for the rest.
+// GroupHessian implements LayerCompute. On a Llama-layout layer it runs only as much of the
+// layer as the group needs: the input norm for q/k/v, the attention block for o, attention and
+// the post-attention norm for gate/up, the whole layer for the rest; other layouts (Gemma,
+// Phi-3, mixtures of experts) run the layer with transformer.Layer.Inputs, a mixture-of-experts
+// block running only the group's expert. An expert's group sees the tokens routed to
+// it, possibly none: the Hessian then counts no token (solveGroup rounds such a group).
 func (CPU) GroupHessian(ctx context.Context, l *transformer.Layer, group []string, x *transformer.Tensor) (*gptq.Hessian, error) {
 	if len(group) == 0 {
 		return nil, fmt.Errorf("%w: empty linear group", ErrLayerConfig)
@@ -86,10 +92,17 @@ func (CPU) GroupHessian(ctx context.Context, l *transformer.Layer, group []strin
 	hook := func(linears []string, in *transformer.Tensor) {
 		if linears[0] == group[0] && hookErr == nil {
 			seen = true
-			hookErr = h.Add(in.Data, in.Rows(), in.Batch)
+			if in.Rows() > 0 { // an expert's input may hold no routed token
+				hookErr = h.Add(in.Data, in.Rows(), in.Batch)
+			}
 		}
 	}
+	// The shortcuts below are the Llama layer's; other layouts run the whole layer.
+	llama := l.Config() == nil || l.Config().Layout == hfmodel.LayoutLlama
 	err := eachChunk(ctx, x, func(_ int, xs *transformer.Tensor) error {
+		if !llama {
+			return errors.Join(l.Inputs(xs, group[0], hook), hookErr)
+		}
 		n, err := l.InputNorm.Forward(xs)
 		if err != nil {
 			return err

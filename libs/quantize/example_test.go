@@ -65,7 +65,9 @@ func ExampleQuantizeLayer() {
 	}
 
 	// Assembler: the checkpoint.
-	b, err := quantize.NewCheckpointBuilder(filepath.Join(work, "out"), cfg, src)
+	st, _ := safetensors.OpenModel(src)
+	defer st.Close()
+	b, err := quantize.NewCheckpointBuilder(filepath.Join(work, "out"), cfg, quantize.Stage{}, src, st.Tensors())
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -74,8 +76,6 @@ func ExampleQuantizeLayer() {
 	for _, r := range layers {
 		b.AddLayer(r)
 	}
-	st, _ := safetensors.OpenModel(src)
-	defer st.Close()
 	if err := b.Finish(ctx, st.Tensors(), func(t safetensors.Tensor) ([]byte, error) { return st.ReadRaw(t.Name) }); err != nil {
 		fmt.Println(err)
 	}

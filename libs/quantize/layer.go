@@ -8,6 +8,7 @@ import (
 	"quantfleet.dev/libs/awq"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/gptq"
+	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/safetensors"
 	"quantfleet.dev/libs/transformer"
@@ -28,6 +29,9 @@ type LayerConfig struct {
 	GPTQ gptq.Config
 	// AWQ configures AWQ.
 	AWQ awq.Config
+	// SeqLen is the tokens per calibration sample (GPTQ): a plan's calibration holds
+	// samples × SeqLen tokens, the base of the low-sample fallback (see solveGroup).
+	SeqLen int
 }
 
 // NewLayerConfig is the one mapping of a job's options to the kernels' configs, for the local
@@ -38,7 +42,7 @@ func NewLayerConfig(f domain.OutputFormat, bits, groupSize int, o domain.LayerOp
 		ac.Bits, ac.GroupSize, ac.PlainScaling = bits, groupSize, !o.DuoScaling
 		return LayerConfig{Method: hfquant.AWQ, AWQ: ac}
 	}
-	return LayerConfig{Method: hfquant.GPTQ, RTN: o.RTN, GPTQ: gptq.Config{
+	return LayerConfig{Method: hfquant.GPTQ, RTN: o.RTN, SeqLen: o.SeqLen, GPTQ: gptq.Config{
 		Bits: bits, GroupSize: groupSize, Sym: o.Sym, ActOrder: o.ActOrder, StaticGroups: o.StaticGroups, Damp: o.Damp}}
 }
 
@@ -148,7 +152,7 @@ func QuantizeLayer(ctx context.Context, l *transformer.Layer, inputs *transforme
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	if l == nil || l.Q == nil {
+	if l == nil || len(l.Linears()) == 0 {
 		return nil, fmt.Errorf("%w: no layer weights", ErrLayerConfig)
 	}
 	res := &LayerResult{Index: l.Index}
@@ -158,8 +162,12 @@ func QuantizeLayer(ctx context.Context, l *transformer.Layer, inputs *transforme
 		}
 		return res, nil
 	}
-	if inputs == nil || inputs.Rows() == 0 || inputs.Dim != l.Q.In || len(inputs.Data) != inputs.Rows()*inputs.Dim {
-		return nil, fmt.Errorf("%w: layer %d needs calibration inputs of %d features", ErrLayerConfig, l.Index, l.Q.In)
+	hidden := l.Linears()[0].In
+	if inputs == nil || inputs.Rows() == 0 || inputs.Dim != hidden || len(inputs.Data) != inputs.Rows()*inputs.Dim {
+		return nil, fmt.Errorf("%w: layer %d needs calibration inputs of %d features", ErrLayerConfig, l.Index, hidden)
+	}
+	if cfg.Method == hfquant.AWQ && (l.Q == nil || l.Config() != nil && l.Config().Layout != hfmodel.LayoutLlama) {
+		return nil, fmt.Errorf("%w: AWQ runs Llama-layout layers only", ErrLayerConfig)
 	}
 	var err error
 	if cfg.Method == hfquant.GPTQ {
@@ -272,7 +280,11 @@ func gptqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor,
 	for _, r := range ShardRanges(x.Batch, DefaultShardSamples) {
 		shards = append(shards, x.Sequences(r.Lo, r.Hi))
 	}
-	for _, group := range GPTQStage().Groups {
+	stage := GPTQStage()
+	if c := l.Config(); c != nil {
+		stage = StageOf(c)
+	}
+	for _, group := range stage.Groups {
 		var h *gptq.Hessian
 		for _, xs := range shards {
 			p, err := c.GroupHessian(ctx, l, group, xs)
@@ -285,7 +297,7 @@ func gptqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor,
 				return err
 			}
 		}
-		r, err := solveGroup(ctx, c, l, group, h, cfg)
+		r, err := solveGroup(ctx, c, l, group, h, cfg, int64(x.Rows()))
 		if err != nil {
 			return err
 		}

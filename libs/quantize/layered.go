@@ -83,11 +83,14 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	if req.SeqLen == 0 {
 		req.SeqLen = DefaultSeqLen
 	}
+	if cfg.Calibrated() {
+		cfg.SeqLen = req.SeqLen
+	}
 	mcfg, err := transformer.ReadConfig(req.ModelDir)
 	if err != nil {
 		return nil, err
 	}
-	if err := mcfg.CheckQuantizable(); err != nil {
+	if err := CheckModel(mcfg, cfg); err != nil {
 		return nil, err
 	}
 	st, err := safetensors.OpenModel(req.ModelDir)
@@ -120,7 +123,7 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	// the same shards, so both write the same bytes. Intermediates (one shard's activations, the
 	// partial Hessians, the solved groups) go through a temporary directory, not memory.
 	n := mcfg.NumLayers
-	plan, err := NewShardPlan(cfg, n, req.CalibrationSamples, req.ShardSamples)
+	plan, err := NewShardPlan(cfg, StageOf(mcfg), n, req.CalibrationSamples, req.ShardSamples)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +155,7 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		m.ReleaseEmbeddings()
 	}
 
-	b, err := NewCheckpointBuilder(tmp, cfg, req.ModelDir)
+	b, err := NewCheckpointBuilder(tmp, cfg, plan.Linears, req.ModelDir, st.Tensors())
 	if err != nil {
 		return nil, err
 	}
@@ -239,6 +242,15 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		SourceModelPath:      src,
 		ValidationStatus:     domain.ValidationValid,
 	}, nil
+}
+
+// CheckModel refuses a model that cfg's method cannot quantize (transformer.CheckQuantizable,
+// and CheckAWQ for AWQ): an error wrapping fault.ErrBadInput naming the architecture.
+func CheckModel(c *transformer.Config, cfg LayerConfig) error {
+	if cfg.Method == hfquant.AWQ {
+		return c.CheckAWQ()
+	}
+	return c.CheckQuantizable()
 }
 
 // ValidateCheckpoint reads a written GPTQ/AWQ checkpoint back as its loaders would: the

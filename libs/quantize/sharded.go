@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfquant"
@@ -18,7 +19,9 @@ import (
 // Stage of linear groups; for group g of layer L:
 //
 //	h(L,g,s)  one per shard s: the partial Hessian of the group's input on shard s, from the layer
-//	          with groups < g already replaced by their reconstructed quantized weights;
+//	          with the groups g depends on (every earlier one; for a mixture-of-experts layer's
+//	          expert, the attention groups and its own gate/up: Stage.After) replaced by their
+//	          reconstructed quantized weights;
 //	q(L,g)    the partials merged in shard order 0..S-1, then the group's GPTQ solve;
 //
 // and after the last group x(L+1,s), one per shard: shard s through the quantized layer, the
@@ -115,11 +118,16 @@ func (t ShardTask) Key() string { return t.ID() + ".bin" }
 func ActivationsKey(layer, shard int) string { return fmt.Sprintf("x%04ds%03d.bin", layer, shard) }
 
 // Stage is what a calibrated layer solves: linear groups in order, each on its input with the
-// earlier groups already quantized, over the tokens of every shard. A dense decoder layer has
-// one stage (q/k/v; o; gate/up; down); mixture-of-experts layers would add one stage per expert,
-// independent solves over the tokens routed to it.
+// groups it depends on already quantized, over the tokens of every shard (for an expert's
+// group, the tokens routed to it). A dense decoder layer's groups are q/k/v; o; gate/up; down,
+// each after all earlier ones; a mixture-of-experts layer adds two groups per expert (gate/up;
+// down) that depend on the attention groups and on each other only, so experts are solved
+// independently (transformer.Config.LinearGroups).
 type Stage struct {
-	Groups [][]string
+	Groups [][]string `json:"groups"`
+	// After[g] are the groups whose solved weights group g's input passes through; nil: every
+	// earlier group (true-sequential).
+	After [][]int `json:"after,omitempty"`
 }
 
 // GPTQStage is the true-sequential stage of a dense decoder layer (notes §1.8).
@@ -127,25 +135,88 @@ func GPTQStage() Stage {
 	return Stage{Groups: [][]string{transformer.AttentionInputs, transformer.OutputInputs, transformer.MLPInputs, transformer.DownInputs}}
 }
 
-// ShardPlan is a layered job as tasks: derived from its config, layer count and calibration
-// samples alone, so a fleet's planner and workers and the local pipeline agree.
+// StageOf is the stage of the decoder layers of a model of config c.
+func StageOf(c *transformer.Config) Stage {
+	var s Stage
+	for _, g := range c.LinearGroups() {
+		s.Groups = append(s.Groups, g.Linears)
+		s.After = append(s.After, g.After)
+	}
+	if s.sequential() {
+		s.After = nil // the dense default, as plans stored before mixtures of experts spell it
+	}
+	return s
+}
+
+// after lists the groups whose solved weights group g's input depends on.
+func (s Stage) after(g int) []int {
+	if s.After == nil {
+		out := make([]int, g)
+		for i := range out {
+			out[i] = i
+		}
+		return out
+	}
+	return s.After[g]
+}
+
+// sequential reports whether every group depends on all earlier ones.
+func (s Stage) sequential() bool {
+	for g := range s.Groups {
+		if s.After != nil && !slices.Equal(s.After[g], Stage{}.after(g)) {
+			return false
+		}
+	}
+	return true
+}
+
+// check rejects a stage whose dependencies are not earlier groups.
+func (s Stage) check() error {
+	if s.After != nil && len(s.After) != len(s.Groups) {
+		return fmt.Errorf("%w: %d groups, %d dependency lists", ErrLayerConfig, len(s.Groups), len(s.After))
+	}
+	for g, names := range s.Groups {
+		if len(names) == 0 {
+			return fmt.Errorf("%w: empty linear group %d", ErrLayerConfig, g)
+		}
+		for _, d := range s.after(g) {
+			if d < 0 || d >= g {
+				return fmt.Errorf("%w: group %d depends on group %d", ErrLayerConfig, g, d)
+			}
+		}
+	}
+	return nil
+}
+
+// ShardPlan is a layered job as tasks: derived from its config, the layers' linear groups, layer
+// count and calibration samples alone, so a fleet's planner and workers and the local pipeline
+// agree.
 type ShardPlan struct {
 	Config LayerConfig
 	Layers int
 	Shards []SampleRange // nil for RTN
-	Stage  Stage         // GPTQ's groups; empty when each layer is one task
+	// Linears are the layers' quantized linears as groups, whatever the method.
+	Linears Stage
+	Stage   Stage // GPTQ's groups (Linears); empty when each layer is one task
 }
 
-// NewShardPlan plans a job of cfg over layers decoder layers and samples calibration samples,
-// shardSamples per shard (0: DefaultShardSamples).
-func NewShardPlan(cfg LayerConfig, layers, samples, shardSamples int) (*ShardPlan, error) {
+// NewShardPlan plans a job of cfg over layers decoder layers whose linears are linears (StageOf
+// the model's config; zero: GPTQStage) and samples calibration samples, shardSamples per shard
+// (0: DefaultShardSamples).
+func NewShardPlan(cfg LayerConfig, linears Stage, layers, samples, shardSamples int) (*ShardPlan, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
 	if layers <= 0 || shardSamples < 0 {
 		return nil, fmt.Errorf("%w: %d layers, %d samples per shard", ErrLayerConfig, layers, shardSamples)
 	}
-	p := &ShardPlan{Config: cfg, Layers: layers}
+	if len(linears.Groups) == 0 {
+		linears = GPTQStage()
+	}
+	if err := linears.check(); err != nil {
+		return nil, err
+	}
+	p := &ShardPlan{Config: cfg, Layers: layers, Linears: linears}
 	if !cfg.Calibrated() {
 		return p, nil
 	}
@@ -154,7 +225,7 @@ func NewShardPlan(cfg LayerConfig, layers, samples, shardSamples int) (*ShardPla
 	}
 	p.Shards = ShardRanges(samples, shardSamples)
 	if cfg.Method == hfquant.GPTQ {
-		p.Stage = GPTQStage()
+		p.Stage = linears
 	}
 	return p, nil
 }
@@ -228,7 +299,7 @@ func (p *ShardPlan) Deps(t ShardTask) []ShardTask {
 		if t.Layer > 0 {
 			d = append(d, ShardTask{Op: OpForward, Layer: t.Layer - 1, Shard: t.Shard})
 		}
-		for g := range t.Group {
+		for _, g := range p.Stage.after(t.Group) {
 			d = append(d, ShardTask{Op: OpSolve, Layer: t.Layer, Group: g})
 		}
 		return d
@@ -312,14 +383,28 @@ type ShardEnv struct {
 	Compute LayerCompute // nil: CPU
 }
 
-func (e *ShardEnv) compute(ctx context.Context) LayerCompute {
-	if e.Compute != nil {
-		return e.Compute
+// compute is the LayerCompute of layer l's tasks: env's, else the context's, else the CPU. A
+// compute that does not run l's layout (a GPU runtime of the Llama layout only, see
+// LayoutSupporter) leaves the layer to the CPU: the choice depends on the model alone, so a job's
+// tasks still all run on one implementation wherever they run.
+func (e *ShardEnv) compute(ctx context.Context, l *transformer.Layer) LayerCompute {
+	c := e.Compute
+	if c == nil {
+		c = computeOf(ctx)
 	}
-	if c := computeOf(ctx); c != nil {
-		return c
+	if s, ok := c.(LayoutSupporter); ok && l.Config() != nil && s.Supports(l.Config()) != nil {
+		c = nil
 	}
-	return CPU{}
+	if c == nil {
+		return CPU{}
+	}
+	return c
+}
+
+// LayoutSupporter is implemented by a LayerCompute that runs the layers of some models only.
+type LayoutSupporter interface {
+	// Supports returns nil when the compute runs the decoder layers of models of config c.
+	Supports(c *transformer.Config) error
 }
 
 // ErrShardTask reports a task that is not part of its plan.
@@ -355,6 +440,22 @@ func RunShardTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, er
 		return nil, fmt.Errorf("task %s: %w", t.ID(), err)
 	}
 	return keys, nil
+}
+
+// rtnLinears rounds the linears to nearest on cfg's grid.
+func rtnLinears(ctx context.Context, lins []*transformer.Linear, cfg gptq.Config) ([]*gptq.Result, error) {
+	out := make([]*gptq.Result, len(lins))
+	for i, lin := range lins {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		r, err := gptq.RTN(lin.Weight, lin.Out, lin.In, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", lin.Name, err)
+		}
+		out[i] = r
+	}
+	return out, nil
 }
 
 func (p *ShardPlan) valid(t ShardTask) bool {
@@ -410,13 +511,13 @@ func getLayerResult(ctx context.Context, st ShardStore, key string) (*LayerResul
 	return r, nil
 }
 
-// solvedLayer loads layer L with groups [0, upto) replaced by their solved weights.
-func solvedLayer(ctx context.Context, env *ShardEnv, layer, upto int) (*transformer.Layer, error) {
+// solvedLayer loads layer L with the given groups replaced by their solved weights.
+func solvedLayer(ctx context.Context, env *ShardEnv, layer int, groups []int) (*transformer.Layer, error) {
 	l, err := env.Layer(layer)
 	if err != nil {
 		return nil, err
 	}
-	for g := range upto {
+	for _, g := range groups {
 		r, err := getLayerResult(ctx, env.Store, ShardTask{Op: OpSolve, Layer: layer, Group: g}.Key())
 		if err != nil {
 			return nil, err
@@ -443,7 +544,7 @@ func replaceSolved(l *transformer.Layer, r *LayerResult) error {
 }
 
 func runHessianTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, error) {
-	l, err := solvedLayer(ctx, env, t.Layer, t.Group)
+	l, err := solvedLayer(ctx, env, t.Layer, env.Plan.Stage.after(t.Group))
 	if err != nil {
 		return nil, err
 	}
@@ -452,7 +553,7 @@ func runHessianTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, 
 	if err != nil {
 		return nil, err
 	}
-	h, err := env.compute(ctx).GroupHessian(ctx, l, env.Plan.Stage.Groups[t.Group], x)
+	h, err := env.compute(ctx, l).GroupHessian(ctx, l, env.Plan.Stage.Groups[t.Group], x)
 	if err != nil {
 		return nil, err
 	}
@@ -501,23 +602,48 @@ func runSolveTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, er
 		return nil, err
 	}
 	defer l.Release()
-	r, err := solveGroup(ctx, env.compute(ctx), l, env.Plan.Stage.Groups[t.Group], h, env.Plan.Config.gptqConfig())
+	r, err := solveGroup(ctx, env.compute(ctx, l), l, env.Plan.Stage.Groups[t.Group], h, env.Plan.Config.gptqConfig(), env.Plan.tokens())
 	if err != nil {
 		return nil, err
 	}
 	return []string{t.Key()}, putLayerResult(ctx, env.Store, t.Key(), r)
 }
 
+// fallbackShare is GPTQModel's low-sample threshold (quantization/config.py Fallback: strategy
+// rtn, threshold "0.5%"): a linear that less than this share of the calibration tokens reaches
+// is rounded to nearest instead of solved.
+const fallbackShare = 0.005
+
+// tokens is the calibration's token count: samples × SeqLen (0 when SeqLen is unset).
+func (p *ShardPlan) tokens() int64 {
+	if len(p.Shards) == 0 {
+		return 0
+	}
+	return int64(p.Shards[len(p.Shards)-1].Hi) * int64(p.Config.SeqLen)
+}
+
 // solveGroup solves the group's linears of l on the merged Hessian h: a partial LayerResult
 // (linears, statistics, damping) in the group's order.
-func solveGroup(ctx context.Context, c LayerCompute, l *transformer.Layer, group []string, h *gptq.Hessian, cfg gptq.Config) (*LayerResult, error) {
+//
+// A group whose input had fewer than fallbackShare of the calibration's tokens (calibTokens)
+// reach it, none at least (an expert the router seldom or never chose), is rounded to nearest on
+// its weights: GPTQModel's rule for linears GPTQ cannot calibrate (its FailSafe/Fallback for MoE
+// uneven routing, v5.7.0 #2293: strategy "rtn", threshold "0.5%"). GPTQ on an all-zero Hessian
+// would instead treat every input column as dead and zero the expert's weights.
+func solveGroup(ctx context.Context, c LayerCompute, l *transformer.Layer, group []string, h *gptq.Hessian, cfg gptq.Config, calibTokens int64) (*LayerResult, error) {
 	lins := make([]*transformer.Linear, len(group))
 	for i, name := range group {
 		if lins[i] = l.Linear(name); lins[i] == nil {
 			return nil, fmt.Errorf("%w: layer %d has no linear %s", ErrLayerConfig, l.Index, name)
 		}
 	}
-	rs, err := c.SolveGPTQ(ctx, h, cfg, lins)
+	var rs []*gptq.Result
+	var err error
+	if h.Tokens() == 0 || float64(h.Tokens()) < fallbackShare*float64(calibTokens) {
+		rs, err = rtnLinears(ctx, lins, cfg)
+	} else {
+		rs, err = c.SolveGPTQ(ctx, h, cfg, lins)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -536,7 +662,11 @@ func solveGroup(ctx context.Context, c LayerCompute, l *transformer.Layer, group
 }
 
 func runForwardTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, error) {
-	l, err := solvedLayer(ctx, env, t.Layer, len(env.Plan.Stage.Groups))
+	all := make([]int, len(env.Plan.Stage.Groups))
+	for g := range all {
+		all[g] = g
+	}
+	l, err := solvedLayer(ctx, env, t.Layer, all)
 	if err != nil {
 		return nil, err
 	}
@@ -545,7 +675,7 @@ func runForwardTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, 
 	if err != nil {
 		return nil, err
 	}
-	y, err := env.compute(ctx).Forward(ctx, l, x)
+	y, err := env.compute(ctx, l).Forward(ctx, l, x)
 	if err != nil {
 		return nil, err
 	}

@@ -7,10 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfquant"
+	"quantfleet.dev/libs/synth"
 	"quantfleet.dev/libs/tokenizer"
 	"quantfleet.dev/libs/transformer"
 )
@@ -45,7 +47,7 @@ func TestShardPlanOrder(t *testing.T) {
 		{"rtn", LayerConfig{Method: hfquant.GPTQ, RTN: true, GPTQ: gptq.Config{Bits: 4, GroupSize: 128}}, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := NewShardPlan(tc.cfg, 3, 10, 4)
+			p, err := NewShardPlan(tc.cfg, Stage{}, 3, 10, 4)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -143,51 +145,14 @@ func TestShardedPipelineOrderIndependent(t *testing.T) {
 		{"awq", LayerConfig{Method: hfquant.AWQ, AWQ: awqCfg}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := NewShardPlan(tc.cfg, 2, len(samples), 2)
+			p, err := NewShardPlan(tc.cfg, Stage{}, 2, len(samples), 2)
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx := context.Background()
-			run := func(order []ShardTask) (string, int) {
-				st := DirStore(t.TempDir())
-				if _, err := WriteShardInputs(ctx, st, p, m, samples); err != nil {
-					t.Fatal(err)
-				}
-				env := &ShardEnv{Plan: p, Store: st, Layer: m.Layer}
-				n := 0
-				for _, task := range order {
-					keys, err := RunShardTask(ctx, env, task)
-					if err != nil {
-						t.Fatal(err)
-					}
-					n += len(keys)
-				}
-				return string(st), n
-			}
-			inOrder := p.Tasks()
-			shuffled := randomTopological(p, rand.New(rand.NewPCG(7, 11)))
-			if slices.Equal(inOrder, shuffled) {
-				t.Fatal("the random order is the plan's")
-			}
-			a, written := run(inOrder)
-			b, _ := run(shuffled)
-			files, err := os.ReadDir(a)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(files) != written+len(p.Shards) {
-				t.Errorf("%d objects, the tasks wrote %d and the inputs are %d", len(files), written, len(p.Shards))
-			}
-			for _, f := range files {
-				x, _ := os.ReadFile(filepath.Join(a, f.Name()))
-				y, err := os.ReadFile(filepath.Join(b, f.Name()))
-				if err != nil || !bytes.Equal(x, y) {
-					t.Errorf("%s differs between the two orders (%v)", f.Name(), err)
-				}
-			}
+			dir := checkOrderIndependent(t, p, m, samples)
 			// Each layer gathers its seven linears in checkpoint order.
 			for i := range p.Layers {
-				r, err := ShardedLayerResult(ctx, DirStore(a), p, i)
+				r, err := ShardedLayerResult(context.Background(), DirStore(dir), p, i)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -196,6 +161,113 @@ func TestShardedPipelineOrderIndependent(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkOrderIndependent runs plan p's tasks on m with the calibration samples twice, in Tasks
+// order and in a random order that respects Deps, and requires every object to be the same
+// bytes. It returns the directory of the first run.
+func checkOrderIndependent(t *testing.T, p *ShardPlan, m *transformer.Model, samples [][]int) string {
+	t.Helper()
+	ctx := context.Background()
+	run := func(order []ShardTask) (string, int) {
+		st := DirStore(t.TempDir())
+		if _, err := WriteShardInputs(ctx, st, p, m, samples); err != nil {
+			t.Fatal(err)
+		}
+		env := &ShardEnv{Plan: p, Store: st, Layer: m.Layer}
+		n := 0
+		for _, task := range order {
+			keys, err := RunShardTask(ctx, env, task)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(keys)
+		}
+		return string(st), n
+	}
+	inOrder := p.Tasks()
+	shuffled := randomTopological(p, rand.New(rand.NewPCG(7, 11)))
+	if slices.Equal(inOrder, shuffled) {
+		t.Fatal("the random order is the plan's")
+	}
+	a, written := run(inOrder)
+	b, _ := run(shuffled)
+	files, err := os.ReadDir(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != written+len(p.Shards) {
+		t.Errorf("%d objects, the tasks wrote %d and the inputs are %d", len(files), written, len(p.Shards))
+	}
+	for _, f := range files {
+		x, _ := os.ReadFile(filepath.Join(a, f.Name()))
+		y, err := os.ReadFile(filepath.Join(b, f.Name()))
+		if err != nil || !bytes.Equal(x, y) {
+			t.Errorf("%s differs between the two orders (%v)", f.Name(), err)
+		}
+	}
+	return a
+}
+
+// TestShardedMoEOrderIndependent runs the sharded GPTQ pipeline of the synthetic Mixtral (8
+// experts, 2 layers) on 4 one-token samples in 2 shards, in plan order and in a random valid
+// order (experts' groups are independent tasks, so the random order interleaves them): every
+// object must be the same bytes. With 4 tokens routed to 2 experts each, some experts get no
+// token: those are rounded to nearest on their weights (damp 0 in the statistics, codes equal to
+// gptq.RTN's), the others solved by GPTQ.
+func TestShardedMoEOrderIndependent(t *testing.T) {
+	src, err := synth.Write(t.TempDir(), "Mixtral-synth-8x", synthAssets(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := transformer.Load(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cfg := LayerConfig{Method: hfquant.GPTQ, GPTQ: gptq.Config{Bits: 4, GroupSize: 32, ActOrder: true, V1Zeros: true}}
+	p, err := NewShardPlan(cfg, StageOf(m.Config), m.Config.NumLayers, 4, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 2 * ((2+16)*(2+1) + 0); len(p.Tasks()) != want+2 {
+		t.Errorf("%d tasks, want %d", len(p.Tasks()), want+2)
+	}
+	dir := checkOrderIndependent(t, p, m, [][]int{{1}, {100}, {200}, {300}})
+	rounded, solved := 0, 0
+	for i := range p.Layers {
+		r, err := ShardedLayerResult(context.Background(), DirStore(dir), p, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Linears) != 4+8*3 {
+			t.Fatalf("layer %d: %d linears", i, len(r.Linears))
+		}
+		l, err := m.Layer(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, st := range r.Stats {
+			if st.Damp != 0 {
+				solved++
+				continue
+			}
+			rounded++
+			lin := l.Linear(strings.TrimPrefix(st.Name, layerPrefix(i)))
+			want, err := gptq.RTN(lin.Weight, lin.Out, lin.In, cfg.GPTQ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q := r.Linears[j]; q.Name != st.Name || !slices.Equal(q.QWeight, want.QWeight) || !slices.Equal(q.Scales, want.Scales) {
+				t.Errorf("%s: not rounded to nearest", st.Name)
+			}
+		}
+		l.Release()
+	}
+	t.Logf("%d linears solved by GPTQ, %d rounded to nearest (experts without tokens)", solved, rounded)
+	if rounded == 0 || rounded%3 != 0 || solved <= 8 {
+		t.Errorf("%d linears solved, %d rounded: want whole experts rounded and some solved", solved, rounded)
 	}
 }
 

@@ -9,8 +9,8 @@ import (
 
 // archLayer holds the parts of a Gemma 2/3, Phi-3 or mixture-of-experts decoder layer that
 // the Llama layer does not have (Gemma's attention and GeGLU: arch_gemma.go; routing:
-// arch_moe.go). These layers run in eval only (no hooks: GPTQ/AWQ refuse
-// their architectures).
+// arch_moe.go). Their forward reports the linears' inputs to a Hook as the Llama layer's does
+// (LinearGroups names the groups); an expert's input is the tokens routed to it.
 type archLayer struct {
 	PostAttnNorm, PreFFNorm, PostFFNorm *Norm      // Gemma's sandwich norms
 	QKV, GateUp                         *Linear    // Phi-3's fused projections
@@ -83,18 +83,15 @@ func (m *Model) archLayer(l *Layer, p string) (*Layer, error) {
 		a.GateUp, l.Down = linear("mlp.gate_up_proj"), linear("mlp.down_proj")
 	case hfmodel.LayoutMixtral, hfmodel.LayoutQwenMoE:
 		l.PostAttentionNorm = norm("post_attention_layernorm")
-		module, names := "mlp.", [3]string{"gate_proj", "up_proj", "down_proj"}
-		if c.Layout == hfmodel.LayoutMixtral {
-			module, names = "block_sparse_moe.", [3]string{"w1", "w3", "w2"}
-		}
-		a.Router = linear(module + "gate")
+		a.Router = linear(c.moeModule() + "gate")
 		a.Experts = make([]expert, c.Experts)
 		for x := range a.Experts {
-			ep := fmt.Sprintf("%sexperts.%d.", module, x)
-			a.Experts[x] = expert{linear(ep + names[0]), linear(ep + names[1]), linear(ep + names[2])}
+			n := c.expertLinears(x)
+			a.Experts[x] = expert{linear(n[0]), linear(n[1]), linear(n[2])}
 		}
 		if _, ok := shapes[p+"mlp.shared_expert_gate.weight"]; ok {
-			a.Shared = &expert{linear("mlp.shared_expert.gate_proj"), linear("mlp.shared_expert.up_proj"), linear("mlp.shared_expert.down_proj")}
+			n := sharedExpertLinears
+			a.Shared = &expert{linear(n[0]), linear(n[1]), linear(n[2])}
 			a.SharedGate = linear("mlp.shared_expert_gate")
 		}
 	}
@@ -107,10 +104,9 @@ func (m *Model) archLayer(l *Layer, p string) (*Layer, error) {
 // forwardArch is Forward for the non-Llama layouts:
 // Gemma: h = x + post_attn_norm(attn(input_norm(x))); out = h + post_ff_norm(mlp(pre_ff_norm(h)));
 // others: h = x + attn(input_norm(x)); out = h + ffn(post_attention_norm(h)).
-func (l *Layer) forwardArch(x *Tensor, hook Hook) (*Tensor, error) {
-	if hook != nil {
-		return nil, fmt.Errorf("%w: linear hooks on %s layers", ErrUnsupported, l.model.Config.Architecture)
-	}
+// A non-empty only restricts a mixture-of-experts block to the expert (or shared expert) that
+// owns the linear of that name, none for other linears (Inputs).
+func (l *Layer) forwardArch(x *Tensor, hook Hook, only string) (*Tensor, error) {
 	if err := x.check(); err != nil {
 		return nil, err
 	}
@@ -122,7 +118,7 @@ func (l *Layer) forwardArch(x *Tensor, hook Hook) (*Tensor, error) {
 	err := chunks(x, func(lo, hi int) error {
 		xs := x.Sequences(lo, hi)
 		n, _ := l.InputNorm.Forward(xs)
-		a := l.archAttention(n)
+		a := l.archAttention(n, hook)
 		if l.arch.PostAttnNorm != nil {
 			rmsNorm(a.Data, a.Data, l.arch.PostAttnNorm.Weight, l.arch.PostAttnNorm.Eps)
 		}
@@ -134,14 +130,14 @@ func (l *Layer) forwardArch(x *Tensor, hook Hook) (*Tensor, error) {
 		switch {
 		case l.arch.PreFFNorm != nil:
 			rmsNorm(n.Data, h.Data, l.arch.PreFFNorm.Weight, l.arch.PreFFNorm.Eps)
-			f = l.archMLP(n)
+			f = l.archMLP(n, hook)
 			rmsNorm(f.Data, f.Data, l.arch.PostFFNorm.Weight, l.arch.PostFFNorm.Eps)
 		case l.arch.Router != nil:
 			rmsNorm(n.Data, h.Data, l.PostAttentionNorm.Weight, l.PostAttentionNorm.Eps)
-			f = l.moe(n)
+			f = l.moe(n, hook, only)
 		default:
 			rmsNorm(n.Data, h.Data, l.PostAttentionNorm.Weight, l.PostAttentionNorm.Eps)
-			f = l.archMLP(n)
+			f = l.archMLP(n, hook)
 		}
 		addInto(h.Data, f.Data)
 		return nil
@@ -155,11 +151,18 @@ func (l *Layer) forwardArch(x *Tensor, hook Hook) (*Tensor, error) {
 // archAttention: q/k/v (Phi-3 splits its fused projection: q rows, then k, then v), Gemma 3's
 // per-head q/k norms, the layer type's rotary table, query_pre_attn_scalar scaling and
 // Gemma 2's soft-capping.
-func (l *Layer) archAttention(n *Tensor) *Tensor {
+func (l *Layer) archAttention(n *Tensor, hook Hook) *Tensor {
 	c := l.model.Config
 	rows, hd := n.Rows(), c.HeadDim
 	qd, kd := c.NumHeads*hd, c.NumKVHeads*hd
 	q, k, v := NewTensor(n.Batch, n.Seq, qd), NewTensor(n.Batch, n.Seq, kd), NewTensor(n.Batch, n.Seq, kd)
+	if hook != nil {
+		if l.arch.QKV != nil {
+			hook(FusedQKVInputs, n)
+		} else {
+			hook(AttentionInputs, n)
+		}
+	}
 	if l.arch.QKV != nil {
 		qkv := NewTensor(n.Batch, n.Seq, l.arch.QKV.Out)
 		l.arch.QKV.apply(qkv.Data, n.Data, rows)
@@ -193,15 +196,25 @@ func (l *Layer) archAttention(n *Tensor) *Tensor {
 	} else {
 		attend(ctx.Data, q.Data, k.Data, v.Data, n.Batch, n.Seq, c.NumHeads, c.NumKVHeads, hd, window)
 	}
+	if hook != nil {
+		hook(OutputInputs, ctx)
+	}
 	o := NewTensor(n.Batch, n.Seq, l.O.Out)
 	l.O.apply(o.Data, ctx.Data, rows)
 	return o
 }
 
 // archMLP is Gemma's GeGLU (gelu_pytorch_tanh) or Phi-3's fused SwiGLU (gate rows first).
-func (l *Layer) archMLP(n *Tensor) *Tensor {
+func (l *Layer) archMLP(n *Tensor, hook Hook) *Tensor {
 	rows := n.Rows()
 	var g, u *Tensor
+	if hook != nil {
+		if l.arch.GateUp != nil {
+			hook(FusedGateUpInputs, n)
+		} else {
+			hook(MLPInputs, n)
+		}
+	}
 	if l.arch.GateUp != nil {
 		ff := l.arch.GateUp.Out / 2
 		gu := NewTensor(n.Batch, n.Seq, 2*ff)
@@ -220,6 +233,9 @@ func (l *Layer) archMLP(n *Tensor) *Tensor {
 		geluTanhMul(g.Data, u.Data)
 	} else {
 		siluMul(g.Data, u.Data)
+	}
+	if hook != nil {
+		hook(DownInputs, g)
 	}
 	d := NewTensor(n.Batch, n.Seq, l.Down.Out)
 	l.Down.apply(d.Data, g.Data, rows)

@@ -102,7 +102,7 @@ func TestMoERouting(t *testing.T) {
 	}{{2, true}, {2, false}, {4, true}} {
 		m := &Model{Config: &Config{ArchConfig: ArchConfig{Experts: experts, ExpertsUsed: c.used, NormTopK: c.norm}}}
 		l := &Layer{model: m, arch: a}
-		got := l.moe(x)
+		got := l.moe(x, nil, "")
 		for r := 0; r < x.Rows(); r++ {
 			p := make([]float32, experts)
 			a.Router.apply(p, x.Row(r), 1)
@@ -123,7 +123,7 @@ func TestMoERouting(t *testing.T) {
 			for _, e := range order[:c.used] {
 				in := NewTensor(1, 1, hidden)
 				copy(in.Data, x.Row(r))
-				y := a.Experts[e].forward(in)
+				y := a.Experts[e].forward(in, nil)
 				w := p[e]
 				if c.norm {
 					w /= sum

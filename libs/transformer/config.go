@@ -25,17 +25,55 @@ var ErrBadConfig = hfmodel.ErrBadConfig
 // Architectures lists the values of config.json's "architectures" the forward pass runs (eval).
 var Architectures = hfmodel.Architectures
 
-// QuantizableArchitectures are those GPTQ and AWQ quantize: their layer hooks and checkpoint
-// writers know the Llama layer only.
-var QuantizableArchitectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+// QuantizableArchitectures are those GPTQ quantizes (and AWQ, of those with the Llama layout:
+// see CheckAWQ): their layers report every linear's input to hooks (LinearGroups).
+var QuantizableArchitectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+	"Gemma2ForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "Phi3ForCausalLM", "MixtralForCausalLM",
+	"Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"}
 
-// CheckQuantizable refuses architectures GPTQ/AWQ cannot quantize.
+// CheckQuantizable refuses architectures GPTQ cannot quantize.
 func (c *Config) CheckQuantizable() error {
 	if slices.Contains(QuantizableArchitectures, c.Architecture) {
 		return nil
 	}
-	return unsupportedArch{fmt.Errorf("%w %s for GPTQ/AWQ (GGUF conversion and eval support it; GPTQ/AWQ support: %s)",
+	return unsupportedArch{fmt.Errorf("%w %s for GPTQ/AWQ (GGUF conversion and eval support it; GPTQ support: %s)",
 		hfmodel.ErrUnsupportedArchitecture, c.Architecture, strings.Join(QuantizableArchitectures, ", "))}
+}
+
+// awqGaps says why AWQ refuses a quantizable architecture beyond the Llama layout.
+var awqGaps = map[string]string{
+	"Gemma2ForCausalLM":              "AutoAWQ's gemma2 scales against pre_feedforward_layernorm with Gemma's 1+w folding, which quantfleet's AWQ does not implement",
+	"Gemma3ForCausalLM":              "AutoAWQ has no gemma3 model",
+	"Gemma3ForConditionalGeneration": "AutoAWQ has no gemma3 model",
+	"Phi3ForCausalLM":                "AutoAWQ's phi3 scales the fused qkv_proj and gate_up_proj, which quantfleet's AWQ does not implement",
+	"MixtralForCausalLM":             "AutoAWQ's mixtral scales every expert against the whole MoE block, which quantfleet's AWQ does not implement",
+	"Qwen2MoeForCausalLM":            "AutoAWQ has no qwen2_moe model",
+	"Qwen3MoeForCausalLM":            "AutoAWQ's qwen3_moe scales every expert against the whole MoE block, which quantfleet's AWQ does not implement",
+}
+
+// CheckAWQ refuses architectures AWQ cannot quantize: AWQ runs the Llama layout only (Llama,
+// Mistral, Qwen2, Qwen3); the error says why for the others (use GPTQ for them).
+func (c *Config) CheckAWQ() error {
+	if err := c.CheckQuantizable(); err != nil {
+		return err
+	}
+	if c.Layout == hfmodel.LayoutLlama {
+		return nil
+	}
+	why := awqGaps[c.Architecture]
+	if why == "" {
+		why = "only the Llama layout is implemented"
+	}
+	return unsupportedArch{fmt.Errorf("%w %s for AWQ (%s); GPTQ supports it", hfmodel.ErrUnsupportedArchitecture, c.Architecture, why)}
+}
+
+// CheckLlamaLayout refuses models whose decoder layers are not the Llama layout (Llama,
+// Mistral, Qwen2, Qwen3): the runtimes that implement that layer alone (the GPU's) check it.
+func (c *Config) CheckLlamaLayout() error {
+	if c.Layout == hfmodel.LayoutLlama && slices.Contains(QuantizableArchitectures, c.Architecture) {
+		return nil
+	}
+	return unsupportedArch{fmt.Errorf("%w %s: the Llama layer layout only", hfmodel.ErrUnsupportedArchitecture, c.Architecture)}
 }
 
 // unsupportedArch is hfmodel's unsupported-architecture error, matching ErrUnsupported too.

@@ -1,6 +1,9 @@
 // Package transformer runs decoder-only language models (LlamaForCausalLM,
-// MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM) on the CPU in float32, from
-// Hugging Face checkpoints with BF16, F16 or F32 weights, layer by layer.
+// MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM; Gemma 2/3, Phi-3, Mixtral and
+// Qwen2/3-MoE in arch*.go) on the CPU in float32, from Hugging Face checkpoints with BF16, F16
+// or F32 weights, layer by layer. Every layout reports its linears' inputs to a Hook, grouped
+// as Config.LinearGroups names them (an expert's input: the tokens routed to it), which is what
+// GPTQ calibrates on.
 //
 // The numerics follow transformers' eager fp32 path: RMSNorm computes
 // x·rsqrt(mean(x²)+eps)·w; rotary embeddings rotate the two halves of each head

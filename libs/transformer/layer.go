@@ -96,8 +96,35 @@ func (l *Layer) Config() *Config {
 	return l.model.Config
 }
 
-// Linears returns the seven linears in checkpoint order: q, k, v, o, gate, up, down.
-func (l *Layer) Linears() []*Linear { return []*Linear{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down} }
+// Linears returns the linears GPTQ/AWQ quantize, in checkpoint order: q, k, v, o, gate, up,
+// down (Phi-3: qkv, o, gate_up, down; mixture of experts: q, k, v, o, the shared expert's gate,
+// up, down, then each expert's). The router and shared_expert_gate are not among them.
+func (l *Layer) Linears() []*Linear {
+	all := []*Linear{l.Q, l.K, l.V, l.O, l.Gate, l.Up, l.Down}
+	if a := l.arch; a != nil {
+		all = []*Linear{l.Q, l.K, l.V, a.QKV, l.O, l.Gate, l.Up, a.GateUp, l.Down}
+		for _, x := range append([]*expert{a.Shared}, expertPtrs(a.Experts)...) {
+			if x != nil {
+				all = append(all, x.Gate, x.Up, x.Down)
+			}
+		}
+	}
+	out := all[:0]
+	for _, lin := range all {
+		if lin != nil {
+			out = append(out, lin)
+		}
+	}
+	return out
+}
+
+func expertPtrs(xs []expert) []*expert {
+	out := make([]*expert, len(xs))
+	for i := range xs {
+		out[i] = &xs[i]
+	}
+	return out
+}
 
 // Linear returns the linear with the given module path ("self_attn.q_proj"), or nil.
 func (l *Layer) Linear(name string) *Linear {
@@ -200,7 +227,7 @@ func (l *Layer) checkInput(x *Tensor) error {
 // n = post_attention_layernorm(h). hook, if not nil, sees the inputs of the linears.
 func (l *Layer) Forward(x *Tensor, hook Hook) (*Tensor, error) {
 	if l.arch != nil {
-		return l.forwardArch(x, hook)
+		return l.forwardArch(x, hook, "")
 	}
 	if err := l.checkInput(x); err != nil {
 		return nil, err
@@ -226,6 +253,20 @@ func (l *Layer) Forward(x *Tensor, hook Hook) (*Tensor, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// Inputs runs l on x far enough for hook to see the input of the group of the linear named
+// linear, exactly as Forward reports it; hook may see other groups' inputs too. A
+// mixture-of-experts block runs only the expert (or shared expert) that owns linear, none for
+// the attention's linears, so that an expert's calibration costs one expert, not the block.
+func (l *Layer) Inputs(x *Tensor, linear string, hook Hook) error {
+	var err error
+	if l.arch != nil {
+		_, err = l.forwardArch(x, hook, linear)
+	} else {
+		_, err = l.Forward(x, hook)
+	}
+	return err
 }
 
 // Attention runs the self-attention block alone on h, the output of input_layernorm,

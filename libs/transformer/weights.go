@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
+	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/safetensors"
 )
 
@@ -25,12 +25,12 @@ type SafetensorsSource struct{ Model *safetensors.Model }
 // Float32 implements WeightSource.
 func (s SafetensorsSource) Float32(name string) ([]float32, []int64, error) {
 	t, ok := s.Model.Lookup(name)
-	if !ok {
-		// The language model of a multimodal checkpoint (transformers 5 layout).
-		if rest, found := strings.CutPrefix(name, "model."); found {
-			if t, ok = s.Model.Lookup("model.language_model." + rest); ok {
-				name = t.Name
-			}
+	for _, alt := range hfmodel.LanguageModelNames(name) { // the language model of a multimodal checkpoint
+		if ok {
+			break
+		}
+		if t, ok = s.Model.Lookup(alt); ok {
+			name = alt
 		}
 	}
 	if !ok {

@@ -40,7 +40,7 @@ def run(cmd, **kw):
 def write_models(repo: Path, shared: Path, dest: Path):
     env = dict(os.environ, QUANTFLEET_SYNTH_OUT=str(dest.resolve()),
                QUANTFLEET_SYNTH_TINY=str((shared / "models" / "tiny-llama").resolve()))
-    pkg = repo / "libs" / "convert" / "internal" / "synth"
+    pkg = repo / "libs" / "synth"
     binary = repo / ".devcarry" / "synth.test"
     # The prebuilt test binary first: the device machine may have no module cache or network.
     if binary.exists():

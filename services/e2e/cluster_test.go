@@ -346,7 +346,13 @@ func (c *cluster) appendCLILog(args []string, out, errs string) {
 // submit submits tiny-llama at level and returns the job id.
 func (c *cluster) submit(level string, extra ...string) string {
 	c.t.Helper()
-	code, out, errs := c.cli(append([]string{"submit", "--model", tiny, "--level", level}, extra...)...)
+	return c.submitModel(tiny, level, extra...)
+}
+
+// submitModel submits a job of the model directory and returns its id.
+func (c *cluster) submitModel(model, level string, extra ...string) string {
+	c.t.Helper()
+	code, out, errs := c.cli(append([]string{"submit", "--model", model, "--level", level}, extra...)...)
 	if code != 0 {
 		c.t.Fatalf("submit: exit %d: %s", code, errs)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/synth"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
 )
@@ -28,6 +29,7 @@ type layeredJob struct {
 	name  string   // output directory name
 	flags []string // submit/quantize flags but --model, --output-*
 	tasks int      // tasks of the plan
+	model string   // model directory; "": tiny-llama
 }
 
 func layeredJobs(shared string) (gptqJob, awqJob layeredJob) {
@@ -52,7 +54,11 @@ const (
 func quantizeRef(t *testing.T, j layeredJob) map[string][]byte {
 	t.Helper()
 	refDir := filepath.Join(t.TempDir(), "ref")
-	q := exec.Command(filepath.Join(bin, "quantfleet"), append([]string{"quantize", "--model", tiny, "--output-dir", refDir,
+	model := j.model
+	if model == "" {
+		model = tiny
+	}
+	q := exec.Command(filepath.Join(bin, "quantfleet"), append([]string{"quantize", "--model", model, "--output-dir", refDir,
 		"--output-name", j.name, "--verbosity", "quiet"}, j.flags...)...)
 	if b, err := q.CombinedOutput(); err != nil {
 		t.Fatalf("quantfleet quantize: %v\n%s", err, b)
@@ -411,4 +417,49 @@ func (c *cluster) restartServers() {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// TestFleetLayeredMoE runs a GPTQ 4-bit job of the synthetic Mixtral (2 layers of 8 experts;
+// each expert's gate/up and down are groups of their own, with Hessian partials per shard and a
+// solve, independent of the other experts') on 2 worker processes: the downloaded checkpoint
+// directory must equal `quantfleet quantize`'s file for file, every task must leave one
+// completion record, and both workers must have run expert tasks.
+func TestFleetLayeredMoE(t *testing.T) {
+	mod, err := moduleDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := filepath.Dir(filepath.Dir(tiny))
+	a, err := synth.LoadRepoAssets(filepath.Join(mod, "..", "libs"), shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := synth.Write(t.TempDir(), "Mixtral-synth-8x", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := layeredJob{name: "mixtral-gptq", model: model,
+		flags: []string{"--format", "gptq", "--level", "4bit", "--group-size", "32", "--act-order",
+			"--calibration-data", filepath.Join(shared, "data", "calib.txt"), "--calibration-samples", "4", "--seqlen", "32", "--shard-samples", "2"},
+		// 2 layers × (q/k/v, o, 8 × (gate/up, down)) × (2 Hessian partials + a solve) + 2 forwards
+		tasks: 2*(2+8*2)*3 + 2}
+	want := quantizeRef(t, j)
+
+	c := newCluster(t)
+	c.startFleet(2)
+	start := time.Now()
+	id := c.submitModel(model, "4bit", append(slices.Clone(j.flags[4:]), "--format", "gptq", "--output-name", j.name)...)
+	rec := c.waitDone(id, 240*time.Second)
+	t.Logf("the fleet's job took %.1fs (%d tasks, 2 workers)", time.Since(start).Seconds(), j.tasks)
+	if rec.TotalLayers != j.tasks || rec.CurrentLayer != j.tasks {
+		t.Errorf("job record: task %d/%d, want %d/%d", rec.CurrentLayer, rec.TotalLayers, j.tasks, j.tasks)
+	}
+	c.compareDir(id, j.name, want)
+	c.checkTaskObjects(id, j.tasks)
+	for _, w := range []string{"worker1", "worker2"} {
+		if len(logLines(c.proc(w), `"msg":"task done"`, id, "experts.")) == 0 && len(logLines(c.proc(w), `"msg":"task done"`, id, `"task":"h`)) == 0 {
+			t.Errorf("%s ran no Hessian task of the job", w)
+		}
+	}
+	c.checkSecrets()
 }

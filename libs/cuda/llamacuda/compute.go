@@ -31,6 +31,10 @@ type Compute struct {
 	Options Options
 }
 
+// Supports implements quantize.LayoutSupporter: the GPU runs Llama-layout layers; the sharded
+// pipeline computes the others' Hessians and forwards on the CPU.
+func (c *Compute) Supports(cfg *transformer.Config) error { return Supports(cfg) }
+
 // GroupHessian returns the partial Hessian of the input of the linear group starting with
 // group[0] over the shard x: the input norm's output for q/k/v, the attention context for o,
 // the post-attention norm's output for gate/up, silu(gate)·up for down. It runs only as much

@@ -100,7 +100,7 @@ func EvaluateModel(ctx context.Context, d *cuda.Device, m *transformer.Model, wi
 // Supports returns nil when the GPU runs models of config c (the Llama layout: Llama,
 // Mistral, Qwen2, Qwen3, without final logit soft-capping), else an error wrapping ErrShape.
 func Supports(c *transformer.Config) error {
-	if err := c.CheckQuantizable(); err != nil {
+	if err := c.CheckLlamaLayout(); err != nil {
 		return fmt.Errorf("%w: the GPU forward pass runs the Llama layout (%v)", ErrShape, err)
 	}
 	if c.FinalSoftcap > 0 {

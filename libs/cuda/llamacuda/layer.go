@@ -129,7 +129,7 @@ func UploadLayer(ctx context.Context, d *cuda.Device, c *transformer.Config, l *
 	if l == nil || l.Q == nil {
 		return nil, fmt.Errorf("%w: no layer weights", ErrShape)
 	}
-	if err := c.CheckQuantizable(); err != nil { // the Llama layout; Gemma, Phi-3 and MoE layers differ
+	if err := c.CheckLlamaLayout(); err != nil { // Gemma, Phi-3 and MoE layers differ
 		return nil, fmt.Errorf("%w: %v", ErrShape, err)
 	}
 	if c.HeadDim <= 0 || c.HeadDim > maxHeadDim || c.NumHeads <= 0 || c.NumKVHeads <= 0 || c.NumHeads%c.NumKVHeads != 0 ||

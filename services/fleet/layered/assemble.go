@@ -46,7 +46,7 @@ func Assemble(ctx context.Context, store blob.Store, p *fleet.Plan, m *hfmodel.M
 	if err := fleet.CopySmallFiles(ctx, fsys, srcDir); err != nil {
 		return nil, err
 	}
-	cb, err := quantize.NewCheckpointBuilder(outDir, LayerConfig(s), srcDir)
+	cb, err := quantize.NewCheckpointBuilder(outDir, LayerConfig(s), v.shard.Linears, srcDir, m.Tensors)
 	if err != nil {
 		return nil, err
 	}

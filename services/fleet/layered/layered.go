@@ -20,6 +20,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"quantfleet.dev/libs/blob"
@@ -44,6 +45,14 @@ type Weights struct{ Model *hfmodel.Model }
 // Float32 implements transformer.WeightSource.
 func (w Weights) Float32(name string) ([]float32, []int64, error) {
 	t, ok := w.Model.Lookup(name)
+	for _, alt := range hfmodel.LanguageModelNames(name) { // the language model of a multimodal checkpoint
+		if ok {
+			break
+		}
+		if t, ok = w.Model.Lookup(alt); ok {
+			name = alt
+		}
+	}
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", transformer.ErrWeightNotFound, name)
 	}
@@ -79,7 +88,13 @@ func Plan(ctx context.Context, store blob.Store, job string, m *hfmodel.Model, f
 	if err != nil {
 		return nil, err
 	}
+	if err := quantize.CheckModel(cfg, LayerConfig(&spec)); err != nil {
+		return nil, err
+	}
 	spec.NumLayers = cfg.NumLayers
+	if spec.Linears = quantize.StageOf(cfg); slices.EqualFunc(spec.Linears.Groups, quantize.GPTQStage().Groups, slices.Equal) {
+		spec.Linears = quantize.Stage{} // the dense default: plans of dense models stay as they were
+	}
 	sp, err := spec.ShardPlan()
 	if err != nil {
 		return nil, err

@@ -31,6 +31,9 @@ type Spec struct {
 	CalibrationKey  string `json:"calibration_key,omitempty"`
 	CalibrationName string `json:"calibration_name,omitempty"`
 	NumLayers       int    `json:"num_layers"`
+	// Linears are the decoder layers' linear groups (quantize.StageOf the model's config);
+	// absent: the dense layer's (q/k/v; o; gate/up; down).
+	Linears quantize.Stage `json:"linears,omitzero"`
 }
 
 // view is a plan decoded once: its Spec, the sharded pipeline's plan and its tasks by id.
@@ -42,7 +45,7 @@ type view struct {
 
 // ShardPlan is the sharded pipeline's plan of a job.
 func (s *Spec) ShardPlan() (*quantize.ShardPlan, error) {
-	sp, err := quantize.NewShardPlan(LayerConfig(s), s.NumLayers, s.Samples, s.ShardSamples)
+	sp, err := quantize.NewShardPlan(LayerConfig(s), s.Linears, s.NumLayers, s.Samples, s.ShardSamples)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", fleet.ErrBadPlan, err)
 	}

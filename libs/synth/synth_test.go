@@ -33,7 +33,7 @@ func assets(t *testing.T) Assets {
 		}
 		t.Skipf("tiny-llama tokenizer missing: %v", err)
 	}
-	a, err := LoadAssets(filepath.Join("..", "..", "..", "tokenizer", "testdata", "gpt2", "tokenizer.json.gz"), tiny)
+	a, err := LoadAssets(filepath.Join("..", "tokenizer", "testdata", "gpt2", "tokenizer.json.gz"), tiny)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -859,3 +859,21 @@ func (s *spec) moreTensors(matrix func(string, int, int), vector func(string, in
 		}
 	}
 }
+
+// LoadRepoAssets loads the assets from their places in this repository and the shared
+// directory beside it: GPT-2's tokenizer from libsDir/tokenizer/testdata/gpt2, tiny-llama's from
+// sharedDir/models/tiny-llama, and the Qwen 3 tokenizer from sharedDir/tokenizers/qwen3 when it is
+// there (only Qwen1.5-MoE-synth needs it).
+func LoadRepoAssets(libsDir, sharedDir string) (Assets, error) {
+	a, err := LoadAssets(filepath.Join(libsDir, "tokenizer", "testdata", "gpt2", "tokenizer.json.gz"),
+		filepath.Join(sharedDir, "models", "tiny-llama"))
+	if err != nil {
+		return a, err
+	}
+	qwen := filepath.Join(sharedDir, "tokenizers", "qwen3")
+	if _, err := os.Stat(qwen); err == nil {
+		err = a.LoadQwen3(qwen)
+		return a, err
+	}
+	return a, nil
+}
