@@ -391,7 +391,11 @@ func TestQuantizeTF32TinyLlama(t *testing.T) {
 		t.Fatalf("FAIL QuantizeLayerWith TF32: %v", err)
 	}
 	t.Logf("TF32 layer 0: %v", time.Since(t0).Round(time.Millisecond))
-	compareLayers(t, got, want, 3, 0.05, 1e-2)
+	// TF32 forwards move the MLP's inputs by ~1e-3, enough for GPTQ to pick other, equally good
+	// codes (an H100: 80 % of gate/up's codes equal, the layer's outputs 3.8e-2 apart), so the
+	// outputs are only logged; what must hold is each linear's GPTQ loss, its output error
+	// against the full-precision layer (there within 0.33 % of the CPU's).
+	compareLayers(t, got, want, 3, 0.01, 0)
 	if !t.Failed() {
 		t.Logf("PASS TF32 GPTQ layer 0 against the CPU")
 	}
