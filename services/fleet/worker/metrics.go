@@ -11,6 +11,7 @@ type metrics struct {
 	inFlight *prometheus.GaugeVec
 	slots    *prometheus.GaugeVec
 	read     prometheus.Counter
+	taskRead prometheus.Counter
 	written  prometheus.Counter
 	memory   prometheus.Gauge
 }
@@ -30,6 +31,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Concurrent task slots."}, []string{"pool"}),
 		read: f.NewCounter(prometheus.CounterOpts{Name: "quantfleet_worker_read_bytes_total",
 			Help: "Bytes read from object storage (checkpoint headers and tensor ranges)."}),
+		taskRead: f.NewCounter(prometheus.CounterOpts{Name: "quantfleet_worker_task_read_bytes_total",
+			Help: "Bytes the worker's finished tasks report having read (TaskResult.bytes_read): for GPTQ/AWQ the job's " +
+				"objects (activations, Hessian partials, statistics, solved groups), for GGUF the tensors (also in quantfleet_worker_read_bytes_total)."}),
 		written: f.NewCounter(prometheus.CounterOpts{Name: "quantfleet_worker_written_bytes_total",
 			Help: "Shard bytes written to object storage."}),
 		memory: f.NewGauge(prometheus.GaugeOpts{Name: "quantfleet_worker_memory_bytes",

@@ -207,6 +207,7 @@ func (w handler) Commit(ctx context.Context, a *taskrun.Attempt) error {
 		}
 	}
 	w.m.written.Add(float64(res.BytesWritten))
+	w.m.taskRead.Add(float64(res.BytesRead))
 	return nil
 }
 
