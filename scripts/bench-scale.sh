@@ -18,12 +18,13 @@
 # It prints, per run: wall time (submit to COMPLETED), throughput, speed-up over 1 worker and the peak
 # RSS (VmHWM) of every worker; then whether every fleet output is byte-identical to quantize's.
 #
-# Runs from prebuilt binaries, without a Go toolchain (another Linux machine: copy bin/ and the files
-# below): QF, DISPATCHER, WORKER, ASSEMBLER and GENMODEL name the binaries (default BIN_DIR/<name>,
-# BIN_DIR default <repo>/bin); only if one is missing is `make build` run, which needs Go. Besides
-# the binaries it needs bash, awk, coreutils and a Linux /proc, and two files: a tokenizer directory
-# for the generated model (TOKENIZER_DIR) and the calibration text (CALIB), by default from
-# ../shared. MODEL uses an existing checkpoint instead of generating one.
+# Runs from prebuilt binaries, without a Go toolchain (another Linux machine: copy bin/, scripts/
+# (it sources scripts/fleet-bench-lib.sh) and the files below): QF, DISPATCHER, WORKER, ASSEMBLER
+# and GENMODEL name the binaries (default BIN_DIR/<name>, BIN_DIR default <repo>/bin); only if one
+# under BIN_DIR is missing is `make build` run, which needs Go. Besides the binaries it needs bash,
+# awk, coreutils and a Linux /proc, and two files: a tokenizer directory for the generated model
+# (TOKENIZER_DIR) and the calibration text (CALIB), by default from ../shared. MODEL uses an
+# existing checkpoint instead of generating one.
 #
 # Environment:
 #   BIN_DIR            where the binaries are (default <repo>/bin, what `make build` writes)
@@ -61,6 +62,8 @@ done
 case "$FORMAT" in gguf|gptq|awq) ;; *) echo "$0: --format must be gguf, gptq or awq, not '$FORMAT'" >&2; exit 2 ;; esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/fleet-bench-lib.sh
+. "$ROOT/scripts/fleet-bench-lib.sh"
 SHARED=${SHARED:-$ROOT/../shared}
 TOKENIZER_DIR=${TOKENIZER_DIR:-$SHARED/models/tiny-llama}
 CALIB=${CALIB:-$SHARED/data/calib.txt}
@@ -85,23 +88,7 @@ SEQLEN=${SEQLEN:-512}
 SHARD_SAMPLES=${SHARD_SAMPLES:-32}
 
 # The binaries: prebuilt where named or present, else built once with `make build`.
-BIN_DIR=${BIN_DIR:-$ROOT/bin}
-QF=${QF:-$BIN_DIR/quantfleet}
-DISPATCHER=${DISPATCHER:-$BIN_DIR/dispatcher}
-WORKER=${WORKER:-$BIN_DIR/worker}
-ASSEMBLER=${ASSEMBLER:-$BIN_DIR/assembler}
-GENMODEL=${GENMODEL:-$BIN_DIR/genmodel}
-missing=()
-for b in "$QF" "$DISPATCHER" "$WORKER" "$ASSEMBLER" "$GENMODEL"; do [ -x "$b" ] || missing+=("$b"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  if ! command -v go >/dev/null; then
-    echo "$0: missing binaries (${missing[*]}) and no Go toolchain to build them: set QF, DISPATCHER, WORKER, ASSEMBLER, GENMODEL or BIN_DIR" >&2
-    exit 2
-  fi
-  echo "== building the binaries (make build; missing: ${missing[*]})"
-  make -C "$ROOT" build >/dev/null
-  for b in "${missing[@]}"; do [ -x "$b" ] || { echo "$0: $b still missing after make build (it writes $ROOT/bin)" >&2; exit 2; }; done
-fi
+fb_bins
 for f in "$CALIB" "$TOKENIZER_DIR"; do
   [ "$FORMAT" = gguf ] && [ "$f" = "$CALIB" ] && continue
   [ -n "${MODEL:-}" ] && [ "$f" = "$TOKENIZER_DIR" ] && continue
@@ -115,14 +102,7 @@ LOGS=$WORK/logs
 mkdir -p "$LOGS"
 
 # The model: MODEL as given, or generated once per shape (GEN_ARGS) and reused.
-if [ -z "${MODEL:-}" ]; then
-  MODEL=$WORK/model-$(echo "$GEN_ARGS" | cksum | awk '{print $1}')
-  if [ ! -f "$MODEL/config.json" ]; then
-    echo "== generating the synthetic model ($GEN_ARGS) in $MODEL"
-    # shellcheck disable=SC2086 # GEN_ARGS is a list of flags
-    "$GENMODEL" --out "$MODEL" --tokenizer "$TOKENIZER_DIR" $GEN_ARGS
-  fi
-fi
+fb_model "$WORK" "$GEN_ARGS" "$TOKENIZER_DIR"
 SRC_BYTES=$(cat "$MODEL"/*.safetensors | wc -c)
 PARAMS=$((SRC_BYTES / 2))
 
@@ -135,21 +115,6 @@ job_flags() { # the job's flags for $1 calibration samples
 }
 job_flags "$CALIB_SAMPLES"
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-# free_port: a port nothing listens on (bash's /dev/tcp connects only where one does).
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
-NATS_PORT=$(free_port); S3_PORT=$(free_port)
-while [ "$S3_PORT" = "$NATS_PORT" ]; do S3_PORT=$(free_port); done
-export NATS_URL=nats://127.0.0.1:$NATS_PORT S3_ENDPOINT=127.0.0.1:$S3_PORT S3_INSECURE=true S3_BUCKET=quantfleet
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-$RANDOM$RANDOM LOG_LEVEL=warn
-
 PIDS=()
 WORKER_PIDS=()
 cleanup() {
@@ -159,9 +124,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$QF" dev-servers --dir "$WORK/servers" --nats-addr 127.0.0.1:$NATS_PORT --s3-addr 127.0.0.1:$S3_PORT >"$LOGS/servers.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 300); do grep -q s3_endpoint "$LOGS/servers.log" 2>/dev/null && break; sleep 0.1; done
+fb_servers "$WORK/servers" "$LOGS/servers.log" || { kill "$FB_SERVERS_PID" 2>/dev/null; exit 1; }
+PIDS+=("$FB_SERVERS_PID")
 "$DISPATCHER" --http-addr "" >"$LOGS/dispatcher.log" 2>&1 & PIDS+=($!)
 "$ASSEMBLER" --http-addr "" >"$LOGS/assembler.log" 2>&1 & PIDS+=($!)
 
