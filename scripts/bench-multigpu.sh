@@ -36,10 +36,12 @@
 #
 # Writes under OUT: results.jsonl (one JSON line per run), results.tsv, bench.md (the table) and
 # logs/<run>/ (servers, dispatcher, assembler, workers, samplers, metrics). Rows accumulate across
-# invocations with the same OUT and BENCH_DIR, and the table covers all of them (the latest run of
-# each format/workers/kill): a bench longer than one command can be split, e.g.
+# invocations with the same OUT and BENCH_DIR, and the table covers all of them with this
+# invocation's model, calibration and device (the latest run of each format/workers/kill): a
+# bench longer than one command can be split, e.g.
 #   FORMATS=gptq WORKER_COUNTS=1 scripts/bench-multigpu.sh; FORMATS=gptq WORKER_COUNTS=4 KILL=1 scripts/bench-multigpu.sh
-# with the same BENCH_DIR/OUT (the 1-worker checkpoint stays in BENCH_DIR for the comparison).
+# with the same BENCH_DIR/OUT (the 1-worker checkpoint's manifest stays in BENCH_DIR for the
+# comparison).
 # A dry run without GPUs (each "GPU" is just a worker process):
 #   DEVICE=cpu GPUS=2 GEN_ARGS="--hidden 128 --intermediate 256 --layers 2 --heads 4 --kv-heads 2 --vocab 32000" \
 #     SAMPLES=8 SEQLEN=32 SHARD_SAMPLES=2 WORKER_GOMAXPROCS=1 scripts/bench-multigpu.sh
@@ -53,6 +55,7 @@
 # Environment (bad values: one line, exit 2):
 #   GPUS               GPUs to use (default: nvidia-smi's count, else 4)
 #   DEVICE             workers' --device: cuda (default) or cpu (a dry run without GPUs)
+#   POOL               the workers' and the job's pool (default gpu with DEVICE=cuda, else cpu)
 #   FORMATS            comma-separated, gptq and/or awq (default gptq,awq)
 #   WORKER_COUNTS      worker counts, one run each (default "1 $GPUS"; with DEVICE=cuda at most GPUS);
 #                      the 1-worker run is the reference for speed-up and identity
@@ -95,7 +98,8 @@ if [ -z "${GPUS:-}" ]; then
 fi
 posint GPUS "$GPUS"
 DEVICE=${DEVICE:-cuda}
-case "$DEVICE" in cuda) POOL=gpu ;; cpu) POOL=cpu ;; *) fb_die "DEVICE must be cuda or cpu, not '$DEVICE'" ;; esac
+case "$DEVICE" in cuda) POOL=${POOL:-gpu} ;; cpu) POOL=${POOL:-cpu} ;; *) fb_die "DEVICE must be cuda or cpu, not '$DEVICE'" ;; esac
+[[ $POOL =~ ^[a-z0-9][a-z0-9_-]*$ ]] || fb_die "POOL must be a pool name such as gpu, not '$POOL'"
 FORMATS=${FORMATS:-gptq,awq}
 FORMAT_LIST=()
 IFS=, read -r -a _fmts <<<"$FORMATS"
@@ -174,6 +178,20 @@ NKV=${NKV:-$NH}
 LAYER_PARAMS=$(awk -v h="$HID" -v f="$FFN" -v nh="$NH" -v nkv="$NKV" 'BEGIN { printf "%.0f", h*h*2 + 2*h*(h/nh*nkv) + 3*h*f }')
 P70=$(awk 'BEGIN { printf "%.0f", 8192*8192*2 + 2*8192*1024 + 3*8192*28672 }')
 
+# Disk: the dev S3 server keeps a job's intermediates until it completes: per layer and shard the
+# activations (float32) and, for GPTQ, the float64 Hessian partials of q/k/v, o, gate/up (hidden²)
+# and down (ffn²); AWQ's statistics are not counted (an underestimate).
+SHARDS=$(((SAMPLES + SHARD_SAMPLES - 1) / SHARD_SAMPLES))
+NEED_GB=0
+for f in "${FORMAT_LIST[@]}"; do
+  NEED_GB=$(awk -v l="$NL" -v s="$SHARDS" -v t=$((SHARD_SAMPLES * SEQLEN)) -v h="$HID" -v ff="$FFN" -v gptq=$([ "$f" = gptq ] && echo 1 || echo 0) \
+    -v prev="$NEED_GB" 'BEGIN { g = l * s * (t * h * 4 + gptq * 8 * (3 * h * h + ff * ff)) / 1e9; printf "%.1f", (g > prev ? g : prev) }')
+done
+FREE_GB=$(df -P -k "$WORK" | awk 'NR == 2 { printf "%.0f", $4 / 1e6 }')
+if awk -v n="$NEED_GB" -v f="$FREE_GB" 'BEGIN { exit !(f < n) }'; then
+  echo "warning: a job's intermediates need about $NEED_GB GB under $WORK, only $FREE_GB GB free (set BENCH_DIR elsewhere)" >&2
+fi
+
 if [ "$DEVICE" = cuda ] && [ $HAVE_SMI = 1 ]; then
   CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader -i 0 | head -n 1)
 else
@@ -188,6 +206,10 @@ job_flags() { # FORMAT: the job's format flags
     awq) JOB_FLAGS=(--format awq) ;;
   esac
 }
+
+# The table shows only rows of this model, calibration and device (earlier runs under OUT may differ).
+SIG="$MODEL|$SAMPLES|$SEQLEN|$SHARD_SAMPLES|$DEVICE|$CARD"
+SIGSUM=$(echo "$SIG" | cksum | awk '{ print $1 }') # names the 1-worker run's manifest in BENCH_DIR
 
 # --- one run ---------------------------------------------------------------------------------
 PIDS=()     # servers, dispatcher, assembler, samplers of the current run
@@ -391,13 +413,13 @@ run_one() {
       rm -rf "$ck.d"
       fb_manifest "$ck" >"$RUN_LOGS/manifest.sha256"
       if [ "$n" != 1 ] || [ "$killed" = 1 ]; then
-        if [ -f "$WORK/ckpt-$fmt-1.sha256" ]; then
-          if cmp -s "$RUN_LOGS/manifest.sha256" "$WORK/ckpt-$fmt-1.sha256"; then ident=yes; else ident=NO; fi
+        if [ -f "$WORK/ref-$fmt-$SIGSUM.sha256" ]; then
+          if cmp -s "$RUN_LOGS/manifest.sha256" "$WORK/ref-$fmt-$SIGSUM.sha256"; then ident=yes; else ident=NO; fi
         else
           ident="no 1-worker run"
         fi
       else
-        cp "$RUN_LOGS/manifest.sha256" "$WORK/ckpt-$fmt-1.sha256"
+        cp "$RUN_LOGS/manifest.sha256" "$WORK/ref-$fmt-$SIGSUM.sha256"
       fi
     else
       err="get: $(tail -n 1 "$RUN_LOGS/get.err")"
@@ -407,6 +429,9 @@ run_one() {
   fi
   stop_all
   rm -rf "$data"
+  if [ "$killed" = 1 ] && [ -n "$KILL_NOTE" ]; then # the killed task(s), done again by a later delivery
+    KILL_NOTE="$KILL_NOTE; $(cat "$RUN_LOGS"/worker-*.log | grep '"msg":"task done"' | grep -c '"delivery":[2-9]' || true) task(s) finished on a redelivery"
+  fi
   [ -n "$err" ] && echo "   ERROR: $err" && ident=-
 
   # Per worker index: peak RSS (max over its processes), peak GPU memory.
@@ -433,24 +458,25 @@ run_one() {
     mtr=$((mtr + $(metric quantfleet_worker_task_read_bytes_total "$f")))
   done
   local natsb=$((nats1 - nats0))
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$fmt" "$n" "$killed" "$wall" "$NL" "$gpu" "$rss" \
-    "$mw" "$mr" "$mtr" "$natsb" "$ident" "${err:-$KILL_NOTE}" "$CARD" >>"$OUT/results.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$fmt" "$n" "$killed" "$wall" "$NL" "$gpu" "$rss" \
+    "$mw" "$mr" "$mtr" "$natsb" "$ident" "${err:-$KILL_NOTE}" "$CARD" "$SIG" >>"$OUT/results.tsv"
   printf '{"card":"%s","device":"%s","format":"%s","workers":%s,"killed":%s,"wall_s":%s,"layers":%s,"seconds_per_layer":%s,"peak_gpu_mib":"%s","peak_rss_mib":"%s","s3_written_bytes":%s,"s3_read_model_bytes":%s,"s3_read_job_bytes":%s,"nats_bytes":%s,"identical":"%s","samples":%s,"seqlen":%s,"shard_samples":%s,"gen_args":"%s","note":"%s","time":"%s"}\n' \
     "$CARD" "$DEVICE" "$fmt" "$n" "$([ "$killed" = 1 ] && echo true || echo false)" "$wall" "$NL" "$(awk -v w="$wall" -v l="$NL" 'BEGIN { printf "%.3f", w / l }')" \
     "$gpu" "$rss" "$mw" "$mr" "$mtr" "$natsb" "$ident" "$SAMPLES" "$SEQLEN" "$SHARD_SAMPLES" "$GEN_ARGS" "${err:-$KILL_NOTE}" "$(date -u +%FT%TZ)" >>"$OUT/results.jsonl"
   echo "   wall $wall s, identical to 1 worker: $ident"
 }
 
-echo "card: $CARD; model $MODEL ($NL layers, hidden $HID, ffn $FFN, $NH/$NKV heads); $SAMPLES × $SEQLEN tokens, $SHARD_SAMPLES per shard"
+echo "card: $CARD; model $MODEL ($NL layers, hidden $HID, ffn $FFN, $NH/$NKV heads); $SAMPLES × $SEQLEN tokens, $SHARD_SAMPLES per shard ($SHARDS shards); intermediates ~$NEED_GB GB, $FREE_GB GB free"
 for fmt in "${FORMAT_LIST[@]}"; do
   for n in $WORKER_COUNTS; do run_one "$fmt" "$n" 0; done
   [ "$KILL" = 1 ] && run_one "$fmt" "$MAXN" 1
 done
 
 # --- the table, from every run recorded under OUT (the latest of each format/workers/kill) ------
-awk -F'\t' -v samples="$SAMPLES" -v seqlen="$SEQLEN" -v shard="$SHARD_SAMPLES" -v lp="$LAYER_PARAMS" -v p70="$P70" \
+awk -F'\t' -v sig="$SIG" -v samples="$SAMPLES" -v seqlen="$SEQLEN" -v shard="$SHARD_SAMPLES" -v lp="$LAYER_PARAMS" -v p70="$P70" \
   -v shape="hidden $HID, ffn $FFN, $NH/$NKV heads, $NL layers" '
 function mb(b) { return sprintf("%.1f", b / 1e6) }
+$15 != sig { next }
 { k = $1 SUBSEP $2 SUBSEP $3; if (!(k in row)) order[++nk] = k; row[k] = $0 }
 END {
   printf "model: synthetic Llama (%s, bf16), %s × %s calibration tokens, %s samples per shard; GPTQ 4-bit g128 act-order asym, AWQ 4-bit g128\n\n", shape, samples, seqlen, shard
