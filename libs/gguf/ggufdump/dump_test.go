@@ -157,9 +157,9 @@ func pyTestFile(t *testing.T) (string, *gguf.File) {
 		ints[i] = int32(i*i) - 300
 	}
 	kv := append(allKinds(),
-		gguf.KV{"long.f32", f32}, gguf.KV{"long.f64", floats[:50]}, gguf.KV{"long.str", strs[:200]}, gguf.KV{"long.i32", ints},
-		gguf.KV{"long.u8", bytes.Repeat([]byte{0, 255}, 20)}, gguf.KV{"long.bool", make([]bool, 17)}, gguf.KV{"short.str", strs[:16]},
-		gguf.KV{"short.f32", f32[:16]}, gguf.KV{"key\xffbad", "val\xe2\x82"}, gguf.KV{"tokenizer.ggml.scores", []float32{-1000, 0, -2.5}},
+		gguf.KV{Key: "long.f32", Value: f32}, gguf.KV{Key: "long.f64", Value: floats[:50]}, gguf.KV{Key: "long.str", Value: strs[:200]}, gguf.KV{Key: "long.i32", Value: ints},
+		gguf.KV{Key: "long.u8", Value: bytes.Repeat([]byte{0, 255}, 20)}, gguf.KV{Key: "long.bool", Value: make([]bool, 17)}, gguf.KV{Key: "short.str", Value: strs[:16]},
+		gguf.KV{Key: "short.f32", Value: f32[:16]}, gguf.KV{Key: "key\xffbad", Value: "val\xe2\x82"}, gguf.KV{Key: "tokenizer.ggml.scores", Value: []float32{-1000, 0, -2.5}},
 	)
 	infos, data := testTensors()
 	infos = append(infos, gguf.TensorInfo{Name: "q6", Dims: []uint64{256}, Type: ggml.Q6_K}, gguf.TensorInfo{Name: "bad\xffname", Dims: []uint64{1}, Type: ggml.I32})

@@ -13,14 +13,14 @@ import (
 // allKinds has one KV of every Go type the package maps to GGUF.
 func allKinds() []gguf.KV {
 	return []gguf.KV{
-		{"u8", uint8(200)}, {"i8", int8(-100)}, {"u16", uint16(60000)}, {"i16", int16(-30000)},
-		{"u32", uint32(4000000000)}, {"i32", int32(-2000000000)}, {"f32", float32(1e-5)},
-		{"bool.t", true}, {"bool.f", false}, {"str", "héllo \"w\"\n\x01"},
-		{"u64", uint64(math.MaxUint64)}, {"i64", int64(math.MinInt64)}, {"f64", -10000.0},
-		{"a.u8", []uint8{1, 2, 255}}, {"a.i8", []int8{-1, 2}}, {"a.u16", []uint16{7}}, {"a.i16", []int16{-7, 7}},
-		{"a.u32", []uint32{1, 2}}, {"a.i32", []int32{-1, 0, 1}}, {"a.f32", []float32{0.5, float32(math.Inf(-1))}},
-		{"a.bool", []bool{true, false, true}}, {"a.str", []string{"", "a", "日本"}}, {"a.u64", []uint64{1 << 63}},
-		{"a.i64", []int64{-5}}, {"a.f64", []float64{math.Pi}}, {"a.empty", []string{}},
+		{Key: "u8", Value: uint8(200)}, {Key: "i8", Value: int8(-100)}, {Key: "u16", Value: uint16(60000)}, {Key: "i16", Value: int16(-30000)},
+		{Key: "u32", Value: uint32(4000000000)}, {Key: "i32", Value: int32(-2000000000)}, {Key: "f32", Value: float32(1e-5)},
+		{Key: "bool.t", Value: true}, {Key: "bool.f", Value: false}, {Key: "str", Value: "héllo \"w\"\n\x01"},
+		{Key: "u64", Value: uint64(math.MaxUint64)}, {Key: "i64", Value: int64(math.MinInt64)}, {Key: "f64", Value: -10000.0},
+		{Key: "a.u8", Value: []uint8{1, 2, 255}}, {Key: "a.i8", Value: []int8{-1, 2}}, {Key: "a.u16", Value: []uint16{7}}, {Key: "a.i16", Value: []int16{-7, 7}},
+		{Key: "a.u32", Value: []uint32{1, 2}}, {Key: "a.i32", Value: []int32{-1, 0, 1}}, {Key: "a.f32", Value: []float32{0.5, float32(math.Inf(-1))}},
+		{Key: "a.bool", Value: []bool{true, false, true}}, {Key: "a.str", Value: []string{"", "a", "日本"}}, {Key: "a.u64", Value: []uint64{1 << 63}},
+		{Key: "a.i64", Value: []int64{-5}}, {Key: "a.f64", Value: []float64{math.Pi}}, {Key: "a.empty", Value: []string{}},
 	}
 }
 
