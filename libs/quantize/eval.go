@@ -38,6 +38,16 @@ type EvalRequest struct {
 // 0..Windows-1 of the data (documents stripped, each encoded as [BOS]+ids, concatenated;
 // window i is tokens [i·Ctx, (i+1)·Ctx]).
 func Evaluate(ctx context.Context, req EvalRequest) (*perplexity.Result, error) {
+	return EvaluateWith(ctx, req, perplexity.EvaluateWith)
+}
+
+// ModelEvaluator runs the windows through a loaded model: perplexity.EvaluateWith on the host,
+// or a GPU's equivalent.
+type ModelEvaluator func(ctx context.Context, m *transformer.Model, windows [][]int, opt perplexity.Options) (*perplexity.Result, error)
+
+// EvaluateWith is Evaluate with the forward pass of eval: the documents, windows and model
+// files are read the same way whatever runs them.
+func EvaluateWith(ctx context.Context, req EvalRequest, eval ModelEvaluator) (*perplexity.Result, error) {
 	docs, err := perplexity.LoadDocuments(req.DataPath)
 	if err != nil {
 		return nil, err
@@ -55,7 +65,7 @@ func Evaluate(ctx context.Context, req EvalRequest) (*perplexity.Result, error) 
 		return nil, err
 	}
 	defer m.Close()
-	r, err := perplexity.EvaluateWith(ctx, m, windows, perplexity.Options{Progress: req.Progress})
+	r, err := eval(ctx, m, windows, perplexity.Options{Progress: req.Progress})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", req.ModelDir, err)
 	}

@@ -14,7 +14,6 @@ import (
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/quantize"
-	"quantfleet.dev/libs/tokenizer"
 	"quantfleet.dev/libs/transformer"
 )
 
@@ -77,14 +76,7 @@ func TestAWQComputeTinyLlama(t *testing.T) {
 	d := openGPU(t)
 	ctx := context.Background()
 	m := tinyLlama(t)
-	tok, err := tokenizer.Load(shared(t, "QUANTFLEET_TINY_LLAMA", "models", "tiny-llama"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := quantize.CalibrationInputs(m, tok, shared(t, "QUANTFLEET_CALIB", "data", "calib.txt"), 512, 0, 32)
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := tinyCalibration(t, m, 512, 32)
 	shards := []*transformer.Tensor{x.Sequences(0, 16), x.Sequences(16, 32)}
 	cfg := quantize.DefaultAWQConfig()
 	gpu := &Compute{D: d}
@@ -272,47 +264,7 @@ func TestAWQComputeTinyLlama(t *testing.T) {
 //   - each checkpoint's GPU perplexity agrees with its CPU perplexity within 1e-4 relative;
 //   - the GPU quantization is deterministic: a second GPU run writes byte-identical files.
 func TestAWQTinyLlama(t *testing.T) {
-	d := openGPU(t)
-	ctx := context.Background()
-	dir := shared(t, "QUANTFLEET_TINY_LLAMA", "models", "tiny-llama")
-	calib := shared(t, "QUANTFLEET_CALIB", "data", "calib.txt")
-	out := t.TempDir()
-	opts := domain.LayerOptions{SeqLen: 512}
-	quant := func(name string, gpu bool) (string, time.Duration) {
-		qctx := ctx
-		if gpu {
-			qctx = quantize.WithCompute(ctx, &Compute{D: d})
-		}
-		t0 := time.Now()
-		res, err := quantize.Layered(qctx, quantize.Request{ModelDir: dir, ModelName: "tiny-llama", CalibrationData: calib,
-			CalibrationSamples: 128, OutputDir: out, OutputName: name}, domain.FormatAWQ, "4bit", 128, opts)
-		if err != nil {
-			t.Fatalf("FAIL quantize %s: %v", name, err)
-		}
-		return res.OutputPath, time.Since(t0)
-	}
-	cpuDir, tc := quant("cpu", false)
-	gpuDir, tg := quant("gpu", true)
-	gpuDir2, _ := quant("gpu2", true)
-	t.Logf("quantize tiny-llama AWQ 4bit g128, 128×512 tokens: CPU %.1fs, GPU %.1fs", tc.Seconds(), tg.Seconds())
-	n := 400
-	if testing.Short() {
-		n = 40
-	}
-	pc := evalBoth(t, "awq-cpu-quantized", cpuDir, 512, n)
-	pg := evalBoth(t, "awq-gpu-quantized", gpuDir, 512, n)
-	rel := (pg - pc) / pc
-	if math.Abs(rel) > 0.002 {
-		t.Errorf("FAIL AWQ GPU-quantized perplexity %.4f vs CPU-quantized %.4f: %+.3f%% (bound ±0.2%%)", pg, pc, 100*rel)
-	} else {
-		t.Logf("PASS AWQ GPU-quantized perplexity %.4f vs CPU-quantized %.4f: %+.3f%% (bound ±0.2%%)", pg, pc, 100*rel)
-	}
-	same, diff := compareDirs(t, gpuDir, gpuDir2)
-	if !same {
-		t.Errorf("FAIL two GPU AWQ quantizations differ: %s", diff)
-	} else {
-		t.Logf("PASS two GPU AWQ quantizations wrote byte-identical checkpoints")
-	}
+	checkQuantizeOnGPU(t, openGPU(t), domain.FormatAWQ, domain.LayerOptions{SeqLen: 512}, "awq", 0.002)
 }
 
 // TestAWQCheckMemory: an AWQ task on a shard far beyond the device fails in one line, before any

@@ -60,17 +60,11 @@ func (c *Compute) GroupHessian(ctx context.Context, l *transformer.Layer, group 
 	default:
 		return nil, fmt.Errorf("%w: %s starts no linear group", ErrShape, group[0])
 	}
-	release, err := acquire(ctx, c.D)
+	g, xd, done, err := c.upload(ctx, l, x)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
-	g, xd, err := c.upload(ctx, l, x)
-	if err != nil {
-		return nil, err
-	}
-	defer g.Close()
-	defer xd.Free()
+	defer done()
 	h, err := gptqcuda.NewHessian(ctx, c.D, lin.In)
 	if err != nil {
 		return nil, err
@@ -102,17 +96,11 @@ func (c *Compute) GroupHessian(ctx context.Context, l *transformer.Layer, group 
 
 // Forward returns l's output on the shard x, as l.Forward(x, nil).
 func (c *Compute) Forward(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (*transformer.Tensor, error) {
-	release, err := acquire(ctx, c.D)
+	g, xd, done, err := c.upload(ctx, l, x)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
-	g, xd, err := c.upload(ctx, l, x)
-	if err != nil {
-		return nil, err
-	}
-	defer g.Close()
-	defer xd.Free()
+	defer done()
 	y, err := g.Forward(ctx, xd, nil)
 	if err != nil {
 		return nil, err
@@ -157,10 +145,20 @@ func (c *Compute) SolveGPTQ(ctx context.Context, h *gptq.Hessian, cfg gptq.Confi
 	return out, nil
 }
 
-// upload checks that the layer and its shard fit in the device's free memory (one line
-// wrapping ErrMemory if not) and puts them there.
-func (c *Compute) upload(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (*Layer, *Tensor, error) {
-	return c.uploadChecked(ctx, l, x, func() error { return CheckMemory(ctx, c.D, l, x.Batch, x.Seq, true) })
+// upload takes the device (calls on it run one at a time), checks that the layer and its shard
+// fit in its free memory (one line wrapping ErrMemory if not) and puts them there; done frees
+// them and gives the device back.
+func (c *Compute) upload(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (g *Layer, xd *Tensor, done func(), err error) {
+	release, err := acquire(ctx, c.D)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	g, xd, err = c.uploadChecked(ctx, l, x, func() error { return CheckMemory(ctx, c.D, l, x.Batch, x.Seq, true) })
+	if err != nil {
+		release()
+		return nil, nil, nil, err
+	}
+	return g, xd, func() { xd.Free(); g.Close(); release() }, nil
 }
 
 // uploadChecked is upload with the memory check check, run once the shapes are known good.

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"quantfleet.dev/libs/gptq"
-	"quantfleet.dev/libs/quantize"
-	"quantfleet.dev/libs/tokenizer"
 	"quantfleet.dev/libs/transformer"
 )
 
@@ -64,14 +62,7 @@ func TestComputeTinyLlama(t *testing.T) {
 	d := openGPU(t)
 	ctx := context.Background()
 	m := tinyLlama(t)
-	tok, err := tokenizer.Load(shared(t, "QUANTFLEET_TINY_LLAMA", "models", "tiny-llama"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := quantize.CalibrationInputs(m, tok, shared(t, "QUANTFLEET_CALIB", "data", "calib.txt"), 512, 0, 32)
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := tinyCalibration(t, m, 512, 32)
 	shards := []*transformer.Tensor{x.Sequences(0, 16), x.Sequences(16, 32)}
 	l, err := m.Layer(0)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"quantfleet.dev/libs/cuda"
 	"quantfleet.dev/libs/perplexity"
 	"quantfleet.dev/libs/quantize"
-	"quantfleet.dev/libs/tokenizer"
 	"quantfleet.dev/libs/transformer"
 )
 
@@ -19,28 +18,9 @@ const headRows = 1024
 // (GPTQ/AWQ checkpoints dequantized on the host as the loaders do), the forward pass and the
 // log-likelihoods on the GPU.
 func Evaluate(ctx context.Context, d *cuda.Device, req quantize.EvalRequest) (*perplexity.Result, error) {
-	docs, err := perplexity.LoadDocuments(req.DataPath)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := tokenizer.Load(req.ModelDir)
-	if err != nil {
-		return nil, err
-	}
-	windows, err := perplexity.Windows(tok, docs, req.Ctx, req.Windows)
-	if err != nil {
-		return nil, err
-	}
-	m, err := quantize.OpenModel(req.ModelDir)
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
-	r, err := EvaluateModel(ctx, d, m, windows, perplexity.Options{Progress: req.Progress})
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.ModelDir, err)
-	}
-	return r, nil
+	return quantize.EvaluateWith(ctx, req, func(ctx context.Context, m *transformer.Model, windows [][]int, opt perplexity.Options) (*perplexity.Result, error) {
+		return EvaluateModel(ctx, d, m, windows, opt)
+	})
 }
 
 // EvaluateModel is perplexity.EvaluateWith on device d. The windows go through the model

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"quantfleet.dev/libs/cuda"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/perplexity"
 	"quantfleet.dev/libs/quantize"
-	"quantfleet.dev/libs/tokenizer"
 )
 
 // evalData is the evaluation text: $QUANTFLEET_EVAL, else eval.txt beside $QUANTFLEET_CALIB,
@@ -88,49 +88,53 @@ func TestEvalTinyLlama(t *testing.T) {
 //     (GPTQ runs on slightly different float32 sums differ by a few tenths of a percent);
 //   - the GPU quantization is deterministic: a second GPU run writes byte-identical files.
 func TestEvalGPTQTinyLlama(t *testing.T) {
-	d := openGPU(t)
+	checkQuantizeOnGPU(t, openGPU(t), domain.FormatGPTQ, domain.LayerOptions{Sym: false, ActOrder: true, Damp: 0.01, SeqLen: 512}, "gptq", 0.01)
+}
+
+// checkQuantizeOnGPU quantizes tiny-llama (format, 4 bits, group 128, 128×512 calibration
+// tokens) with the CPU's arithmetic and twice with the GPU's (quantize.WithCompute), and checks:
+// each checkpoint's GPU perplexity agrees with its CPU one (evalBoth); the GPU-quantized
+// perplexity is within tol (relative) of the CPU-quantized one; the two GPU runs wrote
+// byte-identical checkpoints.
+func checkQuantizeOnGPU(t *testing.T, d *cuda.Device, format domain.OutputFormat, opts domain.LayerOptions, name string, tol float64) {
 	ctx := context.Background()
 	dir := shared(t, "QUANTFLEET_TINY_LLAMA", "models", "tiny-llama")
 	calib := shared(t, "QUANTFLEET_CALIB", "data", "calib.txt")
-	if _, err := tokenizer.Load(dir); err != nil {
-		t.Fatal(err)
-	}
 	out := t.TempDir()
-	opts := domain.LayerOptions{Sym: false, ActOrder: true, Damp: 0.01, SeqLen: 512}
-	quant := func(name string, gpu bool) (string, time.Duration) {
+	quant := func(run string, gpu bool) (string, time.Duration) {
 		qctx := ctx
 		if gpu {
 			qctx = quantize.WithCompute(ctx, &Compute{D: d})
 		}
 		t0 := time.Now()
 		res, err := quantize.Layered(qctx, quantize.Request{ModelDir: dir, ModelName: "tiny-llama", CalibrationData: calib,
-			CalibrationSamples: 128, OutputDir: out, OutputName: name}, domain.FormatGPTQ, "4bit", 128, opts)
+			CalibrationSamples: 128, OutputDir: out, OutputName: run}, format, "4bit", 128, opts)
 		if err != nil {
-			t.Fatalf("FAIL quantize %s: %v", name, err)
+			t.Fatalf("FAIL quantize %s: %v", run, err)
 		}
 		return res.OutputPath, time.Since(t0)
 	}
 	cpuDir, tc := quant("cpu", false)
 	gpuDir, tg := quant("gpu", true)
 	gpuDir2, _ := quant("gpu2", true)
-	t.Logf("quantize tiny-llama GPTQ 4bit g128 act-order, 128×512 tokens: CPU %.1fs, GPU %.1fs", tc.Seconds(), tg.Seconds())
+	t.Logf("quantize tiny-llama %s 4bit g128, 128×512 tokens: CPU %.1fs, GPU %.1fs", name, tc.Seconds(), tg.Seconds())
 	n := 400
 	if testing.Short() {
 		n = 40
 	}
-	pc := evalBoth(t, "gptq-cpu-quantized", cpuDir, 512, n)
-	pg := evalBoth(t, "gptq-gpu-quantized", gpuDir, 512, n)
+	pc := evalBoth(t, name+"-cpu-quantized", cpuDir, 512, n)
+	pg := evalBoth(t, name+"-gpu-quantized", gpuDir, 512, n)
 	rel := (pg - pc) / pc
-	if math.Abs(rel) > 0.01 {
-		t.Errorf("FAIL GPU-quantized perplexity %.4f vs CPU-quantized %.4f: %+.3f%% (bound ±1%%)", pg, pc, 100*rel)
+	if math.Abs(rel) > tol {
+		t.Errorf("FAIL %s GPU-quantized perplexity %.4f vs CPU-quantized %.4f: %+.3f%% (bound ±%g%%)", name, pg, pc, 100*rel, 100*tol)
 	} else {
-		t.Logf("PASS GPU-quantized perplexity %.4f vs CPU-quantized %.4f: %+.3f%%", pg, pc, 100*rel)
+		t.Logf("PASS %s GPU-quantized perplexity %.4f vs CPU-quantized %.4f: %+.3f%% (bound ±%g%%)", name, pg, pc, 100*rel, 100*tol)
 	}
 	same, diff := compareDirs(t, gpuDir, gpuDir2)
 	if !same {
-		t.Errorf("FAIL two GPU quantizations differ: %s", diff)
+		t.Errorf("FAIL two GPU %s quantizations differ: %s", name, diff)
 	} else {
-		t.Logf("PASS two GPU quantizations wrote byte-identical checkpoints")
+		t.Logf("PASS two GPU %s quantizations wrote byte-identical checkpoints", name)
 	}
 }
 

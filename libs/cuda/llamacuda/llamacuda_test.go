@@ -11,7 +11,9 @@ import (
 	"testing"
 
 	"quantfleet.dev/libs/cuda"
+	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/libs/sharedtest"
+	"quantfleet.dev/libs/tokenizer"
 	"quantfleet.dev/libs/transformer"
 )
 
@@ -40,6 +42,20 @@ func tinyLlama(t testing.TB) *transformer.Model {
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// tinyCalibration returns the inputs of tiny-llama's (m's) layer 0 for calibration samples
+// 0..n-1 of seqlen tokens of calib.txt.
+func tinyCalibration(t testing.TB, m *transformer.Model, seqlen, n int) *transformer.Tensor {
+	tok, err := tokenizer.Load(shared(t, "QUANTFLEET_TINY_LLAMA", "models", "tiny-llama"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := quantize.CalibrationInputs(m, tok, shared(t, "QUANTFLEET_CALIB", "data", "calib.txt"), seqlen, 0, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
 }
 
 // relErr is max|a−b| / max|b|.
