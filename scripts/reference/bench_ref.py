@@ -32,10 +32,9 @@ import time
 import traceback
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import quality_ref as qr  # noqa: E402  (import_reference, SEQUENTIAL, run_layer, linears, load_stream)
+import quality_ref as qr  # noqa: E402  (import_reference, gptq_layer, run_layer, linears, load_stream)
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
@@ -120,29 +119,7 @@ def peak_host_mib():
 def gptq_layer(layer, inps, kw, G, Q, bits, act_order):
     """llama.py's llama_sequential for one layer; returns the quantized layer's outputs."""
     outs = torch.empty_like(inps)
-    full = qr.linears(layer)
-    n = inps.shape[0]
-    for names in qr.SEQUENTIAL:
-        g = {}
-        for name in names:
-            g[name] = G.GPTQ(full[name])
-            g[name].quantizer = Q.Quantizer()
-            g[name].quantizer.configure(bits, perchannel=True, sym=False, mse=False)
-
-        def add_batch(name):
-            return lambda _m, inp, out: g[name].add_batch(inp[0].data, out.data)
-
-        hs = [full[name].register_forward_hook(add_batch(name)) for name in names]
-        for j in range(n):
-            outs[j] = qr.run_layer(layer, inps[j : j + 1], kw)[0]
-        for h in hs:
-            h.remove()
-        for name in names:
-            g[name].fasterquant(percdamp=0.01, groupsize=128, actorder=act_order, static_groups=False)
-            g[name].free()
-        del g
-    for j in range(n):
-        outs[j] = qr.run_layer(layer, inps[j : j + 1], kw)[0]
+    qr.gptq_layer(layer, inps, outs, kw, G, Q, bits, act_order)
     return outs
 
 

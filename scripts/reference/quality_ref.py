@@ -124,43 +124,57 @@ def linears(layer):
 
 
 @torch.no_grad()
-def quantize_gptq(model, samples, kw, bits, act_order, G, Q, dump=None):
-    layers = model.model.layers
-    inps = model.model.embed_tokens(samples)
-    outs = torch.zeros_like(inps)
-    n = samples.shape[0]
-    for li, layer in enumerate(layers):
-        full = linears(layer)
-        for names in SEQUENTIAL:
-            g = {}
-            for name in names:
-                g[name] = G.GPTQ(full[name])
-                g[name].quantizer = Q.Quantizer()
-                g[name].quantizer.configure(bits, perchannel=True, sym=False, mse=False)
+def gptq_layer(layer, inps, outs, kw, G, Q, bits, act_order, solve=None):
+    """llama.py's llama_sequential for one layer: each group of SEQUENTIAL quantized on its input
+    from the layer with the earlier groups already quantized; outs gets the quantized layer's
+    outputs. solve(name, gptq) runs one linear's fasterquant (default: as llama.py does)."""
+    full = linears(layer)
+    n = inps.shape[0]
+    for names in SEQUENTIAL:
+        g = {}
+        for name in names:
+            g[name] = G.GPTQ(full[name])
+            g[name].quantizer = Q.Quantizer()
+            g[name].quantizer.configure(bits, perchannel=True, sym=False, mse=False)
 
-            def add_batch(name):
-                return lambda _m, inp, out: g[name].add_batch(inp[0].data, out.data)
+        def add_batch(name):
+            return lambda _m, inp, out: g[name].add_batch(inp[0].data, out.data)
 
-            hs = [full[name].register_forward_hook(add_batch(name)) for name in names]
-            for j in range(n):
-                outs[j] = run_layer(layer, inps[j : j + 1], kw)[0]
-            for h in hs:
-                h.remove()
-            for name in names:
-                short = name.split(".")[-1]
-                rec = dump is not None and (dump.get("all") or li == 0 and short in ("q_proj", "k_proj", "v_proj", "o_proj"))
-                if rec and not act_order:  # act-order codes come in processing order: record the loss only
-                    record_start(G, g[name].quantizer)
-                log = io.StringIO()
-                with contextlib.redirect_stdout(log):
-                    g[name].fasterquant(percdamp=0.01, groupsize=128, actorder=act_order, static_groups=False)
-                if rec:
-                    key = f"model.layers.{li}.{name}" if dump.get("all") else short
-                    dump[key] = {} if act_order else record_end(G)
-                    dump[key]["loss"] = torch.tensor([float(l.split()[1]) for l in log.getvalue().splitlines() if l.startswith("error")])
-                g[name].free()
+        hs = [full[name].register_forward_hook(add_batch(name)) for name in names]
         for j in range(n):
             outs[j] = run_layer(layer, inps[j : j + 1], kw)[0]
+        for h in hs:
+            h.remove()
+        for name in names:
+            if solve:
+                solve(name, g[name])
+            else:
+                g[name].fasterquant(percdamp=0.01, groupsize=128, actorder=act_order, static_groups=False)
+            g[name].free()
+        del g
+    for j in range(n):
+        outs[j] = run_layer(layer, inps[j : j + 1], kw)[0]
+
+
+@torch.no_grad()
+def quantize_gptq(model, samples, kw, bits, act_order, G, Q, dump=None):
+    inps = model.model.embed_tokens(samples)
+    outs = torch.zeros_like(inps)
+    for li, layer in enumerate(model.model.layers):
+        def solve(name, gq):
+            short = name.split(".")[-1]
+            rec = dump is not None and (dump.get("all") or li == 0 and short in ("q_proj", "k_proj", "v_proj", "o_proj"))
+            if rec and not act_order:  # act-order codes come in processing order: record the loss only
+                record_start(G, gq.quantizer)
+            log = io.StringIO()
+            with contextlib.redirect_stdout(log):
+                gq.fasterquant(percdamp=0.01, groupsize=128, actorder=act_order, static_groups=False)
+            if rec:
+                key = f"model.layers.{li}.{name}" if dump.get("all") else short
+                dump[key] = {} if act_order else record_end(G)
+                dump[key]["loss"] = torch.tensor([float(l.split()[1]) for l in log.getvalue().splitlines() if l.startswith("error")])
+
+        gptq_layer(layer, inps, outs, kw, G, Q, bits, act_order, solve)
         inps, outs = outs, inps
 
 
