@@ -30,6 +30,20 @@ func synthAssets(t testing.TB) synth.Assets {
 	return a
 }
 
+// synthMixtral loads the synthetic Mixtral (2 layers of 8 experts), closed when t ends.
+func synthMixtral(t *testing.T) *transformer.Model {
+	src, err := synth.Write(t.TempDir(), "Mixtral-synth-8x", synthAssets(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := transformer.Load(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
 // archCases are the synthetic checkpoints of the architectures beyond the Llama layout, with
 // the quantized linears of a layer and the dense tensors of a layer that must stay as they are.
 var archCases = []struct {
@@ -277,15 +291,7 @@ func TestRTNArchitectures(t *testing.T) {
 // TestLowSampleFallback: a group that less than 0.5 % of the calibration tokens reach is rounded
 // to nearest (GPTQModel's Fallback threshold), one reached by more is solved by GPTQ.
 func TestLowSampleFallback(t *testing.T) {
-	src, err := synth.Write(t.TempDir(), "Mixtral-synth-8x", synthAssets(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := transformer.Load(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := synthMixtral(t)
 	l, err := m.Layer(0)
 	if err != nil {
 		t.Fatal(err)

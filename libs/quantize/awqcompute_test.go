@@ -9,7 +9,6 @@ import (
 
 	"quantfleet.dev/libs/awq"
 	"quantfleet.dev/libs/hfquant"
-	"quantfleet.dev/libs/tokenizer"
 	"quantfleet.dev/libs/transformer"
 )
 
@@ -35,20 +34,7 @@ func (c *countingAWQ) AWQLayer(ctx context.Context, l *transformer.Layer, x *tra
 // last layer's feed nothing), releases it, and
 // the objects are the CPU's bytes.
 func TestAWQTasksUseTheEnvCompute(t *testing.T) {
-	dir := filepath.Join(shared(t), "models", "tiny-llama")
-	m, err := transformer.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	samples, err := CalibrationSamples(tok, filepath.Join(shared(t), "data", "calib.txt"), 32, 0, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m, samples := tinySamples(t, 2, 32)
 	cfg := DefaultAWQConfig()
 	cfg.GroupSize, cfg.Grid = 32, 4 // a short scale grid: the wiring is what counts here
 	p, err := NewShardPlan(LayerConfig{Method: hfquant.AWQ, AWQ: cfg}, Stage{}, 2, len(samples), 1)

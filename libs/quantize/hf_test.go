@@ -86,9 +86,9 @@ func TestCalibrationSamples(t *testing.T) {
 	}
 }
 
-// tinyInputs returns the tiny-llama model and the embeddings of n calibration samples of
-// seqlen tokens.
-func tinyInputs(t *testing.T, n, seqlen int) (string, *transformer.Model, *transformer.Tensor) {
+// tinySamples returns tiny-llama's directory, the model and n calibration samples of seqlen
+// tokens (token ids).
+func tinySamples(t *testing.T, n, seqlen int) (string, *transformer.Model, [][]int) {
 	sh := shared(t)
 	dir := filepath.Join(sh, "models", "tiny-llama")
 	m, err := transformer.Load(dir)
@@ -104,6 +104,13 @@ func tinyInputs(t *testing.T, n, seqlen int) (string, *transformer.Model, *trans
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dir, m, samples
+}
+
+// tinyInputs returns the tiny-llama model and the embeddings of n calibration samples of
+// seqlen tokens.
+func tinyInputs(t *testing.T, n, seqlen int) (string, *transformer.Model, *transformer.Tensor) {
+	dir, m, samples := tinySamples(t, n, seqlen)
 	x, err := m.Embed(samples)
 	if err != nil {
 		t.Fatal(err)

@@ -12,8 +12,6 @@ import (
 
 	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfquant"
-	"quantfleet.dev/libs/synth"
-	"quantfleet.dev/libs/tokenizer"
 	"quantfleet.dev/libs/transformer"
 )
 
@@ -121,20 +119,7 @@ func TestMergeHessiansOrder(t *testing.T) {
 // tiny-llama's first two layers (4 samples of 32 tokens in 2 shards) twice: once in Tasks order,
 // once in a random order that respects Deps; every object must be the same bytes.
 func TestShardedPipelineOrderIndependent(t *testing.T) {
-	dir := filepath.Join(shared(t), "models", "tiny-llama")
-	m, err := transformer.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	samples, err := CalibrationSamples(tok, filepath.Join(shared(t), "data", "calib.txt"), 32, 0, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, m, samples := tinySamples(t, 4, 32)
 	awqCfg := DefaultAWQConfig()
 	awqCfg.GroupSize = 32
 	for _, tc := range []struct {
@@ -217,15 +202,7 @@ func checkOrderIndependent(t *testing.T, p *ShardPlan, m *transformer.Model, sam
 // token: those are rounded to nearest on their weights (damp 0 in the statistics, codes equal to
 // gptq.RTN's), the others solved by GPTQ.
 func TestShardedMoEOrderIndependent(t *testing.T) {
-	src, err := synth.Write(t.TempDir(), "Mixtral-synth-8x", synthAssets(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := transformer.Load(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := synthMixtral(t)
 	cfg := LayerConfig{Method: hfquant.GPTQ, GPTQ: gptq.Config{Bits: 4, GroupSize: 32, ActOrder: true, V1Zeros: true}}
 	p, err := NewShardPlan(cfg, StageOf(m.Config), m.Config.NumLayers, 4, 2)
 	if err != nil {
