@@ -34,7 +34,7 @@ import traceback
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import quality_ref as qr  # noqa: E402  (import_reference, gptq_layer, run_layer, linears, load_stream)
+import quality_ref as qr  # noqa: E402  (import_reference, gptq_layer, awq_search_layer, run_layer, linears, load_stream)
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
@@ -126,23 +126,9 @@ def gptq_layer(layer, inps, kw, G, Q, bits, act_order):
 @torch.no_grad()
 def awq_layer(layer, inps, kw, bits, auto_scale, auto_clip, quantizer, dev):
     """llm-awq's run_awq for one layer (search, apply, clip, then pseudo-quantization)."""
-    qc = {"zero_point": True, "q_group_size": 128}
-    named = qr.linears(layer)
-    feats = {name: [] for name in named}
-    hs = [m.register_forward_hook(lambda _m, x, _y, name=name: feats[name].append(x[0].detach())) for name, m in named.items()]
-    out = qr.run_layer(layer, inps, kw)
-    for h in hs:
-        h.remove()
-    feats = {k: torch.cat(v, dim=0) for k, v in feats.items()}
-    scales = auto_scale.auto_scale_block(layer, dict(kw), w_bit=bits, q_config=qc, input_feat=feats)
-    auto_scale.apply_scale(layer, scales, input_feat_dict=feats)
-    layer.to(dev)
-    clips = auto_clip.auto_clip_block(layer, w_bit=bits, q_config=qc, input_feat=feats)
-    auto_clip.apply_clip(layer, clips)
-    layer.to(dev)
-    del feats
-    for lin in named.values():
-        lin.weight.data = quantizer.pseudo_quantize_tensor(lin.weight.data, n_bit=bits, **qc)
+    out = qr.awq_search_layer(layer, inps, kw, bits, auto_scale, auto_clip, dev)
+    for lin in qr.linears(layer).values():
+        lin.weight.data = quantizer.pseudo_quantize_tensor(lin.weight.data, n_bit=bits, **qr.AWQ_QCONFIG)
     return out
 
 

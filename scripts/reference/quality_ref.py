@@ -230,29 +230,40 @@ def quantize_rtn(model, bits, Q):
             lin.weight.data = out
 
 
+# llm-awq's quantization config: 4-bit asymmetric groups of 128 (the bits are passed apart).
+AWQ_QCONFIG = {"zero_point": True, "q_group_size": 128}
+
+
+@torch.no_grad()
+def awq_search_layer(layer, inps, kw, bits, auto_scale, auto_clip, dev):
+    """llm-awq's run_awq for one layer: its linears' inputs captured on inps, the scales searched
+    and applied, then the clipping; returns the layer's full-precision outputs on inps (the next
+    layer's inputs, as run_awq propagates them). The weights are left unquantized."""
+    named = linears(layer)
+    feats = {name: [] for name in named}
+    hs = [m.register_forward_hook(lambda _m, x, _y, name=name: feats[name].append(x[0].detach()))
+          for name, m in named.items()]
+    out = run_layer(layer, inps, kw)
+    for h in hs:
+        h.remove()
+    feats = {k: torch.cat(v, dim=0) for k, v in feats.items()}
+    scales = auto_scale.auto_scale_block(layer, dict(kw), w_bit=bits, q_config=AWQ_QCONFIG, input_feat=feats)
+    auto_scale.apply_scale(layer, scales, input_feat_dict=feats)
+    layer.to(dev)
+    clips = auto_clip.auto_clip_block(layer, w_bit=bits, q_config=AWQ_QCONFIG, input_feat=feats)
+    auto_clip.apply_clip(layer, clips)
+    layer.to(dev)
+    return out
+
+
 @torch.no_grad()
 def quantize_awq(model, samples, kw, bits, auto_scale, auto_clip, quantizer, dev):
-    qc = {"zero_point": True, "q_group_size": 128}
     inps = model.model.embed_tokens(samples)
     for layer in model.model.layers:
-        named = linears(layer)
-        feats = {name: [] for name in named}
-        hs = [m.register_forward_hook(lambda _m, x, _y, name=name: feats[name].append(x[0].detach()))
-              for name, m in named.items()]
-        out = run_layer(layer, inps, kw)
-        for h in hs:
-            h.remove()
-        feats = {k: torch.cat(v, dim=0) for k, v in feats.items()}
-        scales = auto_scale.auto_scale_block(layer, dict(kw), w_bit=bits, q_config=qc, input_feat=feats)
-        auto_scale.apply_scale(layer, scales, input_feat_dict=feats)
-        layer.to(dev)
-        clips = auto_clip.auto_clip_block(layer, w_bit=bits, q_config=qc, input_feat=feats)
-        auto_clip.apply_clip(layer, clips)
-        layer.to(dev)
-        inps = out
+        inps = awq_search_layer(layer, inps, kw, bits, auto_scale, auto_clip, dev)
     for layer in model.model.layers:
         for lin in linears(layer).values():
-            lin.weight.data = quantizer.pseudo_quantize_tensor(lin.weight.data, n_bit=bits, **qc)
+            lin.weight.data = quantizer.pseudo_quantize_tensor(lin.weight.data, n_bit=bits, **AWQ_QCONFIG)
 
 
 @torch.no_grad()
