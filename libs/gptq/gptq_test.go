@@ -88,7 +88,7 @@ func TestWorkedExample(t *testing.T) {
 				t.Fatal(err)
 			}
 			// GPTQ with an identity Hessian has no error feedback: same codes as RTN.
-			h, err := HessianFromSum(8, identity(8), 2)
+			h, err := HessianFromSum(8, identity(8), 2, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -358,7 +358,7 @@ func TestActOrderGIdx(t *testing.T) {
 		{"static", true, []int32{0, 0, 0, 0, 1, 1, 1, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h, _ := HessianFromSum(8, slices.Clone(sum), 2)
+			h, _ := HessianFromSum(8, slices.Clone(sum), 2, 0)
 			r, err := Quantize(w, rows, 8, h, Config{Bits: 4, GroupSize: 4, ActOrder: true, StaticGroups: tc.static})
 			if err != nil {
 				t.Fatal(err)
@@ -400,7 +400,7 @@ func TestActOrderGIdx(t *testing.T) {
 // succeeds, and that the damping used is reported. H = [[1, 1.02], [1.02, 1]] has
 // eigenvalues 2.02 and −0.02: damp 0.01 and 0.02 fail, 0.03 succeeds.
 func TestDampRaised(t *testing.T) {
-	h, err := HessianFromSum(2, []float64{1, 1.02, 1.02, 1}, 2)
+	h, err := HessianFromSum(2, []float64{1, 1.02, 1.02, 1}, 2, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +414,7 @@ func TestDampRaised(t *testing.T) {
 		t.Fatalf("damp %v, want 0.03", r.Damp)
 	}
 	// A Hessian that no damping below 1 can fix.
-	h, _ = HessianFromSum(2, []float64{1, 3, 3, 1}, 2)
+	h, _ = HessianFromSum(2, []float64{1, 3, 3, 1}, 2, 0)
 	if _, err := Quantize(w, 8, 2, h, Config{Bits: 4, GroupSize: -1}); !errors.Is(err, ErrNotPositiveDefinite) {
 		t.Fatalf("error %v, want ErrNotPositiveDefinite", err)
 	}

@@ -36,16 +36,16 @@ func NewHessian(cols int) *Hessian {
 }
 
 // HessianFromSum wraps an already accumulated Σ x xᵀ (cols×cols, row-major; only the upper
-// triangle is read) over the given number of samples, e.g. one computed by another process.
-// The slice is used in place.
-func HessianFromSum(cols int, sum []float64, samples int) (*Hessian, error) {
+// triangle is read) over the given numbers of samples and tokens, e.g. one computed by another
+// process or on a GPU. The slice is used in place.
+func HessianFromSum(cols int, sum []float64, samples int, tokens int64) (*Hessian, error) {
 	if cols <= 0 || len(sum) != cols*cols {
 		return nil, fmt.Errorf("%w: sum has %d elements for %d columns", ErrShape, len(sum), cols)
 	}
 	if samples <= 0 {
 		return nil, fmt.Errorf("%w: %d samples", ErrNoSamples, samples)
 	}
-	return &Hessian{cols: cols, sum: sum, samples: samples}, nil
+	return &Hessian{cols: cols, sum: sum, samples: samples, tokens: tokens}, nil
 }
 
 // Cols returns the number of input features.

@@ -84,7 +84,7 @@ func TestAgainstReference(t *testing.T) {
 		t.Skip("reference outputs not present")
 	}
 	w, hm := refInputs()
-	h, err := HessianFromSum(512, make([]float64, 512*512), 2)
+	h, err := HessianFromSum(512, make([]float64, 512*512), 2, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

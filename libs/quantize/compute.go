@@ -47,7 +47,7 @@ type LayerCompute interface {
 	// o_proj for o; post_attention_layernorm(x + attention(x)) for gate/up;
 	// silu(gate(n))·up(n) for down), over all x.Rows() tokens. The Hessian counts x.Batch
 	// samples and x.Rows() tokens (gptq.Hessian.Add(input, x.Rows(), x.Batch), or
-	// gptq.HessianFromSum(cols, Σ inputᵀ·input, x.Batch) for an implementation that sums
+	// gptq.HessianFromSum(cols, Σ inputᵀ·input, x.Batch, x.Rows()) for an implementation that sums
 	// elsewhere; the upper triangle is what counts). The CPU sums float32 Gram matrices of
 	// 512-token chunks (in sequence order) into float64.
 	GroupHessian(ctx context.Context, l *transformer.Layer, group []string, x *transformer.Tensor) (*gptq.Hessian, error)

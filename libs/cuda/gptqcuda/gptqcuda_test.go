@@ -311,7 +311,7 @@ func TestIdentityHessian(t *testing.T) {
 		id[i*l.cols+i] = 1
 	}
 	for _, cfg := range []gptq.Config{{Bits: 4, GroupSize: 64}, {Bits: 3, GroupSize: -1, Sym: true}, {Bits: 4, GroupSize: 32, V1Zeros: true}} {
-		hc, _ := gptq.HessianFromSum(l.cols, id, 2)
+		hc, _ := gptq.HessianFromSum(l.cols, id, 2, 0)
 		hg, err := UploadHessian(ctx, d, hc)
 		if err != nil {
 			t.Fatal(err)
@@ -341,7 +341,7 @@ func TestDamping(t *testing.T) {
 	d := openGPU(t)
 	ctx := context.Background()
 	w := []float32{0.3, -0.2, 0.1, 0.4, -0.5, 0.25, 0.7, -0.1, 0.05, 0.9, -0.3, -0.6, 0.2, 0.2, -0.8, 0.15}
-	hc, _ := gptq.HessianFromSum(2, []float64{1, 1.02, 1.02, 1}, 2)
+	hc, _ := gptq.HessianFromSum(2, []float64{1, 1.02, 1.02, 1}, 2, 0)
 	hg, err := UploadHessian(ctx, d, hc)
 	if err != nil {
 		t.Fatal(err)
@@ -354,7 +354,7 @@ func TestDamping(t *testing.T) {
 	if math.Abs(r.Damp-0.03) > 1e-12 {
 		t.Fatalf("damp %v, want 0.03", r.Damp)
 	}
-	hc, _ = gptq.HessianFromSum(2, []float64{1, 3, 3, 1}, 2)
+	hc, _ = gptq.HessianFromSum(2, []float64{1, 3, 3, 1}, 2, 0)
 	hg2, err := UploadHessian(ctx, d, hc)
 	if err != nil {
 		t.Fatal(err)

@@ -180,22 +180,22 @@ func (h *Hessian) Matrix(ctx context.Context) ([]float64, error) {
 	return s, nil
 }
 
-// ToCPU returns the Hessian as a libs/gptq Hessian (to merge, encode or quantize on the CPU).
-// The sample count is kept when the sums were accumulated here; the token count is not
-// (gptq.HessianFromSum takes none).
+// ToCPU returns the Hessian as a libs/gptq Hessian (to merge, encode or quantize on the CPU),
+// with its token count (the pipeline rounds a group that too few tokens reached) and, when the
+// sums were accumulated here, its sample count.
 func (h *Hessian) ToCPU(ctx context.Context) (*gptq.Hessian, error) {
 	if h.scale != 0 || h.samples == 0 {
 		m, err := h.Matrix(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return gptq.HessianFromSum(h.cols, m, 2) // 2/2·m = H
+		return gptq.HessianFromSum(h.cols, m, 2, h.tokens) // 2/2·m = H
 	}
 	s := make([]float64, h.cols*h.cols)
 	if err := cuda.Download(ctx, s, h.sum, 0); err != nil {
 		return nil, err
 	}
-	return gptq.HessianFromSum(h.cols, s, h.samples)
+	return gptq.HessianFromSum(h.cols, s, h.samples, h.tokens)
 }
 
 // ReleaseScratch frees the float32 buffers Add uses (accumulation is normally done by the

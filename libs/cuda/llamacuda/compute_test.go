@@ -83,8 +83,8 @@ func TestComputeTinyLlama(t *testing.T) {
 			t0 = time.Now()
 			pc := cpuGroupHessian(t, l, group, s)
 			tc += time.Since(t0)
-			if pg.Samples() != pc.Samples() {
-				t.Errorf("FAIL %s shard %d: %d samples, CPU %d", group[0], i, pg.Samples(), pc.Samples())
+			if pg.Samples() != pc.Samples() || pg.Tokens() != pc.Tokens() {
+				t.Errorf("FAIL %s shard %d: %d samples and %d tokens, CPU %d and %d", group[0], i, pg.Samples(), pg.Tokens(), pc.Samples(), pc.Tokens())
 			}
 			if i == 0 {
 				again, err := c.GroupHessian(ctx, l, group, s)
