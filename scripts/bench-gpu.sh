@@ -32,6 +32,10 @@
 #   GEN_ARGS       genmodel's shape flags instead of the Llama-3-8B shape (a quick check on a CPU:
 #                  GEN_ARGS="--hidden 256 --layers 2 --heads 4 --kv-heads 2 --intermediate 512"
 #                  DEVICE=cpu SAMPLES=8 SEQLEN=256 NO_REF=1)
+#   METHODS        quantfleet's runs (default gptq,gptq-tf32,awq; gptq-tf32 only with BENCH_TF32=1;
+#                  none: the references alone)
+#   KEEP_RESULTS=1 adds to $OUT/results.jsonl instead of starting it afresh (ours and the references
+#                  timed by two invocations on the same machine, one table)
 #   REF_LAYERS     layers the references time per method (default 2; their seconds per layer are
 #                  the mean over them); REF_METHODS (default gptq,awq); NO_REF=1 skips them
 #   PYTHON         python3 with torch and transformers (default python3)
@@ -60,7 +64,7 @@ REF_LAYERS=${REF_LAYERS:-2}
 REF_METHODS=${REF_METHODS:-gptq,awq}
 PYTHON=${PYTHON:-python3}
 RESULTS=$OUT/results.jsonl
-: >"$RESULTS"
+[ -n "${KEEP_RESULTS:-}" ] || : >"$RESULTS"
 
 for b in "$QF" "$GENMODEL"; do
 	if [ ! -x "$b" ]; then
@@ -174,12 +178,15 @@ EOF
 	rm -rf "$OUT/ckpt"
 }
 
-ours gptq --format gptq --act-order --sym=false
-if [ "$DEVICE" != cpu ] && [ "${BENCH_TF32:-1}" = 1 ]; then
+METHODS=",${METHODS:-gptq,gptq-tf32,awq},"
+[[ $METHODS == *,gptq,* ]] && ours gptq --format gptq --act-order --sym=false
+if [ "$DEVICE" != cpu ] && [ "${BENCH_TF32:-1}" = 1 ] && [[ $METHODS == *,gptq-tf32,* ]]; then
 	# The same with the forward passes' projections in TF32 (Hessians and solves stay float32).
 	QUANTFLEET_GPU_TF32=1 ours gptq-tf32 --format gptq --act-order --sym=false
 fi
-if [ -n "${AWQ_CPU:-}" ]; then
+if [[ $METHODS != *,awq,* ]]; then
+	:
+elif [ -n "${AWQ_CPU:-}" ]; then
 	DEVICE=cpu ours awq --format awq
 else
 	ours awq --format awq

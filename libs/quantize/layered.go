@@ -169,24 +169,18 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	}
 	layers := progress.NewLayers(layerOf)
 	rep.Start("quantize", int64(len(tasks)), progress.Unit("tasks"))
-	for i, t := range tasks {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if _, err := RunShardTask(ctx, env, t); err != nil {
-			rep.Error(err)
-			return nil, err
-		}
-		for _, key := range plan.Consumed(t) {
-			if err := store.Delete(key); err != nil {
-				return nil, err
-			}
-		}
+	ran := 0
+	err = RunStages(ctx, env, store.Delete, func(t ShardTask) {
 		// The bar counts tasks (a layer is many: Hessian partials, solves, forwards); the item says
 		// how many whole layers are complete, as the fleet's "layer x/y".
+		ran++
 		layers.TaskDone(t.Layer)
 		ld, nl := layers.Complete()
-		rep.Update(fmt.Sprintf("layer %d/%d, %s", ld, nl, t.ID()), int64(i+1))
+		rep.Update(fmt.Sprintf("layer %d/%d, %s", ld, nl, t.ID()), int64(ran))
+	})
+	if err != nil {
+		rep.Error(err)
+		return nil, err
 	}
 	for i := range n {
 		r, err := ShardedLayerResult(ctx, store, plan, i)

@@ -631,24 +631,34 @@ func (p *ShardPlan) tokens() int64 {
 // uneven routing, v5.7.0 #2293: strategy "rtn", threshold "0.5%"). GPTQ on an all-zero Hessian
 // would instead treat every input column as dead and zero the expert's weights.
 func solveGroup(ctx context.Context, c LayerCompute, l *transformer.Layer, group []string, h *gptq.Hessian, cfg gptq.Config, calibTokens int64) (*LayerResult, error) {
+	r, _, err := solveGroupWith(ctx, l, group, h.Tokens(), calibTokens, cfg, func(lins []*transformer.Linear) ([]*gptq.Result, error) {
+		return c.SolveGPTQ(ctx, h, cfg, lins)
+	})
+	return r, err
+}
+
+// solveGroupWith is solveGroup with the Hessian's token count and its solve given apart (a
+// StageSession's Hessian stays on its device); it also returns the group's linears.
+func solveGroupWith(ctx context.Context, l *transformer.Layer, group []string, tokens, calibTokens int64, cfg gptq.Config,
+	solve func([]*transformer.Linear) ([]*gptq.Result, error)) (*LayerResult, []*transformer.Linear, error) {
 	lins := make([]*transformer.Linear, len(group))
 	for i, name := range group {
 		if lins[i] = l.Linear(name); lins[i] == nil {
-			return nil, fmt.Errorf("%w: layer %d has no linear %s", ErrLayerConfig, l.Index, name)
+			return nil, nil, fmt.Errorf("%w: layer %d has no linear %s", ErrLayerConfig, l.Index, name)
 		}
 	}
 	var rs []*gptq.Result
 	var err error
-	if h.Tokens() == 0 || float64(h.Tokens()) < fallbackShare*float64(calibTokens) {
+	if tokens == 0 || float64(tokens) < fallbackShare*float64(calibTokens) {
 		rs, err = rtnLinears(ctx, lins, cfg)
 	} else {
-		rs, err = c.SolveGPTQ(ctx, h, cfg, lins)
+		rs, err = solve(lins)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(rs) != len(lins) {
-		return nil, fmt.Errorf("quantize: %d solve results for %d linears", len(rs), len(lins))
+		return nil, nil, fmt.Errorf("quantize: %d solve results for %d linears", len(rs), len(lins))
 	}
 	prefix := layerPrefix(l.Index)
 	res := &LayerResult{Index: l.Index}
@@ -658,7 +668,7 @@ func solveGroup(ctx context.Context, c LayerCompute, l *transformer.Layer, group
 		res.Stats = append(res.Stats, LinearStats{Name: prefix + lin.Name, Damp: r.Damp, Loss: r.Loss, Dead: r.Dead})
 		res.Damp = max(res.Damp, r.Damp)
 	}
-	return res, nil
+	return res, lins, nil
 }
 
 func runForwardTask(ctx context.Context, env *ShardEnv, t ShardTask) ([]string, error) {

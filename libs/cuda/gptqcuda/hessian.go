@@ -198,6 +198,24 @@ func (h *Hessian) ToCPU(ctx context.Context) (*gptq.Hessian, error) {
 	return gptq.HessianFromSum(h.cols, s, h.samples, h.tokens)
 }
 
+// Merge adds o's sums to h's, as gptq.Hessian.Merge does on the host (the same float64
+// additions on the upper triangle), and its sample and token counts.
+func (h *Hessian) Merge(ctx context.Context, o *Hessian) error {
+	if o.cols != h.cols {
+		return fmt.Errorf("%w: merging a Hessian of %d columns into one of %d", gptq.ErrShape, o.cols, h.cols)
+	}
+	if h.scale != 0 || o.scale != 0 {
+		return fmt.Errorf("%w: merging an uploaded Hessian matrix", gptq.ErrShape)
+	}
+	g, b := grid2(h.cols, h.cols)
+	if err := h.k.hessMerge.Launch(ctx, g, b, 0, h.sum, o.sum, int32(h.cols)); err != nil {
+		return err
+	}
+	h.samples += o.samples
+	h.tokens += o.tokens
+	return nil
+}
+
 // ReleaseScratch frees the float32 buffers Add uses (accumulation is normally done by the
 // time the Hessian is factored); Add allocates them again if called later.
 func (h *Hessian) ReleaseScratch() {

@@ -20,6 +20,14 @@ extern "C" __global__ void hess_accum(double *sum, const float *tmp, int n) {
 	}
 }
 
+// sum[i][j] += other[i][j] on the upper triangle: gptq.Hessian.Merge's float64 additions.
+extern "C" __global__ void hess_merge(double *sum, const double *other, int n) {
+	int j = blockIdx.x * blockDim.x + threadIdx.x;
+	for (int i = blockIdx.y; i < n; i += gridDim.y) {
+		if (j >= i && j < n) sum[(idx_t)i * n + j] += other[(idx_t)i * n + j];
+	}
+}
+
 // diag[i] = f * sum[i][i].
 extern "C" __global__ void hess_diag(double *diag, const double *sum, double f, int n) {
 	int i = blockIdx.x * blockDim.x + threadIdx.x;

@@ -20,7 +20,8 @@ type kernels struct {
 	d    *cuda.Device
 	blas *cuda.BLAS
 
-	hessAccum, hessDiag, hessBuild      *cuda.Function
+	hessAccum, hessMerge, hessDiag      *cuda.Function
+	hessBuild                           *cuda.Function
 	cholInvLeaf, checkFinite, flipUpper *cuda.Function
 	gatherCols, scatterCodes, zeroCols  *cuda.Function
 	findParams, gptqBlock               *cuda.Function
@@ -39,7 +40,7 @@ func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
 	}
 	k := &kernels{d: d, blas: b}
 	for name, f := range map[string]**cuda.Function{
-		"hess_accum": &k.hessAccum, "hess_diag": &k.hessDiag, "hess_build": &k.hessBuild,
+		"hess_accum": &k.hessAccum, "hess_merge": &k.hessMerge, "hess_diag": &k.hessDiag, "hess_build": &k.hessBuild,
 		"chol_inv_leaf": &k.cholInvLeaf, "check_finite": &k.checkFinite, "flip_upper": &k.flipUpper,
 		"gather_cols": &k.gatherCols, "scatter_codes": &k.scatterCodes, "zero_cols": &k.zeroCols,
 		"find_params": &k.findParams, "gptq_block": &k.gptqBlock,

@@ -128,8 +128,13 @@ func (c *Compute) SolveGPTQ(ctx context.Context, h *gptq.Hessian, cfg gptq.Confi
 		return nil, err
 	}
 	defer hd.Close()
-	hd.ReleaseScratch()
-	f, err := gptqcuda.Prepare(ctx, hd, cfg)
+	return solveOn(ctx, hd, cfg, linears)
+}
+
+// solveOn quantizes the linears on the device Hessian h: one factorization, then each solve.
+func solveOn(ctx context.Context, h *gptqcuda.Hessian, cfg gptq.Config, linears []*transformer.Linear) ([]*gptq.Result, error) {
+	h.ReleaseScratch()
+	f, err := gptqcuda.Prepare(ctx, h, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", linears[0].Name, err)
 	}
