@@ -106,23 +106,42 @@ func RunStages(ctx context.Context, env *ShardEnv, del func(key string) error, d
 			return err
 		}
 	}
+	// Each layer's weights load (and convert to float32) while the device works on the one
+	// before.
+	type loaded struct {
+		l   *transformer.Layer
+		err error
+	}
+	load := func(L int) <-chan loaded {
+		ch := make(chan loaded, 1)
+		go func() {
+			l, err := env.Layer(L)
+			ch <- loaded{l, err}
+		}()
+		return ch
+	}
+	next := load(0)
 	for L := range env.Plan.Layers {
-		if err := runLayerStages(ctx, env, sess, L, done); err != nil {
+		ld := <-next
+		if ld.err != nil {
+			return ld.err
+		}
+		if L+1 < env.Plan.Layers {
+			next = load(L + 1)
+		}
+		err := runLayerStages(ctx, env, sess, ld.l, done)
+		ld.l.Release()
+		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// runLayerStages is layer L's tasks on the session: each group's Hessian and solve, then the
+// runLayerStages is layer l's tasks on the session: each group's Hessian and solve, then the
 // shards through the quantized layer.
-func runLayerStages(ctx context.Context, env *ShardEnv, sess StageSession, L int, done func(t ShardTask)) error {
-	p := env.Plan
-	l, err := env.Layer(L)
-	if err != nil {
-		return err
-	}
-	defer l.Release()
+func runLayerStages(ctx context.Context, env *ShardEnv, sess StageSession, l *transformer.Layer, done func(t ShardTask)) error {
+	p, L := env.Plan, l.Index
 	if err := sess.Load(ctx, l); err != nil {
 		return fmt.Errorf("layer %d: %w", L, err)
 	}
