@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"quantfleet.dev/libs/awq"
 	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/transformer"
 )
@@ -73,11 +74,15 @@ func openStages(ctx context.Context, env *ShardEnv) (StageSession, error) {
 
 // RunStages runs every task of env's plan, in Tasks order, in this process: on a StageSession
 // of the job's compute when it offers one that fits (the layer's tasks done in place on the
-// device, only each solve's result written to env.Store), else one RunShardTask after another,
-// deleting what plan.Consumed says. done is called after each task, or after the in-place work
+// device, only each solve's result written to env.Store); AWQ on a single shard with one
+// capture of each layer's inputs for all its steps (runAWQInPlace); else one RunShardTask after
+// another, deleting what plan.Consumed says. done is called after each task, or after the in-place work
 // that stands for it. Either way the store ends with every layer's solved groups (or layer
 // results) that ShardedLayerResult reads.
 func RunStages(ctx context.Context, env *ShardEnv, del func(key string) error, done func(t ShardTask)) error {
+	if env.Plan.awqSharded() && len(env.Plan.Shards) == 1 {
+		return runAWQInPlace(ctx, env, del, done)
+	}
 	sess, err := openStages(ctx, env)
 	if err != nil {
 		return err
@@ -183,4 +188,98 @@ func runLayerStages(ctx context.Context, env *ShardEnv, sess StageSession, l *tr
 		done(t)
 	}
 	return nil
+}
+
+// runAWQInPlace runs an AWQ plan of one shard: per layer, the steps of tasks a, b, c and l on
+// one capture of the layer's inputs (AWQCompute.AWQLayer) instead of one per task, the partials
+// merged as the tasks merge them and the next layer's inputs kept in memory (or on the device
+// the compute uses) rather than in env.Store: the same bytes as the tasks, a third of the
+// forward passes. Only each layer's result goes to the store.
+func runAWQInPlace(ctx context.Context, env *ShardEnv, del func(key string) error, done func(t ShardTask)) error {
+	p := env.Plan
+	x, err := getActivations(ctx, env.Store, 0, 0)
+	if err != nil {
+		return err
+	}
+	if err := del(ActivationsKey(0, 0)); err != nil {
+		return err
+	}
+	for L := range p.Layers {
+		if x, err = runAWQLayerInPlace(ctx, env, L, x); err != nil {
+			return fmt.Errorf("layer %d: %w", L, err)
+		}
+		for _, op := range awqSteps {
+			done(ShardTask{Op: op, Layer: L})
+		}
+		done(ShardTask{Op: OpLayer, Layer: L})
+	}
+	return nil
+}
+
+// runAWQLayerInPlace is runAWQInPlace's layer L on its inputs x; it returns the next layer's.
+func runAWQLayerInPlace(ctx context.Context, env *ShardEnv, L int, x *transformer.Tensor) (*transformer.Tensor, error) {
+	p, cfg := env.Plan, env.Plan.Config.AWQ
+	l, err := env.Layer(L)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Release()
+	c := awqCompute(ctx, env, l)
+	al, out, release, err := c.AWQLayer(ctx, l, x, L+1 < p.Layers)
+	if err != nil {
+		return nil, err
+	}
+	sh := p.awqShard(0, x.Seq)
+	stats, losses, clip, err := awqSteps3(ctx, al, sh, cfg)
+	release() // FinishLayer's clipping search may take the device again
+	if err != nil {
+		return nil, err
+	}
+	w, _, release, err := c.AWQLayer(ctx, l, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	scales, err := awq.PickScales(w, stats, losses, cfg)
+	if err != nil {
+		return nil, err
+	}
+	r, err := awq.FinishLayer(ctx, w, scales, clip, cfg)
+	if err != nil {
+		return nil, err
+	}
+	res := &LayerResult{Index: L}
+	awqResult(l, w, r, res)
+	return out, putLayerResult(ctx, env.Store, ShardTask{Op: OpLayer, Layer: L}.Key(), res)
+}
+
+// awqSteps3 is steps a, b and c of one shard that is the whole calibration set, each partial
+// merged alone as the tasks merge theirs.
+func awqSteps3(ctx context.Context, al *awq.Layer, sh awq.Shard, cfg awq.Config) (*awq.Stats, *awq.ScaleLosses, *awq.ClipStats, error) {
+	part, err := awq.CollectStats(al, sh, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stats, err := awq.MergeStats([]*awq.Stats{part})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	lp, err := awq.CollectScaleLosses(ctx, al, sh, stats, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	losses, err := awq.MergeScaleLosses([]*awq.ScaleLosses{lp})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	scales, err := awq.PickScales(al, stats, losses, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cp, err := awq.CollectClipStats(al, sh, scales, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	clip, err := awq.MergeClipStats([]*awq.ClipStats{cp})
+	return stats, losses, clip, err
 }

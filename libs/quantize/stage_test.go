@@ -137,3 +137,47 @@ func TestRunStagesMatchesTasks(t *testing.T) {
 		}
 	}
 }
+
+// TestAWQInPlaceMatchesTasks runs tiny-llama's first two layers through AWQ on one shard of 4
+// samples of 32 tokens: RunStages (one capture per layer for all steps) against the tasks run
+// one by one with RunShardTask. Each layer's result must be the same bytes.
+func TestAWQInPlaceMatchesTasks(t *testing.T) {
+	_, m, samples := tinySamples(t, 4, 32)
+	awqCfg := DefaultAWQConfig()
+	awqCfg.GroupSize = 32
+	p, err := NewShardPlan(LayerConfig{Method: hfquant.AWQ, AWQ: awqCfg}, Stage{}, 2, len(samples), len(samples))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	inPlace, tasks := DirStore(t.TempDir()), DirStore(t.TempDir())
+	for _, st := range []DirStore{inPlace, tasks} {
+		if _, err := WriteShardInputs(ctx, st, p, m, samples); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seen []ShardTask
+	if err := RunStages(ctx, &ShardEnv{Plan: p, Store: inPlace, Layer: m.Layer}, inPlace.Delete, func(t ShardTask) { seen = append(seen, t) }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(seen, p.Tasks()) {
+		t.Errorf("done saw %v, want the plan's tasks %v", seen, p.Tasks())
+	}
+	env := &ShardEnv{Plan: p, Store: tasks, Layer: m.Layer}
+	for _, task := range p.Tasks() {
+		if _, err := RunShardTask(ctx, env, task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for L := range p.Layers {
+		key := ShardTask{Op: OpLayer, Layer: L}.Key()
+		a, errA := inPlace.Get(ctx, key)
+		b, errB := tasks.Get(ctx, key)
+		if errA != nil || errB != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s differs between the in-place steps and the tasks (%v, %v)", key, errA, errB)
+		}
+	}
+	if _, err := inPlace.Get(ctx, ActivationsKey(1, 0)); err == nil {
+		t.Error("the in-place path stored layer 1's inputs")
+	}
+}
