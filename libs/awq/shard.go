@@ -462,20 +462,8 @@ func FinishLayer(ctx context.Context, l *Layer, scales []*Scales, clip *ClipStat
 	}
 
 	res := &LayerResult{Quantized: map[string]*Result{}, Clips: map[string][]float32{}, Scales: scales}
-	for i, lg := range l.Groups {
-		s := scales[i].S
-		if n, ok := l.Norms[lg.Prev]; ok {
-			if err := FoldIntoNorm(n.Weight, n.Bias, s); err != nil {
-				return nil, fmt.Errorf("folding into %s: %w", lg.Prev, err)
-			}
-		} else if err := FoldIntoLinear(l.Linears[lg.Prev], s); err != nil {
-			return nil, err
-		}
-		for _, lin := range groups[i].Linears {
-			if err := ScaleColumns(lin, s); err != nil {
-				return nil, err
-			}
-		}
+	if err := l.fold(groups, scales); err != nil {
+		return nil, err
 	}
 
 	for i, name := range names {
@@ -505,6 +493,41 @@ func FinishLayer(ctx context.Context, l *Layer, scales []*Scales, clip *ClipStat
 		res.Quantized[name] = q
 	}
 	return res, nil
+}
+
+// FoldScales folds the scales of every group into l, as FinishLayer does before clipping and
+// quantizing: the group's linears scaled in half precision, its prev norm or linear divided. The
+// layer then computes what it computed before, up to half-precision rounding, which is what
+// tests of a layout's groups check.
+func (l *Layer) FoldScales(scales []*Scales, cfg Config) error {
+	_, groups, _, err := l.prepare(cfg, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := l.inputScales(groups, scales); err != nil {
+		return err
+	}
+	return l.fold(groups, scales)
+}
+
+// fold folds checked scales into the layer (FoldScales).
+func (l *Layer) fold(groups []Group, scales []*Scales) error {
+	for i, lg := range l.Groups {
+		s := scales[i].S
+		if n, ok := l.Norms[lg.Prev]; ok {
+			if err := FoldIntoNorm(n.Weight, n.Bias, s); err != nil {
+				return fmt.Errorf("folding into %s: %w", lg.Prev, err)
+			}
+		} else if err := FoldIntoLinear(l.Linears[lg.Prev], s); err != nil {
+			return err
+		}
+		for _, lin := range groups[i].Linears {
+			if err := ScaleColumns(lin, s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // inputScales checks scales against the layer's groups and returns, per scaled linear, the

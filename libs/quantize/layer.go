@@ -8,7 +8,6 @@ import (
 	"quantfleet.dev/libs/awq"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/gptq"
-	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/safetensors"
 	"quantfleet.dev/libs/transformer"
@@ -166,8 +165,10 @@ func QuantizeLayer(ctx context.Context, l *transformer.Layer, inputs *transforme
 	if inputs == nil || inputs.Rows() == 0 || inputs.Dim != hidden || len(inputs.Data) != inputs.Rows()*inputs.Dim {
 		return nil, fmt.Errorf("%w: layer %d needs calibration inputs of %d features", ErrLayerConfig, l.Index, hidden)
 	}
-	if cfg.Method == hfquant.AWQ && (l.Q == nil || l.Config() != nil && l.Config().Layout != hfmodel.LayoutLlama) {
-		return nil, fmt.Errorf("%w: AWQ runs Llama-layout layers only", ErrLayerConfig)
+	if cfg.Method == hfquant.AWQ && l.Config() != nil {
+		if err := l.Config().CheckAWQ(); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrLayerConfig, err)
+		}
 	}
 	var err error
 	if cfg.Method == hfquant.GPTQ {
@@ -338,105 +339,143 @@ func awqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, 
 	return nil
 }
 
-// awqGroups are the linear groups AWQ captures the input of (the first name of each).
-var awqGroups = [][]string{transformer.AttentionInputs, transformer.OutputInputs, transformer.MLPInputs, transformer.DownInputs}
-
 // awqShardLayer describes l to package awq. With x (a shard of the layer's inputs, or all of
 // them) it runs the full-precision layer on x, keeping the input of every linear group, and
 // returns the layer's outputs too (the next layer's inputs, as AutoAWQ propagates them); without
 // x it describes the weights and groups only (awq.FinishLayer). The awq.Layer's weights are l's:
 // awq.FinishLayer changes l.
 func awqShardLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (*awq.Layer, *transformer.Tensor, error) {
+	if l.Config() == nil {
+		return nil, nil, fmt.Errorf("%w: AWQ needs a layer loaded from a model (its layout)", ErrLayerConfig)
+	}
+	groups := l.Config().LinearGroups()
 	captured := map[string]*transformer.Tensor{}
 	var out *transformer.Tensor
 	tokens := 0
 	if x != nil {
-		tokens = x.Rows()
-		filled := map[string]int{}
-		for _, g := range awqGroups {
-			captured[g[0]] = transformer.NewTensor(x.Batch, x.Seq, l.Linear(g[0]).In)
-		}
-		out = transformer.NewTensor(x.Batch, x.Seq, x.Dim)
-		err := eachChunk(ctx, x, func(off int, xs *transformer.Tensor) error {
-			y, err := l.Forward(xs, func(linears []string, in *transformer.Tensor) {
-				t := captured[linears[0]]
-				filled[linears[0]] += copy(t.Data[filled[linears[0]]:], in.Data)
-			})
-			if err != nil {
-				return err
-			}
-			copy(out.Data[off:], y.Data)
-			return nil
-		})
-		if err != nil {
+		var err error
+		if captured, out, err = awqCapture(ctx, l, x, groups); err != nil {
 			return nil, nil, err
 		}
-		for name, t := range captured {
-			if filled[name] != len(t.Data) {
-				return nil, nil, fmt.Errorf("awq: captured %d of %d input values of %s", filled[name], len(t.Data), name)
-			}
-		}
+		tokens = x.Rows()
 	}
-
-	al := &awq.Layer{Linears: map[string]*awq.Linear{}, Inputs: map[string][]float32{}, Tokens: tokens,
-		Norms: map[string]*awq.Norm{
-			"input_layernorm":          {Weight: l.InputNorm.Weight},
-			"post_attention_layernorm": {Weight: l.PostAttentionNorm.Weight},
-		}}
-	inputOf := map[string]string{}
-	for _, g := range awqGroups {
-		for _, name := range g {
-			inputOf[name] = g[0]
-		}
-	}
+	al := &awq.Layer{Linears: map[string]*awq.Linear{}, Inputs: map[string][]float32{}, Norms: map[string]*awq.Norm{}, Tokens: tokens}
 	for _, lin := range l.Linears() {
 		al.Linears[lin.Name] = &awq.Linear{Name: lin.Name, Rows: lin.Out, Cols: lin.In, Weight: lin.Weight, Bias: lin.Bias}
-		if x != nil {
-			al.Inputs[lin.Name] = captured[inputOf[lin.Name]].Data
+	}
+	if x != nil {
+		for _, g := range groups {
+			for _, name := range g.Linears {
+				al.Inputs[name] = captured[g.Linears[0]].Data
+			}
 		}
 	}
-	// inspect runs fn with the given linears' weights substituted.
-	inspect := func(lins []*transformer.Linear, in *transformer.Tensor, fn func(*transformer.Tensor, transformer.Hook) (*transformer.Tensor, error)) awq.InspectFunc {
-		if in == nil {
-			return nil
+	for _, sg := range awqScaling(l, groups) {
+		lg := awq.LayerGroup{Prev: sg.prev, Linears: sg.linears}
+		if n := l.Norm(sg.prev); n != nil {
+			al.Norms[n.Name] = &awq.Norm{Weight: n.Weight}
 		}
-		return func(ctx context.Context, weights [][]float32) ([]float32, error) {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			saved := make([][]float32, len(lins))
-			for i, lin := range lins {
-				saved[i], lin.Weight = lin.Weight, weights[i]
-			}
-			defer func() {
-				for i, lin := range lins {
-					lin.Weight = saved[i]
-				}
-			}()
-			y, err := fn(in, nil)
-			if err != nil {
-				return nil, err
-			}
-			return y.Data, nil
+		if sg.block != nil && x != nil {
+			lg.Inspect = awqInspect(l, sg.linears, captured[sg.linears[0]], sg.block)
 		}
+		al.Groups = append(al.Groups, lg)
 	}
-	al.Groups = []awq.LayerGroup{{
-		Prev:    "input_layernorm",
-		Linears: []string{l.Q.Name, l.K.Name, l.V.Name},
-		Inspect: inspect([]*transformer.Linear{l.Q, l.K, l.V}, captured[l.Q.Name], l.Attention),
-	}}
-	if l.V.Out == l.O.Out && l.V.In == l.O.In {
-		al.Groups = append(al.Groups, awq.LayerGroup{Prev: l.V.Name, Linears: []string{l.O.Name}})
-	}
-	al.Groups = append(al.Groups,
-		awq.LayerGroup{
-			Prev:    "post_attention_layernorm",
-			Linears: []string{l.Gate.Name, l.Up.Name},
-			Inspect: inspect([]*transformer.Linear{l.Gate, l.Up}, captured[l.Gate.Name], l.MLP),
-		},
-		awq.LayerGroup{Prev: l.Up.Name, Linears: []string{l.Down.Name}},
-	)
 	return al, out, nil
+}
+
+// awqCapture runs the full-precision layer l on x, keeping the input of every linear group
+// (under its first linear's name), and returns them with the layer's outputs.
+func awqCapture(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, groups []transformer.LinearGroup) (map[string]*transformer.Tensor, *transformer.Tensor, error) {
+	captured, filled := map[string]*transformer.Tensor{}, map[string]int{}
+	for _, g := range groups {
+		captured[g.Linears[0]] = transformer.NewTensor(x.Batch, x.Seq, l.Linear(g.Linears[0]).In)
+	}
+	out := transformer.NewTensor(x.Batch, x.Seq, x.Dim)
+	err := eachChunk(ctx, x, func(off int, xs *transformer.Tensor) error {
+		y, err := l.Forward(xs, func(linears []string, in *transformer.Tensor) {
+			t := captured[linears[0]]
+			filled[linears[0]] += copy(t.Data[filled[linears[0]]:], in.Data)
+		})
+		if err != nil {
+			return err
+		}
+		copy(out.Data[off:], y.Data)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	for name, t := range captured {
+		if filled[name] != len(t.Data) {
+			return nil, nil, fmt.Errorf("awq: captured %d of %d input values of %s", filled[name], len(t.Data), name)
+		}
+	}
+	return captured, out, nil
+}
+
+// awqScale is one scaling group of a layer: prev (a norm or a linear of the layer) absorbs 1/s,
+// the linears (one input) are scaled by s, and block (AutoAWQ's module2inspect), if not nil, is
+// the module whose output the scale search compares; nil compares the single linear's.
+type awqScale struct {
+	prev    string
+	linears []string
+	block   func(*transformer.Tensor, transformer.Hook) (*transformer.Tensor, error)
+}
+
+// awqScaling is AutoAWQ's get_layers_for_scaling for l's layout, from its linear groups
+// (attention input; o_proj; MLP input; down_proj), the same for the Llama layout, Gemma 2
+// and Phi-3 (llama.py, gemma2.py, phi3.py):
+//   - input_layernorm → the attention's input linears (q, k, v or Phi-3's fused qkv_proj),
+//     inspecting the attention block;
+//   - the linear that produces v (v_proj, or qkv_proj whose last rows are v) → o_proj, when the
+//     value rows are o_proj's inputs one to one and o_proj is square (AutoAWQ's shape test;
+//     phi3.py adds this group unconditionally, which with grouped-query attention would divide
+//     k rows, so it is skipped there too);
+//   - the norm before the MLP (Gemma's pre_feedforward_layernorm, else
+//     post_attention_layernorm) → gate and up (or Phi-3's fused gate_up_proj), inspecting the MLP;
+//   - the linear that produces up (up_proj, or gate_up_proj whose last rows are up) → down_proj.
+func awqScaling(l *transformer.Layer, groups []transformer.LinearGroup) []awqScale {
+	c := l.Config()
+	attn, o, mlp, down := groups[0].Linears, groups[1].Linears, groups[2].Linears, groups[3].Linears
+	mlpNorm := "post_attention_layernorm"
+	if c.Gemma {
+		mlpNorm = "pre_feedforward_layernorm"
+	}
+	out := []awqScale{{prev: "input_layernorm", linears: attn, block: l.Attention}}
+	if c.NumKVHeads*c.HeadDim == l.O.In && l.O.In == l.O.Out {
+		out = append(out, awqScale{prev: attn[len(attn)-1], linears: o})
+	}
+	return append(out,
+		awqScale{prev: mlpNorm, linears: mlp, block: l.MLP},
+		awqScale{prev: mlp[len(mlp)-1], linears: down})
+}
+
+// awqInspect is the awq.InspectFunc of block on in: block run with the named linears' weights
+// substituted.
+func awqInspect(l *transformer.Layer, names []string, in *transformer.Tensor, block func(*transformer.Tensor, transformer.Hook) (*transformer.Tensor, error)) awq.InspectFunc {
+	lins := make([]*transformer.Linear, len(names))
+	for i, name := range names {
+		lins[i] = l.Linear(name)
+	}
+	return func(ctx context.Context, weights [][]float32) ([]float32, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		saved := make([][]float32, len(lins))
+		for i, lin := range lins {
+			saved[i], lin.Weight = lin.Weight, weights[i]
+		}
+		defer func() {
+			for i, lin := range lins {
+				lin.Weight = saved[i]
+			}
+		}()
+		y, err := block(in, nil)
+		if err != nil {
+			return nil, err
+		}
+		return y.Data, nil
+	}
 }
 
 // awqResult fills res from AWQ's result on l (described by al): the quantized linears, the
@@ -452,8 +491,28 @@ func awqResult(l *transformer.Layer, al *awq.Layer, r *awq.LayerResult, res *Lay
 		s := r.Scales[i]
 		res.Scales = append(res.Scales, ScaleStats{Prev: g.Prev, Linears: g.Linears, Ratio: s.Ratio, Loss: s.Loss})
 	}
-	for _, n := range []*transformer.Norm{l.InputNorm, l.PostAttentionNorm} {
-		res.Tensors = append(res.Tensors, DenseTensor{Name: prefix + n.Name + ".weight", Shape: []int64{int64(len(n.Weight))},
-			Data: al.Norms[n.Name].Weight, DType: safetensors.F16})
+	res.Tensors = append(res.Tensors, awqNorms(l, al)...)
+}
+
+// awqNorms are the norms of l that absorbed scales (the groups' prev norms of al), as the
+// checkpoint stores them: in float16, Gemma's as w with the factor 1+w.
+func awqNorms(l *transformer.Layer, al *awq.Layer) []DenseTensor {
+	var out []DenseTensor
+	for _, g := range al.Groups {
+		n, ok := al.Norms[g.Prev]
+		if !ok {
+			continue
+		}
+		w := n.Weight
+		if l.Config().Gemma {
+			// Gemma's norms multiply by 1+w and hold 1+w in memory (transformer): the folded
+			// factor (1+w)/s is stored as (1+w)/s − 1, as AutoAWQ's scale_ln_fcs does.
+			w = make([]float32, len(n.Weight))
+			for i, v := range n.Weight {
+				w[i] = v - 1
+			}
+		}
+		out = append(out, DenseTensor{Name: layerPrefix(l.Index) + g.Prev + ".weight", Shape: []int64{int64(len(w))}, Data: w, DType: safetensors.F16})
 	}
+	return out
 }
