@@ -3,6 +3,8 @@ package quantize
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -21,10 +23,23 @@ import (
 )
 
 // awqArchPrevs are the prev ops of each AWQ-supported architecture's scaling groups (AutoAWQ's
-// get_layers_for_scaling; the synthetic models use grouped-query attention, so no v → o group).
+// get_layers_for_scaling; the synthetic models use grouped-query attention, so no v → o group):
+// a mixture of experts scales every expert's gate/up after post_attention_layernorm, then each
+// expert's down after its up.
 var awqArchPrevs = map[string][]string{
-	"Gemma2ForCausalLM": {"input_layernorm", "pre_feedforward_layernorm", "mlp.up_proj"},
-	"Phi3ForCausalLM":   {"input_layernorm", "post_attention_layernorm", "mlp.gate_up_proj"},
+	"Gemma2ForCausalLM":   {"input_layernorm", "pre_feedforward_layernorm", "mlp.up_proj"},
+	"Phi3ForCausalLM":     {"input_layernorm", "post_attention_layernorm", "mlp.gate_up_proj"},
+	"MixtralForCausalLM":  append([]string{"input_layernorm", "post_attention_layernorm"}, experts("block_sparse_moe.experts.%d.w3", 8)...),
+	"Qwen3MoeForCausalLM": append([]string{"input_layernorm", "post_attention_layernorm"}, experts("mlp.experts.%d.up_proj", 16)...),
+}
+
+// experts formats the name of each of n experts' linears.
+func experts(format string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf(format, i)
+	}
+	return out
 }
 
 // TestAWQArchitectures quantizes each synthetic architecture AutoAWQ supports to AWQ 4-bit g128
@@ -90,6 +105,22 @@ func TestAWQArchitectures(t *testing.T) {
 			if qc := ck.Config(); qc.Method != hfquant.AWQ || qc.Bits != 4 || qc.GroupSize != 128 {
 				t.Errorf("quantization config %+v", qc)
 			}
+			var cfg struct {
+				Q struct {
+					Skip []string `json:"modules_to_not_convert"`
+				} `json:"quantization_config"`
+			}
+			raw, err := os.ReadFile(filepath.Join(out, "config.json"))
+			if err == nil {
+				err = json.Unmarshal(raw, &cfg)
+			}
+			var routers []string
+			for _, d := range tc.dense {
+				routers = append(routers, strings.TrimSuffix(d, ".weight"))
+			}
+			if err != nil || !slices.Equal(cfg.Q.Skip, routers) {
+				t.Errorf("modules_to_not_convert %v, want the routers %v (%v)", cfg.Q.Skip, routers, err)
+			}
 			for i := range m.Config.NumLayers {
 				l, err := m.Layer(i)
 				if err != nil {
@@ -107,16 +138,24 @@ func TestAWQArchitectures(t *testing.T) {
 						t.Errorf("%s: %d×%d, source %d×%d", q.Name, q.Rows, q.Cols, lin.Out, lin.In)
 					}
 				}
-				// A norm absorbs its group's scales, the identity when the grid's r = 0 won.
+				// A norm absorbs its group's scales, the identity when the grid's r = 0 won, and
+				// so does the router after post_attention_layernorm, left unquantized.
 				for _, g := range res.QuantizationMetadata["scale_groups"].([][]ScaleStats)[i] {
 					if !strings.HasSuffix(g.Prev, "layernorm") {
 						continue
 					}
-					name := layerPrefix(i) + g.Prev + ".weight"
-					got, _, err := ck.Float32(name)
-					want, _, err2 := m.Source.Float32(name)
-					if err != nil || err2 != nil || len(got) != len(want) || slices.Equal(got, want) != (g.Ratio == 0) {
-						t.Errorf("%s: scales of ratio %v, changed %v (%v, %v)", name, g.Ratio, !slices.Equal(got, want), err, err2)
+					names := []string{layerPrefix(i) + g.Prev + ".weight"}
+					if g.Prev == "post_attention_layernorm" {
+						for _, d := range tc.dense {
+							names = append(names, layerPrefix(i)+d)
+						}
+					}
+					for _, name := range names {
+						got, _, err := ck.Float32(name)
+						want, _, err2 := m.Source.Float32(name)
+						if err != nil || err2 != nil || ck.IsQuantized(name) || len(got) != len(want) || slices.Equal(got, want) != (g.Ratio == 0) {
+							t.Errorf("%s: scales of ratio %v, changed %v (%v, %v)", name, g.Ratio, !slices.Equal(got, want), err, err2)
+						}
 					}
 				}
 				l.Release()
@@ -254,4 +293,42 @@ func loadedNorm(c *transformer.Config, stored []float32) []float32 {
 		}
 	}
 	return out
+}
+
+// TestShardedMoEAWQ runs the sharded AWQ pipeline of the synthetic Mixtral on 4 one-token
+// samples in 2 shards, in plan order and in a random valid order: every object must be the same
+// bytes. With 4 tokens routed to 2 of 8 experts each, some experts get no token: their down_proj
+// keeps the identity scales (ratio −1) and is quantized unclipped, the others are searched.
+func TestShardedMoEAWQ(t *testing.T) {
+	m := synthMixtral(t)
+	cfg := DefaultAWQConfig()
+	cfg.Grid = 4 // a short scale grid: the wiring is what counts here
+	p, err := NewShardPlan(LayerConfig{Method: hfquant.AWQ, AWQ: cfg}, StageOf(m.Config), m.Config.NumLayers, 4, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := checkOrderIndependent(t, p, m, [][]int{{1}, {100}, {200}, {300}})
+	identity, searched := 0, 0
+	for i := range p.Layers {
+		r, err := ShardedLayerResult(context.Background(), DirStore(dir), p, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Linears) != 4+8*3 {
+			t.Fatalf("layer %d: %d linears", i, len(r.Linears))
+		}
+		for _, g := range r.Scales {
+			switch {
+			case !strings.Contains(g.Prev, ".experts."):
+			case g.Ratio == -1:
+				identity++
+			default:
+				searched++
+			}
+		}
+	}
+	t.Logf("experts' down_proj: %d searched, %d unscaled (no token routed)", searched, identity)
+	if identity == 0 || searched == 0 {
+		t.Errorf("%d experts searched, %d unscaled: want both", searched, identity)
+	}
 }

@@ -1,6 +1,7 @@
 package quantize
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -340,61 +341,81 @@ func awqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, 
 }
 
 // awqShardLayer describes l to package awq. With x (a shard of the layer's inputs, or all of
-// them) it runs the full-precision layer on x, keeping the input of every linear group, and
-// returns the layer's outputs too (the next layer's inputs, as AutoAWQ propagates them); without
-// x it describes the weights and groups only (awq.FinishLayer). The awq.Layer's weights are l's:
-// awq.FinishLayer changes l.
+// them) it runs the full-precision layer on x, keeping the input of every linear group (and of
+// a mixture-of-experts block), and returns the layer's outputs too (the next layer's inputs, as
+// AutoAWQ propagates them); without x it describes the weights and groups only
+// (awq.FinishLayer). The awq.Layer's weights are l's: awq.FinishLayer changes l.
 func awqShardLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (*awq.Layer, *transformer.Tensor, error) {
 	if l.Config() == nil {
 		return nil, nil, fmt.Errorf("%w: AWQ needs a layer loaded from a model (its layout)", ErrLayerConfig)
 	}
 	groups := l.Config().LinearGroups()
-	captured := map[string]*transformer.Tensor{}
+	var captured map[string]*transformer.Tensor
 	var out *transformer.Tensor
-	tokens := 0
+	al := &awq.Layer{Linears: map[string]*awq.Linear{}, Inputs: map[string][]float32{}, Rows: map[string]int{},
+		Norms: map[string]*awq.Norm{}, Dense: map[string]*awq.Linear{}}
 	if x != nil {
 		var err error
-		if captured, out, err = awqCapture(ctx, l, x, groups); err != nil {
+		if captured, out, err = awqCapture(ctx, l, x); err != nil {
 			return nil, nil, err
 		}
-		tokens = x.Rows()
-	}
-	al := &awq.Layer{Linears: map[string]*awq.Linear{}, Inputs: map[string][]float32{}, Norms: map[string]*awq.Norm{}, Tokens: tokens}
-	for _, lin := range l.Linears() {
-		al.Linears[lin.Name] = &awq.Linear{Name: lin.Name, Rows: lin.Out, Cols: lin.In, Weight: lin.Weight, Bias: lin.Bias}
-	}
-	if x != nil {
+		al.Tokens = x.Rows()
+		for name, t := range captured {
+			al.Inputs[name] = t.Data
+		}
 		for _, g := range groups {
+			in := captured[g.Linears[0]]
+			if in == nil {
+				return nil, nil, fmt.Errorf("awq: layer %d never fed %s", l.Index, g.Linears[0])
+			}
 			for _, name := range g.Linears {
-				al.Inputs[name] = captured[g.Linears[0]].Data
+				al.Inputs[name] = in.Data
+				if in.Rows() != x.Rows() { // an expert's: the tokens routed to it
+					al.Rows[name] = in.Rows()
+				}
 			}
 		}
 	}
+	for _, lin := range l.Linears() {
+		al.Linears[lin.Name] = awqLinear(lin)
+	}
 	for _, sg := range awqScaling(l, groups) {
-		lg := awq.LayerGroup{Prev: sg.prev, Linears: sg.linears}
+		lg := awq.LayerGroup{Prev: sg.prev, Linears: sg.linears, Input: sg.input}
 		if n := l.Norm(sg.prev); n != nil {
 			al.Norms[n.Name] = &awq.Norm{Weight: n.Weight}
 		}
+		for _, d := range sg.dense {
+			al.Dense[d.Name] = awqLinear(d)
+			lg.Dense = append(lg.Dense, d.Name)
+		}
 		if sg.block != nil && x != nil {
-			lg.Inspect = awqInspect(l, sg.linears, captured[sg.linears[0]], sg.block)
+			lg.Inspect = awqInspect(l, sg.linears, captured[cmp.Or(sg.input, sg.linears[0])], sg.block)
 		}
 		al.Groups = append(al.Groups, lg)
 	}
 	return al, out, nil
 }
 
-// awqCapture runs the full-precision layer l on x, keeping the input of every linear group
-// (under its first linear's name), and returns them with the layer's outputs.
-func awqCapture(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, groups []transformer.LinearGroup) (map[string]*transformer.Tensor, *transformer.Tensor, error) {
-	captured, filled := map[string]*transformer.Tensor{}, map[string]int{}
-	for _, g := range groups {
-		captured[g.Linears[0]] = transformer.NewTensor(x.Batch, x.Seq, l.Linear(g.Linears[0]).In)
-	}
+// awqLinear is lin for package awq, sharing its weights.
+func awqLinear(lin *transformer.Linear) *awq.Linear {
+	return &awq.Linear{Name: lin.Name, Rows: lin.Out, Cols: lin.In, Weight: lin.Weight, Bias: lin.Bias}
+}
+
+// awqCapture runs the full-precision layer l on x and returns every input its hook reported
+// (under the first name reported with it: a linear group's first linear, or a
+// mixture-of-experts block), with the layer's outputs. An input of every token keeps x's
+// sequences (the attention block needs them); an expert's is one sequence of its routed tokens.
+func awqCapture(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (map[string]*transformer.Tensor, *transformer.Tensor, error) {
+	captured := map[string]*transformer.Tensor{}
 	out := transformer.NewTensor(x.Batch, x.Seq, x.Dim)
 	err := eachChunk(ctx, x, func(off int, xs *transformer.Tensor) error {
 		y, err := l.Forward(xs, func(linears []string, in *transformer.Tensor) {
 			t := captured[linears[0]]
-			filled[linears[0]] += copy(t.Data[filled[linears[0]]:], in.Data)
+			if t == nil {
+				t = &transformer.Tensor{Dim: in.Dim, Data: make([]float32, 0, x.Rows()*in.Dim)}
+				captured[linears[0]] = t
+			}
+			t.Data = append(t.Data, in.Data...)
 		})
 		if err != nil {
 			return err
@@ -405,26 +426,32 @@ func awqCapture(ctx context.Context, l *transformer.Layer, x *transformer.Tensor
 	if err != nil {
 		return nil, nil, err
 	}
-	for name, t := range captured {
-		if filled[name] != len(t.Data) {
-			return nil, nil, fmt.Errorf("awq: captured %d of %d input values of %s", filled[name], len(t.Data), name)
+	for _, t := range captured {
+		t.Batch, t.Seq = x.Batch, x.Seq
+		if len(t.Data) != x.Rows()*t.Dim {
+			t.Batch, t.Seq = 1, len(t.Data)/t.Dim
 		}
 	}
 	return captured, out, nil
 }
 
 // awqScale is one scaling group of a layer: prev (a norm or a linear of the layer) absorbs 1/s,
-// the linears (one input) are scaled by s, and block (AutoAWQ's module2inspect), if not nil, is
-// the module whose output the scale search compares; nil compares the single linear's.
+// the linears are scaled by s, and block (AutoAWQ's module2inspect), if not nil, is the module
+// whose output the scale search compares, on the group's input (input: a captured input's name,
+// "" for linears[0]'s); nil compares the single linear's. dense are unquantized linears that read
+// the same input (a router): they are scaled by s too.
 type awqScale struct {
 	prev    string
 	linears []string
+	input   string
+	dense   []*transformer.Linear
 	block   func(*transformer.Tensor, transformer.Hook) (*transformer.Tensor, error)
 }
 
 // awqScaling is AutoAWQ's get_layers_for_scaling for l's layout, from its linear groups
-// (attention input; o_proj; MLP input; down_proj), the same for the Llama layout, Gemma 2
-// and Phi-3 (llama.py, gemma2.py, phi3.py):
+// (attention input; o_proj; then per MLP or expert its input and its down_proj), the same for
+// the Llama layout, Gemma 2, Phi-3, Mixtral and Qwen3-MoE (llama.py, gemma2.py, phi3.py,
+// mixtral.py, qwen3_moe.py):
 //   - input_layernorm → the attention's input linears (q, k, v or Phi-3's fused qkv_proj),
 //     inspecting the attention block;
 //   - the linear that produces v (v_proj, or qkv_proj whose last rows are v) → o_proj, when the
@@ -432,11 +459,16 @@ type awqScale struct {
 //     phi3.py adds this group unconditionally, which with grouped-query attention would divide
 //     k rows, so it is skipped there too);
 //   - the norm before the MLP (Gemma's pre_feedforward_layernorm, else
-//     post_attention_layernorm) → gate and up (or Phi-3's fused gate_up_proj), inspecting the MLP;
-//   - the linear that produces up (up_proj, or gate_up_proj whose last rows are up) → down_proj.
+//     post_attention_layernorm) → gate and up (or Phi-3's fused gate_up_proj), inspecting the
+//     MLP; in a mixture-of-experts layer every expert's gate and up at once, on the block's input,
+//     inspecting the whole block. AutoAWQ leaves the router out, so that its input is divided by
+//     the scales while its weight is not, and routing changes; here the router's columns absorb
+//     the scales too (it stays unquantized), so the layer computes what it did;
+//   - the linear that produces up (up_proj, or gate_up_proj whose last rows are up) → down_proj,
+//     per expert on the tokens routed to it.
 func awqScaling(l *transformer.Layer, groups []transformer.LinearGroup) []awqScale {
 	c := l.Config()
-	attn, o, mlp, down := groups[0].Linears, groups[1].Linears, groups[2].Linears, groups[3].Linears
+	attn, o, mlps := groups[0].Linears, groups[1].Linears, groups[2:]
 	mlpNorm := "post_attention_layernorm"
 	if c.Gemma {
 		mlpNorm = "pre_feedforward_layernorm"
@@ -445,9 +477,17 @@ func awqScaling(l *transformer.Layer, groups []transformer.LinearGroup) []awqSca
 	if c.NumKVHeads*c.HeadDim == l.O.In && l.O.In == l.O.Out {
 		out = append(out, awqScale{prev: attn[len(attn)-1], linears: o})
 	}
-	return append(out,
-		awqScale{prev: mlpNorm, linears: mlp, block: l.MLP},
-		awqScale{prev: mlp[len(mlp)-1], linears: down})
+	in := awqScale{prev: mlpNorm, input: c.MoEBlock(), block: l.MLP}
+	if r := l.Router(); r != nil {
+		in.dense = []*transformer.Linear{r}
+	}
+	var downs []awqScale
+	for i := 0; i+1 < len(mlps); i += 2 { // an MLP's (or expert's) gate/up, then its down
+		up := mlps[i].Linears
+		in.linears = append(in.linears, up...)
+		downs = append(downs, awqScale{prev: up[len(up)-1], linears: mlps[i+1].Linears})
+	}
+	return append(append(out, in), downs...)
 }
 
 // awqInspect is the awq.InspectFunc of block on in: block run with the named linears' weights
@@ -492,6 +532,13 @@ func awqResult(l *transformer.Layer, al *awq.Layer, r *awq.LayerResult, res *Lay
 		res.Scales = append(res.Scales, ScaleStats{Prev: g.Prev, Linears: g.Linears, Ratio: s.Ratio, Loss: s.Loss})
 	}
 	res.Tensors = append(res.Tensors, awqNorms(l, al)...)
+	for _, g := range al.Groups {
+		for _, name := range g.Dense { // a router that absorbed scales, left unquantized
+			d := al.Dense[name]
+			res.Tensors = append(res.Tensors, DenseTensor{Name: prefix + name + ".weight", Shape: []int64{int64(d.Rows), int64(d.Cols)},
+				Data: d.Weight, DType: safetensors.F16})
+		}
+	}
 }
 
 // awqNorms are the norms of l that absorbed scales (the groups' prev norms of al), as the

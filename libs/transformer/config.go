@@ -40,19 +40,16 @@ func (c *Config) CheckQuantizable() error {
 }
 
 // awqGaps says why AWQ refuses a quantizable architecture: those AutoAWQ 0.2.9 has no model
-// for (its AWQ_CAUSAL_LM_MODEL_MAP), whose checkpoints its loaders and vLLM would not know
-// how to scale, and those not implemented yet.
+// for (its AWQ_CAUSAL_LM_MODEL_MAP), so that no AutoAWQ-compatible layout is defined.
 var awqGaps = map[string]string{
 	"Gemma3ForCausalLM":              "AutoAWQ has no gemma3 model",
 	"Gemma3ForConditionalGeneration": "AutoAWQ has no gemma3 model",
-	"MixtralForCausalLM":             "AutoAWQ's mixtral scales every expert against the whole MoE block, which quantfleet's AWQ does not implement",
 	"Qwen2MoeForCausalLM":            "AutoAWQ has no qwen2_moe model",
-	"Qwen3MoeForCausalLM":            "AutoAWQ's qwen3_moe scales every expert against the whole MoE block, which quantfleet's AWQ does not implement",
 }
 
 // CheckAWQ refuses architectures AWQ cannot quantize: the Llama layout (Llama, Mistral, Qwen2,
-// Qwen3), Gemma 2 and Phi-3 are supported, as in AutoAWQ; the error says why for the others
-// (use GPTQ for them).
+// Qwen3), Gemma 2, Phi-3, Mixtral and Qwen3-MoE are supported, as in AutoAWQ; the error says
+// why for the others (use GPTQ for them).
 func (c *Config) CheckAWQ() error {
 	if err := c.CheckQuantizable(); err != nil {
 		return err

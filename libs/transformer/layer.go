@@ -8,7 +8,8 @@ import (
 
 // Hook observes the input of linear layers during a forward pass: it is called once per
 // distinct input with the names of the linears that consume it (q/k/v share one input,
-// gate/up share one). input is valid only during the call and must not be modified.
+// gate/up share one); a mixture-of-experts block's whole input is reported under the block's
+// name (Config.MoEBlock), before its experts' routed inputs. input is valid only during the call and must not be modified.
 // A forward pass over many sequences may call a hook several times, each time with whole
 // sequences, so hooks accumulate (GPTQ Hessians, AWQ statistics).
 type Hook func(linears []string, input *Tensor)
@@ -134,6 +135,15 @@ func (l *Layer) Linear(name string) *Linear {
 		}
 	}
 	return nil
+}
+
+// Router returns the router of a mixture-of-experts layer (experts × hidden, not quantized), or
+// nil.
+func (l *Layer) Router() *Linear {
+	if l.arch == nil {
+		return nil
+	}
+	return l.arch.Router
 }
 
 // Norm returns the norm with the given module path ("input_layernorm",
@@ -314,19 +324,19 @@ func (l *Layer) Attention(h *Tensor, hook Hook) (*Tensor, error) {
 
 // MLP runs the MLP block alone on h, the output of the norm before it (Gemma's
 // pre_feedforward_layernorm, else post_attention_layernorm), and returns the down_proj output
-// (Gemma's before its post_feedforward_layernorm). A mixture-of-experts layer has no such
-// block: its MLP is an error.
+// (Gemma's before its post_feedforward_layernorm), or a mixture-of-experts layer's whole block
+// (router, experts, shared expert).
 func (l *Layer) MLP(h *Tensor, hook Hook) (*Tensor, error) {
 	if err := l.checkInput(h); err != nil {
 		return nil, err
 	}
-	if l.arch != nil && l.arch.Router != nil {
-		return nil, fmt.Errorf("transformer: layer %d is a mixture of experts, not an MLP", l.Index)
-	}
 	out := NewTensor(h.Batch, h.Seq, h.Dim)
 	err := chunks(h, func(lo, hi int) error {
 		mlp := l.mlp
-		if l.arch != nil {
+		switch {
+		case l.arch != nil && l.arch.Router != nil:
+			mlp = func(n *Tensor, hook Hook) *Tensor { return l.moe(n, hook, "") }
+		case l.arch != nil:
 			mlp = l.archMLP
 		}
 		copy(out.Sequences(lo, hi).Data, mlp(h.Sequences(lo, hi), hook).Data)
