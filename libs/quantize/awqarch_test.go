@@ -3,7 +3,6 @@ package quantize
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -17,7 +16,6 @@ import (
 	"quantfleet.dev/libs/awq"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/hfquant"
-	"quantfleet.dev/libs/safetensors"
 	"quantfleet.dev/libs/synth"
 	"quantfleet.dev/libs/transformer"
 )
@@ -51,7 +49,6 @@ func experts(format string, n int) []string {
 func TestAWQArchitectures(t *testing.T) {
 	a := synthAssets(t)
 	calib := filepath.Join(shared(t), "data", "calib.txt")
-	evalText := filepath.Join(shared(t), "data", "eval.txt")
 	ctx := context.Background()
 	for _, tc := range archCases {
 		if !tc.awq {
@@ -92,16 +89,7 @@ func TestAWQArchitectures(t *testing.T) {
 				}
 			}
 
-			m, err := transformer.Load(src)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
-			ck, err := hfquant.Open(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ck.Close()
+			m, ck := openArchCheckpoint(t, src, out)
 			if qc := ck.Config(); qc.Method != hfquant.AWQ || qc.Bits != 4 || qc.GroupSize != 128 {
 				t.Errorf("quantization config %+v", qc)
 			}
@@ -110,16 +98,13 @@ func TestAWQArchitectures(t *testing.T) {
 					Skip []string `json:"modules_to_not_convert"`
 				} `json:"quantization_config"`
 			}
-			raw, err := os.ReadFile(filepath.Join(out, "config.json"))
-			if err == nil {
-				err = json.Unmarshal(raw, &cfg)
-			}
+			readConfig(t, out, &cfg)
 			var routers []string
 			for _, d := range tc.dense {
 				routers = append(routers, strings.TrimSuffix(d, ".weight"))
 			}
-			if err != nil || !slices.Equal(cfg.Q.Skip, routers) {
-				t.Errorf("modules_to_not_convert %v, want the routers %v (%v)", cfg.Q.Skip, routers, err)
+			if !slices.Equal(cfg.Q.Skip, routers) {
+				t.Errorf("modules_to_not_convert %v, want the routers %v", cfg.Q.Skip, routers)
 			}
 			for i := range m.Config.NumLayers {
 				l, err := m.Layer(i)
@@ -160,30 +145,7 @@ func TestAWQArchitectures(t *testing.T) {
 				}
 				l.Release()
 			}
-			sm, err := safetensors.OpenModel(src)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sm.Close()
-			names := ck.Names()
-			for _, st := range sm.Tensors() {
-				if !slices.Contains(names, st.Name) {
-					t.Errorf("source tensor %s missing from the checkpoint", st.Name)
-				}
-			}
-
-			eval := func(d string) float64 {
-				r, err := Evaluate(ctx, EvalRequest{ModelDir: d, DataPath: evalText, Ctx: 64, Windows: 4})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return r.Perplexity
-			}
-			base, q := eval(src), eval(out)
-			t.Logf("%s: perplexity %.3f unquantized, %.3f AWQ 4-bit g128", tc.arch, base, q)
-			if math.IsNaN(q) || math.IsInf(q, 0) || q > 1.1*base || q < base/1.1 {
-				t.Errorf("AWQ perplexity %v, unquantized %v", q, base)
-			}
+			checkArchCheckpoint(t, src, ck, out, tc.arch+" AWQ 4-bit g128")
 		})
 	}
 }
@@ -307,16 +269,8 @@ func TestShardedMoEAWQ(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := checkOrderIndependent(t, p, m, [][]int{{1}, {100}, {200}, {300}})
 	identity, searched := 0, 0
-	for i := range p.Layers {
-		r, err := ShardedLayerResult(context.Background(), DirStore(dir), p, i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(r.Linears) != 4+8*3 {
-			t.Fatalf("layer %d: %d linears", i, len(r.Linears))
-		}
+	for _, r := range shardedMoEResults(t, p, m) {
 		for _, g := range r.Scales {
 			switch {
 			case !strings.Contains(g.Prev, ".experts."):
