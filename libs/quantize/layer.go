@@ -412,7 +412,10 @@ func awqCapture(ctx context.Context, l *transformer.Layer, x *transformer.Tensor
 		y, err := l.Forward(xs, func(linears []string, in *transformer.Tensor) {
 			t := captured[linears[0]]
 			if t == nil {
-				t = &transformer.Tensor{Dim: in.Dim, Data: make([]float32, 0, x.Rows()*in.Dim)}
+				t = &transformer.Tensor{Dim: in.Dim}
+				if in.Rows() == xs.Rows() { // an input of every token: its final size
+					t.Data = make([]float32, 0, x.Rows()*in.Dim)
+				}
 				captured[linears[0]] = t
 			}
 			t.Data = append(t.Data, in.Data...)
