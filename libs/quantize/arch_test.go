@@ -56,6 +56,7 @@ var archCases = []struct {
 	{"gemma-3-synth-it", "Gemma3ForCausalLM", 7, nil, false},
 	{"gemma-3-synth-mm", "Gemma3ForConditionalGeneration", 7, nil, false}, // keeps model.language_model. names
 	{"Phi-3-synth-128k-instruct", "Phi3ForCausalLM", 4, nil, true},
+	{"Phi-3-mini-synth-4k-instruct", "Phi3ForCausalLM", 4, nil, true}, // no grouped-query attention
 	{"Mixtral-synth-8x", "MixtralForCausalLM", 4 + 8*3, []string{"block_sparse_moe.gate.weight"}, true},
 	{"Qwen3-MoE-synth", "Qwen3MoeForCausalLM", 4 + 16*3, []string{"mlp.gate.weight"}, true},
 	{"Qwen1.5-MoE-synth", "Qwen2MoeForCausalLM", 4 + 3 + 4*3, []string{"mlp.gate.weight", "mlp.shared_expert_gate.weight"}, false},

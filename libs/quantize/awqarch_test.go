@@ -20,15 +20,16 @@ import (
 	"quantfleet.dev/libs/transformer"
 )
 
-// awqArchPrevs are the prev ops of each AWQ-supported architecture's scaling groups (AutoAWQ's
-// get_layers_for_scaling; the synthetic models use grouped-query attention, so no v → o group):
-// a mixture of experts scales every expert's gate/up after post_attention_layernorm, then each
-// expert's down after its up.
+// awqArchPrevs are the prev ops of the scaling groups of each AWQ-supported synthetic model
+// (AutoAWQ's get_layers_for_scaling): no v → o group with grouped-query attention, Phi-3-mini's
+// o_proj after the fused qkv_proj; a mixture of experts scales every expert's gate/up after
+// post_attention_layernorm, then each expert's down after its up.
 var awqArchPrevs = map[string][]string{
-	"Gemma2ForCausalLM":   {"input_layernorm", "pre_feedforward_layernorm", "mlp.up_proj"},
-	"Phi3ForCausalLM":     {"input_layernorm", "post_attention_layernorm", "mlp.gate_up_proj"},
-	"MixtralForCausalLM":  append([]string{"input_layernorm", "post_attention_layernorm"}, experts("block_sparse_moe.experts.%d.w3", 8)...),
-	"Qwen3MoeForCausalLM": append([]string{"input_layernorm", "post_attention_layernorm"}, experts("mlp.experts.%d.up_proj", 16)...),
+	"gemma-2-synth-it":             {"input_layernorm", "pre_feedforward_layernorm", "mlp.up_proj"},
+	"Phi-3-synth-128k-instruct":    {"input_layernorm", "post_attention_layernorm", "mlp.gate_up_proj"},
+	"Phi-3-mini-synth-4k-instruct": {"input_layernorm", "self_attn.qkv_proj", "post_attention_layernorm", "mlp.gate_up_proj"},
+	"Mixtral-synth-8x":             append([]string{"input_layernorm", "post_attention_layernorm"}, experts("block_sparse_moe.experts.%d.w3", 8)...),
+	"Qwen3-MoE-synth":              append([]string{"input_layernorm", "post_attention_layernorm"}, experts("mlp.experts.%d.up_proj", 16)...),
 }
 
 // experts formats the name of each of n experts' linears.
@@ -84,7 +85,7 @@ func TestAWQArchitectures(t *testing.T) {
 				for _, g := range layer {
 					prevs = append(prevs, g.Prev)
 				}
-				if want := awqArchPrevs[tc.arch]; !slices.Equal(prevs, want) {
+				if want := awqArchPrevs[tc.model]; !slices.Equal(prevs, want) {
 					t.Errorf("layer %d: scaling groups after %v, want %v", i, prevs, want)
 				}
 			}
