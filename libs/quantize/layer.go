@@ -140,9 +140,9 @@ func (r *LayerResult) Names() []string {
 // norm's output, then o_proj on the attention output of the quantized q/k/v, then gate and
 // up on the post-attention norm's output, then down_proj; each subset's Hessian comes from
 // the layer with the earlier subsets already quantized. AWQ (notes §2.2-2.6) captures every
-// linear's input from the full-precision layer, searches the scales of the groups input
-// norm → q,k,v; v → o (when v_proj and o_proj have the same shape); post-attention norm →
-// gate,up; up → down, folds them in, searches clipping and quantizes.
+// linear's input from the full-precision layer, searches the scales of the layout's groups
+// (awqScaling; Llama: input norm → q,k,v; v → o when v_proj and o_proj have the same shape;
+// post-attention norm → gate,up; up → down), folds them in, searches clipping and quantizes.
 //
 // The weights of l are modified: GPTQ replaces each linear by its dequantized value, AWQ
 // scales and clips them. Inputs are not modified. Calibration batches are processed a few
