@@ -359,21 +359,8 @@ func awqShardLayer(ctx context.Context, l *transformer.Layer, x *transformer.Ten
 		if captured, out, err = awqCapture(ctx, l, x); err != nil {
 			return nil, nil, err
 		}
-		al.Tokens = x.Rows()
-		for name, t := range captured {
-			al.Inputs[name] = t.Data
-		}
-		for _, g := range groups {
-			in := captured[g.Linears[0]]
-			if in == nil {
-				return nil, nil, fmt.Errorf("awq: layer %d never fed %s", l.Index, g.Linears[0])
-			}
-			for _, name := range g.Linears {
-				al.Inputs[name] = in.Data
-				if in.Rows() != x.Rows() { // an expert's: the tokens routed to it
-					al.Rows[name] = in.Rows()
-				}
-			}
+		if err := awqSetInputs(al, captured, groups, x.Rows()); err != nil {
+			return nil, nil, fmt.Errorf("layer %d: %w", l.Index, err)
 		}
 	}
 	for _, lin := range l.Linears() {
@@ -394,6 +381,29 @@ func awqShardLayer(ctx context.Context, l *transformer.Layer, x *transformer.Ten
 		al.Groups = append(al.Groups, lg)
 	}
 	return al, out, nil
+}
+
+// awqSetInputs gives al the captured inputs of a shard of tokens: every captured input under
+// its name, and every linear its group's input, with its row count when it is not one row per
+// token (an expert's: the tokens routed to it).
+func awqSetInputs(al *awq.Layer, captured map[string]*transformer.Tensor, groups []transformer.LinearGroup, tokens int) error {
+	al.Tokens = tokens
+	for name, t := range captured {
+		al.Inputs[name] = t.Data
+	}
+	for _, g := range groups {
+		in := captured[g.Linears[0]]
+		if in == nil {
+			return fmt.Errorf("awq: the forward pass never fed %s", g.Linears[0])
+		}
+		for _, name := range g.Linears {
+			al.Inputs[name] = in.Data
+			if in.Rows() != tokens {
+				al.Rows[name] = in.Rows()
+			}
+		}
+	}
+	return nil
 }
 
 // awqLinear is lin for package awq, sharing its weights.
