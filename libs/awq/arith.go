@@ -25,7 +25,7 @@ type Arithmetic interface {
 	Losses(ctx context.Context, group int, cands [][]float32, cfg Config) ([]float64, int64, error)
 	// Gram returns the float32 Gram matrices (one gs×gs matrix per group of gs input
 	// columns) of the input of the named linear at the shard's tokens first, first+step, …
-	// (shard-local indices, first < Layer.Tokens), each divided by s when s is not nil, and the
+	// (shard-local indices of the input's rows, first < its rows), each divided by s when s is not nil, and the
 	// number of those tokens.
 	Gram(ctx context.Context, linear string, first, step int, s []float32, gs int) ([]float32, int64, error)
 	// SearchClip returns the clipping bounds (rows×groups) of lin's scaled weight from the
@@ -57,11 +57,11 @@ func (h host) Losses(ctx context.Context, group int, cands [][]float32, cfg Conf
 }
 
 func (h host) Gram(_ context.Context, linear string, first, step int, s []float32, gs int) ([]float32, int64, error) {
-	lin, x := h.l.Linears[linear], h.l.Inputs[linear]
-	if lin == nil || first < 0 || first >= h.l.Tokens {
-		return nil, 0, fmt.Errorf("%w: Gram of %q from token %d of %d", ErrShape, linear, first, h.l.Tokens)
+	lin, x, rows := h.l.Linears[linear], h.l.Inputs[linear], h.l.rows(linear)
+	if lin == nil || first < 0 || first >= rows {
+		return nil, 0, fmt.Errorf("%w: Gram of %q from token %d of %d", ErrShape, linear, first, rows)
 	}
-	xs := sampleTokens(x[first*lin.Cols:], h.l.Tokens-first, lin.Cols, step, s)
+	xs := sampleTokens(x[first*lin.Cols:], rows-first, lin.Cols, step, s)
 	n := len(xs) / lin.Cols
 	return gram(xs, n, lin.Cols, gs), int64(n), nil
 }

@@ -17,8 +17,16 @@ type LayerGroup struct {
 	// Prev names the op that produces the linears' input and absorbs 1/s: a key of
 	// Layer.Norms or of Layer.Linears.
 	Prev string
-	// Linears name the scaled linears (keys of Layer.Linears); they share one input.
+	// Linears name the scaled linears (keys of Layer.Linears); they read one input (the
+	// experts of a mixture-of-experts block each read the tokens routed to them, subsets of it).
 	Linears []string
+	// Input is the key of the group's input in Layer.Inputs, the input its statistics and
+	// Inspect see; "" is Linears[0]'s. A mixture-of-experts block's experts' gate/up group reads
+	// the block's input (AutoAWQ's input_feat of block_sparse_moe or mlp).
+	Input string
+	// Dense name linears of Layer.Dense that read the group's input without being quantized
+	// (a router): the fold scales their columns too, so that they keep computing what they did.
+	Dense []string
 	// Inspect runs the compared module on the group's input; nil when the group has one
 	// linear and the module is that linear.
 	Inspect InspectFunc
@@ -35,6 +43,11 @@ type Layer struct {
 	// PickScales and FinishLayer.
 	Inputs map[string][]float32
 	Tokens int
+	// Rows holds the number of rows (tokens) of the Inputs that do not hold one per token of
+	// the shard (an expert's input: the tokens routed to it); the others have Tokens rows.
+	Rows map[string]int
+	// Dense are linears that stay unquantized but absorb scales (LayerGroup.Dense).
+	Dense map[string]*Linear
 	// Groups in application order (AutoAWQ: attention input, v→o when shapes allow, MLP
 	// input, up→down).
 	Groups []LayerGroup
@@ -107,8 +120,8 @@ func (l *Layer) prepare(cfg Config, sh *Shard) (Config, []Group, span, error) {
 		if gs := cfg.groupSize(lin.Cols); lin.Cols%gs != 0 {
 			return cfg, nil, span{}, fmt.Errorf("%w: %s has %d columns, not a multiple of group size %d", ErrShape, name, lin.Cols, gs)
 		}
-		if x, ok := l.Inputs[name]; sh != nil && l.Arithmetic == nil && (!ok || len(x) != l.Tokens*lin.Cols) {
-			return cfg, nil, span{}, fmt.Errorf("%w: %s needs %d×%d calibration inputs, has %d values", ErrShape, name, l.Tokens, lin.Cols, len(x))
+		if x, ok := l.Inputs[name]; sh != nil && l.Arithmetic == nil && (!ok || len(x) != l.rows(name)*lin.Cols) {
+			return cfg, nil, span{}, fmt.Errorf("%w: %s needs %d×%d calibration inputs, has %d values", ErrShape, name, l.rows(name), lin.Cols, len(x))
 		}
 	}
 	groups := make([]Group, len(l.Groups))
@@ -131,7 +144,16 @@ func (l *Layer) prepare(cfg Config, sh *Shard) (Config, []Group, span, error) {
 			return cfg, nil, span{}, fmt.Errorf("%w: the group after %s has %d linears and needs an Inspect function", ErrShape, lg.Prev, len(lg.Linears))
 		}
 		if sh != nil {
-			g.Input, g.Tokens = l.Inputs[lg.Linears[0]], l.Tokens
+			key := lg.inputKey()
+			g.Input, g.Tokens = l.Inputs[key], l.rows(key)
+			if l.Arithmetic == nil && len(g.Input) != g.Tokens*g.Linears[0].Cols {
+				return cfg, nil, span{}, fmt.Errorf("%w: the group after %s needs %d×%d calibration inputs %q, has %d values", ErrShape, lg.Prev, g.Tokens, g.Linears[0].Cols, key, len(g.Input))
+			}
+		}
+		for _, name := range lg.Dense {
+			if d, ok := l.Dense[name]; !ok || d.check() != nil || d.Cols != g.Linears[0].Cols {
+				return cfg, nil, span{}, fmt.Errorf("%w: the group after %s names dense linear %q, missing or not reading its input", ErrShape, lg.Prev, name)
+			}
 		}
 		if _, isNorm := l.Norms[lg.Prev]; !isNorm {
 			if _, isLinear := l.Linears[lg.Prev]; !isLinear {
@@ -141,6 +163,22 @@ func (l *Layer) prepare(cfg Config, sh *Shard) (Config, []Group, span, error) {
 		groups[i] = g
 	}
 	return cfg, groups, sp, nil
+}
+
+// inputKey is the key of the group's input in Layer.Inputs.
+func (lg LayerGroup) inputKey() string {
+	if lg.Input != "" {
+		return lg.Input
+	}
+	return lg.Linears[0]
+}
+
+// rows returns the number of rows of the input with the given key.
+func (l *Layer) rows(key string) int {
+	if n, ok := l.Rows[key]; ok {
+		return n
+	}
+	return l.Tokens
 }
 
 // sampleTokens returns every step-th token of x (tokens×cols), divided by s if not nil.

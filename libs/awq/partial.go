@@ -8,17 +8,19 @@ import (
 )
 
 // Binary form of the partial results (SHARDS.md): little-endian, a 4-byte magic "AWQP", a
-// kind byte ('S' Stats, 'L' ScaleLosses, 'C' ClipStats) and a version byte (1), then the
+// kind byte ('S' Stats, 'L' ScaleLosses, 'C' ClipStats) and a version byte (2), then the
 // span (offset, tokens, total) and the kind's fields as int64 and IEEE float64 bit
 // patterns, each slice preceded by its length. The same value always gives the same bytes.
 
-const partialVersion = 1
+// Version 2 added the Stats' per-group row counts.
+const partialVersion = 2
 
 // MarshalBinary encodes the statistics (see the binary form above).
 func (st *Stats) MarshalBinary() ([]byte, error) {
 	e := newEncoder('S', st.span)
 	e.int(len(st.sums))
-	for _, s := range st.sums {
+	for g, s := range st.sums {
+		e.int(int(st.counts[g]))
 		e.f64s(s)
 	}
 	return e.b, nil
@@ -29,8 +31,9 @@ func (st *Stats) UnmarshalBinary(b []byte) error {
 	d, sp := newDecoder(b, 'S')
 	var v Stats
 	v.span = sp
-	n := d.len(8)
+	n := d.len(16)
 	for range n {
+		v.counts = append(v.counts, int64(d.int()))
 		v.sums = append(v.sums, d.f64s())
 	}
 	if err := d.done(); err != nil {

@@ -287,7 +287,8 @@ func FoldIntoLinear(prev *Linear, s []float32) error {
 
 // FoldIntoNorm divides a norm's weight (and bias, if not nil) by s: the norm's output is
 // the input of linears scaled by s. The quotients are kept in float32; the checkpoint writer
-// rounds them to the stored dtype. (Gemma's (1 + w) norms need w ← (1 + w)/s − 1 instead.)
+// rounds them to the stored dtype. A Gemma norm, which multiplies by 1 + w, must be given 1 + w
+// (as libs/transformer holds it) and stored as the quotient − 1.
 func FoldIntoNorm(weight, bias, s []float32) error {
 	if len(weight) != len(s) || (bias != nil && len(bias) != len(s)) {
 		return fmt.Errorf("%w: %d scales for a norm of %d weights, %d biases", ErrShape, len(s), len(weight), len(bias))

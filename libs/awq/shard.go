@@ -140,10 +140,12 @@ func cloneRows(rows [][]float64) [][]float64 {
 }
 
 // Stats is a partial result of step 1: per scaling group and input channel, the sum of |x|
-// over the covered tokens (float64, summed token by token in order within a shard).
+// over the covered tokens (float64, summed token by token in order within a shard), and per
+// group the number of input rows summed (the tokens, or those routed to an expert).
 type Stats struct {
 	span
-	sums [][]float64 // [group][channel]
+	sums   [][]float64 // [group][channel]
+	counts []int64     // [group]
 }
 
 // CollectStats is step 1 on one shard: it sums |x| per channel of every group's input.
@@ -163,6 +165,7 @@ func CollectStats(l *Layer, sh Shard, cfg Config) (*Stats, error) {
 			return nil, fmt.Errorf("%w: %d channel sums for group %d of %d channels", ErrShape, len(sums), i, groups[i].Linears[0].Cols)
 		}
 		st.sums = append(st.sums, sums)
+		st.counts = append(st.counts, int64(groups[i].Tokens))
 	}
 	return st, nil
 }
@@ -172,6 +175,9 @@ func CollectStats(l *Layer, sh Shard, cfg Config) (*Stats, error) {
 func MergeStats(parts []*Stats) (*Stats, error) { return mergePartials(parts) }
 
 func (st *Stats) matches(first *Stats) error {
+	if len(st.counts) != len(first.counts) {
+		return fmt.Errorf("%w: merging stats of %d and %d group counts", ErrPartial, len(first.counts), len(st.counts))
+	}
 	if g, ok := sameShape(first.sums, st.sums); !ok {
 		if g < 0 {
 			return fmt.Errorf("%w: merging stats of %d and %d groups", ErrPartial, len(first.sums), len(st.sums))
@@ -181,11 +187,14 @@ func (st *Stats) matches(first *Stats) error {
 	return nil
 }
 
-func (st *Stats) clone() *Stats { return &Stats{span: st.span, sums: cloneRows(st.sums)} }
+func (st *Stats) clone() *Stats {
+	return &Stats{span: st.span, sums: cloneRows(st.sums), counts: slices.Clone(st.counts)}
+}
 
 func (st *Stats) add(later *Stats) {
 	for g := range st.sums {
 		addInto(st.sums[g], later.sums[g])
+		st.counts[g] += later.counts[g]
 	}
 }
 
@@ -198,7 +207,7 @@ func (st *Stats) means(groups []Group) ([][]float64, error) {
 	if !st.complete() {
 		return nil, fmt.Errorf("%w: stats cover %v, not all tokens", ErrPartial, st.span)
 	}
-	if len(st.sums) != len(groups) {
+	if len(st.sums) != len(groups) || len(st.counts) != len(groups) {
 		return nil, fmt.Errorf("%w: stats of %d groups for a layer of %d", ErrPartial, len(st.sums), len(groups))
 	}
 	out := make([][]float64, len(groups))
@@ -207,8 +216,11 @@ func (st *Stats) means(groups []Group) ([][]float64, error) {
 			return nil, fmt.Errorf("%w: stats of %d channels for group %d of %d", ErrPartial, len(st.sums[i]), i, g.Linears[0].Cols)
 		}
 		out[i] = make([]float64, len(st.sums[i]))
+		if st.counts[i] == 0 { // an expert no token reached: PickScales keeps it unscaled
+			continue
+		}
 		for c, v := range st.sums[i] {
-			out[i][c] = v / float64(st.n)
+			out[i][c] = v / float64(st.counts[i])
 		}
 	}
 	return out, nil
@@ -359,12 +371,15 @@ func CollectClipStats(l *Layer, sh Shard, scales []*Scales, cfg Config) (*ClipSt
 	if cfg.NoClip {
 		return cs, nil
 	}
-	first := (cs.step - sp.off%cs.step) % cs.step
-	// Linears that share an input and its scales (gate and up: one group) share one Gram matrix.
+	globalFirst := (cs.step - sp.off%cs.step) % cs.step
+	// Linears that share an input and its scales (gate and up: one group) share one Gram matrix;
+	// the experts of a group over a block's input each read their own routed tokens.
 	source := map[string]string{}
 	for _, lg := range l.Groups {
 		for _, name := range lg.Linears {
-			source[name] = lg.Linears[0]
+			if lg.Input == "" {
+				source[name] = lg.Linears[0]
+			}
 		}
 	}
 	done := map[string]clipGram{}
@@ -379,8 +394,16 @@ func CollectClipStats(l *Layer, sh Shard, scales []*Scales, cfg Config) (*ClipSt
 			continue
 		}
 		cg := clipGram{name: name, cols: lin.Cols}
-		if first < sp.n {
-			g32, n, err := ar.Gram(context.Background(), name, first, cs.step, inputScale[name], cfg.groupSize(lin.Cols))
+		// Tokens are sampled every step-th of all the shards' tokens. An input of its own rows
+		// (the tokens routed to an expert) is sampled as AutoAWQ samples it, every
+		// max(1, rows/ClipTokens)-th row, but of the shard's rows: its rows' global positions
+		// are not known to the shard, and one shard gives AutoAWQ's samples.
+		first, step, rows := globalFirst, cs.step, sp.n
+		if n, ok := l.Rows[name]; ok {
+			first, step, rows = 0, max(1, n/cfg.ClipTokens), n
+		}
+		if first < rows {
+			g32, n, err := ar.Gram(context.Background(), name, first, step, inputScale[name], cfg.groupSize(lin.Cols))
 			if err != nil {
 				return nil, err
 			}
@@ -455,27 +478,15 @@ func FinishLayer(ctx context.Context, l *Layer, scales []*Scales, clip *ClipStat
 			return nil, fmt.Errorf("%w: clip stats of %d linears for %d clipped linears", ErrPartial, len(clip.linears), len(names))
 		}
 		for i, name := range names {
-			if cg := clip.linears[i]; cg.name != name || cg.cols != l.Linears[name].Cols || cg.samples <= 0 {
+			if cg := clip.linears[i]; cg.name != name || cg.cols != l.Linears[name].Cols || cg.samples < 0 {
 				return nil, fmt.Errorf("%w: clip stats of %s (%d columns, %d samples) for %s", ErrPartial, cg.name, cg.cols, cg.samples, name)
 			}
 		}
 	}
 
 	res := &LayerResult{Quantized: map[string]*Result{}, Clips: map[string][]float32{}, Scales: scales}
-	for i, lg := range l.Groups {
-		s := scales[i].S
-		if n, ok := l.Norms[lg.Prev]; ok {
-			if err := FoldIntoNorm(n.Weight, n.Bias, s); err != nil {
-				return nil, fmt.Errorf("folding into %s: %w", lg.Prev, err)
-			}
-		} else if err := FoldIntoLinear(l.Linears[lg.Prev], s); err != nil {
-			return nil, err
-		}
-		for _, lin := range groups[i].Linears {
-			if err := ScaleColumns(lin, s); err != nil {
-				return nil, err
-			}
-		}
+	if err := l.fold(groups, scales); err != nil {
+		return nil, err
 	}
 
 	for i, name := range names {
@@ -483,6 +494,9 @@ func FinishLayer(ctx context.Context, l *Layer, scales []*Scales, clip *ClipStat
 			return nil, err
 		}
 		lin, cg := l.Linears[name], clip.linears[i]
+		if cg.samples == 0 { // an expert no calibration token reached: nothing to clip on
+			continue
+		}
 		g32 := make([]float32, len(cg.gram))
 		for j, v := range cg.gram {
 			g32[j] = float32(v)
@@ -505,6 +519,46 @@ func FinishLayer(ctx context.Context, l *Layer, scales []*Scales, clip *ClipStat
 		res.Quantized[name] = q
 	}
 	return res, nil
+}
+
+// FoldScales folds the scales of every group into l, as FinishLayer does before clipping and
+// quantizing: the group's linears scaled in half precision, its prev norm or linear divided. The
+// layer then computes what it computed before, up to half-precision rounding, which is what
+// tests of a layout's groups check.
+func (l *Layer) FoldScales(scales []*Scales, cfg Config) error {
+	_, groups, _, err := l.prepare(cfg, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := l.inputScales(groups, scales); err != nil {
+		return err
+	}
+	return l.fold(groups, scales)
+}
+
+// fold folds checked scales into the layer (FoldScales).
+func (l *Layer) fold(groups []Group, scales []*Scales) error {
+	for i, lg := range l.Groups {
+		s := scales[i].S
+		if n, ok := l.Norms[lg.Prev]; ok {
+			if err := FoldIntoNorm(n.Weight, n.Bias, s); err != nil {
+				return fmt.Errorf("folding into %s: %w", lg.Prev, err)
+			}
+		} else if err := FoldIntoLinear(l.Linears[lg.Prev], s); err != nil {
+			return err
+		}
+		for _, lin := range groups[i].Linears {
+			if err := ScaleColumns(lin, s); err != nil {
+				return err
+			}
+		}
+		for _, name := range lg.Dense {
+			if err := ScaleColumns(l.Dense[name], s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // inputScales checks scales against the layer's groups and returns, per scaled linear, the
@@ -560,8 +614,17 @@ func candidates(xMean []float64, g Group, cfg Config) ([][]float32, []float64) {
 	return cands, ratios
 }
 
-// pickScale returns the candidate of least loss sum/count, the first on ties.
+// pickScale returns the candidate of least loss sum/count, the first on ties. A group whose
+// compared module saw no token (an expert no calibration token was routed to; AutoAWQ stops
+// there) keeps its weights unscaled: the identity, ratio −1, loss 0.
 func pickScale(cands [][]float32, ratios, sums []float64, count int64) (*Scales, error) {
+	if count == 0 {
+		ones := make([]float32, len(cands[0]))
+		for i := range ones {
+			ones[i] = 1
+		}
+		return &Scales{S: ones, Ratio: -1, IdentityLoss: math.NaN()}, nil
+	}
 	res := &Scales{Ratio: math.NaN(), Loss: math.Inf(1), IdentityLoss: math.NaN()}
 	for k, sum := range sums {
 		loss := sum / float64(count)

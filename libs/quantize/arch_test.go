@@ -50,14 +50,16 @@ var archCases = []struct {
 	model, arch string
 	linears     int      // quantized linears per layer
 	dense       []string // layer-0 tensors copied unquantized (besides the norms)
+	awq         bool     // AWQ supports it (AutoAWQ has the model); else AWQ refuses it
 }{
-	{"gemma-2-synth-it", "Gemma2ForCausalLM", 7, nil},
-	{"gemma-3-synth-it", "Gemma3ForCausalLM", 7, nil},
-	{"gemma-3-synth-mm", "Gemma3ForConditionalGeneration", 7, nil}, // keeps model.language_model. names
-	{"Phi-3-synth-128k-instruct", "Phi3ForCausalLM", 4, nil},
-	{"Mixtral-synth-8x", "MixtralForCausalLM", 4 + 8*3, []string{"block_sparse_moe.gate.weight"}},
-	{"Qwen3-MoE-synth", "Qwen3MoeForCausalLM", 4 + 16*3, []string{"mlp.gate.weight"}},
-	{"Qwen1.5-MoE-synth", "Qwen2MoeForCausalLM", 4 + 3 + 4*3, []string{"mlp.gate.weight", "mlp.shared_expert_gate.weight"}},
+	{"gemma-2-synth-it", "Gemma2ForCausalLM", 7, nil, true},
+	{"gemma-3-synth-it", "Gemma3ForCausalLM", 7, nil, false},
+	{"gemma-3-synth-mm", "Gemma3ForConditionalGeneration", 7, nil, false}, // keeps model.language_model. names
+	{"Phi-3-synth-128k-instruct", "Phi3ForCausalLM", 4, nil, true},
+	{"Phi-3-mini-synth-4k-instruct", "Phi3ForCausalLM", 4, nil, true}, // no grouped-query attention
+	{"Mixtral-synth-8x", "MixtralForCausalLM", 4 + 8*3, []string{"block_sparse_moe.gate.weight"}, true},
+	{"Qwen3-MoE-synth", "Qwen3MoeForCausalLM", 4 + 16*3, []string{"mlp.gate.weight"}, true},
+	{"Qwen1.5-MoE-synth", "Qwen2MoeForCausalLM", 4 + 3 + 4*3, []string{"mlp.gate.weight", "mlp.shared_expert_gate.weight"}, false},
 }
 
 // TestGPTQArchitectures quantizes each synthetic architecture to GPTQ 4-bit with the local
@@ -65,12 +67,11 @@ var archCases = []struct {
 // linear under the source's name with its shape, the router and shared-expert gate dense and
 // unchanged, modules_in_block_to_quantize listing the quantized linears of mixtures of experts;
 // the checkpoint's perplexity must be finite and within 10 % of the unquantized model's (random
-// weights: both are near the vocabulary size, and 4 bits barely move them). AWQ refuses them
-// with a bad-input error.
+// weights: both are near the vocabulary size, and 4 bits barely move them). AWQ refuses those
+// AutoAWQ has no model for with a bad-input error (TestAWQArchitectures runs the others).
 func TestGPTQArchitectures(t *testing.T) {
 	a := synthAssets(t)
 	calib := filepath.Join(shared(t), "data", "calib.txt")
-	evalText := filepath.Join(shared(t), "data", "eval.txt")
 	ctx := context.Background()
 	for _, tc := range archCases {
 		t.Run(tc.model, func(t *testing.T) {
@@ -84,9 +85,11 @@ func TestGPTQArchitectures(t *testing.T) {
 			}
 			req := Request{ModelDir: src, CalibrationData: calib, CalibrationSamples: 4, SeqLen: 32, ShardSamples: 2,
 				TempDir: dir, OutputDir: filepath.Join(dir, "out"), OutputName: "gptq"}
-			if _, err := Layered(ctx, req, domain.FormatAWQ, "4bit", 32, domain.LayerOptions{}); !errors.Is(err, fault.ErrBadInput) ||
-				!strings.Contains(err.Error(), tc.arch) || !strings.Contains(err.Error(), "AWQ") {
-				t.Errorf("AWQ of %s: %v, want a bad-input error naming the architecture", tc.arch, err)
+			if !tc.awq {
+				_, err := Layered(ctx, req, domain.FormatAWQ, "4bit", 32, domain.LayerOptions{})
+				if !errors.Is(err, fault.ErrBadInput) || !strings.Contains(err.Error(), tc.arch) || !strings.Contains(err.Error(), "AWQ") {
+					t.Errorf("AWQ of %s: %v, want a bad-input error naming the architecture", tc.arch, err)
+				}
 			}
 			res, err := Layered(ctx, req, domain.FormatGPTQ, "4bit", 32, domain.LayerOptions{Sym: true})
 			if err != nil {
@@ -100,16 +103,7 @@ func TestGPTQArchitectures(t *testing.T) {
 				}
 			}
 			t.Logf("%s: %d linears rounded to nearest (experts < 0.5 %% of the tokens reached)", tc.arch, rounded)
-			m, err := transformer.Load(src)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
-			ck, err := hfquant.Open(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ck.Close()
+			m, ck := openArchCheckpoint(t, src, out)
 			qc := ck.Config()
 			if qc.Method != hfquant.GPTQ || qc.Bits != 4 || qc.GroupSize != 32 {
 				t.Errorf("quantization config %+v", qc)
@@ -168,42 +162,73 @@ func TestGPTQArchitectures(t *testing.T) {
 					Modules [][]string `json:"modules_in_block_to_quantize"`
 				} `json:"quantization_config"`
 			}
-			raw, err := os.ReadFile(filepath.Join(out, "config.json"))
-			if err == nil {
-				err = json.Unmarshal(raw, &cfg)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			readConfig(t, out, &cfg)
 			if tc.dense != nil && !slices.EqualFunc(cfg.Q.Modules, stage.Groups, slices.Equal) {
 				t.Errorf("modules_in_block_to_quantize %v, the stage %v", cfg.Q.Modules, stage.Groups)
 			}
-			// Every source tensor is in the checkpoint under its name (quantized or copied).
-			sm, err := safetensors.OpenModel(src)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sm.Close()
-			names := ck.Names()
-			for _, st := range sm.Tensors() {
-				if !slices.Contains(names, st.Name) {
-					t.Errorf("source tensor %s missing from the checkpoint", st.Name)
-				}
-			}
-
-			eval := func(d string) float64 {
-				r, err := Evaluate(ctx, EvalRequest{ModelDir: d, DataPath: evalText, Ctx: 64, Windows: 4})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return r.Perplexity
-			}
-			base, q := eval(src), eval(out)
-			t.Logf("%s: perplexity %.3f unquantized, %.3f GPTQ 4-bit g32", tc.arch, base, q)
-			if math.IsNaN(q) || math.IsInf(q, 0) || q > 1.1*base || q < base/1.1 {
-				t.Errorf("GPTQ perplexity %v, unquantized %v", q, base)
-			}
+			checkArchCheckpoint(t, src, ck, out, tc.arch+" GPTQ 4-bit g32")
 		})
+	}
+}
+
+// openArchCheckpoint loads the synthetic model in src and opens its quantized checkpoint in out,
+// both closed when t ends.
+func openArchCheckpoint(t *testing.T, src, out string) (*transformer.Model, *hfquant.Checkpoint) {
+	t.Helper()
+	m, err := transformer.Load(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	ck, err := hfquant.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ck.Close() })
+	return m, ck
+}
+
+// readConfig decodes the config.json of checkpoint dir into v.
+func readConfig(t *testing.T, dir string, v any) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err == nil {
+		err = json.Unmarshal(raw, v)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkArchCheckpoint checks what every architecture's quantized checkpoint ck (in out, of the
+// synthetic model in src) must be: every source tensor in it under its name (quantized or
+// copied), and its perplexity finite and within 10 % of the unquantized model's (random weights:
+// both are near the vocabulary size, and 4 bits barely move them).
+func checkArchCheckpoint(t *testing.T, src string, ck *hfquant.Checkpoint, out, what string) {
+	t.Helper()
+	sm, err := safetensors.OpenModel(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sm.Close()
+	names := ck.Names()
+	for _, st := range sm.Tensors() {
+		if !slices.Contains(names, st.Name) {
+			t.Errorf("source tensor %s missing from the checkpoint", st.Name)
+		}
+	}
+	evalText := filepath.Join(shared(t), "data", "eval.txt")
+	eval := func(d string) float64 {
+		r, err := Evaluate(context.Background(), EvalRequest{ModelDir: d, DataPath: evalText, Ctx: 64, Windows: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Perplexity
+	}
+	base, q := eval(src), eval(out)
+	t.Logf("%s: perplexity %.3f unquantized, %.3f quantized", what, base, q)
+	if math.IsNaN(q) || math.IsInf(q, 0) || q > 1.1*base || q < base/1.1 {
+		t.Errorf("%s: perplexity %v, unquantized %v", what, q, base)
 	}
 }
 

@@ -39,6 +39,9 @@ func NewCheckpointBuilder(dir string, cfg LayerConfig, linears Stage, sourceDir 
 		// the listed ones, as in GPTQModel's MoE checkpoints.
 		opts.ModulesInBlockToQuantize = linears.Groups
 	}
+	if cfg.Method == hfquant.AWQ {
+		opts.ModulesToNotConvert = routers(linears)
+	}
 	w, err := hfquant.Create(dir, opts)
 	if err != nil {
 		return nil, err
@@ -48,6 +51,23 @@ func NewCheckpointBuilder(dir string, cfg LayerConfig, linears Stage, sourceDir 
 		names[t.Name] = true
 	}
 	return &CheckpointBuilder{w: w, opts: opts, cfg: cfg, replaced: map[string]bool{}, source: names}, nil
+}
+
+// routers are the module paths of the routers of a stage's mixture-of-experts blocks, the
+// "gate" next to their "experts" (Mixtral's block_sparse_moe.gate, Qwen MoE's mlp.gate): AWQ
+// leaves them dense, and transformers converts every linear not listed in
+// modules_to_not_convert (as AutoAWQ's Mixtral example lists "gate"; the full path, because a
+// bare "gate" would also match Qwen's experts' gate_proj).
+func routers(s Stage) []string {
+	var out []string
+	for _, g := range s.Groups {
+		for _, name := range g {
+			if block, _, ok := strings.Cut(name, ".experts."); ok && !slices.Contains(out, block+".gate") {
+				out = append(out, block+".gate")
+			}
+		}
+	}
+	return out
 }
 
 // sourceName is the source's name of the tensor a layer result calls name.

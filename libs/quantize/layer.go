@@ -1,6 +1,7 @@
 package quantize
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"quantfleet.dev/libs/awq"
 	"quantfleet.dev/libs/domain"
 	"quantfleet.dev/libs/gptq"
-	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/safetensors"
 	"quantfleet.dev/libs/transformer"
@@ -140,9 +140,9 @@ func (r *LayerResult) Names() []string {
 // norm's output, then o_proj on the attention output of the quantized q/k/v, then gate and
 // up on the post-attention norm's output, then down_proj; each subset's Hessian comes from
 // the layer with the earlier subsets already quantized. AWQ (notes §2.2-2.6) captures every
-// linear's input from the full-precision layer, searches the scales of the groups input
-// norm → q,k,v; v → o (when v_proj and o_proj have the same shape); post-attention norm →
-// gate,up; up → down, folds them in, searches clipping and quantizes.
+// linear's input from the full-precision layer, searches the scales of the layout's groups
+// (awqScaling; Llama: input norm → q,k,v; v → o when v_proj and o_proj have the same shape;
+// post-attention norm → gate,up; up → down), folds them in, searches clipping and quantizes.
 //
 // The weights of l are modified: GPTQ replaces each linear by its dequantized value, AWQ
 // scales and clips them. Inputs are not modified. Calibration batches are processed a few
@@ -166,8 +166,10 @@ func QuantizeLayer(ctx context.Context, l *transformer.Layer, inputs *transforme
 	if inputs == nil || inputs.Rows() == 0 || inputs.Dim != hidden || len(inputs.Data) != inputs.Rows()*inputs.Dim {
 		return nil, fmt.Errorf("%w: layer %d needs calibration inputs of %d features", ErrLayerConfig, l.Index, hidden)
 	}
-	if cfg.Method == hfquant.AWQ && (l.Q == nil || l.Config() != nil && l.Config().Layout != hfmodel.LayoutLlama) {
-		return nil, fmt.Errorf("%w: AWQ runs Llama-layout layers only", ErrLayerConfig)
+	if cfg.Method == hfquant.AWQ && l.Config() != nil {
+		if err := l.Config().CheckAWQ(); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrLayerConfig, err)
+		}
 	}
 	var err error
 	if cfg.Method == hfquant.GPTQ {
@@ -338,105 +340,195 @@ func awqLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor, 
 	return nil
 }
 
-// awqGroups are the linear groups AWQ captures the input of (the first name of each).
-var awqGroups = [][]string{transformer.AttentionInputs, transformer.OutputInputs, transformer.MLPInputs, transformer.DownInputs}
-
 // awqShardLayer describes l to package awq. With x (a shard of the layer's inputs, or all of
-// them) it runs the full-precision layer on x, keeping the input of every linear group, and
-// returns the layer's outputs too (the next layer's inputs, as AutoAWQ propagates them); without
-// x it describes the weights and groups only (awq.FinishLayer). The awq.Layer's weights are l's:
-// awq.FinishLayer changes l.
+// them) it runs the full-precision layer on x, keeping the input of every linear group (and of
+// a mixture-of-experts block), and returns the layer's outputs too (the next layer's inputs, as
+// AutoAWQ propagates them); without x it describes the weights and groups only
+// (awq.FinishLayer). The awq.Layer's weights are l's: awq.FinishLayer changes l.
 func awqShardLayer(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (*awq.Layer, *transformer.Tensor, error) {
-	captured := map[string]*transformer.Tensor{}
+	if l.Config() == nil {
+		return nil, nil, fmt.Errorf("%w: AWQ needs a layer loaded from a model (its layout)", ErrLayerConfig)
+	}
+	groups := l.Config().LinearGroups()
+	var captured map[string]*transformer.Tensor
 	var out *transformer.Tensor
-	tokens := 0
+	al := &awq.Layer{Linears: map[string]*awq.Linear{}, Inputs: map[string][]float32{}, Rows: map[string]int{},
+		Norms: map[string]*awq.Norm{}, Dense: map[string]*awq.Linear{}}
 	if x != nil {
-		tokens = x.Rows()
-		filled := map[string]int{}
-		for _, g := range awqGroups {
-			captured[g[0]] = transformer.NewTensor(x.Batch, x.Seq, l.Linear(g[0]).In)
-		}
-		out = transformer.NewTensor(x.Batch, x.Seq, x.Dim)
-		err := eachChunk(ctx, x, func(off int, xs *transformer.Tensor) error {
-			y, err := l.Forward(xs, func(linears []string, in *transformer.Tensor) {
-				t := captured[linears[0]]
-				filled[linears[0]] += copy(t.Data[filled[linears[0]]:], in.Data)
-			})
-			if err != nil {
-				return err
-			}
-			copy(out.Data[off:], y.Data)
-			return nil
-		})
-		if err != nil {
+		var err error
+		if captured, out, err = awqCapture(ctx, l, x); err != nil {
 			return nil, nil, err
 		}
-		for name, t := range captured {
-			if filled[name] != len(t.Data) {
-				return nil, nil, fmt.Errorf("awq: captured %d of %d input values of %s", filled[name], len(t.Data), name)
-			}
-		}
-	}
-
-	al := &awq.Layer{Linears: map[string]*awq.Linear{}, Inputs: map[string][]float32{}, Tokens: tokens,
-		Norms: map[string]*awq.Norm{
-			"input_layernorm":          {Weight: l.InputNorm.Weight},
-			"post_attention_layernorm": {Weight: l.PostAttentionNorm.Weight},
-		}}
-	inputOf := map[string]string{}
-	for _, g := range awqGroups {
-		for _, name := range g {
-			inputOf[name] = g[0]
+		if err := awqSetInputs(al, captured, groups, x.Rows()); err != nil {
+			return nil, nil, fmt.Errorf("layer %d: %w", l.Index, err)
 		}
 	}
 	for _, lin := range l.Linears() {
-		al.Linears[lin.Name] = &awq.Linear{Name: lin.Name, Rows: lin.Out, Cols: lin.In, Weight: lin.Weight, Bias: lin.Bias}
-		if x != nil {
-			al.Inputs[lin.Name] = captured[inputOf[lin.Name]].Data
-		}
+		al.Linears[lin.Name] = awqLinear(lin)
 	}
-	// inspect runs fn with the given linears' weights substituted.
-	inspect := func(lins []*transformer.Linear, in *transformer.Tensor, fn func(*transformer.Tensor, transformer.Hook) (*transformer.Tensor, error)) awq.InspectFunc {
-		if in == nil {
-			return nil
+	for _, sg := range awqScaling(l, groups) {
+		lg := awq.LayerGroup{Prev: sg.prev, Linears: sg.linears, Input: sg.input}
+		if n := l.Norm(sg.prev); n != nil {
+			al.Norms[n.Name] = &awq.Norm{Weight: n.Weight}
 		}
-		return func(ctx context.Context, weights [][]float32) ([]float32, error) {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			saved := make([][]float32, len(lins))
-			for i, lin := range lins {
-				saved[i], lin.Weight = lin.Weight, weights[i]
-			}
-			defer func() {
-				for i, lin := range lins {
-					lin.Weight = saved[i]
-				}
-			}()
-			y, err := fn(in, nil)
-			if err != nil {
-				return nil, err
-			}
-			return y.Data, nil
+		for _, d := range sg.dense {
+			al.Dense[d.Name] = awqLinear(d)
+			lg.Dense = append(lg.Dense, d.Name)
 		}
+		if sg.block != nil && x != nil {
+			lg.Inspect = awqInspect(l, sg.linears, captured[cmp.Or(sg.input, sg.linears[0])], sg.block)
+		}
+		al.Groups = append(al.Groups, lg)
 	}
-	al.Groups = []awq.LayerGroup{{
-		Prev:    "input_layernorm",
-		Linears: []string{l.Q.Name, l.K.Name, l.V.Name},
-		Inspect: inspect([]*transformer.Linear{l.Q, l.K, l.V}, captured[l.Q.Name], l.Attention),
-	}}
-	if l.V.Out == l.O.Out && l.V.In == l.O.In {
-		al.Groups = append(al.Groups, awq.LayerGroup{Prev: l.V.Name, Linears: []string{l.O.Name}})
-	}
-	al.Groups = append(al.Groups,
-		awq.LayerGroup{
-			Prev:    "post_attention_layernorm",
-			Linears: []string{l.Gate.Name, l.Up.Name},
-			Inspect: inspect([]*transformer.Linear{l.Gate, l.Up}, captured[l.Gate.Name], l.MLP),
-		},
-		awq.LayerGroup{Prev: l.Up.Name, Linears: []string{l.Down.Name}},
-	)
 	return al, out, nil
+}
+
+// awqSetInputs gives al the captured inputs of a shard of tokens: every captured input under
+// its name, and every linear its group's input, with its row count when it is not one row per
+// token (an expert's: the tokens routed to it).
+func awqSetInputs(al *awq.Layer, captured map[string]*transformer.Tensor, groups []transformer.LinearGroup, tokens int) error {
+	al.Tokens = tokens
+	for name, t := range captured {
+		al.Inputs[name] = t.Data
+	}
+	for _, g := range groups {
+		in := captured[g.Linears[0]]
+		if in == nil {
+			return fmt.Errorf("awq: the forward pass never fed %s", g.Linears[0])
+		}
+		for _, name := range g.Linears {
+			al.Inputs[name] = in.Data
+			if in.Rows() != tokens {
+				al.Rows[name] = in.Rows()
+			}
+		}
+	}
+	return nil
+}
+
+// awqLinear is lin for package awq, sharing its weights.
+func awqLinear(lin *transformer.Linear) *awq.Linear {
+	return &awq.Linear{Name: lin.Name, Rows: lin.Out, Cols: lin.In, Weight: lin.Weight, Bias: lin.Bias}
+}
+
+// awqCapture runs the full-precision layer l on x and returns every input its hook reported
+// (under the first name reported with it: a linear group's first linear, or a
+// mixture-of-experts block), with the layer's outputs. An input of every token keeps x's
+// sequences (the attention block needs them); an expert's is one sequence of its routed tokens.
+func awqCapture(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (map[string]*transformer.Tensor, *transformer.Tensor, error) {
+	captured := map[string]*transformer.Tensor{}
+	out := transformer.NewTensor(x.Batch, x.Seq, x.Dim)
+	err := eachChunk(ctx, x, func(off int, xs *transformer.Tensor) error {
+		y, err := l.Forward(xs, func(linears []string, in *transformer.Tensor) {
+			t := captured[linears[0]]
+			if t == nil {
+				t = &transformer.Tensor{Dim: in.Dim}
+				if in.Rows() == xs.Rows() { // an input of every token: its final size
+					t.Data = make([]float32, 0, x.Rows()*in.Dim)
+				}
+				captured[linears[0]] = t
+			}
+			t.Data = append(t.Data, in.Data...)
+		})
+		if err != nil {
+			return err
+		}
+		copy(out.Data[off:], y.Data)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, t := range captured {
+		t.Batch, t.Seq = x.Batch, x.Seq
+		if len(t.Data) != x.Rows()*t.Dim {
+			t.Batch, t.Seq = 1, len(t.Data)/t.Dim
+		}
+	}
+	return captured, out, nil
+}
+
+// awqScale is one scaling group of a layer: prev (a norm or a linear of the layer) absorbs 1/s,
+// the linears are scaled by s, and block (AutoAWQ's module2inspect), if not nil, is the module
+// whose output the scale search compares, on the group's input (input: a captured input's name,
+// "" for linears[0]'s); nil compares the single linear's. dense are unquantized linears that read
+// the same input (a router): they are scaled by s too.
+type awqScale struct {
+	prev    string
+	linears []string
+	input   string
+	dense   []*transformer.Linear
+	block   func(*transformer.Tensor, transformer.Hook) (*transformer.Tensor, error)
+}
+
+// awqScaling is AutoAWQ's get_layers_for_scaling for l's layout, from its linear groups
+// (attention input; o_proj; then per MLP or expert its input and its down_proj), the same for
+// the Llama layout, Gemma 2, Phi-3, Mixtral and Qwen3-MoE (llama.py, gemma2.py, phi3.py,
+// mixtral.py, qwen3_moe.py):
+//   - input_layernorm → the attention's input linears (q, k, v or Phi-3's fused qkv_proj),
+//     inspecting the attention block;
+//   - the linear that produces v (v_proj, or qkv_proj whose last rows are v) → o_proj, when the
+//     value rows are o_proj's inputs one to one and o_proj is square (AutoAWQ's shape test;
+//     phi3.py adds this group unconditionally, which with grouped-query attention would divide
+//     k rows, so it is skipped there too);
+//   - the norm before the MLP (Gemma's pre_feedforward_layernorm, else
+//     post_attention_layernorm) → gate and up (or Phi-3's fused gate_up_proj), inspecting the
+//     MLP; in a mixture-of-experts layer every expert's gate and up at once, on the block's input,
+//     inspecting the whole block. AutoAWQ leaves the router out, so that its input is divided by
+//     the scales while its weight is not, and routing changes; here the router's columns absorb
+//     the scales too (it stays unquantized), so the layer computes what it did;
+//   - the linear that produces up (up_proj, or gate_up_proj whose last rows are up) → down_proj,
+//     per expert on the tokens routed to it.
+func awqScaling(l *transformer.Layer, groups []transformer.LinearGroup) []awqScale {
+	c := l.Config()
+	attn, o, mlps := groups[0].Linears, groups[1].Linears, groups[2:]
+	mlpNorm := "post_attention_layernorm"
+	if c.Gemma {
+		mlpNorm = "pre_feedforward_layernorm"
+	}
+	out := []awqScale{{prev: "input_layernorm", linears: attn, block: l.Attention}}
+	if c.NumKVHeads*c.HeadDim == l.O.In && l.O.In == l.O.Out {
+		out = append(out, awqScale{prev: attn[len(attn)-1], linears: o})
+	}
+	in := awqScale{prev: mlpNorm, input: c.MoEBlock(), block: l.MLP}
+	if r := l.Router(); r != nil {
+		in.dense = []*transformer.Linear{r}
+	}
+	var downs []awqScale
+	for i := 0; i+1 < len(mlps); i += 2 { // an MLP's (or expert's) gate/up, then its down
+		up := mlps[i].Linears
+		in.linears = append(in.linears, up...)
+		downs = append(downs, awqScale{prev: up[len(up)-1], linears: mlps[i+1].Linears})
+	}
+	return append(append(out, in), downs...)
+}
+
+// awqInspect is the awq.InspectFunc of block on in: block run with the named linears' weights
+// substituted.
+func awqInspect(l *transformer.Layer, names []string, in *transformer.Tensor, block func(*transformer.Tensor, transformer.Hook) (*transformer.Tensor, error)) awq.InspectFunc {
+	lins := make([]*transformer.Linear, len(names))
+	for i, name := range names {
+		lins[i] = l.Linear(name)
+	}
+	return func(ctx context.Context, weights [][]float32) ([]float32, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		saved := make([][]float32, len(lins))
+		for i, lin := range lins {
+			saved[i], lin.Weight = lin.Weight, weights[i]
+		}
+		defer func() {
+			for i, lin := range lins {
+				lin.Weight = saved[i]
+			}
+		}()
+		y, err := block(in, nil)
+		if err != nil {
+			return nil, err
+		}
+		return y.Data, nil
+	}
 }
 
 // awqResult fills res from AWQ's result on l (described by al): the quantized linears, the
@@ -452,8 +544,35 @@ func awqResult(l *transformer.Layer, al *awq.Layer, r *awq.LayerResult, res *Lay
 		s := r.Scales[i]
 		res.Scales = append(res.Scales, ScaleStats{Prev: g.Prev, Linears: g.Linears, Ratio: s.Ratio, Loss: s.Loss})
 	}
-	for _, n := range []*transformer.Norm{l.InputNorm, l.PostAttentionNorm} {
-		res.Tensors = append(res.Tensors, DenseTensor{Name: prefix + n.Name + ".weight", Shape: []int64{int64(len(n.Weight))},
-			Data: al.Norms[n.Name].Weight, DType: safetensors.F16})
+	res.Tensors = append(res.Tensors, awqNorms(l, al)...)
+	for _, g := range al.Groups {
+		for _, name := range g.Dense { // a router that absorbed scales, left unquantized
+			d := al.Dense[name]
+			res.Tensors = append(res.Tensors, DenseTensor{Name: prefix + name + ".weight", Shape: []int64{int64(d.Rows), int64(d.Cols)},
+				Data: d.Weight, DType: safetensors.F16})
+		}
 	}
+}
+
+// awqNorms are the norms of l that absorbed scales (the groups' prev norms of al), as the
+// checkpoint stores them: in float16, Gemma's as w with the factor 1+w.
+func awqNorms(l *transformer.Layer, al *awq.Layer) []DenseTensor {
+	var out []DenseTensor
+	for _, g := range al.Groups {
+		n, ok := al.Norms[g.Prev]
+		if !ok {
+			continue
+		}
+		w := n.Weight
+		if l.Config().Gemma {
+			// Gemma's norms multiply by 1+w and hold 1+w in memory (transformer): the folded
+			// factor (1+w)/s is stored as (1+w)/s − 1, as AutoAWQ's scale_ln_fcs does.
+			w = make([]float32, len(n.Weight))
+			for i, v := range n.Weight {
+				w[i] = v - 1
+			}
+		}
+		out = append(out, DenseTensor{Name: layerPrefix(l.Index) + g.Prev + ".weight", Shape: []int64{int64(len(w))}, Data: w, DType: safetensors.F16})
+	}
+	return out
 }

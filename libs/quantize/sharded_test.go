@@ -211,16 +211,8 @@ func TestShardedMoEOrderIndependent(t *testing.T) {
 	if want := 2 * ((2+16)*(2+1) + 0); len(p.Tasks()) != want+2 {
 		t.Errorf("%d tasks, want %d", len(p.Tasks()), want+2)
 	}
-	dir := checkOrderIndependent(t, p, m, [][]int{{1}, {100}, {200}, {300}})
 	rounded, solved := 0, 0
-	for i := range p.Layers {
-		r, err := ShardedLayerResult(context.Background(), DirStore(dir), p, i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(r.Linears) != 4+8*3 {
-			t.Fatalf("layer %d: %d linears", i, len(r.Linears))
-		}
+	for i, r := range shardedMoEResults(t, p, m) {
 		l, err := m.Layer(i)
 		if err != nil {
 			t.Fatal(err)
@@ -246,6 +238,26 @@ func TestShardedMoEOrderIndependent(t *testing.T) {
 	if rounded == 0 || rounded%3 != 0 || solved <= 8 {
 		t.Errorf("%d linears solved, %d rounded: want whole experts rounded and some solved", solved, rounded)
 	}
+}
+
+// shardedMoEResults runs plan p on the synthetic Mixtral m with 4 one-token samples in 2 shards,
+// in two orders to the same bytes (checkOrderIndependent), and returns each layer's result,
+// holding every linear of the layer (4 of attention, 3 per expert).
+func shardedMoEResults(t *testing.T, p *ShardPlan, m *transformer.Model) []*LayerResult {
+	t.Helper()
+	dir := checkOrderIndependent(t, p, m, [][]int{{1}, {100}, {200}, {300}})
+	var out []*LayerResult
+	for i := range p.Layers {
+		r, err := ShardedLayerResult(context.Background(), DirStore(dir), p, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Linears) != 4+8*3 {
+			t.Fatalf("layer %d: %d linears", i, len(r.Linears))
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // randomTopological returns the plan's tasks in a random order in which every task comes after

@@ -294,6 +294,20 @@ var moreSpecs = []spec{
 		},
 	},
 	{
+		// Phi-3-mini's shape: as many key/value heads as query heads, so that AWQ scales
+		// o_proj against the value rows of the fused qkv_proj; no LongRoPE (the 4k models).
+		name: "Phi-3-mini-synth-4k-instruct", arch: "Phi3ForCausalLM", modelType: "phi3", dtype: safetensors.BF16,
+		hidden: 256, layers: 2, heads: 4, kvHeads: 4, inter: 512, vocab: 8192,
+		layout: "phi3", tokenizer: tokSP, seed: 18,
+		config: map[string]any{
+			"attention_bias": false, "attention_dropout": num("0.0"), "bos_token_id": 1, "eos_token_id": 2,
+			"hidden_act": "silu", "initializer_range": num("0.02"), "max_position_embeddings": 4096,
+			"original_max_position_embeddings": 4096, "rms_norm_eps": num("1e-05"), "rope_scaling": nil,
+			"rope_theta": num("10000.0"), "sliding_window": 2047, "tie_word_embeddings": false,
+			"torch_dtype": "bfloat16", "transformers_version": "4.40.2", "use_cache": true,
+		},
+	},
+	{
 		// Eight experts: llama-quantize's n_expert == 8 rules apply.
 		name: "Mixtral-synth-8x", arch: "MixtralForCausalLM", modelType: "mixtral", dtype: safetensors.BF16,
 		hidden: 256, layers: 2, heads: 8, kvHeads: 2, inter: 256, vocab: 8192,

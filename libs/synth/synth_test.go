@@ -136,19 +136,20 @@ func TestEncodeRounding(t *testing.T) {
 // digests), so a generator change must come with new reference dumps. The Gemma, Phi-3 and MoE
 // digests were computed here; the fixture script prints the device machine's for comparison.
 var weightDigests = map[string]string{
-	"Qwen2-Synth-Instruct":      "296dac521bee705e564cbd97f57bae80c0c72e539b48afefe33fd012e9cb2d4b",
-	"Qwen3-Synth-v1.5-Chat":     "c3d37c8516a477f48a1754d58da4316246261f8c7f6a8fb1f405d0d0cc67673c",
-	"mistral-synth":             "a7f376c39a128dea287ca62d4ce7f7af411234249d28891536b9244abed949ba",
-	"llama-synth-linear-f16":    "577f02bf552c9eb8c79fd6c59c27ce4a17cfe2cbe8db3926c024a2fd59d3def1",
-	"llama-synth-3.2-f32":       "ead256f763dc67c9a8705d92724401a5583701b250f9164b48b467fd7f216bdb",
-	"llama-synth-sharded":       "9b894143abfa5ec9ce87d92bf0c5702faa3cdb4a5bb31195e80f2cc711b976be",
-	"gemma-2-synth-it":          "6cb449d0ea02b723c196523a0958bc20e18f8761140402ce01d83de552615483",
-	"gemma-3-synth-it":          "2d40880093e087f6b023fb20d95582eb74925141ce763da7c79e6b54c940b287",
-	"gemma-3-synth-mm":          "8dbe72886f3ba499583d5d117bd35fc3f8c0d44286f7727b17edb6961e82469d",
-	"Phi-3-synth-128k-instruct": "3693a250f38f789aa3497d8766c9fe8218e43eb4d0a9105efc6ced58dcca739d",
-	"Mixtral-synth-8x":          "956630f52a5fc3bef910d9b6f204bbd25cfbb7212b193d1f5a38f00ae94ec38f",
-	"Qwen3-MoE-synth":           "7d834ea92b4c9029ffa82624d60bf49c0541e78a85fb8418a750d9ad9d5e1398",
-	"Qwen1.5-MoE-synth":         "558697f86f39bf2e8a60fbb9baee86196744b9a5f5de4be1f066fa0419359584",
+	"Qwen2-Synth-Instruct":         "296dac521bee705e564cbd97f57bae80c0c72e539b48afefe33fd012e9cb2d4b",
+	"Qwen3-Synth-v1.5-Chat":        "c3d37c8516a477f48a1754d58da4316246261f8c7f6a8fb1f405d0d0cc67673c",
+	"mistral-synth":                "a7f376c39a128dea287ca62d4ce7f7af411234249d28891536b9244abed949ba",
+	"llama-synth-linear-f16":       "577f02bf552c9eb8c79fd6c59c27ce4a17cfe2cbe8db3926c024a2fd59d3def1",
+	"llama-synth-3.2-f32":          "ead256f763dc67c9a8705d92724401a5583701b250f9164b48b467fd7f216bdb",
+	"llama-synth-sharded":          "9b894143abfa5ec9ce87d92bf0c5702faa3cdb4a5bb31195e80f2cc711b976be",
+	"gemma-2-synth-it":             "6cb449d0ea02b723c196523a0958bc20e18f8761140402ce01d83de552615483",
+	"gemma-3-synth-it":             "2d40880093e087f6b023fb20d95582eb74925141ce763da7c79e6b54c940b287",
+	"gemma-3-synth-mm":             "8dbe72886f3ba499583d5d117bd35fc3f8c0d44286f7727b17edb6961e82469d",
+	"Phi-3-synth-128k-instruct":    "3693a250f38f789aa3497d8766c9fe8218e43eb4d0a9105efc6ced58dcca739d",
+	"Phi-3-mini-synth-4k-instruct": "9a5c80b1346e04ca04c641b7be13ffb9d09b9d9dcd10044c11edce1ea304a491", // no reference dumps (AWQ tests)
+	"Mixtral-synth-8x":             "956630f52a5fc3bef910d9b6f204bbd25cfbb7212b193d1f5a38f00ae94ec38f",
+	"Qwen3-MoE-synth":              "7d834ea92b4c9029ffa82624d60bf49c0541e78a85fb8418a750d9ad9d5e1398",
+	"Qwen1.5-MoE-synth":            "558697f86f39bf2e8a60fbb9baee86196744b9a5f5de4be1f066fa0419359584",
 }
 
 func checkDigest(t *testing.T, dir, name string) {

@@ -5,7 +5,7 @@ import (
 	"sort"
 )
 
-// moe routes each token: softmax over the router logits (float32), the top-k experts
+// moe reports its input to hook as the block's (Config.MoEBlock), then routes each token: softmax over the router logits (float32), the top-k experts
 // (renormalised when NormTopK), each expert a SwiGLU MLP; Qwen2-MoE adds its shared expert
 // scaled by sigmoid(shared_expert_gate). hook sees every expert's input, the tokens routed to
 // it (Batch 1, Seq = their count, possibly 0), so that GPTQ calibrates each expert on its tokens.
@@ -13,6 +13,9 @@ import (
 func (l *Layer) moe(n *Tensor, hook Hook, only string) *Tensor {
 	c := l.model.Config
 	rows, e := n.Rows(), len(l.arch.Experts)
+	if hook != nil && (only == "" || only == c.MoEBlock()) {
+		hook([]string{c.MoEBlock()}, n)
+	}
 	logits := make([]float32, rows*e)
 	l.arch.Router.apply(logits, n.Data, rows)
 	// Per-expert token lists, so that each expert runs one matrix product.

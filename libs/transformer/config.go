@@ -25,8 +25,7 @@ var ErrBadConfig = hfmodel.ErrBadConfig
 // Architectures lists the values of config.json's "architectures" the forward pass runs (eval).
 var Architectures = hfmodel.Architectures
 
-// QuantizableArchitectures are those GPTQ quantizes (and AWQ, of those with the Llama layout:
-// see CheckAWQ): their layers report every linear's input to hooks (LinearGroups).
+// QuantizableArchitectures are those GPTQ quantizes (and AWQ, but for those CheckAWQ refuses): their layers report every linear's input to hooks (LinearGroups).
 var QuantizableArchitectures = []string{"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
 	"Gemma2ForCausalLM", "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "Phi3ForCausalLM", "MixtralForCausalLM",
 	"Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"}
@@ -40,31 +39,25 @@ func (c *Config) CheckQuantizable() error {
 		hfmodel.ErrUnsupportedArchitecture, c.Architecture, strings.Join(QuantizableArchitectures, ", "))}
 }
 
-// awqGaps says why AWQ refuses a quantizable architecture beyond the Llama layout.
+// awqGaps says why AWQ refuses a quantizable architecture: those AutoAWQ 0.2.9 has no model
+// for (its AWQ_CAUSAL_LM_MODEL_MAP), so that no AutoAWQ-compatible layout is defined.
 var awqGaps = map[string]string{
-	"Gemma2ForCausalLM":              "AutoAWQ's gemma2 scales against pre_feedforward_layernorm with Gemma's 1+w folding, which quantfleet's AWQ does not implement",
 	"Gemma3ForCausalLM":              "AutoAWQ has no gemma3 model",
 	"Gemma3ForConditionalGeneration": "AutoAWQ has no gemma3 model",
-	"Phi3ForCausalLM":                "AutoAWQ's phi3 scales the fused qkv_proj and gate_up_proj, which quantfleet's AWQ does not implement",
-	"MixtralForCausalLM":             "AutoAWQ's mixtral scales every expert against the whole MoE block, which quantfleet's AWQ does not implement",
 	"Qwen2MoeForCausalLM":            "AutoAWQ has no qwen2_moe model",
-	"Qwen3MoeForCausalLM":            "AutoAWQ's qwen3_moe scales every expert against the whole MoE block, which quantfleet's AWQ does not implement",
 }
 
-// CheckAWQ refuses architectures AWQ cannot quantize: AWQ runs the Llama layout only (Llama,
-// Mistral, Qwen2, Qwen3); the error says why for the others (use GPTQ for them).
+// CheckAWQ refuses architectures AWQ cannot quantize: the Llama layout (Llama, Mistral, Qwen2,
+// Qwen3), Gemma 2, Phi-3, Mixtral and Qwen3-MoE are supported, as in AutoAWQ; the error says
+// why for the others (use GPTQ for them).
 func (c *Config) CheckAWQ() error {
 	if err := c.CheckQuantizable(); err != nil {
 		return err
 	}
-	if c.Layout == hfmodel.LayoutLlama {
-		return nil
+	if why, ok := awqGaps[c.Architecture]; ok {
+		return unsupportedArch{fmt.Errorf("%w %s for AWQ (%s); GPTQ supports it", hfmodel.ErrUnsupportedArchitecture, c.Architecture, why)}
 	}
-	why := awqGaps[c.Architecture]
-	if why == "" {
-		why = "only the Llama layout is implemented"
-	}
-	return unsupportedArch{fmt.Errorf("%w %s for AWQ (%s); GPTQ supports it", hfmodel.ErrUnsupportedArchitecture, c.Architecture, why)}
+	return nil
 }
 
 // CheckLlamaLayout refuses models whose decoder layers are not the Llama layout (Llama,

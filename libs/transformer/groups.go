@@ -65,14 +65,21 @@ func (c *Config) LinearGroups() []LinearGroup {
 // sharedExpertLinears are Qwen2-MoE's shared expert's gate, up and down projections.
 var sharedExpertLinears = [3]string{"mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj", "mlp.shared_expert.down_proj"}
 
-// moeModule is the module path of the mixture-of-experts block: Mixtral's block_sparse_moe or
-// Qwen MoE's mlp.
-func (c *Config) moeModule() string {
-	if c.Layout == hfmodel.LayoutMixtral {
-		return "block_sparse_moe."
+// MoEBlock is the module path of the mixture-of-experts block (Mixtral's block_sparse_moe, Qwen
+// MoE's mlp), the name under which a Hook sees the block's whole input, which AWQ scales the
+// experts' gate/up against (AutoAWQ's mixtral and qwen3_moe); "" for other layouts.
+func (c *Config) MoEBlock() string {
+	switch c.Layout {
+	case hfmodel.LayoutMixtral:
+		return "block_sparse_moe"
+	case hfmodel.LayoutQwenMoE:
+		return "mlp"
 	}
-	return "mlp."
+	return ""
 }
+
+// moeModule is the module path prefix of the mixture-of-experts block's parts.
+func (c *Config) moeModule() string { return c.MoEBlock() + "." }
 
 // expertLinears are expert x's gate, up and down projections (Mixtral: w1, w3, w2).
 func (c *Config) expertLinears(x int) [3]string {

@@ -59,7 +59,12 @@ func TestArchHooks(t *testing.T) {
 			}
 			rows := map[string]int{}
 			inputs := map[string][]float32{}
+			blockRows := 0
 			got, err := l.Forward(x, func(linears []string, in *transformer.Tensor) {
+				if block := m.Config.MoEBlock(); block != "" && slices.Equal(linears, []string{block}) {
+					blockRows += in.Rows() // the block's whole input, AWQ's
+					return
+				}
 				inputs[linears[0]] = append(inputs[linears[0]], in.Data...)
 				g, ok := first[linears[0]]
 				if !ok || !slices.Equal(g.Linears, linears) {
@@ -111,6 +116,9 @@ func TestArchHooks(t *testing.T) {
 				case n != x.Rows():
 					t.Errorf("group %v saw %d rows, want %d", g.Linears, n, x.Rows())
 				}
+			}
+			if m.Config.MoEBlock() != "" && blockRows != x.Rows() {
+				t.Errorf("the block's input had %d rows, want %d", blockRows, x.Rows())
 			}
 			if want := m.Config.ExpertsUsed * x.Rows(); routed != want {
 				t.Errorf("the experts saw %d routed rows, want %d", routed, want)

@@ -8,7 +8,8 @@ import (
 
 // Hook observes the input of linear layers during a forward pass: it is called once per
 // distinct input with the names of the linears that consume it (q/k/v share one input,
-// gate/up share one). input is valid only during the call and must not be modified.
+// gate/up share one); a mixture-of-experts block's whole input is reported under the block's
+// name (Config.MoEBlock), before its experts' routed inputs. input is valid only during the call and must not be modified.
 // A forward pass over many sequences may call a hook several times, each time with whole
 // sequences, so hooks accumulate (GPTQ Hessians, AWQ statistics).
 type Hook func(linears []string, input *Tensor)
@@ -136,6 +137,30 @@ func (l *Layer) Linear(name string) *Linear {
 	return nil
 }
 
+// Router returns the router of a mixture-of-experts layer (experts × hidden, not quantized), or
+// nil.
+func (l *Layer) Router() *Linear {
+	if l.arch == nil {
+		return nil
+	}
+	return l.arch.Router
+}
+
+// Norm returns the norm with the given module path ("input_layernorm",
+// "pre_feedforward_layernorm"), or nil. Gemma's norms hold 1+w, the factor they multiply by.
+func (l *Layer) Norm(name string) *Norm {
+	all := []*Norm{l.InputNorm, l.PostAttentionNorm, l.QNorm, l.KNorm}
+	if a := l.arch; a != nil {
+		all = append(all, a.PostAttnNorm, a.PreFFNorm, a.PostFFNorm)
+	}
+	for _, n := range all {
+		if n != nil && n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
 // Release drops the layer's weights so that their memory can be reclaimed.
 func (l *Layer) Release() {
 	*l = Layer{Index: l.Index}
@@ -210,7 +235,8 @@ func chunks(x *Tensor, f func(lo, hi int) error) error {
 }
 
 func (l *Layer) checkInput(x *Tensor) error {
-	if l.Q == nil {
+	if l.O == nil { // every layout has o_proj; Phi-3 has no q_proj
+
 		return fmt.Errorf("transformer: layer %d was released", l.Index)
 	}
 	if err := x.check(); err != nil {
@@ -270,14 +296,21 @@ func (l *Layer) Inputs(x *Tensor, linear string, hook Hook) error {
 }
 
 // Attention runs the self-attention block alone on h, the output of input_layernorm,
-// and returns the o_proj output (transformers' self_attn module).
+// and returns the o_proj output (transformers' self_attn module; Gemma's before its
+// post_attention_layernorm).
 func (l *Layer) Attention(h *Tensor, hook Hook) (*Tensor, error) {
 	if err := l.checkInput(h); err != nil {
 		return nil, err
 	}
 	out := NewTensor(h.Batch, h.Seq, h.Dim)
 	err := chunks(h, func(lo, hi int) error {
-		a, err := l.attention(h.Sequences(lo, hi), hook)
+		var a *Tensor
+		var err error
+		if l.arch != nil {
+			a = l.archAttention(h.Sequences(lo, hi), hook)
+		} else {
+			a, err = l.attention(h.Sequences(lo, hi), hook)
+		}
 		if err == nil {
 			copy(out.Sequences(lo, hi).Data, a.Data)
 		}
@@ -289,15 +322,24 @@ func (l *Layer) Attention(h *Tensor, hook Hook) (*Tensor, error) {
 	return out, nil
 }
 
-// MLP runs the MLP block alone on h, the output of post_attention_layernorm, and returns
-// the down_proj output.
+// MLP runs the MLP block alone on h, the output of the norm before it (Gemma's
+// pre_feedforward_layernorm, else post_attention_layernorm), and returns the down_proj output
+// (Gemma's before its post_feedforward_layernorm), or a mixture-of-experts layer's whole block
+// (router, experts, shared expert).
 func (l *Layer) MLP(h *Tensor, hook Hook) (*Tensor, error) {
 	if err := l.checkInput(h); err != nil {
 		return nil, err
 	}
 	out := NewTensor(h.Batch, h.Seq, h.Dim)
 	err := chunks(h, func(lo, hi int) error {
-		copy(out.Sequences(lo, hi).Data, l.mlp(h.Sequences(lo, hi), hook).Data)
+		mlp := l.mlp
+		switch {
+		case l.arch != nil && l.arch.Router != nil:
+			mlp = func(n *Tensor, hook Hook) *Tensor { return l.moe(n, hook, "") }
+		case l.arch != nil:
+			mlp = l.archMLP
+		}
+		copy(out.Sequences(lo, hi).Data, mlp(h.Sequences(lo, hi), hook).Data)
 		return nil
 	})
 	if err != nil {

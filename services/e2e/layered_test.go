@@ -419,11 +419,13 @@ func (c *cluster) restartServers() {
 	}
 }
 
-// TestFleetLayeredMoE runs a GPTQ 4-bit job of the synthetic Mixtral (2 layers of 8 experts;
-// each expert's gate/up and down are groups of their own, with Hessian partials per shard and a
-// solve, independent of the other experts') on 2 worker processes: the downloaded checkpoint
-// directory must equal `quantfleet quantize`'s file for file, every task must leave one
-// completion record, and both workers must have run expert tasks.
+// TestFleetLayeredMoE runs jobs of the synthetic Mixtral (2 layers of 8 experts) on 2 worker
+// processes: GPTQ 4-bit (each expert's gate/up and down are groups of their own, with Hessian
+// partials per shard and a solve, independent of the other experts') and AWQ 4-bit (per layer
+// statistics, scale losses and clipping statistics per shard, then a finish; every expert's
+// gate/up scaled against the whole block). The downloaded checkpoint directory must equal
+// `quantfleet quantize`'s file for file and every task must leave one completion record; both
+// workers must have run expert tasks of the GPTQ job.
 func TestFleetLayeredMoE(t *testing.T) {
 	mod, err := moduleDir()
 	if err != nil {
@@ -438,27 +440,41 @@ func TestFleetLayeredMoE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := layeredJob{name: "mixtral-gptq", model: model,
-		flags: []string{"--format", "gptq", "--level", "4bit", "--group-size", "32", "--act-order",
-			"--calibration-data", filepath.Join(shared, "data", "calib.txt"), "--calibration-samples", "4", "--seqlen", "32", "--shard-samples", "2"},
-		// 2 layers × (q/k/v, o, 8 × (gate/up, down)) × (2 Hessian partials + a solve) + 2 forwards
-		tasks: 2*(2+8*2)*3 + 2}
-	want := quantizeRef(t, j)
-
+	calib := []string{"--calibration-data", filepath.Join(shared, "data", "calib.txt"), "--calibration-samples", "4", "--seqlen", "32", "--shard-samples", "2"}
+	jobs := []struct {
+		format string
+		job    layeredJob
+	}{
+		{"gptq", layeredJob{name: "mixtral-gptq", model: model,
+			flags: append([]string{"--format", "gptq", "--level", "4bit", "--group-size", "32", "--act-order"}, calib...),
+			// 2 layers × (q/k/v, o, 8 × (gate/up, down)) × (2 Hessian partials + a solve) + 2 forwards
+			tasks: 2*(2+8*2)*3 + 2}},
+		{"awq", layeredJob{name: "mixtral-awq", model: model,
+			flags: append([]string{"--format", "awq", "--level", "4bit"}, calib...),
+			// 2 layers × (3 steps × 2 shards + a finish)
+			tasks: 2 * (3*2 + 1)}},
+	}
 	c := newCluster(t)
 	c.startFleet(2)
-	start := time.Now()
-	id := c.submitModel(model, "4bit", append(slices.Clone(j.flags[4:]), "--format", "gptq", "--output-name", j.name)...)
-	rec := c.waitDone(id, 240*time.Second)
-	t.Logf("the fleet's job took %.1fs (%d tasks, 2 workers)", time.Since(start).Seconds(), j.tasks)
-	if rec.TotalLayers != 2 || rec.CurrentLayer != 2 || rec.TotalTasks != j.tasks || rec.TasksDone != j.tasks {
-		t.Errorf("job record: layer %d/%d, task %d/%d; want 2/2, %d/%d", rec.CurrentLayer, rec.TotalLayers, rec.TasksDone, rec.TotalTasks, j.tasks, j.tasks)
-	}
-	c.compareDir(id, j.name, want)
-	c.checkTaskObjects(id, j.tasks)
-	for _, w := range []string{"worker1", "worker2"} {
-		if len(logLines(c.proc(w), `"msg":"task done"`, id, "experts.")) == 0 && len(logLines(c.proc(w), `"msg":"task done"`, id, `"task":"h`)) == 0 {
-			t.Errorf("%s ran no Hessian task of the job", w)
+	for _, tc := range jobs {
+		j := tc.job
+		want := quantizeRef(t, j)
+		start := time.Now()
+		id := c.submitModel(model, "4bit", append(slices.Clone(j.flags[4:]), "--format", tc.format, "--output-name", j.name)...)
+		rec := c.waitDone(id, 240*time.Second)
+		t.Logf("the fleet's %s job took %.1fs (%d tasks, 2 workers)", tc.format, time.Since(start).Seconds(), j.tasks)
+		if rec.TotalLayers != 2 || rec.CurrentLayer != 2 || rec.TotalTasks != j.tasks || rec.TasksDone != j.tasks {
+			t.Errorf("%s job record: layer %d/%d, task %d/%d; want 2/2, %d/%d", tc.format, rec.CurrentLayer, rec.TotalLayers, rec.TasksDone, rec.TotalTasks, j.tasks, j.tasks)
+		}
+		c.compareDir(id, j.name, want)
+		c.checkTaskObjects(id, j.tasks)
+		if tc.format != "gptq" {
+			continue
+		}
+		for _, w := range []string{"worker1", "worker2"} {
+			if len(logLines(c.proc(w), `"msg":"task done"`, id, "experts.")) == 0 && len(logLines(c.proc(w), `"msg":"task done"`, id, `"task":"h`)) == 0 {
+				t.Errorf("%s ran no Hessian task of the job", w)
+			}
 		}
 	}
 	c.checkSecrets()
