@@ -74,11 +74,10 @@ func openStages(ctx context.Context, env *ShardEnv) (StageSession, error) {
 
 // RunStages runs every task of env's plan, in Tasks order, in this process: on a StageSession
 // of the job's compute when it offers one that fits (the layer's tasks done in place on the
-// device, only each solve's result written to env.Store); AWQ on a single shard with one
-// capture of each layer's inputs for all its steps (runAWQInPlace); else one RunShardTask after
-// another, deleting what plan.Consumed says. done is called after each task, or after the in-place work
-// that stands for it. Either way the store ends with every layer's solved groups (or layer
-// results) that ShardedLayerResult reads.
+// device, only each solve's result written to env.Store); AWQ on a single shard with one capture
+// of each layer's inputs for all its steps (runAWQInPlace); else one RunShardTask after another,
+// deleting what plan.Consumed says. done is called after each task, or after the in-place work
+// that stands for it. Either way the store ends with what ShardedLayerResult reads.
 func RunStages(ctx context.Context, env *ShardEnv, del func(key string) error, done func(t ShardTask)) error {
 	if env.Plan.awqSharded() && len(env.Plan.Shards) == 1 {
 		return runAWQInPlace(ctx, env, del, done)
