@@ -48,28 +48,32 @@ type StageSession interface {
 }
 
 // openStages opens a StageSession for env's staged GPTQ plan when the job's compute offers one
-// and the shards fit; nil (and no error) means: run the tasks one by one.
-func openStages(ctx context.Context, env *ShardEnv) (StageSession, error) {
+// and the shards fit, and returns it with layer 0, which it loaded to decide; a nil session (and
+// no error) means: run the tasks one by one.
+func openStages(ctx context.Context, env *ShardEnv) (StageSession, *transformer.Layer, error) {
 	p := env.Plan
 	if !p.Staged() || !p.Stage.sequential() {
-		return nil, nil
+		return nil, nil, nil
 	}
 	l, err := env.Layer(0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer l.Release()
 	sc, ok := env.compute(ctx, l).(StageCompute)
-	if !ok {
-		return nil, nil
+	var sess StageSession
+	if ok {
+		sess, err = sc.OpenStages(ctx, l, len(p.Shards), func(s int) (*transformer.Tensor, error) {
+			return getActivations(ctx, env.Store, 0, s)
+		})
 	}
-	sess, err := sc.OpenStages(ctx, l, len(p.Shards), func(s int) (*transformer.Tensor, error) {
-		return getActivations(ctx, env.Store, 0, s)
-	})
-	if errors.Is(err, ErrStageMemory) {
-		return nil, nil
+	if sess == nil || err != nil {
+		l.Release()
+		if errors.Is(err, ErrStageMemory) {
+			err = nil
+		}
+		return nil, nil, err
 	}
-	return sess, err
+	return sess, l, nil
 }
 
 // RunStages runs every task of env's plan, in Tasks order, in this process: on a StageSession
@@ -82,7 +86,7 @@ func RunStages(ctx context.Context, env *ShardEnv, del func(key string) error, d
 	if env.Plan.awqSharded() && len(env.Plan.Shards) == 1 {
 		return runAWQInPlace(ctx, env, del, done)
 	}
-	sess, err := openStages(ctx, env)
+	sess, l0, err := openStages(ctx, env)
 	if err != nil {
 		return err
 	}
@@ -116,7 +120,7 @@ func RunStages(ctx context.Context, env *ShardEnv, del func(key string) error, d
 		l   *transformer.Layer
 		err error
 	}
-	load := func(L int) <-chan loaded {
+	load := func(L int) chan loaded {
 		ch := make(chan loaded, 1)
 		go func() {
 			l, err := env.Layer(L)
@@ -124,7 +128,8 @@ func RunStages(ctx context.Context, env *ShardEnv, del func(key string) error, d
 		}()
 		return ch
 	}
-	next := load(0)
+	next := make(chan loaded, 1)
+	next <- loaded{l: l0} // openStages loaded it
 	for L := range env.Plan.Layers {
 		ld := <-next
 		if ld.err != nil {

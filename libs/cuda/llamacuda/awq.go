@@ -150,7 +150,7 @@ func checkAWQMemory(ctx context.Context, d *cuda.Device, l *transformer.Layer, b
 		return err
 	}
 	need := awqNeedBytes(l, batch, seq)
-	if need+need/20+512<<20 > free {
+	if exceeds(need, free) {
 		return fmt.Errorf("%w: AWQ on layer %d with %d×%d calibration tokens needs about %.1f GiB, %s has %.1f GiB free",
 			ErrMemory, l.Index, batch, seq, gib(need), d.Name(), gib(free))
 	}

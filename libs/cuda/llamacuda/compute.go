@@ -209,7 +209,7 @@ func checkSolve(ctx context.Context, d *cuda.Device, n int, linears []*transform
 	}
 	nn := int64(n)
 	need := 8*nn*nn + 13*nn*nn + 9*rows*nn
-	if need+need/20+512<<20 > free {
+	if exceeds(need, free) {
 		return fmt.Errorf("%w: the GPTQ solve of %s (%d×%d) needs about %.1f GiB, %s has %.1f GiB free",
 			ErrMemory, linears[0].Name, rows, n, gib(need), d.Name(), gib(free))
 	}

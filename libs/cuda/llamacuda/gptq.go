@@ -106,8 +106,7 @@ func CheckMemory(ctx context.Context, d *cuda.Device, l *transformer.Layer, batc
 		return err
 	}
 	need := needBytes(l, batch, seq, withInputs)
-	// 5% and 512 MiB of headroom for cuBLAS workspaces, modules and fragmentation.
-	if need+need/20+512<<20 > free {
+	if exceeds(need, free) {
 		return fmt.Errorf("%w: layer %d with %d×%d calibration tokens needs about %.1f GiB, %s has %.1f GiB free",
 			ErrMemory, l.Index, batch, seq, gib(need), d.Name(), gib(free))
 	}
@@ -115,6 +114,10 @@ func CheckMemory(ctx context.Context, d *cuda.Device, l *transformer.Layer, batc
 }
 
 func gib(b int64) float64 { return float64(b) / (1 << 30) }
+
+// exceeds reports whether need bytes, with 5% and 512 MiB of headroom for cuBLAS workspaces,
+// modules and fragmentation, exceed free: the rule of every memory check here.
+func exceeds(need, free int64) bool { return need+need/20+512<<20 > free }
 
 func needBytes(l *transformer.Layer, batch, seq int, withInputs bool) int64 {
 	var weights, solve int64

@@ -86,7 +86,7 @@ func checkStageMemory(ctx context.Context, c *Compute, l *transformer.Layer, n i
 		}
 		need += 8 * cols * cols
 	}
-	if need+need/20+512<<20 > free {
+	if exceeds(need, free) {
 		return fmt.Errorf("%w: %d shards of %d×%d tokens need about %.1f GiB, %s has %.1f GiB free",
 			quantize.ErrStageMemory, n, x.Batch, x.Seq, gib(need), c.D.Name(), gib(free))
 	}
