@@ -33,7 +33,7 @@
 #                  GEN_ARGS="--hidden 256 --layers 2 --heads 4 --kv-heads 2 --intermediate 512"
 #                  DEVICE=cpu SAMPLES=8 SEQLEN=256 NO_REF=1)
 #   METHODS        quantfleet's runs (default gptq,gptq-tf32,awq; gptq-tf32 only with BENCH_TF32=1;
-#                  none: the references alone)
+#                  awq-tf32: AWQ with QUANTFLEET_GPU_TF32=1; none: the references alone)
 #   KEEP_RESULTS=1 adds to $OUT/results.jsonl instead of starting it afresh (ours and the references
 #                  timed by two invocations on the same machine, one table)
 #   REF_LAYERS     layers the references time per method (default 2; their seconds per layer are
@@ -137,7 +137,7 @@ ours() {
 		--calibration-data "$CALIB" --calibration-samples "$SAMPLES" --seqlen "$SEQLEN" "${SHARD_ARGS[@]}" \
 		--output-dir "$OUT/ckpt" --output-name "$method" --overwrite --json --verbosity verbose --device "$DEVICE" || rc=$?
 	"$PYTHON" - "$LOGS/ours-$method" "$method" "$DEVICE" "$rc" >>"$RESULTS" <<'EOF'
-import json, sys, datetime
+import json, re, sys, datetime
 base, method, device, rc = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 def ts(s):
     s = s.rstrip("Z")
@@ -153,9 +153,10 @@ for line in open(base + ".out"):
         continue
     if ev.get("event") == "start" and ev.get("stage") == "quantize":
         start = ts(ev["time"])
-    elif ev.get("stage") == "quantize" and ev.get("event") in ("progress", "done") and ev.get("item", "").startswith("layer "):
-        layer = int(ev["item"].split()[1])
-        marks[layer] = ts(ev["time"])  # the last event of each layer: its end
+    elif ev.get("stage") == "quantize" and ev.get("event") == "progress" and re.match(r"layer \d+/\d+, [a-z]+\d{4}", ev.get("item", "")):
+        # "layer 2/4, q0003g1": 2 layers complete; task q0003g1 (of layer 3) just ended
+        layer = int(re.match(r"[a-z]+(\d{4})", ev["item"].split(", ")[1]).group(1))
+        marks[layer] = ts(ev["time"])  # the last task of each layer: its end
     elif ev.get("event") == "result":
         meta = ev["result"].get("quantization_metadata", {})
     elif ev.get("event") == "error":
@@ -190,6 +191,9 @@ elif [ -n "${AWQ_CPU:-}" ]; then
 	DEVICE=cpu ours awq --format awq
 else
 	ours awq --format awq
+fi
+if [ "$DEVICE" != cpu ] && [[ $METHODS == *,awq-tf32,* ]]; then
+	QUANTFLEET_GPU_TF32=1 ours awq-tf32 --format awq
 fi
 
 if [ -z "${NO_REF:-}" ]; then
@@ -227,11 +231,10 @@ print(f"synthetic Llama layers (hidden {c['hidden_size']}, {c['num_attention_hea
 print("| method | implementation | device | s / layer | peak GPU MiB | peak host MiB | ours / reference |")
 print("|---|---|---|---|---|---|---|")
 fmt = lambda v, f="%.1f": "—" if v is None else f % v
-for m, label in (("gptq", "GPTQ act-order"), ("gptq-tf32", "GPTQ act-order, TF32 forwards"), ("awq", "AWQ")):
-    if m not in ours:
-        continue
+for m, label in (("gptq", "GPTQ act-order"), ("gptq-tf32", "GPTQ act-order, TF32 forwards"), ("awq", "AWQ"), ("awq-tf32", "AWQ, TF32 forwards")):
+    base = m.split("-")[0]
     o = ours.get(m, {})
-    rs = ref.get(m.split("-")[0], [])
+    rs = ref.get(base, [])
     rsec = sum(r["seconds"] for r in rs) / len(rs) if rs else None
     if o.get("skipped"):
         print(f"| {label} | quantfleet | {o.get('device')} | skipped: {o['skipped']} | | | |")
@@ -242,9 +245,9 @@ for m, label in (("gptq", "GPTQ act-order"), ("gptq-tf32", "GPTQ act-order, TF32
         verdict = "" if ratio is None else (" PASS (≤ 0.5)" if ratio <= 0.5 else " FAIL (goal ≤ 0.5)")
         dev = o.get("device", "") + (f" ({o['gpu']})" if o.get("gpu") else "")
         print(f"| {label} | quantfleet | {dev} | {fmt(o.get('seconds_per_layer'), '%.2f')} | {fmt(o.get('peak_gpu_mib'), '%d')} | {fmt(o.get('peak_host_mib'), '%d')} | {fmt(ratio, '%.2f')}{verdict} |")
-    if rs and m != "gptq-tf32":
+    if rs and m == base:
         print(f"| {label} | reference ({len(rs)} layers, tokens: {rs[0]['tokens']}) | cuda | {rsec:.2f} | {max(r['peak_gpu_mib'] for r in rs)} | {max(r['peak_host_mib'] for r in rs)} | 1 |")
-    elif m in ref_err and m != "gptq-tf32":
+    elif m in ref_err and m == base:
         print(f"| {label} | reference | cuda | error: {ref_err[m][:120]} | | | |")
 print()
 for m, o in ours.items():

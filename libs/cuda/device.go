@@ -25,6 +25,7 @@ type Device struct {
 	modules  map[string]*Module // by compiled image key
 	blas     *BLAS
 	blasTF32 *BLAS
+	blasBF16 *BLAS
 	closed   bool
 }
 
@@ -167,7 +168,7 @@ func (d *Device) Close() error {
 			first = err
 		}
 	}
-	for _, b := range []**BLAS{&d.blas, &d.blasTF32} {
+	for _, b := range []**BLAS{&d.blas, &d.blasTF32, &d.blasBF16} {
 		if *b != nil {
 			keep(cublasErr("cublasDestroy", blas.destroy((*b).h)))
 			*b = nil

@@ -107,10 +107,11 @@ def forward_one(d: Path, name: str, docs, out: Path):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(d)
     cfg = json.loads((d / "config.json").read_text())
-    # Phi-3's pad_token_id (32000) lies outside the synthetic vocabulary; padding_idx only affects
-    # training, so leave it out rather than change the checkpoint the converter fixtures use.
+    # Phi-3's pad_token_id (32000, Phi3Config's default when config.json has none) lies outside the
+    # synthetic vocabulary; padding_idx only affects training, so leave it out rather than change
+    # the checkpoint the converter fixtures use.
     config = AutoConfig.from_pretrained(d)
-    if cfg.get("pad_token_id", -1) >= cfg.get("vocab_size", 1 << 30):
+    if config.pad_token_id is not None and config.pad_token_id >= config.vocab_size:
         config.pad_token_id = None
     model = AutoModelForCausalLM.from_pretrained(d, config=config, dtype=torch.float32, attn_implementation="eager").eval()
     bos = cfg.get("bos_token_id")

@@ -1,0 +1,119 @@
+package llamacuda
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"quantfleet.dev/libs/awq"
+	"quantfleet.dev/libs/quantize"
+	"quantfleet.dev/libs/transformer"
+)
+
+// BenchmarkAWQLayer times AWQ's steps (capture, statistics, scale-grid losses, clipping
+// statistics, the clipping search and the layer's result) on layer 0 of the Llama checkpoint at
+// $QUANTFLEET_AWQ_BENCH_MODEL (bench-gpu.sh's synthetic Llama-3-8B) with 128×2048 N(0, 1)
+// inputs, with the projections in bf16, TF32 and float32 (Options): where a layer's seconds go.
+//
+//	QUANTFLEET_AWQ_BENCH_MODEL=/tmp/qfm llamacuda.test -test.run '^$' -test.bench AWQLayer -test.benchtime 1x
+func BenchmarkAWQLayer(b *testing.B) {
+	dir := os.Getenv("QUANTFLEET_AWQ_BENCH_MODEL")
+	if dir == "" {
+		b.Skip("set QUANTFLEET_AWQ_BENCH_MODEL to a Llama checkpoint")
+	}
+	d := openGPU(b)
+	ctx := context.Background()
+	m, err := transformer.Load(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	x := transformer.NewTensor(128, 2048, m.Config.HiddenSize)
+	var wg sync.WaitGroup
+	const parts = 16
+	for p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(p), 7))
+			n := len(x.Data) / parts
+			for i := p * n; i < (p+1)*n; i++ {
+				x.Data[i] = float32(r.NormFloat64())
+			}
+		}()
+	}
+	wg.Wait()
+	cfg := quantize.DefaultAWQConfig()
+	cfg.Bits, cfg.GroupSize = 4, 128
+	sh := awq.Shard{Offset: 0, Total: x.Rows()}
+	for range b.N {
+		for _, o := range []struct {
+			name string
+			opt  Options
+		}{{"bf16", Options{BF16: true}}, {"tf32", Options{TF32: true}}, {"fp32", Options{}}} {
+			c := &Compute{D: d, Options: o.opt}
+			l, err := m.Layer(0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var total time.Duration
+			step := func(name string, f func() error) {
+				t0 := time.Now()
+				if err := f(); err != nil {
+					b.Fatalf("%s: %v", name, err)
+				}
+				if err := d.Synchronize(ctx); err != nil {
+					b.Fatal(err)
+				}
+				el := time.Since(t0)
+				total += el
+				fmt.Printf("%s %-28s %7.2fs\n", o.name, name, el.Seconds()) // now, not at the end: a run cut short still tells
+			}
+			var (
+				al      *awq.Layer
+				release func()
+				stats   *awq.Stats
+				losses  *awq.ScaleLosses
+				scales  []*awq.Scales
+				clip    *awq.ClipStats
+			)
+			step("upload, capture, outputs", func() (err error) {
+				al, _, release, err = c.AWQLayer(ctx, l, x, true)
+				return err
+			})
+			step("statistics (a)", func() (err error) {
+				stats, err = awq.CollectStats(al, sh, cfg)
+				return err
+			})
+			step("scale-grid losses (b)", func() (err error) {
+				losses, err = awq.CollectScaleLosses(ctx, al, sh, stats, cfg)
+				return err
+			})
+			step("pick scales", func() (err error) {
+				scales, err = awq.PickScales(al, stats, losses, cfg)
+				return err
+			})
+			step("clipping statistics (c)", func() (err error) {
+				clip, err = awq.CollectClipStats(al, sh, scales, cfg)
+				return err
+			})
+			release()
+			var w *awq.Layer
+			step("weights again", func() (err error) {
+				w, _, release, err = c.AWQLayer(ctx, l, nil, false)
+				return err
+			})
+			step("clipping search, result (l)", func() error {
+				_, err := awq.FinishLayer(ctx, w, scales, clip, cfg)
+				return err
+			})
+			release()
+			l.Release()
+			fmt.Printf("%s %-28s %7.2fs\n", o.name, "layer", total.Seconds())
+		}
+	}
+}
