@@ -33,7 +33,9 @@ test-short:
 # GPU test binaries (CGO_ENABLED=0; CUDA is loaded at run time, see libs/cuda/doc.go): carry
 # bin/gpu-tests/ to a machine with an NVIDIA GPU and run each with -test.v there (see
 # libs/cuda/doc.go, "Tests on a GPU machine", for the command lines). TestLlama8B and
-# TestLlama8BLayer are the timing runs (-test.short skips them); the tests take
+# TestLlama8BLayer are the timing runs (-test.short skips them); BenchmarkAWQLayer times AWQ's
+# steps on layer 0 of bench-gpu.sh's synthetic model (QUANTFLEET_AWQ_BENCH_MODEL=DIR
+# llamacuda.test -test.run '^$$' -test.bench AWQLayer -test.benchtime 1x); the tests take
 # QUANTFLEET_TINY_LLAMA, QUANTFLEET_CALIB (and QUANTFLEET_EVAL, default eval.txt beside the
 # calibration text) where ../shared is absent. Without a GPU every GPU test skips.
 GPU_TESTS := $(BIN)/gpu-tests

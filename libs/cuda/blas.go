@@ -13,7 +13,6 @@ var blas struct {
 	setMathMode   func(h uintptr, mode int32) int32
 	getVersion    func(h uintptr, v *int32) int32
 	sgemm         func(h uintptr, ta, tb int32, m, n, k int32, alpha *float32, a uint64, lda int32, b uint64, ldb int32, beta *float32, c uint64, ldc int32) int32
-	gemmEx        func(h uintptr, ta, tb int32, m, n, k int32, alpha *float32, a uint64, atype, lda int32, b uint64, btype, ldb int32, beta *float32, c uint64, ctype, ldc int32, compute, algo int32) int32
 	ssyrk         func(h uintptr, uplo, trans int32, n, k int32, alpha *float32, a uint64, lda int32, beta *float32, c uint64, ldc int32) int32
 	getStatusName func(s int32) string // optional
 }
@@ -25,7 +24,6 @@ func cublasSymbols() map[string]any {
 		"cublasSetMathMode":   &blas.setMathMode,
 		"cublasGetVersion_v2": &blas.getVersion,
 		"cublasSgemm_v2":      &blas.sgemm,
-		"cublasGemmEx":        &blas.gemmEx,
 		"cublasSsyrk_v2":      &blas.ssyrk,
 	}
 }
@@ -41,11 +39,6 @@ const (
 	// CUBLAS_TF32_TENSOR_OP_MATH: SGEMM on the tensor cores with TF32 inputs (10-bit
 	// mantissas), float32 accumulation.
 	cublasTF32Math = 3
-	// cublasGemmEx's CUDA_R_32F matrices with CUBLAS_COMPUTE_32F_FAST_16BF: float32 in and
-	// out, inputs rounded to bfloat16 on the tensor cores, float32 sums; CUBLAS_GEMM_DEFAULT.
-	cudaR32F                 = 0
-	cublasCompute32FFast16BF = 75
-	cublasGemmDefault        = -1
 )
 
 // BLAS is a cuBLAS handle of one device, using the legacy default stream. Its matrices are
@@ -55,12 +48,11 @@ type BLAS struct {
 	d       *Device
 	h       uintptr
 	version int
-	compute int32 // cublasGemmEx's compute type for Gemm; 0: cublasSgemm
 }
 
 // BLAS returns the device's cuBLAS handle (created on first use, with TF32 off).
 func (d *Device) BLAS(ctx context.Context) (*BLAS, error) {
-	return d.handle(ctx, &d.blas, cublasDefaultMath, 0)
+	return d.handle(ctx, &d.blas, cublasDefaultMath)
 }
 
 // BLASTF32 returns a second cuBLAS handle of the device whose Gemm runs on the tensor cores
@@ -68,20 +60,12 @@ func (d *Device) BLAS(ctx context.Context) (*BLAS, error) {
 // passes whose results tolerate about 1e-3 relative error (the references run theirs in
 // bf16). Its SyrkUpper is IEEE float32 as well as TF32 allows; Hessians use BLAS.
 func (d *Device) BLASTF32(ctx context.Context) (*BLAS, error) {
-	return d.handle(ctx, &d.blasTF32, cublasTF32Math, 0)
+	return d.handle(ctx, &d.blasTF32, cublasTF32Math)
 }
 
-// BLASBF16 returns a third cuBLAS handle of the device whose Gemm rounds its float32 inputs to
-// bfloat16 on the tensor cores and sums in float32 (cuBLAS's CUBLAS_COMPUTE_32F_FAST_16BF,
-// which may also pick TF32): the arithmetic of a bf16 PyTorch layer with float32 activations
-// in and out, at about twice TF32's rate. Its SyrkUpper is IEEE float32.
-func (d *Device) BLASBF16(ctx context.Context) (*BLAS, error) {
-	return d.handle(ctx, &d.blasBF16, cublasDefaultMath, cublasCompute32FFast16BF)
-}
-
-// handle returns *slot, creating it with the math mode and Gemm's compute type on first use.
-// A handle's mode never changes, so goroutines may share it.
-func (d *Device) handle(ctx context.Context, slot **BLAS, mode, compute int32) (*BLAS, error) {
+// handle returns *slot, creating it with the math mode on first use. A handle's mode never
+// changes, so goroutines may share it.
+func (d *Device) handle(ctx context.Context, slot **BLAS, mode int32) (*BLAS, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -98,7 +82,7 @@ func (d *Device) handle(ctx context.Context, slot **BLAS, mode, compute int32) (
 		return nil, err
 	}
 	defer leave()
-	b := &BLAS{d: d, compute: compute}
+	b := &BLAS{d: d}
 	if err := cublasErr("cublasCreate", blas.create(&b.h)); err != nil {
 		return nil, err
 	}
@@ -152,18 +136,10 @@ func (b *BLAS) Gemm(ctx context.Context, transA, transB bool, m, n, k int, alpha
 	defer leave()
 	// Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: the same memory with the
 	// operands swapped.
-	var r int32
-	name := "cublasSgemm"
-	if b.compute != 0 {
-		name = "cublasGemmEx"
-		r = blas.gemmEx(b.h, op(transB), op(transA), int32(n), int32(m), int32(k), &alpha, uint64(bm), cudaR32F, int32(ldb),
-			uint64(a), cudaR32F, int32(lda), &beta, uint64(c), cudaR32F, int32(ldc), b.compute, cublasGemmDefault)
-	} else {
-		r = blas.sgemm(b.h, op(transB), op(transA), int32(n), int32(m), int32(k), &alpha, uint64(bm), int32(ldb), uint64(a), int32(lda), &beta, uint64(c), int32(ldc))
-	}
+	r := blas.sgemm(b.h, op(transB), op(transA), int32(n), int32(m), int32(k), &alpha, uint64(bm), int32(ldb), uint64(a), int32(lda), &beta, uint64(c), int32(ldc))
 	runtime.KeepAlive(&alpha)
 	runtime.KeepAlive(&beta)
-	return cublasErr(name, r)
+	return cublasErr("cublasSgemm", r)
 }
 
 // SyrkUpper computes the upper triangle of C = alpha·AᵀA + beta·C for a row-major k×n matrix

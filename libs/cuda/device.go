@@ -25,7 +25,6 @@ type Device struct {
 	modules  map[string]*Module // by compiled image key
 	blas     *BLAS
 	blasTF32 *BLAS
-	blasBF16 *BLAS
 	closed   bool
 }
 
@@ -168,7 +167,7 @@ func (d *Device) Close() error {
 			first = err
 		}
 	}
-	for _, b := range []**BLAS{&d.blas, &d.blasTF32, &d.blasBF16} {
+	for _, b := range []**BLAS{&d.blas, &d.blasTF32} {
 		if *b != nil {
 			keep(cublasErr("cublasDestroy", blas.destroy((*b).h)))
 			*b = nil

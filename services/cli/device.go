@@ -42,7 +42,7 @@ func (f *deviceFlag) open(ctx context.Context, env Env, log *zap.Logger) (*devic
 	fields := d.LogFields(s)
 	if d.IsGPU() {
 		f.gpu = llamacuda.OptionsFromEnv(env.Getenv)
-		fields = append(fields, zap.Bool("tf32", f.gpu.TF32), zap.Bool("bf16", f.gpu.BF16))
+		fields = append(fields, zap.Bool("tf32", f.gpu.TF32))
 	}
 	log.Info("device selected", fields...)
 	return d, nil
@@ -68,15 +68,13 @@ func (f *deviceFlag) withLayers(ctx context.Context, format domain.OutputFormat,
 }
 
 // record adds the device to a result's metadata: "device", and on a GPU "gpu" (its name) and
-// "gpu_bf16" or "gpu_tf32" when the forward passes' projections used bf16 or TF32 inputs.
+// "gpu_tf32" when the forward passes used TF32.
 func (f *deviceFlag) record(meta map[string]any) map[string]any {
 	if meta == nil {
 		meta = map[string]any{}
 	}
 	f.dev.Record(meta)
-	if f.dev.IsGPU() && f.gpu.BF16 {
-		meta["gpu_bf16"] = true
-	} else if f.dev.IsGPU() && f.gpu.TF32 {
+	if f.dev.IsGPU() && f.gpu.TF32 {
 		meta["gpu_tf32"] = true
 	}
 	return meta

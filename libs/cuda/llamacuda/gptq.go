@@ -23,12 +23,9 @@ func QuantizeLayer(ctx context.Context, d *cuda.Device, c *transformer.Config, l
 	return QuantizeLayerWith(ctx, d, c, l, inputs, cfg, Options{})
 }
 
-// EnvTF32 and EnvBF16 name the environment variables that turn Options.TF32 and Options.BF16
-// on ("1" or "true") for the commands and workers that quantize on a GPU.
-const (
-	EnvTF32 = "QUANTFLEET_GPU_TF32"
-	EnvBF16 = "QUANTFLEET_GPU_BF16"
-)
+// EnvTF32 names the environment variable that turns Options.TF32 on ("1" or "true") for the
+// commands and workers that quantize on a GPU.
+const EnvTF32 = "QUANTFLEET_GPU_TF32"
 
 // Options tunes the GPU's arithmetic.
 type Options struct {
@@ -37,27 +34,12 @@ type Options struct {
 	// their layers in bf16, coarser still). Hessian sums, solves, norms and attention stay
 	// IEEE float32. Results then differ from the CPU's beyond the last bits; off by default.
 	TF32 bool
-	// BF16 runs the projections on the tensor cores with inputs rounded to bfloat16 and float32
-	// sums, the arithmetic of the references' bf16 layers, at about twice TF32's rate; it
-	// takes precedence over TF32. Same float32 parts as TF32; off by default.
-	BF16 bool
 }
 
-// OptionsFromEnv reads the options from the environment (EnvTF32, EnvBF16).
+// OptionsFromEnv reads the options from the environment (EnvTF32).
 func OptionsFromEnv(getenv func(string) string) Options {
-	on := func(name string) bool { v := getenv(name); return v == "1" || v == "true" }
-	return Options{TF32: on(EnvTF32), BF16: on(EnvBF16)}
-}
-
-// use makes g's projections follow o.
-func (o Options) use(ctx context.Context, g *Layer) error {
-	switch {
-	case o.BF16:
-		return g.useBLAS(ctx, g.d.BLASBF16)
-	case o.TF32:
-		return g.UseTF32(ctx)
-	}
-	return nil
+	v := getenv(EnvTF32)
+	return Options{TF32: v == "1" || v == "true"}
 }
 
 // QuantizeLayerWith is QuantizeLayer with options.
@@ -76,8 +58,10 @@ func QuantizeLayerWith(ctx context.Context, d *cuda.Device, c *transformer.Confi
 		return nil, err
 	}
 	defer g.Close()
-	if err := o.use(ctx, g); err != nil {
-		return nil, err
+	if o.TF32 {
+		if err := g.UseTF32(ctx); err != nil {
+			return nil, err
+		}
 	}
 	x, err := UploadTensor(ctx, d, inputs)
 	if err != nil {

@@ -111,7 +111,7 @@ type Layer struct {
 	gate, up, down   *linear
 	window           int
 
-	gemm     *cuda.BLAS // the projections' cuBLAS handle: k.blas, or the TF32 or BF16 one (Options)
+	gemm     *cuda.BLAS // the projections' cuBLAS handle: k.blas, or the TF32 one (UseTF32)
 	ropeSeq  int
 	cos, sin *cuda.Buffer
 	ropeHalf int
@@ -322,10 +322,8 @@ func (l *Layer) rope(ctx context.Context, seq int) error {
 
 // UseTF32 runs the layer's projections on the tensor cores with TF32 inputs from now on (see
 // Options.TF32); norms, attention and everything a Hessian sums stay IEEE float32.
-func (l *Layer) UseTF32(ctx context.Context) error { return l.useBLAS(ctx, l.d.BLASTF32) }
-
-func (l *Layer) useBLAS(ctx context.Context, handle func(context.Context) (*cuda.BLAS, error)) error {
-	b, err := handle(ctx)
+func (l *Layer) UseTF32(ctx context.Context) error {
+	b, err := l.d.BLASTF32(ctx)
 	if err != nil {
 		return err
 	}
