@@ -59,21 +59,23 @@ func Quantize(w []float32, rows, cols int, cfg Config) (*Result, error) {
 		Zeros:   make([]uint8, ng*rows),
 	}
 	q := newQuantizer(cfg.Bits)
-	buf := make([]float32, gs)
-	for r := 0; r < rows; r++ {
-		for g := 0; g < ng; g++ {
-			for i, v := range w[r*cols+g*gs : r*cols+(g+1)*gs] {
-				buf[i] = f16(v)
-			}
-			s, z := q.params(buf)
-			res.Scales[g*rows+r] = s
-			res.Zeros[g*rows+r] = uint8(z)
-			codes := res.QWeight[r*cols+g*gs : r*cols+(g+1)*gs]
-			for i, v := range buf {
-				codes[i] = uint8(q.code(v, s, z))
+	parallel(rows, func(lo, hi int) { // rows are independent
+		buf := make([]float32, gs)
+		for r := lo; r < hi; r++ {
+			for g := 0; g < ng; g++ {
+				for i, v := range w[r*cols+g*gs : r*cols+(g+1)*gs] {
+					buf[i] = f16(v)
+				}
+				s, z := q.params(buf)
+				res.Scales[g*rows+r] = s
+				res.Zeros[g*rows+r] = uint8(z)
+				codes := res.QWeight[r*cols+g*gs : r*cols+(g+1)*gs]
+				for i, v := range buf {
+					codes[i] = uint8(q.code(v, s, z))
+				}
 			}
 		}
-	}
+	})
 	return res, nil
 }
 

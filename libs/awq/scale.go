@@ -207,21 +207,27 @@ func weightMean(ls []*Linear, gs int) []float64 {
 	sum := make([]float64, cols)
 	var rows int
 	for _, l := range ls {
-		for r := 0; r < l.Rows; r++ {
-			row := l.Weight[r*cols : (r+1)*cols]
-			for g := 0; g < cols; g += gs {
-				var m float64
-				for _, v := range row[g : g+gs] {
-					m = math.Max(m, math.Abs(float64(f16(v))))
-				}
-				m += 1e-6
-				for c, v := range row[g : g+gs] {
-					sum[g+c] += math.Abs(float64(f16(v))) / m
+		rows += l.Rows
+	}
+	// Column groups in parallel: each column still sums its rows in order, so the result does
+	// not depend on the number of goroutines.
+	parallel(cols/gs, func(lo, hi int) {
+		for _, l := range ls {
+			for r := 0; r < l.Rows; r++ {
+				row := l.Weight[r*cols : (r+1)*cols]
+				for g := lo * gs; g < hi*gs; g += gs {
+					var m float64
+					for _, v := range row[g : g+gs] {
+						m = math.Max(m, math.Abs(float64(f16(v))))
+					}
+					m += 1e-6
+					for c, v := range row[g : g+gs] {
+						sum[g+c] += math.Abs(float64(f16(v))) / m
+					}
 				}
 			}
 		}
-		rows += l.Rows
-	}
+	})
 	for c := range sum {
 		sum[c] /= float64(rows)
 	}
@@ -254,12 +260,14 @@ func ScaleColumns(l *Linear, s []float32) error {
 	if len(s) != l.Cols {
 		return fmt.Errorf("%w: %d scales for %s with %d input features", ErrShape, len(s), l.Name, l.Cols)
 	}
-	for r := 0; r < l.Rows; r++ {
-		row := l.Weight[r*l.Cols : (r+1)*l.Cols]
-		for c := range row {
-			row[c] = f16(f16(row[c]) * s[c])
+	parallel(l.Rows, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row := l.Weight[r*l.Cols : (r+1)*l.Cols]
+			for c := range row {
+				row[c] = f16(f16(row[c]) * s[c])
+			}
 		}
-	}
+	})
 	return nil
 }
 
@@ -273,15 +281,18 @@ func FoldIntoLinear(prev *Linear, s []float32) error {
 		return fmt.Errorf("%w: %d scales for %s with %d output features", ErrShape, len(s), prev.Name, prev.Rows)
 	}
 	off := prev.Rows - len(s)
-	for i, v := range s {
-		row := prev.Weight[(off+i)*prev.Cols : (off+i+1)*prev.Cols]
-		for c := range row {
-			row[c] = f16(f16(row[c]) / v)
+	parallel(len(s), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			v := s[i]
+			row := prev.Weight[(off+i)*prev.Cols : (off+i+1)*prev.Cols]
+			for c := range row {
+				row[c] = f16(f16(row[c]) / v)
+			}
+			if prev.Bias != nil {
+				prev.Bias[off+i] = f16(f16(prev.Bias[off+i]) / v)
+			}
 		}
-		if prev.Bias != nil {
-			prev.Bias[off+i] = f16(f16(prev.Bias[off+i]) / v)
-		}
-	}
+	})
 	return nil
 }
 

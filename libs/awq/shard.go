@@ -606,7 +606,10 @@ func candidates(xMean []float64, g Group, cfg Config) ([][]float32, []float64) {
 		}
 		cands, ratios = append(cands, ones), append(ratios, -1)
 	}
-	wMean := weightMean(g.Linears, cfg.groupSize(g.Linears[0].Cols))
+	var wMean []float64 // duo scaling's only: a pass over every weight of the group
+	if !cfg.PlainScaling {
+		wMean = weightMean(g.Linears, cfg.groupSize(g.Linears[0].Cols))
+	}
 	for k := 0; k < cfg.Grid; k++ {
 		r := float64(k) / float64(cfg.Grid)
 		cands, ratios = append(cands, gridScales(xMean, wMean, r, !cfg.PlainScaling)), append(ratios, r)
