@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Summarizes scripts/quality.sh's results (one or more JSON Lines files, e.g. its results.jsonl, or
 scripts/quality-results/*.jsonl): perplexity mean ± sample standard deviation per mode and
-implementation, and the bar (quantfleet's mean ≤ the reference's mean + 0.2 %)."""
+implementation, the bar (quantfleet's mean ≤ the reference's mean + 0.2 %), and the paired difference:
+quantfleet − reference on each draw both ran, mean ± its standard error, which says how far apart the
+two are beyond the draws' own spread (the bar is about one such standard error for 3-bit modes)."""
 import json
 import statistics
 import sys
@@ -18,12 +20,25 @@ def stats(impl, mode):
     return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0), len(v)
 
 
+def paired(mode):
+    by = {}
+    for r in rows:
+        if r["mode"] == mode:
+            by.setdefault(r["draw"], {})[r["impl"]] = r["perplexity"]
+    d = [v["quantfleet"] - v["reference"] for v in by.values() if "quantfleet" in v and "reference" in v]
+    if len(d) < 2:
+        return "-"
+    ref = statistics.mean(v["reference"] for v in by.values() if "quantfleet" in v and "reference" in v)
+    m, se = statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
+    return f"{m:+.3f} ± {se:.3f} ({100 * m / ref:+.2f} %)"
+
+
 def fmt(s):
     return "-" if s is None else f"{s[0]:.3f} ± {s[1]:.3f} (n={s[2]})"
 
 
-print("| mode | reference | quantfleet | bar (ref mean + 0.2 %) | holds |")
-print("|---|---|---|---|---|")
+print("| mode | reference | quantfleet | bar (ref mean + 0.2 %) | holds | paired Δ ± SE |")
+print("|---|---|---|---|---|---|")
 failed = False
 for m in modes:
     ref, ours = stats("reference", m), stats("quantfleet", m)
@@ -33,5 +48,5 @@ for m in modes:
         bar = f"≤ {limit:.3f}"
         holds = "yes" if ours[0] <= limit else "NO"
         failed |= holds == "NO"
-    print(f"| {m} | {fmt(ref)} | {fmt(ours)} | {bar} | {holds} |")
+    print(f"| {m} | {fmt(ref)} | {fmt(ours)} | {bar} | {holds} | {paired(m)} |")
 sys.exit(1 if failed else 0)
