@@ -25,12 +25,12 @@ def paired(mode):
     for r in rows:
         if r["mode"] == mode:
             by.setdefault(r["draw"], {})[r["impl"]] = r["perplexity"]
-    d = [v["quantfleet"] - v["reference"] for v in by.values() if "quantfleet" in v and "reference" in v]
-    if len(d) < 2:
+    both = [(v["quantfleet"], v["reference"]) for v in by.values() if "quantfleet" in v and "reference" in v]
+    if len(both) < 2:
         return "-"
-    ref = statistics.mean(v["reference"] for v in by.values() if "quantfleet" in v and "reference" in v)
+    d = [q - r for q, r in both]
     m, se = statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
-    return f"{m:+.3f} ± {se:.3f} ({100 * m / ref:+.2f} %)"
+    return f"{m:+.3f} ± {se:.3f} ({100 * m / statistics.mean(r for _, r in both):+.2f} %)"
 
 
 def fmt(s):

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,21 +31,7 @@ func BenchmarkAWQLayer(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Close()
-	x := transformer.NewTensor(128, 2048, m.Config.HiddenSize)
-	var wg sync.WaitGroup
-	const parts = 16
-	for p := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(p), 7))
-			n := len(x.Data) / parts
-			for i := p * n; i < (p+1)*n; i++ {
-				x.Data[i] = float32(r.NormFloat64())
-			}
-		}()
-	}
-	wg.Wait()
+	x := randTensor(rand.New(rand.NewPCG(1, 7)), 128, 2048, m.Config.HiddenSize, 1)
 	cfg := quantize.DefaultAWQConfig()
 	cfg.Bits, cfg.GroupSize = 4, 128
 	sh := awq.Shard{Offset: 0, Total: x.Rows()}
