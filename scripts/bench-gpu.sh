@@ -26,23 +26,23 @@
 #                  ../shared/models/tiny-llama)
 #   CALIB          calibration text (default $QUANTFLEET_CALIB or ../shared/data/calib.txt)
 #   DEVICE         quantfleet's --device (default cuda)
-#   BENCH_TF32     1 (default): GPTQ also with QUANTFLEET_GPU_TF32=1 (the forward passes'
-#                  projections on the TF32 tensor cores), a second row; 0: not
 #   LAYERS         layers of the synthetic model (default 4); SAMPLES (128), SEQLEN (2048)
 #   GEN_ARGS       genmodel's shape flags instead of the Llama-3-8B shape (a quick check on a CPU:
 #                  GEN_ARGS="--hidden 256 --layers 2 --heads 4 --kv-heads 2 --intermediate 512"
 #                  DEVICE=cpu SAMPLES=8 SEQLEN=256 NO_REF=1)
-#   METHODS        quantfleet's runs (default gptq,gptq-tf32,awq; gptq-tf32 only with BENCH_TF32=1;
-#                  awq-tf32: AWQ with QUANTFLEET_GPU_TF32=1; none: the references alone)
+#   METHODS        quantfleet's runs (default gptq,gptq-fp32,awq): gptq and awq with the GPU's
+#                  default arithmetic (TF32 forwards; AWQ's grid in half precision), gptq-fp32 and
+#                  awq-fp32 in IEEE float32 (QUANTFLEET_GPU_TF32=0 QUANTFLEET_GPU_AWQ_HALF=0),
+#                  awq-tf32 with TF32 forwards but a float32 grid (QUANTFLEET_GPU_AWQ_HALF=0);
+#                  none: the references alone
 #   KEEP_RESULTS=1 adds to $OUT/results.jsonl instead of starting it afresh (ours and the references
 #                  timed by two invocations on the same machine, one table)
 #   REF_LAYERS     layers the references time per method (default 2; their seconds per layer are
 #                  the mean over them); REF_METHODS (default gptq,awq); NO_REF=1 skips them
 #   PYTHON         python3 with torch and transformers (default python3)
 #   SHARD_SAMPLES  --shard-samples of the sharded pipeline, where the binary has it (default: SAMPLES)
-# Budget: about 8 minutes on an H100 (model generation ~1 min, quantfleet GPTQ ~1 min and AWQ (not
-# timed on a GPU yet, expected of the same order), references
-# ~4-5 min for 2 layers each).
+# Budget on an H100 with LAYERS=2: model generation ~1 min, the references ~1.5 min for 2 layers each,
+# quantfleet ~40 s per GPTQ and ~70 s per AWQ run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -179,12 +179,10 @@ EOF
 	rm -rf "$OUT/ckpt"
 }
 
-METHODS=",${METHODS:-gptq,gptq-tf32,awq},"
+METHODS=",${METHODS:-gptq,gptq-fp32,awq},"
+fp32() { QUANTFLEET_GPU_TF32=0 QUANTFLEET_GPU_AWQ_HALF=0 ours "$@"; }
 [[ $METHODS == *,gptq,* ]] && ours gptq --format gptq --act-order --sym=false
-if [ "$DEVICE" != cpu ] && [ "${BENCH_TF32:-1}" = 1 ] && [[ $METHODS == *,gptq-tf32,* ]]; then
-	# The same with the forward passes' projections in TF32 (Hessians and solves stay float32).
-	QUANTFLEET_GPU_TF32=1 ours gptq-tf32 --format gptq --act-order --sym=false
-fi
+[ "$DEVICE" != cpu ] && [[ $METHODS == *,gptq-fp32,* ]] && fp32 gptq-fp32 --format gptq --act-order --sym=false
 if [[ $METHODS != *,awq,* ]]; then
 	:
 elif [ -n "${AWQ_CPU:-}" ]; then
@@ -192,9 +190,8 @@ elif [ -n "${AWQ_CPU:-}" ]; then
 else
 	ours awq --format awq
 fi
-if [ "$DEVICE" != cpu ] && [[ $METHODS == *,awq-tf32,* ]]; then
-	QUANTFLEET_GPU_TF32=1 ours awq-tf32 --format awq
-fi
+[ "$DEVICE" != cpu ] && [[ $METHODS == *,awq-tf32,* ]] && QUANTFLEET_GPU_AWQ_HALF=0 ours awq-tf32 --format awq
+[ "$DEVICE" != cpu ] && [[ $METHODS == *,awq-fp32,* ]] && fp32 awq-fp32 --format awq
 
 if [ -z "${NO_REF:-}" ]; then
 	if [ -n "${REF_GPTQ_SRC:-}" ] && [ -n "${REF_AWQ_SRC:-}" ]; then
@@ -231,7 +228,8 @@ print(f"synthetic Llama layers (hidden {c['hidden_size']}, {c['num_attention_hea
 print("| method | implementation | device | s / layer | peak GPU MiB | peak host MiB | ours / reference |")
 print("|---|---|---|---|---|---|---|")
 fmt = lambda v, f="%.1f": "—" if v is None else f % v
-for m, label in (("gptq", "GPTQ act-order"), ("gptq-tf32", "GPTQ act-order, TF32 forwards"), ("awq", "AWQ"), ("awq-tf32", "AWQ, TF32 forwards")):
+for m, label in (("gptq", "GPTQ act-order"), ("gptq-fp32", "GPTQ act-order, IEEE float32"), ("awq", "AWQ"),
+                 ("awq-tf32", "AWQ, float32 grid"), ("awq-fp32", "AWQ, IEEE float32")):
     base = m.split("-")[0]
     o = ours.get(m, {})
     rs = ref.get(base, [])

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/x448/float16"
+
 	"quantfleet.dev/libs/fault"
 )
 
@@ -310,6 +312,121 @@ func TestGemm(t *testing.T) {
 		da.Free()
 		db.Free()
 		dc.Free()
+	}
+}
+
+// TestGemmStridedBatched: each triple of a batch is the product of its own A and B (here
+// transposed B shared by all triples, stride 0) with float32's error, and rows past m of a
+// strided C are left alone.
+func TestGemmStridedBatched(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	b, err := d.BLAS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	const m, n, k, count = 33, 20, 70, 3
+	const sa, sc = m*k + 5, (m + 2) * n // padded strides: the extra rows of C must stay untouched
+	a, bb, c := randMat(rng, count*sa), randMat(rng, n*k), randMat(rng, count*sc)
+	da, db, dc := upload(t, d, a), upload(t, d, bb), upload(t, d, c)
+	defer da.Free()
+	defer db.Free()
+	defer dc.Free()
+	if err := b.GemmStridedBatched(ctx, false, true, m, n, k, 1.5, da.Ptr(), k, sa, db.Ptr(), k, 0, 0, dc.Ptr(), n, sc, count); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]float32, len(c))
+	if err := Download(ctx, got, dc, 0); err != nil {
+		t.Fatal(err)
+	}
+	var worst float64
+	for p := range count {
+		for i := range m + 2 {
+			for j := range n {
+				g := got[p*sc+i*n+j]
+				if i >= m {
+					if g != c[p*sc+i*n+j] {
+						t.Fatalf("triple %d: row %d past m written", p, i)
+					}
+					continue
+				}
+				var s, abs float64
+				for q := range k {
+					v := float64(a[p*sa+i*k+q]) * float64(bb[j*k+q])
+					s, abs = s+v, abs+math.Abs(v)
+				}
+				worst = max(worst, math.Abs(float64(g)-1.5*s)/(1.5*abs))
+			}
+		}
+	}
+	t.Logf("worst error / Σ|a·b| = %.2g", worst)
+	if worst > 2e-6 {
+		t.Errorf("error %.3g relative to Σ|a·b|", worst)
+	}
+}
+
+// TestGemmHalf: on inputs that are half-precision values, the half GEMM's error is float32
+// summation's (the products of two halves are exact in float32; the tensor cores' sums may
+// truncate rather than round, hence a bound of 1e-5 rather than IEEE's 2e-6).
+func TestGemmHalf(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	b, err := d.BLAS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	const m, n, k = 40, 24, 300
+	half := func(v []float32) ([]float32, []uint16) {
+		bits := make([]uint16, len(v))
+		for i, x := range v {
+			h := float16.Fromfloat32(x)
+			bits[i], v[i] = h.Bits(), h.Float32()
+		}
+		return v, bits
+	}
+	a, ab := half(randMat(rng, m*k))
+	bb, bbits := half(randMat(rng, n*k))
+	da, err := Alloc[uint16](ctx, d, len(ab))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer da.Free()
+	db, err := Alloc[uint16](ctx, d, len(bbits))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Free()
+	if err := Upload(ctx, da, 0, ab); err != nil {
+		t.Fatal(err)
+	}
+	if err := Upload(ctx, db, 0, bbits); err != nil {
+		t.Fatal(err)
+	}
+	dc := upload(t, d, make([]float32, m*n))
+	defer dc.Free()
+	if err := b.GemmHalf(ctx, false, true, m, n, k, 1, da.Ptr(), k, db.Ptr(), k, 0, dc.Ptr(), n); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]float32, m*n)
+	if err := Download(ctx, got, dc, 0); err != nil {
+		t.Fatal(err)
+	}
+	var worst float64
+	for i := range m {
+		for j := range n {
+			var s, abs float64
+			for q := range k {
+				v := float64(a[i*k+q]) * float64(bb[j*k+q])
+				s, abs = s+v, abs+math.Abs(v)
+			}
+			worst = max(worst, math.Abs(float64(got[i*n+j])-s)/abs)
+		}
+	}
+	t.Logf("worst error / Σ|a·b| = %.2g", worst)
+	if worst > 1e-5 {
+		t.Errorf("error %.3g relative to Σ|a·b|", worst)
 	}
 }
 

@@ -42,7 +42,7 @@ func (f *deviceFlag) open(ctx context.Context, env Env, log *zap.Logger) (*devic
 	fields := d.LogFields(s)
 	if d.IsGPU() {
 		f.gpu = llamacuda.OptionsFromEnv(env.Getenv)
-		fields = append(fields, zap.Bool("tf32", f.gpu.TF32))
+		fields = append(fields, zap.Bool("tf32", f.gpu.TF32), zap.Bool("awq_half", f.gpu.AWQHalf))
 	}
 	log.Info("device selected", fields...)
 	return d, nil
@@ -67,8 +67,8 @@ func (f *deviceFlag) withLayers(ctx context.Context, format domain.OutputFormat,
 	return quantize.WithCompute(ctx, &llamacuda.Compute{D: f.dev.GPU, Options: f.gpu})
 }
 
-// record adds the device to a result's metadata: "device", and on a GPU "gpu" (its name) and
-// "gpu_tf32" when the forward passes used TF32.
+// record adds the device to a result's metadata: "device", and on a GPU "gpu" (its name),
+// "gpu_tf32" when the forward passes used TF32 and "gpu_awq_half" when AWQ's grid used halves.
 func (f *deviceFlag) record(meta map[string]any) map[string]any {
 	if meta == nil {
 		meta = map[string]any{}
@@ -76,6 +76,9 @@ func (f *deviceFlag) record(meta map[string]any) map[string]any {
 	f.dev.Record(meta)
 	if f.dev.IsGPU() && f.gpu.TF32 {
 		meta["gpu_tf32"] = true
+	}
+	if f.dev.IsGPU() && f.gpu.AWQHalf {
+		meta["gpu_awq_half"] = true
 	}
 	return meta
 }

@@ -46,7 +46,7 @@ func main() {
 		defer d.Close()
 		if d.IsGPU() {
 			o := llamacuda.OptionsFromEnv(os.Getenv)
-			svc.Log.Info("GPU arithmetic", zap.Bool("tf32", o.TF32))
+			svc.Log.Info("GPU arithmetic", zap.Bool("tf32", o.TF32), zap.Bool("awq_half", o.AWQHalf))
 			ctx = quantize.WithCompute(ctx, &llamacuda.Compute{D: d.GPU, Options: o})
 		}
 		// A test knob, deliberately not a flag: hold every task this long (heartbeats continue).

@@ -171,9 +171,11 @@ func awqNeedBytes(l *transformer.Layer, batch, seq int) int64 {
 		int64(len(l.O.Weight)), int64(len(l.Down.Weight)))
 	tokens, hid := int64(batch)*int64(seq), int64(l.Q.In)
 	act := 4 * tokens * (2*hid + hid + int64(l.O.In) + hid + int64(l.Down.In))
+	ws := chunkBytes(int64(l.Q.In), int64(l.Q.Out), int64(l.K.Out), int64(l.Gate.Out), layerHeads(l), batch, seq)
+	// Options.AWQHalf's rounded copies of a chunk's input and of a weight
 	rows := int64(min(batch, max(1, chunkRows/seq)) * seq)
-	ws := 4 * rows * int64(2*l.Q.In+l.Q.Out+2*l.K.Out+l.O.In+2*l.Gate.Out)
-	return weights + cand + act + ws + 4*int64(seq)*hid
+	half := 2 * (rows*int64(max(l.Q.In, l.Down.In)) + cand/4)
+	return weights + cand + act + ws + half + 4*int64(seq)*hid
 }
 
 // AbsSums implements awq.Arithmetic: libs/awq's sumAbs on the device (same order, same bits).
@@ -262,6 +264,10 @@ func (a *awqArith) Losses(ctx context.Context, group int, cands [][]float32, cfg
 		return nil, 0, err
 	}
 	first := a.groups[group].Linears[0]
+	if a.c.Options.AWQHalf {
+		a.g.half = true
+		defer func() { a.g.half = false }()
+	}
 	if err := a.inspect(ctx, first, in, a.y0); err != nil {
 		return nil, 0, err
 	}
@@ -469,7 +475,7 @@ func (a *awqArith) SearchClip(ctx context.Context, lin *awq.Linear, gram []float
 	if err != nil {
 		return nil, err
 	}
-	g, err := up(gram)
+	g, err := up(transposeBlocks(gram, gs))
 	if err != nil {
 		return nil, err
 	}
@@ -484,4 +490,17 @@ func (a *awqArith) SearchClip(ctx context.Context, lin *awq.Linear, gram []float
 		return nil, err
 	}
 	return best, cuda.Download(ctx, best, bb, 0)
+}
+
+// transposeBlocks returns the n×n blocks of m (n·n values each) transposed.
+func transposeBlocks(m []float32, n int) []float32 {
+	t := make([]float32, len(m))
+	for b := 0; b+n*n <= len(m); b += n * n {
+		for i := 0; i < n; i++ {
+			for j := 0; j < n; j++ {
+				t[b+j*n+i] = m[b+i*n+j]
+			}
+		}
+	}
+	return t
 }

@@ -16,7 +16,8 @@ import (
 // BenchmarkAWQLayer times AWQ's steps (capture, statistics, scale-grid losses, clipping
 // statistics, the clipping search and the layer's result) on layer 0 of the Llama checkpoint at
 // $QUANTFLEET_AWQ_BENCH_MODEL (bench-gpu.sh's synthetic Llama-3-8B) with 128×2048 N(0, 1)
-// inputs, with the projections in TF32 and in float32 (Options): where a layer's seconds go.
+// inputs, with the projections in TF32 and the scale grid's in half precision, in TF32 only,
+// and in float32 (Options): where a layer's seconds go.
 //
 //	QUANTFLEET_AWQ_BENCH_MODEL=/tmp/qfm llamacuda.test -test.run '^$' -test.bench AWQLayer -test.benchtime 1x
 func BenchmarkAWQLayer(b *testing.B) {
@@ -39,7 +40,7 @@ func BenchmarkAWQLayer(b *testing.B) {
 		for _, o := range []struct {
 			name string
 			opt  Options
-		}{{"tf32", Options{TF32: true}}, {"fp32", Options{}}} {
+		}{{"half", Options{TF32: true, AWQHalf: true}}, {"tf32", Options{TF32: true}}, {"fp32", Options{}}} {
 			c := &Compute{D: d, Options: o.opt}
 			l, err := m.Layer(0)
 			if err != nil {

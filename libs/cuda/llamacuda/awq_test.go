@@ -301,3 +301,55 @@ func TestAWQCheckMemory(t *testing.T) {
 		t.Logf("PASS AWQ layer outputs after the refusal: rel err %.2e", e)
 	}
 }
+
+// TestAWQHalfGrid: with Options.AWQHalf the scale grid's losses on tiny-llama's layer 0 (32×512
+// tokens, the CPU's statistics) stay within 2% of the float32 GPU's for every group and ratio
+// (the candidates' weights are halves already; only the activations are rounded), and each
+// group's pick costs, by the float32 losses, at most 1% more than the float32 pick.
+func TestAWQHalfGrid(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	m := tinyLlama(t)
+	x := tinyCalibration(t, m, 512, 32)
+	shards := []*transformer.Tensor{x}
+	cfg := quantize.DefaultAWQConfig()
+	var stats *awq.Stats
+	awqShards(t, quantize.CPU{}, m, shards, func(_ int, al *awq.Layer, sh awq.Shard) {
+		var err error
+		if stats, err = awq.CollectStats(al, sh, cfg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	losses := func(o Options) *awq.ScaleLosses {
+		var sl *awq.ScaleLosses
+		awqShards(t, &Compute{D: d, Options: o}, m, shards, func(_ int, al *awq.Layer, sh awq.Shard) {
+			var err error
+			if sl, err = awq.CollectScaleLosses(ctx, al, sh, stats, cfg); err != nil {
+				t.Fatalf("FAIL CollectScaleLosses: %v", err)
+			}
+		})
+		return sl
+	}
+	full, half := losses(Options{}), losses(Options{AWQHalf: true})
+	sf, _ := full.Sums()
+	sh, _ := half.Sums()
+	for g := range sf {
+		var worst float64
+		best, pick := 0, 0
+		for k := range sf[g] {
+			worst = max(worst, math.Abs(sh[g][k]-sf[g][k])/sf[g][k])
+			if sf[g][k] < sf[g][best] {
+				best = k
+			}
+			if sh[g][k] < sh[g][pick] {
+				pick = k
+			}
+		}
+		cost := sf[g][pick]/sf[g][best] - 1
+		if worst > 0.02 || cost > 0.01 {
+			t.Errorf("group %d: half losses within %.2e of float32's (≤ 2e-2); half pick %d costs %.2e more than pick %d (≤ 1e-2)", g, worst, pick, cost, best)
+		} else {
+			t.Logf("group %d: half losses within %.2e of float32's; picks %d (half) and %d (float32), cost %.2e", g, worst, pick, best, cost)
+		}
+	}
+}

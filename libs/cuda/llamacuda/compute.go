@@ -27,7 +27,8 @@ var errGroupNotSeen = errors.New("llamacuda: the layer's forward never fed the l
 // race for its memory.
 type Compute struct {
 	D *cuda.Device
-	// Options: TF32 applies to the forward passes (GroupHessian's and Forward's projections).
+	// Options: TF32 applies to the forward passes (GroupHessian's and Forward's products),
+	// AWQHalf to the scale grid's (awqArith.Losses).
 	Options Options
 }
 

@@ -4,9 +4,11 @@
 // A Layer holds one decoder layer's weights on the device (UploadLayer); Forward runs it on
 // device activations (Tensor) with an optional Hook that sees each linear group's input on
 // the device, so that gptqcuda.Hessian.AddDevice consumes it without a copy. Projections are
-// cuBLAS SGEMMs with TF32 off; RMSNorm, RoPE, causal GQA attention (online softmax, sliding
-// window), SwiGLU and residual adds are NVRTC kernels from kernels.cu, compiled with
-// --fmad=false so that elementwise arithmetic rounds like the Go runtime's.
+// cuBLAS SGEMMs with TF32 off (TF32 with Options.TF32); the attention is the CPU's scheme, per
+// sequence and kv head a batched GEMM of the scores, a masked softmax and a batched GEMM with
+// v (an online-softmax kernel for sequences whose scores would not fit). RMSNorm, RoPE,
+// SwiGLU and residual adds are NVRTC kernels from kernels.cu, compiled with --fmad=false so
+// that elementwise arithmetic rounds like the Go runtime's.
 //
 // QuantizeLayer is the GPU counterpart of quantize.QuantizeLayer's GPTQ path and returns the
 // same quantize.LayerResult (tests and benchmarks compare the two). CheckMemory refuses a layer

@@ -100,8 +100,7 @@ func evalGroup(ctx context.Context, d *cuda.Device, c *transformer.Config, seq, 
 	hid, inter := int64(c.HiddenSize), int64(c.IntermediateSize)
 	qd, kd := int64(c.NumHeads*c.HeadDim), int64(c.NumKVHeads*c.HeadDim)
 	layer := 4 * (hid*(qd+2*kd) + qd*hid + 3*hid*inter + 2*hid)
-	rows := int64(min(windows, max(1, chunkRows/seq)) * seq)
-	ws := 4 * rows * (2*hid + qd + 2*kd + qd + 2*inter)
+	ws := chunkBytes(hid, qd, kd, inter, c.NumHeads, windows, seq)
 	head := 4 * int64(headRows) * (hid + int64(c.VocabSize)) // the head's weights are already uploaded
 	per := 2 * 4 * int64(seq) * hid                          // x and y of one window
 	avail := free - layer - ws - head - 4*int64(seq)*hid - 512<<20

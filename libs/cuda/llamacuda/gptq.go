@@ -23,23 +23,45 @@ func QuantizeLayer(ctx context.Context, d *cuda.Device, c *transformer.Config, l
 	return QuantizeLayerWith(ctx, d, c, l, inputs, cfg, Options{})
 }
 
-// EnvTF32 names the environment variable that turns Options.TF32 on ("1" or "true") for the
-// commands and workers that quantize on a GPU.
-const EnvTF32 = "QUANTFLEET_GPU_TF32"
+// EnvTF32 and EnvAWQHalf name the environment variables that turn Options.TF32 and
+// Options.AWQHalf off ("0" or "false") for the commands and workers that quantize on a GPU,
+// which use both by default (DefaultOptions).
+const (
+	EnvTF32    = "QUANTFLEET_GPU_TF32"
+	EnvAWQHalf = "QUANTFLEET_GPU_AWQ_HALF"
+)
 
-// Options tunes the GPU's arithmetic.
+// Options tunes the GPU's arithmetic. The zero value is IEEE float32 throughout, within the
+// last bits of the CPU's arithmetic (the GPU tests compare the two that way).
 type Options struct {
-	// TF32 runs the forward passes' projections on the tensor cores with TF32 inputs: several
-	// times the IEEE float32 rate, activations within about 1e-3 relative (the references run
-	// their layers in bf16, coarser still). Hessian sums, solves, norms and attention stay
-	// IEEE float32. Results then differ from the CPU's beyond the last bits; off by default.
+	// TF32 runs the forward passes' projections and the attention's products on the tensor
+	// cores with TF32 inputs: several times the IEEE float32 rate, activations within about
+	// 1e-3 relative (the references run their layers in bf16, coarser still). Hessian sums,
+	// solves, norms and softmax stay IEEE float32.
 	TF32 bool
+	// AWQHalf runs the projections of the modules that AWQ's scale grid compares (the original
+	// and every candidate) with half-precision inputs on the tensor cores, float32 sums, as
+	// llm-awq runs its search in fp16: the candidates' weights are half values already, the
+	// activations are rounded to half.
+	AWQHalf bool
 }
 
-// OptionsFromEnv reads the options from the environment (EnvTF32).
+// DefaultOptions are the commands' and workers' GPU arithmetic: TF32 forwards and AWQ's
+// half-precision grid, which keep every mode of the quality protocol within its bar (README)
+// at a fraction of the IEEE float32 time.
+func DefaultOptions() Options { return Options{TF32: true, AWQHalf: true} }
+
+// OptionsFromEnv returns DefaultOptions less what the environment turns off (EnvTF32,
+// EnvAWQHalf set to "0" or "false").
 func OptionsFromEnv(getenv func(string) string) Options {
-	v := getenv(EnvTF32)
-	return Options{TF32: v == "1" || v == "true"}
+	off := func(name string) bool {
+		v := getenv(name)
+		return v == "0" || v == "false"
+	}
+	o := DefaultOptions()
+	o.TF32 = o.TF32 && !off(EnvTF32)
+	o.AWQHalf = o.AWQHalf && !off(EnvAWQHalf)
+	return o
 }
 
 // QuantizeLayerWith is QuantizeLayer with options.
@@ -139,8 +161,7 @@ func needBytes(l *transformer.Layer, batch, seq int, withInputs bool) int64 {
 	}
 	// the attention context kept between passes 2 and 3
 	act += 4 * tokens * int64(l.O.In)
-	rows := int64(min(batch, max(1, chunkRows/seq)) * seq) // an upper bound of forward's chunk
-	ws := 4 * rows * int64(2*l.Q.In+l.Q.Out+2*l.K.Out+l.O.In+2*l.Gate.Out)
+	ws := chunkBytes(int64(l.Q.In), int64(l.Q.Out), int64(l.K.Out), int64(l.Gate.Out), layerHeads(l), batch, seq)
 	return weights + act + ws + solve + 4*int64(seq)*int64(l.Q.In) // + rope tables (bounded)
 }
 

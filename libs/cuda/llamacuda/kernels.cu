@@ -169,6 +169,52 @@ extern "C" __global__ void attention(float *out, const float *q, const float *k,
 	}
 }
 
+// attn_pack: the attention's GEMM layout of a chunk of whole sequences. The plain layout is
+// rows × groups·width (rows = sequences·seq); the packed one holds, per sequence b and group
+// g, the seq × width block of g's columns: packed[((b·groups + g)·seq + i)·width + e] =
+// scale·plain[(b·seq + i)·groups·width + g·width + e]. For q, groups are the kv heads and width
+// the r = heads/kvHeads query heads of a group (so a group's queries are seq·r rows of hd, query
+// head hh of position i in row i·r+hh); for k and v, width is hd. unpack = 1 goes back (packed
+// src into plain dst, scale ignored).
+extern "C" __global__ void attn_pack(float *dst, const float *src, long long rows, int seq, int groups, int width, float scale, int unpack) {
+	long long total = rows * groups * width;
+	for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
+		long long u = t / width;
+		int e = (int)(t % width), i = (int)(u % seq);
+		long long v = u / seq;
+		int g = (int)(v % groups);
+		long long plain = ((v / groups * seq + i) * groups + g) * width + e;
+		if (unpack)
+			dst[plain] = src[t];
+		else
+			dst[t] = scale * src[plain];
+	}
+}
+
+// attn_softmax: row ρ of the scores s (rows of seq keys; query position i = (ρ/r) % seq)
+// becomes softmax over its visible keys lo ≤ j ≤ i (lo = i−window+1 with a window, else 0),
+// as transformer's softmaxRow: max, e^(x−max) summed in float32, times 1/sum; every other key
+// is set to 0 (the scores GEMM may not have written it). One warp per row.
+extern "C" __global__ void attn_softmax(float *s, long long rows, int seq, int r, int window) {
+	int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+	for (long long row = (long long)blockIdx.x * warps + (threadIdx.x >> 5); row < rows; row += (long long)gridDim.x * warps) {
+		float *x = s + row * seq;
+		int i = (int)((row / r) % seq);
+		int lo = window > 0 ? max(0, i - window + 1) : 0;
+		float m = NEG_INF;
+		for (int j = lo + lane; j <= i; j += 32) m = fmaxf(m, x[j]);
+		m = warp_max(m);
+		float sum = 0;
+		for (int j = lo + lane; j <= i; j += 32) {
+			float e = expf(x[j] - m);
+			x[j] = e;
+			sum += e;
+		}
+		float inv = 1.0f / warp_sum(sum);
+		for (int j = lane; j < seq; j += 32) x[j] = (j >= lo && j <= i) ? x[j] * inv : 0.0f;
+	}
+}
+
 // nll: out[r] = log Σ exp(logits[r]) − logits[r][target[r]] (natural log), the max taken
 // first and the sum in float64, as transformer's NLL. One block of 256 threads per row (rows
 // looped over the grid).
@@ -219,6 +265,20 @@ __device__ float f16r(float x) {
 		return __uint_as_float(b);
 	}
 	return (float)(rint((double)x * 16777216.0) / 16777216.0);
+}
+
+// to_half: dst = the IEEE half bit patterns of src rounded to nearest (ties to even), values
+// beyond ±65504 saturated (the AWQ grid's half-precision products, Options.AWQHalf).
+extern "C" __global__ void to_half(unsigned short *dst, const float *src, long long n) {
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+		float h = f16r(fminf(fmaxf(src[i], -65504.0f), 65504.0f));
+		unsigned b = __float_as_uint(h), sign = (b >> 16) & 0x8000u;
+		float a = fabsf(h);
+		if (a < 6.103515625e-05f) // subnormal or zero: a multiple of 2^-24
+			dst[i] = (unsigned short)(sign | (unsigned)(a * 16777216.0f));
+		else
+			dst[i] = (unsigned short)(sign | ((((b >> 23) & 0xffu) - 112u) << 10) | ((b >> 13) & 0x3ffu));
+	}
 }
 
 // awq_params: libs/awq's quantizer.params of a group whose max and min are mx and mn.
@@ -331,12 +391,13 @@ __device__ float block_min(float v, float *red) {
 #define CLIP_MAX_GS 256
 
 // awq_clip_search: libs/awq's searchClipGram for row blockIdx.x and column group blockIdx.y
-// of w (rows×cols), with G the float32 Gram matrices (groups × gs × gs) of n sampled tokens:
+// of w (rows×cols), with Gt the transposed float32 Gram matrices (groups × gs × gs, thread j
+// reading its row of G as column j of Gt: coalesced, the same values) of n sampled tokens:
 // for each bound m = f16(max|w|·(1 − i/clipGrid)), i < shrinks, the error dᵀ·G·d / n of
 // d = Q(clamp(w, ±m)) − w, each row of G·d summed in column order and dᵀ·(G·d) in row order in
 // float64 as the CPU does; the least error's bound (the first on ties) goes to
 // best[row·groups + group]. Blocks of gs threads (gs a multiple of 32, ≤ CLIP_MAX_GS).
-extern "C" __global__ void awq_clip_search(float *best, const float *w, const float *G, int cols, int gs, int shrinks,
+extern "C" __global__ void awq_clip_search(float *best, const float *w, const float *Gt, int cols, int gs, int shrinks,
                                            int clipGrid, float maxInt, float eps, double n) {
 	__shared__ float red[CLIP_MAX_GS / 32];
 	__shared__ double dsh[CLIP_MAX_GS], psh[CLIP_MAX_GS];
@@ -344,7 +405,7 @@ extern "C" __global__ void awq_clip_search(float *best, const float *w, const fl
 	long long r = blockIdx.x;
 	float wj = f16r(w[r * cols + (idx_t)g * gs + j]);
 	float maxAbs = block_max(fabsf(wj), red);
-	const float *Gj = G + (idx_t)g * gs * gs + (idx_t)j * gs;
+	const float *Gj = Gt + (idx_t)g * gs * gs + j;
 	double minErr = 1e9;
 	float bestM = maxAbs;
 	for (int i = 0; i < shrinks; i++) {
@@ -358,7 +419,7 @@ extern "C" __global__ void awq_clip_search(float *best, const float *w, const fl
 		__syncthreads();
 		double s = 0;
 		if (d != 0) {
-			for (int k = 0; k < gs; k++) s += (double)Gj[k] * dsh[k];
+			for (int k = 0; k < gs; k++) s += (double)Gj[(idx_t)k * gs] * dsh[k];
 		}
 		psh[j] = d * s;
 		__syncthreads();

@@ -18,8 +18,9 @@ type kernels struct {
 	blas *cuda.BLAS
 
 	rmsNorm, addBias, add, siluMul, normRope, attention, nll *cuda.Function
+	attnPack, attnSoftmax                                    *cuda.Function
 	// AWQ (awq.go)
-	absSumCols, scaledQuant, sqDiffSum, gatherRows, clipSearch *cuda.Function
+	absSumCols, scaledQuant, sqDiffSum, gatherRows, clipSearch, toHalf *cuda.Function
 }
 
 // Launch shapes; attnQ and attnK match AQ and AK in kernels.cu.
@@ -46,8 +47,9 @@ func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
 	for name, f := range map[string]**cuda.Function{
 		"rms_norm": &k.rmsNorm, "add_bias": &k.addBias, "add": &k.add, "silu_mul": &k.siluMul,
 		"norm_rope": &k.normRope, "attention": &k.attention, "nll": &k.nll,
+		"attn_pack": &k.attnPack, "attn_softmax": &k.attnSoftmax,
 		"abs_sum_cols": &k.absSumCols, "awq_scaled_quant": &k.scaledQuant, "sq_diff_sum": &k.sqDiffSum,
-		"gather_rows": &k.gatherRows, "awq_clip_search": &k.clipSearch,
+		"gather_rows": &k.gatherRows, "awq_clip_search": &k.clipSearch, "to_half": &k.toHalf,
 	} {
 		if *f, err = m.Function(name); err != nil {
 			return nil, err

@@ -111,7 +111,11 @@ type Layer struct {
 	gate, up, down   *linear
 	window           int
 
-	gemm     *cuda.BLAS // the projections' cuBLAS handle: k.blas, or the TF32 one (UseTF32)
+	gemm *cuda.BLAS // the projections' cuBLAS handle: k.blas, or the TF32 one (UseTF32)
+	// half runs the projections with half-precision inputs (weights and activations rounded
+	// into hx, hw) on the tensor cores, float32 sums: the AWQ grid's Options.AWQHalf.
+	half     bool
+	hx, hw   *cuda.Buffer
 	ropeSeq  int
 	cos, sin *cuda.Buffer
 	ropeHalf int
@@ -245,27 +249,44 @@ func (l *Layer) Close() {
 	l.freeWorkspace()
 	l.cos.Free()
 	l.sin.Free()
-	l.cos, l.sin = nil, nil
+	l.hx.Free()
+	l.hw.Free()
+	l.cos, l.sin, l.hx, l.hw = nil, nil, nil, nil
 }
 
-// workspace holds one chunk's intermediates.
+// workspace holds one chunk's intermediates: the forward pass's, and the attention's packed
+// queries (then its output), keys and values and its scores (allocated on first use).
 type workspace struct {
 	n, q, k, v, ctx, a, g, u *cuda.Buffer
+	qp, kp, vp, s            *cuda.Buffer
 }
 
 func (l *Layer) freeWorkspace() {
 	if w := l.ws; w != nil {
-		for _, b := range []*cuda.Buffer{w.n, w.q, w.k, w.v, w.ctx, w.a, w.g, w.u} {
+		for _, b := range []*cuda.Buffer{w.n, w.q, w.k, w.v, w.ctx, w.a, w.g, w.u, w.qp, w.kp, w.vp, w.s} {
 			b.Free()
 		}
 	}
 	l.ws, l.wsRows = nil, 0
 }
 
-// workspaceBytes is the device memory of a workspace of rows rows.
-func (l *Layer) workspaceBytes(rows int) int64 {
-	h := l.q.in
-	return 4 * int64(rows) * int64(h+l.q.out+2*l.kp.out+l.o.in+h+2*l.gate.out)
+// chunkBytes bounds the device memory of forward's scratch for batch×seq inputs of a layer
+// with hid inputs, q/k projections of qd and kd outputs, heads query heads and an MLP of
+// inter: one chunk's intermediates, the attention's packed copies and its scores.
+func chunkBytes(hid, qd, kd, inter int64, heads, batch, seq int) int64 {
+	seqs := int64(min(batch, max(1, chunkRows/seq)))
+	rows := seqs * int64(seq)
+	b := 4 * rows * (2*hid + qd + 2*kd + qd + 2*inter) // n, q, k, v, ctx, a, g, u
+	b += 4 * rows * (qd + 2*kd)                        // qp, kp, vp
+	return b + 4*min(int64(attnScoreFloats), seqs*int64(heads)*int64(seq)*int64(seq))
+}
+
+// layerHeads is l's number of query heads, or an upper bound for a layer without a config.
+func layerHeads(l *transformer.Layer) int {
+	if c := l.Config(); c != nil {
+		return c.NumHeads
+	}
+	return l.Q.Out
 }
 
 func (l *Layer) workspace(ctx context.Context, rows int) (*workspace, error) {
@@ -277,7 +298,8 @@ func (l *Layer) workspace(ctx context.Context, rows int) (*workspace, error) {
 	for _, p := range []struct {
 		b    **cuda.Buffer
 		cols int
-	}{{&w.n, l.q.in}, {&w.q, l.q.out}, {&w.k, l.kp.out}, {&w.v, l.v.out}, {&w.ctx, l.o.in}, {&w.a, l.q.in}, {&w.g, l.gate.out}, {&w.u, l.up.out}} {
+	}{{&w.n, l.q.in}, {&w.q, l.q.out}, {&w.k, l.kp.out}, {&w.v, l.v.out}, {&w.ctx, l.o.in}, {&w.a, l.q.in}, {&w.g, l.gate.out}, {&w.u, l.up.out},
+		{&w.qp, l.q.out}, {&w.kp, l.kp.out}, {&w.vp, l.v.out}} {
 		b, err := cuda.Alloc[float32](ctx, l.d, rows*p.cols)
 		if err != nil {
 			l.ws = w
@@ -320,8 +342,9 @@ func (l *Layer) rope(ctx context.Context, seq int) error {
 	return nil
 }
 
-// UseTF32 runs the layer's projections on the tensor cores with TF32 inputs from now on (see
-// Options.TF32); norms, attention and everything a Hessian sums stay IEEE float32.
+// UseTF32 runs the layer's projections and the attention's products on the tensor cores with
+// TF32 inputs from now on (see Options.TF32); norms, softmax and everything a Hessian sums stay
+// IEEE float32.
 func (l *Layer) UseTF32(ctx context.Context) error {
 	b, err := l.d.BLASTF32(ctx)
 	if err != nil {
@@ -333,13 +356,43 @@ func (l *Layer) UseTF32(ctx context.Context) error {
 
 // apply computes y = x·Wᵀ + b for rows rows.
 func (l *Layer) apply(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int) error {
-	if err := l.gemm.Gemm(ctx, false, true, rows, lin.out, lin.in, 1, x, lin.in, lin.w.Ptr(), lin.in, 0, y, lin.out); err != nil {
+	var err error
+	if l.half {
+		err = l.applyHalf(ctx, lin, y, x, rows)
+	} else {
+		err = l.gemm.Gemm(ctx, false, true, rows, lin.out, lin.in, 1, x, lin.in, lin.w.Ptr(), lin.in, 0, y, lin.out)
+	}
+	if err != nil {
 		return fmt.Errorf("%s: %w", lin.name, err)
 	}
 	if lin.b != nil {
 		return l.k.elementwise(ctx, l.k.addBias, rows*lin.out, y, lin.b, int64(rows), int32(lin.out))
 	}
 	return nil
+}
+
+// applyHalf is apply's product with x and W rounded to half precision.
+func (l *Layer) applyHalf(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int) error {
+	k := l.k
+	for _, p := range []struct {
+		buf **cuda.Buffer
+		src cuda.Ptr
+		n   int
+	}{{&l.hx, x, rows * lin.in}, {&l.hw, lin.w.Ptr(), lin.out * lin.in}} {
+		if *p.buf == nil || (*p.buf).Size() < 2*p.n {
+			(*p.buf).Free()
+			*p.buf = nil
+			b, err := cuda.Alloc[uint16](ctx, l.d, p.n)
+			if err != nil {
+				return err
+			}
+			*p.buf = b
+		}
+		if err := k.elementwise(ctx, k.toHalf, p.n, *p.buf, p.src, int64(p.n)); err != nil {
+			return err
+		}
+	}
+	return k.blas.GemmHalf(ctx, false, true, rows, lin.out, lin.in, 1, l.hx.Ptr(), lin.in, l.hw.Ptr(), lin.in, 0, y, lin.out)
 }
 
 func (l *Layer) norm(ctx context.Context, n norm, y, x cuda.Ptr, rows, cols int) error {
@@ -516,14 +569,94 @@ func (l *Layer) attend(ctx context.Context, ws *workspace, batch, seq int, call 
 		}
 	}
 	scale := float32(1 / math.Sqrt(float64(hd)))
-	if err := l.k.attention.Launch(ctx, cuda.Dim3{X: (seq + attnQ - 1) / attnQ, Y: batch * c.NumHeads}, cuda.Dim3{X: 32 * attnQ},
-		attnShared(hd), ws.ctx, ws.q, ws.k, ws.v, int32(seq), int32(c.NumHeads), int32(c.NumKVHeads), int32(hd), int32(l.window), scale); err != nil {
+	ok, err := l.attendGemm(ctx, ws, batch, seq, scale)
+	if err == nil && !ok {
+		err = l.attendKernel(ctx, ws, batch, seq, scale)
+	}
+	if err != nil {
 		return err
 	}
 	if err := call(transformer.OutputInputs, view(ws.ctx, l.o.in)); err != nil {
 		return err
 	}
 	return l.apply(ctx, l.o, ws.a.Ptr(), ws.ctx.Ptr(), rows)
+}
+
+// attendKernel computes the attention of ws.q, ws.k, ws.v into ws.ctx with the attention
+// kernel (one warp per query, float32 without tensor cores).
+func (l *Layer) attendKernel(ctx context.Context, ws *workspace, batch, seq int, scale float32) error {
+	c := l.cfg
+	return l.k.attention.Launch(ctx, cuda.Dim3{X: (seq + attnQ - 1) / attnQ, Y: batch * c.NumHeads}, cuda.Dim3{X: 32 * attnQ},
+		attnShared(c.HeadDim), ws.ctx, ws.q, ws.k, ws.v, int32(seq), int32(c.NumHeads), int32(c.NumKVHeads), int32(c.HeadDim), int32(l.window), scale)
+}
+
+// attnScoreFloats bounds the attention scores computed at once (1 GiB; a variable for the
+// tests). attnQueryBlocks is the number of query blocks whose scores stop at the block's
+// last position (skipping most of the causal mask's zeros).
+var attnScoreFloats = 1 << 28
+
+const attnQueryBlocks = 4
+
+// attendGemm computes the attention of ws.q, ws.k, ws.v into ws.ctx as the CPU's attend does,
+// with the projections' cuBLAS handle (IEEE float32, or TF32 after UseTF32): per sequence and
+// kv head, the r query heads' scores (scale·q)·kᵀ by one batched GEMM per query block (keys up
+// to the block's end), the masked softmax rows, and p·v. It reports false, computing nothing, when one (sequence, kv
+// head) pair's scores exceed attnScoreFloats: the attention kernel handles such lengths.
+func (l *Layer) attendGemm(ctx context.Context, ws *workspace, batch, seq int, scale float32) (bool, error) {
+	c := l.cfg
+	hd, kv := c.HeadDim, c.NumKVHeads
+	r := c.NumHeads / kv
+	pairScores := r * seq * seq
+	if pairScores > attnScoreFloats {
+		return false, nil
+	}
+	pairs := batch * kv
+	step := min(pairs, attnScoreFloats/pairScores)
+	if ws.s == nil || ws.s.Size() < 4*step*pairScores {
+		ws.s.Free()
+		ws.s = nil
+		b, err := cuda.Alloc[float32](ctx, l.d, step*pairScores)
+		if err != nil {
+			return false, fmt.Errorf("layer %d attention scores: %w", l.Index, err)
+		}
+		ws.s = b
+	}
+	k, rows := l.k, batch*seq
+	if err := k.elementwise(ctx, k.attnPack, rows*r*hd*kv, ws.qp, ws.q, int64(rows), int32(seq), int32(kv), int32(r*hd), scale, int32(0)); err != nil {
+		return false, err
+	}
+	for _, p := range [][2]*cuda.Buffer{{ws.kp, ws.k}, {ws.vp, ws.v}} {
+		if err := k.elementwise(ctx, k.attnPack, rows*hd*kv, p[0], p[1], int64(rows), int32(seq), int32(kv), int32(hd), float32(1), int32(0)); err != nil {
+			return false, err
+		}
+	}
+	qb := (seq + attnQueryBlocks - 1) / attnQueryBlocks
+	qStride, kStride, sStride := seq*r*hd, seq*hd, pairScores
+	for p0 := 0; p0 < pairs; p0 += step {
+		n := min(step, pairs-p0)
+		qp, kp, vp := ws.qp.Ptr().Add(4*p0*qStride), ws.kp.Ptr().Add(4*p0*kStride), ws.vp.Ptr().Add(4*p0*kStride)
+		sc := ws.s.Ptr()
+		for i0 := 0; i0 < seq; i0 += qb {
+			m, keys := min(qb, seq-i0)*r, min(seq, i0+qb)
+			if err := l.gemm.GemmStridedBatched(ctx, false, true, m, keys, hd, 1, qp.Add(4*i0*r*hd), hd, qStride,
+				kp, hd, kStride, 0, sc.Add(4*i0*r*seq), seq, sStride, n); err != nil {
+				return false, err
+			}
+		}
+		g, b := flat(n * pairScores / seq * 32)
+		if err := k.attnSoftmax.Launch(ctx, g, b, 0, sc, int64(n*seq*r), int32(seq), int32(r), int32(l.window)); err != nil {
+			return false, err
+		}
+		// p·v into the packed queries' place.
+		for i0 := 0; i0 < seq; i0 += qb {
+			m, keys := min(qb, seq-i0)*r, min(seq, i0+qb)
+			if err := l.gemm.GemmStridedBatched(ctx, false, false, m, hd, keys, 1, sc.Add(4*i0*r*seq), seq, sStride,
+				vp, hd, kStride, 0, qp.Add(4*i0*r*hd), hd, qStride, n); err != nil {
+				return false, err
+			}
+		}
+	}
+	return true, k.elementwise(ctx, k.attnPack, rows*r*hd*kv, ws.ctx, ws.qp, int64(rows), int32(seq), int32(kv), int32(r*hd), float32(0), int32(1))
 }
 
 // Forward runs the decoder layer on x (not modified) into a new tensor, as

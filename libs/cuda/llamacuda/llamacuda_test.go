@@ -202,7 +202,7 @@ func (s randomSource) Float32(name string) ([]float32, []int64, error) {
 	return w, shape, nil
 }
 
-func syntheticModel(t *testing.T, cfg map[string]any) *transformer.Model {
+func syntheticModel(t testing.TB, cfg map[string]any) *transformer.Model {
 	t.Helper()
 	base := map[string]any{
 		"hidden_size": 128, "intermediate_size": 320, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -266,4 +266,126 @@ func TestForwardSynthetic(t *testing.T) {
 		}
 		compareForward(t, d, m, l, randTensor(rand.New(rand.NewPCG(5, 6)), 7, 1, m.Config.HiddenSize, 1), 1e-5)
 	})
+}
+
+// TestAttentionPaths: the batched-GEMM attention one (sequence, kv head) pair per step, and
+// the attention kernel that takes over when a pair's scores exceed the bound, both match the
+// CPU (GQA with llama3 rope; a sliding window shorter than the sequence).
+func TestAttentionPaths(t *testing.T) {
+	d := openGPU(t)
+	defer func(v int) { attnScoreFloats = v }(attnScoreFloats)
+	for _, tc := range []struct {
+		name string
+		cfg  map[string]any
+	}{
+		{"gqa", map[string]any{"architectures": []string{"LlamaForCausalLM"}, "num_key_value_heads": 1}},
+		{"window", map[string]any{"architectures": []string{"MistralForCausalLM"}, "sliding_window": 5, "max_position_embeddings": 16}},
+	} {
+		m := syntheticModel(t, tc.cfg)
+		l, err := m.Layer(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := randTensor(rand.New(rand.NewPCG(3, 4)), 3, 45, m.Config.HiddenSize, 1)
+		r := m.Config.NumHeads / m.Config.NumKVHeads
+		for _, p := range []struct {
+			name   string
+			scores int
+		}{{"pair-per-step", r * 45 * 45}, {"kernel", r*45*45 - 1}} {
+			t.Run(tc.name+"/"+p.name, func(t *testing.T) {
+				attnScoreFloats = p.scores
+				compareForward(t, d, m, l, x, 1e-5)
+			})
+		}
+	}
+}
+
+// BenchmarkAttention times the attention of a Llama-3-8B-shaped layer (32 query heads, 8 kv
+// heads of 128) on 8 sequences of 2048 tokens: the batched-GEMM path and the kernel.
+func BenchmarkAttention(b *testing.B) {
+	d := openGPU(b)
+	ctx := context.Background()
+	m := syntheticModel(b, map[string]any{"architectures": []string{"LlamaForCausalLM"}, "hidden_size": 4096,
+		"intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+		"max_position_embeddings": 2048})
+	l, err := m.Layer(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const batch, seq = 8, 2048
+	g, err := UploadLayer(ctx, d, m.Config, l)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Close()
+	ws, err := g.workspace(ctx, batch*seq)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := g.rope(ctx, seq); err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, buf := range []*cuda.Buffer{ws.q, ws.k, ws.v} {
+		v := make([]float32, buf.Size()/4)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		if err := cuda.Upload(ctx, buf, 0, v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	scale := float32(1 / math.Sqrt(128))
+	// causal: QKᵀ and PV over the visible keys, 2 flops a multiply-add
+	flops := float64(batch) * 32 * float64(seq) * float64(seq+1) / 2 * 128 * 4
+	for _, p := range []struct {
+		name string
+		run  func() error
+	}{
+		{"gemm", func() error {
+			ok, err := g.attendGemm(ctx, ws, batch, seq, scale)
+			if err == nil && !ok {
+				err = fmt.Errorf("the GEMM path refused %d×%d", batch, seq)
+			}
+			return err
+		}},
+		{"kernel", func() error { return g.attendKernel(ctx, ws, batch, seq, scale) }},
+	} {
+		b.Run(p.name, func(b *testing.B) {
+			if err := p.run(); err != nil { // warm-up, scratch allocation
+				b.Fatal(err)
+			}
+			if err := d.Synchronize(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for range b.N {
+				if err := p.run(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := d.Synchronize(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
+		})
+	}
+}
+
+// TestOptionsFromEnv: both speed-ups are on unless the environment turns one off.
+func TestOptionsFromEnv(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want Options
+	}{
+		{nil, Options{TF32: true, AWQHalf: true}},
+		{map[string]string{EnvTF32: "1", EnvAWQHalf: "true"}, Options{TF32: true, AWQHalf: true}},
+		{map[string]string{EnvTF32: "0"}, Options{AWQHalf: true}},
+		{map[string]string{EnvAWQHalf: "false"}, Options{TF32: true}},
+		{map[string]string{EnvTF32: "false", EnvAWQHalf: "0"}, Options{}},
+	} {
+		if got := OptionsFromEnv(func(k string) string { return tc.env[k] }); got != tc.want {
+			t.Errorf("env %v: got %+v, want %+v", tc.env, got, tc.want)
+		}
+	}
 }
