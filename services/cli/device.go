@@ -9,6 +9,7 @@ import (
 	"quantfleet.dev/libs/cuda/llamacuda"
 	"quantfleet.dev/libs/device"
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/quantize"
 )
 
@@ -68,16 +69,21 @@ func (f *deviceFlag) withLayers(ctx context.Context, format domain.OutputFormat,
 }
 
 // record adds the device to a result's metadata: "device", and on a GPU "gpu" (its name),
-// "gpu_tf32" when the forward passes used TF32 and "gpu_awq_half" when AWQ's grid used halves.
+// "gpu_tf32" when calibrated GPTQ or AWQ layers ran with TF32 forwards and "gpu_awq_half" when
+// AWQ's grid used halves (GGUF and round-to-nearest run on the CPU: neither is recorded).
 func (f *deviceFlag) record(meta map[string]any) map[string]any {
 	if meta == nil {
 		meta = map[string]any{}
 	}
 	f.dev.Record(meta)
-	if f.dev.IsGPU() && f.gpu.TF32 {
+	if !f.dev.IsGPU() {
+		return meta
+	}
+	method := meta["method"]
+	if f.gpu.TF32 && (method == string(hfquant.GPTQ) || method == string(hfquant.AWQ)) {
 		meta["gpu_tf32"] = true
 	}
-	if f.dev.IsGPU() && f.gpu.AWQHalf {
+	if f.gpu.AWQHalf && method == string(hfquant.AWQ) {
 		meta["gpu_awq_half"] = true
 	}
 	return meta
