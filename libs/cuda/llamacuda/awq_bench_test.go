@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"quantfleet.dev/libs/awq"
+	"quantfleet.dev/libs/cuda"
 	"quantfleet.dev/libs/quantize"
 	"quantfleet.dev/libs/transformer"
 )
 
-// BenchmarkAWQLayer times AWQ's steps (capture, statistics, scale-grid losses, clipping
+// BenchmarkAWQLayer times AWQ's steps (capture, statistics, scale-grid losses per group, clipping
 // statistics, the clipping search and the layer's result) on layer 0 of the Llama checkpoint at
 // $QUANTFLEET_AWQ_BENCH_MODEL (bench-gpu.sh's synthetic Llama-3-8B) with 128×2048 N(0, 1)
 // inputs, with the projections in TF32 and the scale grid's in half precision, in TF32 only,
@@ -69,6 +70,9 @@ func BenchmarkAWQLayer(b *testing.B) {
 			)
 			step("upload, capture, outputs", func() (err error) {
 				al, _, release, err = c.AWQLayer(ctx, l, x, true)
+				if err == nil {
+					al.Arithmetic = timedLosses{al.Arithmetic, d, o.name}
+				}
 				return err
 			})
 			step("statistics (a)", func() (err error) {
@@ -102,4 +106,22 @@ func BenchmarkAWQLayer(b *testing.B) {
 			fmt.Printf("%s %-28s %7.2fs\n", o.name, "layer", total.Seconds())
 		}
 	}
+}
+
+// timedLosses prints the time of each scale-grid group's Losses (which group the grid's
+// seconds go to).
+type timedLosses struct {
+	awq.Arithmetic
+	d    *cuda.Device
+	name string
+}
+
+func (t timedLosses) Losses(ctx context.Context, group int, cands [][]float32, cfg awq.Config) ([]float64, int64, error) {
+	t0 := time.Now()
+	sums, n, err := t.Arithmetic.Losses(ctx, group, cands, cfg)
+	if err == nil {
+		err = t.d.Synchronize(ctx)
+	}
+	fmt.Printf("%s   grid group %d, %d candidates %13.2fs\n", t.name, group, len(cands), time.Since(t0).Seconds())
+	return sums, n, err
 }
