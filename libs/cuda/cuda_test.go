@@ -342,23 +342,12 @@ func TestGemmStridedBatched(t *testing.T) {
 	}
 	var worst float64
 	for p := range count {
-		for i := range m + 2 {
-			for j := range n {
-				g := got[p*sc+i*n+j]
-				if i >= m {
-					if g != c[p*sc+i*n+j] {
-						t.Fatalf("triple %d: row %d past m written", p, i)
-					}
-					continue
-				}
-				var s, abs float64
-				for q := range k {
-					v := float64(a[p*sa+i*k+q]) * float64(bb[j*k+q])
-					s, abs = s+v, abs+math.Abs(v)
-				}
-				worst = max(worst, math.Abs(float64(g)-1.5*s)/(1.5*abs))
+		for i := m; i < m+2; i++ {
+			if !slices.Equal(got[p*sc+i*n:p*sc+(i+1)*n], c[p*sc+i*n:p*sc+(i+1)*n]) {
+				t.Fatalf("triple %d: row %d past m written", p, i)
 			}
 		}
+		worst = max(worst, worstABt(got[p*sc:], a[p*sa:], bb, m, n, k, 1.5))
 	}
 	t.Logf("worst error / Σ|a·b| = %.2g", worst)
 	if worst > 2e-6 {
@@ -413,17 +402,7 @@ func TestGemmHalf(t *testing.T) {
 	if err := Download(ctx, got, dc, 0); err != nil {
 		t.Fatal(err)
 	}
-	var worst float64
-	for i := range m {
-		for j := range n {
-			var s, abs float64
-			for q := range k {
-				v := float64(a[i*k+q]) * float64(bb[j*k+q])
-				s, abs = s+v, abs+math.Abs(v)
-			}
-			worst = max(worst, math.Abs(float64(got[i*n+j])-s)/abs)
-		}
-	}
+	worst := worstABt(got, a, bb, m, n, k, 1)
 	t.Logf("worst error / Σ|a·b| = %.2g", worst)
 	if worst > 1e-5 {
 		t.Errorf("error %.3g relative to Σ|a·b|", worst)
@@ -461,19 +440,7 @@ func TestGemmTF32(t *testing.T) {
 		if err := Download(ctx, got, dc, 0); err != nil {
 			t.Fatal(err)
 		}
-		var w float64
-		for i := range m {
-			for j := range n {
-				var s, abs float64
-				for p := range k {
-					v := float64(a[i*k+p]) * float64(bb[j*k+p])
-					s += v
-					abs += math.Abs(v)
-				}
-				w = max(w, math.Abs(float64(got[i*n+j])-s)/abs)
-			}
-		}
-		return w
+		return worstABt(got, a, bb, m, n, k, 1)
 	}
 	wf, wi := worst(fast), worst(ieee)
 	t.Logf("TF32 handle: worst error / Σ|a·b| = %.2g; IEEE handle: %.2g", wf, wi)
@@ -522,6 +489,24 @@ func TestSyrk(t *testing.T) {
 			}
 		}
 	}
+}
+
+// worstABt is the error of got = alpha·A·Bᵀ (row-major A m×k, B n×k, got m×n) relative to the
+// sum of the absolute products: max over (i, j) of |got[i][j] − alpha·Σ a·b| / (alpha·Σ |a·b|),
+// the sums in float64.
+func worstABt(got, a, b []float32, m, n, k int, alpha float64) float64 {
+	var worst float64
+	for i := range m {
+		for j := range n {
+			var s, abs float64
+			for p := range k {
+				v := float64(a[i*k+p]) * float64(b[j*k+p])
+				s, abs = s+v, abs+math.Abs(v)
+			}
+			worst = max(worst, math.Abs(float64(got[i*n+j])-alpha*s)/(alpha*abs))
+		}
+	}
+	return worst
 }
 
 func randMat(rng *rand.Rand, n int) []float32 {

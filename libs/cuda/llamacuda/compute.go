@@ -183,11 +183,9 @@ func (c *Compute) uploadChecked(ctx context.Context, l *transformer.Layer, x *tr
 	if err != nil {
 		return nil, nil, err
 	}
-	if c.Options.TF32 {
-		if err := g.UseTF32(ctx); err != nil {
-			g.Close()
-			return nil, nil, err
-		}
+	if err := c.Options.use(ctx, g); err != nil {
+		g.Close()
+		return nil, nil, err
 	}
 	xd, err := UploadTensor(ctx, c.D, x)
 	if err != nil {

@@ -64,6 +64,15 @@ func OptionsFromEnv(getenv func(string) string) Options {
 	return o
 }
 
+// use sets the uploaded layer g up for o's forward arithmetic (AWQHalf applies to the scale
+// grid alone: awqArith.Losses).
+func (o Options) use(ctx context.Context, g *Layer) error {
+	if o.TF32 {
+		return g.UseTF32(ctx)
+	}
+	return nil
+}
+
 // QuantizeLayerWith is QuantizeLayer with options.
 func QuantizeLayerWith(ctx context.Context, d *cuda.Device, c *transformer.Config, l *transformer.Layer, inputs *transformer.Tensor, cfg quantize.LayerConfig, o Options) (*quantize.LayerResult, error) {
 	if err := checkConfig(cfg); err != nil {
@@ -80,10 +89,8 @@ func QuantizeLayerWith(ctx context.Context, d *cuda.Device, c *transformer.Confi
 		return nil, err
 	}
 	defer g.Close()
-	if o.TF32 {
-		if err := g.UseTF32(ctx); err != nil {
-			return nil, err
-		}
+	if err := o.use(ctx, g); err != nil {
+		return nil, err
 	}
 	x, err := UploadTensor(ctx, d, inputs)
 	if err != nil {

@@ -120,11 +120,9 @@ func (s *stage) Load(ctx context.Context, l *transformer.Layer) error {
 	if err != nil {
 		return err
 	}
-	if s.c.Options.TF32 {
-		if err := g.UseTF32(ctx); err != nil {
-			g.Close()
-			return err
-		}
+	if err := s.c.Options.use(ctx, g); err != nil {
+		g.Close()
+		return err
 	}
 	s.g, s.l = g, l
 	for _, sh := range s.shards {
