@@ -5,8 +5,9 @@
 # 32 heads / 8 KV heads, intermediate 14336, 4 layers, vocab 32000, bf16 — and quantizes it on
 # SAMPLES × SEQLEN calibration tokens (128 × 2048) of the calibration text with
 #   * quantfleet: `quantize --device $DEVICE` GPTQ 4-bit g128 act-order (asymmetric) and AWQ 4-bit
-#     g128; seconds per layer from the progress events' timestamps (calibration inputs and the
-#     checkpoint's writing and validation excluded), peak GPU memory (nvidia-smi, sampled every
+#     g128; seconds per layer from the progress events' timestamps (calibration inputs, the
+#     device's start-up that overlaps them — kernel compilation, cuBLAS — and the checkpoint's
+#     writing and validation excluded), peak GPU memory (nvidia-smi, sampled every
 #     100 ms, the memory in use before the run subtracted), peak host RSS (getrusage of the child);
 #   * the references, in the same call on the same card (REF_GPTQ_SRC: IST-DASLab/gptq,
 #     REF_AWQ_SRC: mit-han-lab/llm-awq; scripts/reference/bench_ref.py): the same layers built as
@@ -251,5 +252,7 @@ print()
 for m, o in ours.items():
     if o.get("layer_seconds"):
         print(f"quantfleet {m}: per layer {o['layer_seconds']} s, wall {o['wall_seconds']:.0f} s (calibration inputs, checkpoint writing and validation included)")
+for m, rs in ref.items():
+    print(f"reference {m}: per layer {[r['seconds'] for r in rs]} s")
 EOF
 echo "results: $OUT/bench.md, $RESULTS, logs in $LOGS"

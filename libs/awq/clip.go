@@ -125,10 +125,12 @@ func ApplyClip(l *Linear, maxVal []float32, groupSize int) error {
 	if groupSize <= 0 || l.Cols%groupSize != 0 || len(maxVal) != l.Rows*(l.Cols/groupSize) {
 		return fmt.Errorf("%w: %d clip values for %s (%d×%d, group %d)", ErrShape, len(maxVal), l.Name, l.Rows, l.Cols, groupSize)
 	}
-	for i := range l.Weight {
-		m := maxVal[i/groupSize] // row-major rows×groups matches the weight's row-major order
-		l.Weight[i] = min(max(l.Weight[i], -m), m)
-	}
+	parallel(l.Rows, func(lo, hi int) {
+		for i := lo * l.Cols; i < hi*l.Cols; i++ {
+			m := maxVal[i/groupSize] // row-major rows×groups matches the weight's row-major order
+			l.Weight[i] = min(max(l.Weight[i], -m), m)
+		}
+	})
 	return nil
 }
 

@@ -61,20 +61,34 @@ func TestGPUKernelsMatchHost(t *testing.T) {
 	for _, tc := range []struct {
 		rows, cols, gs, tokens, bits, first, step int
 		scale                                     float64 // of the weights
+		clip                                      Config  // MaxShrink and ClipGrid (0: defaults, 10 bounds)
 	}{
-		{8, 256, 128, 40, 4, 1, 3, 0.05},
-		{9, 192, 64, 33, 4, 0, 2, 1},
-		{5, 64, 32, 20, 3, 2, 5, 1e-4},
-		{2, 512, 256, 10, 8, 0, 1, 0.02},
-		{4, 128, 128, 12, 4, 0, 4, 2e-6}, // subnormal halves
+		{8, 256, 128, 40, 4, 1, 3, 0.05, Config{}},
+		{9, 192, 64, 33, 4, 0, 2, 1, Config{}},
+		{5, 64, 32, 20, 3, 2, 5, 1e-4, Config{}},
+		{2, 512, 256, 10, 8, 0, 1, 0.02, Config{}},
+		{4, 128, 128, 12, 4, 0, 4, 2e-6, Config{}},                             // subnormal halves
+		{6, 256, 128, 30, 4, 0, 2, 0.05, Config{MaxShrink: 0.8, ClipGrid: 25}}, // 20 bounds: two of the kernel's batches
 	} {
-		t.Run(fmt.Sprintf("%dx%d_g%d_%dbit", tc.rows, tc.cols, tc.gs, tc.bits), func(t *testing.T) {
-			emulateKernels(t, dir, tc.rows, tc.cols, tc.gs, tc.tokens, tc.bits, tc.first, tc.step, tc.scale)
+		cfg := Config{Bits: tc.bits, GroupSize: tc.gs, MaxShrink: tc.clip.MaxShrink, ClipGrid: tc.clip.ClipGrid}
+		t.Run(fmt.Sprintf("%dx%d_g%d_%dbit_%dbounds", tc.rows, tc.cols, tc.gs, tc.bits, ClipShrinks(mustDefaults(t, cfg))), func(t *testing.T) {
+			emulateKernels(t, dir, tc.rows, tc.cols, tc.tokens, tc.first, tc.step, tc.scale, cfg)
 		})
 	}
 }
 
-func emulateKernels(t *testing.T, dir string, rows, cols, gs, tokens, bits, first, step int, scale float64) {
+func mustDefaults(t *testing.T, c Config) Config {
+	t.Helper()
+	c, err := c.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func emulateKernels(t *testing.T, dir string, rows, cols, tokens, first, step int, scale float64, cfg Config) {
+	cfg = mustDefaults(t, cfg)
+	gs, bits := cfg.GroupSize, cfg.Bits
 	rng := rand.New(rand.NewPCG(uint64(rows), uint64(cols)))
 	w := make([]float32, rows*cols)
 	for i := range w {
@@ -94,10 +108,6 @@ func emulateKernels(t *testing.T, dir string, rows, cols, gs, tokens, bits, firs
 	x := make([]float32, tokens*cols)
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())
-	}
-	cfg, err := Config{Bits: bits, GroupSize: gs}.withDefaults()
-	if err != nil {
-		t.Fatal(err)
 	}
 	xs := sampleTokens(x[first*cols:], tokens-first, cols, step, s)
 	n := len(xs) / cols

@@ -57,6 +57,16 @@ type Layer struct {
 	Arithmetic Arithmetic
 }
 
+// DropActivations forgets the shard's activations (Inputs, the groups' Inspect functions and
+// the Arithmetic), so that their memory can go: what is left is what PickScales and
+// FinishLayer read.
+func (l *Layer) DropActivations() {
+	l.Inputs, l.Arithmetic = nil, nil
+	for i := range l.Groups {
+		l.Groups[i].Inspect = nil
+	}
+}
+
 // LayerResult is the outcome of QuantizeLayer.
 type LayerResult struct {
 	// Quantized holds the quantized weight of every linear of the layer.

@@ -456,8 +456,27 @@ func (cs *ClipStats) add(later *ClipStats) {
 // (linears scaled in half precision, prev norms and linears divided), searches every
 // clippable linear's bounds on the complete merged clip stats and applies them, and
 // quantizes every linear. It modifies l's weights and norms in place; l.Inputs and l.Tokens
-// are not used. clip may be nil with Config.NoClip.
+// are not used. clip may be nil with Config.NoClip. It is ClipLayer then Clipped.Quantize.
 func FinishLayer(ctx context.Context, l *Layer, scales []*Scales, clip *ClipStats, cfg Config) (*LayerResult, error) {
+	c, err := ClipLayer(ctx, l, scales, clip, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c.Quantize(ctx)
+}
+
+// Clipped is a layer between FinishLayer's two halves: scales folded, clipping bounds searched
+// (the half that uses the layer's Arithmetic), the bounds not yet applied and nothing
+// quantized (host work alone, which may run while the Arithmetic's device goes on to another
+// layer).
+type Clipped struct {
+	l   *Layer
+	cfg Config
+	res *LayerResult
+}
+
+// ClipLayer is FinishLayer's first half: the checks, the folding and the clipping search.
+func ClipLayer(ctx context.Context, l *Layer, scales []*Scales, clip *ClipStats, cfg Config) (*Clipped, error) {
 	cfg, groups, _, err := l.prepare(cfg, nil)
 	if err != nil {
 		return nil, err
@@ -505,14 +524,24 @@ func FinishLayer(ctx context.Context, l *Layer, scales []*Scales, clip *ClipStat
 		if err != nil {
 			return nil, fmt.Errorf("clipping %s: %w", name, err)
 		}
-		res.Clips[name] = m
-		if err := ApplyClip(lin, m, cfg.groupSize(lin.Cols)); err != nil {
+		res.Clips[name] = m // applied by Quantize: each search reads its own linear only
+	}
+	return &Clipped{l: l, cfg: cfg, res: res}, nil
+}
+
+// Quantize is FinishLayer's second half: every linear clipped to its bounds and quantized.
+func (c *Clipped) Quantize(ctx context.Context) (*LayerResult, error) {
+	l, res := c.l, c.res
+	for name, m := range res.Clips {
+		if err := ApplyClip(l.Linears[name], m, c.cfg.groupSize(l.Linears[name].Cols)); err != nil {
 			return nil, err
 		}
 	}
-
 	for name, lin := range l.Linears {
-		q, err := Quantize(lin.Weight, lin.Rows, lin.Cols, cfg)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		q, err := Quantize(lin.Weight, lin.Rows, lin.Cols, c.cfg)
 		if err != nil {
 			return nil, fmt.Errorf("quantizing %s: %w", name, err)
 		}

@@ -118,6 +118,9 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	}
 	defer out.Abort() // a no-op after Commit
 	tmp := out.Path
+	// The device's start-up (a GPU's kernels) overlaps the calibration inputs' preparation.
+	warmed := warm(ctx, cfg.Calibrated())
+	defer warmed()
 
 	// The sharded pipeline's tasks, in order, in this process: the fleet runs the same tasks on
 	// the same shards, so both write the same bytes. Intermediates (one shard's activations, the
@@ -168,6 +171,9 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		layerOf[i] = t.Layer
 	}
 	layers := progress.NewLayers(layerOf)
+	if err := warmed(); err != nil {
+		return nil, err
+	}
 	rep.Start("quantize", int64(len(tasks)), progress.Unit("tasks"))
 	ran := 0
 	err = RunStages(ctx, env, store.Delete, func(t ShardTask) {

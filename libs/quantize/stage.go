@@ -47,6 +47,26 @@ type StageSession interface {
 	Close()
 }
 
+// AWQStager is an AWQCompute (a GPU's) that can keep the activations of an AWQ job of one
+// shard on its device from the first layer to the last (runAWQInPlace): each layer's
+// full-precision outputs, which its capture computes anyway, stay there as the next layer's
+// inputs instead of going through the host. The results are those of AWQLayer's.
+type AWQStager interface {
+	AWQCompute
+	// StageAWQ puts x, the activations entering the first layer, on the device. An error
+	// wrapping ErrStageMemory says they and the work of a layer like l would not fit.
+	StageAWQ(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (AWQStage, error)
+}
+
+// AWQStage is an AWQ job's activations on a device, on their way through the decoder layers.
+type AWQStage interface {
+	// Layer is AWQCompute.AWQLayer of l on the activations held; with next set, release
+	// replaces them by l's outputs (else the stage holds none after it).
+	Layer(ctx context.Context, l *transformer.Layer, next bool) (al *awq.Layer, release func(), err error)
+	// Close frees the device memory.
+	Close()
+}
+
 // openStages opens a StageSession for env's staged GPTQ plan when the job's compute offers one
 // and the shards fit, and returns it with layer 0, which it loaded to decide; a nil session (and
 // no error) means: run the tasks one by one.
@@ -114,8 +134,25 @@ func RunStages(ctx context.Context, env *ShardEnv, del func(key string) error, d
 			return err
 		}
 	}
-	// Each layer's weights load (and convert to float32) while the device works on the one
-	// before.
+	next := preload(env, l0)
+	for range env.Plan.Layers {
+		l, err := next()
+		if err != nil {
+			return err
+		}
+		err = runLayerStages(ctx, env, sess, l, done)
+		l.Release()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// preload returns the decoder layers one after the other, each loaded (and converted to
+// float32) while the caller works on the one before; l0, when not nil, is layer 0, loaded
+// already.
+func preload(env *ShardEnv, l0 *transformer.Layer) func() (*transformer.Layer, error) {
 	type loaded struct {
 		l   *transformer.Layer
 		err error
@@ -128,23 +165,21 @@ func RunStages(ctx context.Context, env *ShardEnv, del func(key string) error, d
 		}()
 		return ch
 	}
-	next := make(chan loaded, 1)
-	next <- loaded{l: l0} // openStages loaded it
-	for L := range env.Plan.Layers {
-		ld := <-next
-		if ld.err != nil {
-			return ld.err
-		}
-		if L+1 < env.Plan.Layers {
-			next = load(L + 1)
-		}
-		err := runLayerStages(ctx, env, sess, ld.l, done)
-		ld.l.Release()
-		if err != nil {
-			return err
-		}
+	var ch chan loaded
+	if l0 != nil {
+		ch = make(chan loaded, 1)
+		ch <- loaded{l: l0}
+	} else {
+		ch = load(0)
 	}
-	return nil
+	L := 0
+	return func() (*transformer.Layer, error) {
+		ld := <-ch
+		if L++; ld.err == nil && L < env.Plan.Layers {
+			ch = load(L)
+		}
+		return ld.l, ld.err
+	}
 }
 
 // runLayerStages is layer l's tasks on the session: each group's Hessian and solve, then the
@@ -196,9 +231,9 @@ func runLayerStages(ctx context.Context, env *ShardEnv, sess StageSession, l *tr
 
 // runAWQInPlace runs an AWQ plan of one shard: per layer, the steps of tasks a, b, c and l on
 // one capture of the layer's inputs (AWQCompute.AWQLayer) instead of one per task, the partials
-// merged as the tasks merge them and the next layer's inputs kept in memory (or on the device
-// the compute uses) rather than in env.Store: the same bytes as the tasks, a third of the
-// forward passes. Only each layer's result goes to the store.
+// merged as the tasks merge them and the next layer's inputs kept in memory, or on the device
+// of a compute that stages them (AWQStager), rather than in env.Store: the same bytes as the
+// tasks, a third of the forward passes. Only each layer's result goes to the store.
 func runAWQInPlace(ctx context.Context, env *ShardEnv, del func(key string) error, done func(t ShardTask)) error {
 	p := env.Plan
 	x, err := getActivations(ctx, env.Store, 0, 0)
@@ -208,82 +243,126 @@ func runAWQInPlace(ctx context.Context, env *ShardEnv, del func(key string) erro
 	if err := del(ActivationsKey(0, 0)); err != nil {
 		return err
 	}
+	l0, err := env.Layer(0)
+	if err != nil {
+		return err
+	}
+	var st AWQStage
+	if s, ok := awqCompute(ctx, env, l0).(AWQStager); ok {
+		switch st, err = s.StageAWQ(ctx, l0, x); {
+		case errors.Is(err, ErrStageMemory):
+			st = nil
+		case err != nil:
+			return err
+		default:
+			defer st.Close()
+			x = nil
+		}
+	}
+	// Each layer's host half (clipping, quantizing, writing the result) runs while the device
+	// captures the next layer: AWQ feeds the next layer full-precision outputs, so nothing
+	// waits for it but the following layer's own host half.
+	var tail chan error
+	wait := func() error {
+		if tail == nil {
+			return nil
+		}
+		err := <-tail
+		tail = nil
+		return err
+	}
+	defer func() { _ = wait() }() // after an error: so that nothing runs on
+	next := preload(env, l0)
 	for L := range p.Layers {
-		if x, err = runAWQLayerInPlace(ctx, env, L, x); err != nil {
+		l, err := next()
+		if err != nil {
+			return err
+		}
+		last := L+1 == p.Layers
+		var (
+			al      *awq.Layer
+			release func()
+		)
+		if st != nil {
+			al, release, err = st.Layer(ctx, l, !last)
+		} else {
+			al, x, release, err = awqCompute(ctx, env, l).AWQLayer(ctx, l, x, !last)
+		}
+		var cl *awq.Clipped
+		if err == nil {
+			cl, err = clipAWQInPlace(ctx, env, al)
+			release()
+		}
+		if err == nil {
+			err = wait()
+		}
+		if err != nil {
+			l.Release()
 			return fmt.Errorf("layer %d: %w", L, err)
 		}
-		for _, op := range awqSteps {
-			done(ShardTask{Op: op, Layer: L})
-		}
-		done(ShardTask{Op: OpLayer, Layer: L})
+		al.DropActivations() // the capture's memory need not wait for the host half
+		tail = make(chan error, 1)
+		go func() {
+			err := finishAWQInPlace(ctx, env, l, al, cl)
+			l.Release()
+			if err != nil {
+				tail <- fmt.Errorf("layer %d: %w", L, err)
+				return
+			}
+			for _, op := range awqSteps {
+				done(ShardTask{Op: op, Layer: L})
+			}
+			done(ShardTask{Op: OpLayer, Layer: L})
+			tail <- nil
+		}()
 	}
-	return nil
+	return wait()
 }
 
-// runAWQLayerInPlace is runAWQInPlace's layer L on its inputs x; it returns the next layer's.
-func runAWQLayerInPlace(ctx context.Context, env *ShardEnv, L int, x *transformer.Tensor) (*transformer.Tensor, error) {
-	p, cfg := env.Plan, env.Plan.Config.AWQ
-	l, err := env.Layer(L)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Release()
-	c := awqCompute(ctx, env, l)
-	al, out, release, err := c.AWQLayer(ctx, l, x, L+1 < p.Layers)
-	if err != nil {
-		return nil, err
-	}
-	sh := p.awqShard(0, x.Seq)
-	stats, losses, clip, err := awqSteps3(ctx, al, sh, cfg)
-	release() // FinishLayer's clipping search may take the device again
-	if err != nil {
-		return nil, err
-	}
-	w, _, release, err := c.AWQLayer(ctx, l, nil, false)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	scales, err := awq.PickScales(w, stats, losses, cfg)
-	if err != nil {
-		return nil, err
-	}
-	r, err := awq.FinishLayer(ctx, w, scales, clip, cfg)
-	if err != nil {
-		return nil, err
-	}
-	res := &LayerResult{Index: L}
-	awqResult(l, w, r, res)
-	return out, putLayerResult(ctx, env.Store, ShardTask{Op: OpLayer, Layer: L}.Key(), res)
-}
-
-// awqSteps3 is steps a, b and c of one shard that is the whole calibration set, each partial
-// merged alone as the tasks merge theirs.
-func awqSteps3(ctx context.Context, al *awq.Layer, sh awq.Shard, cfg awq.Config) (*awq.Stats, *awq.ScaleLosses, *awq.ClipStats, error) {
+// clipAWQInPlace is runAWQInPlace's steps of a layer that use its capture al, whose one shard
+// is every calibration token: tasks a, b and c (each partial merged alone, as the tasks merge
+// theirs), the scales picked and the clipping searched.
+func clipAWQInPlace(ctx context.Context, env *ShardEnv, al *awq.Layer) (*awq.Clipped, error) {
+	cfg, sh := env.Plan.Config.AWQ, awq.Whole(al)
 	part, err := awq.CollectStats(al, sh, cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	stats, err := awq.MergeStats([]*awq.Stats{part})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	lp, err := awq.CollectScaleLosses(ctx, al, sh, stats, cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	losses, err := awq.MergeScaleLosses([]*awq.ScaleLosses{lp})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	scales, err := awq.PickScales(al, stats, losses, cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	cp, err := awq.CollectClipStats(al, sh, scales, cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	clip, err := awq.MergeClipStats([]*awq.ClipStats{cp})
-	return stats, losses, clip, err
+	if err != nil {
+		return nil, err
+	}
+	return awq.ClipLayer(ctx, al, scales, clip, cfg)
+}
+
+// finishAWQInPlace is the rest of layer l's task l: the linears clipped and quantized, the
+// result written to the store.
+func finishAWQInPlace(ctx context.Context, env *ShardEnv, l *transformer.Layer, al *awq.Layer, cl *awq.Clipped) error {
+	r, err := cl.Quantize(ctx)
+	if err != nil {
+		return err
+	}
+	res := &LayerResult{Index: l.Index}
+	awqResult(l, al, r, res)
+	return putLayerResult(ctx, env.Store, ShardTask{Op: OpLayer, Layer: l.Index}.Key(), res)
 }

@@ -112,3 +112,10 @@ func (bs *buffers) free() {
 	}
 	bs.list = nil
 }
+
+// Warm compiles and loads the GPTQ kernels on d and creates its cuBLAS handle: the start-up
+// work of the first solve, done before it (see quantize.Warmer).
+func Warm(ctx context.Context, d *cuda.Device) error {
+	_, err := loadKernels(ctx, d)
+	return err
+}

@@ -103,15 +103,28 @@ func (a *awqArith) capture(ctx context.Context, l *transformer.Layer, x *transfo
 	if a.y, err = NewTensor(ctx, c.D, x.Batch, x.Seq, x.Dim); err != nil {
 		return nil, err
 	}
+	if err := a.run(ctx, l, xd, a.y); err != nil {
+		return nil, err
+	}
+	if !outputs {
+		return nil, nil
+	}
+	return a.y.Download(ctx)
+}
+
+// run runs the uploaded layer a.g on x into out, keeping every group's input in a.inputs.
+func (a *awqArith) run(ctx context.Context, l *transformer.Layer, x, out *Tensor) error {
 	filled := map[string]int{}
 	for _, names := range awqInputs {
 		lin := l.Linear(names[0])
 		if lin == nil {
-			return nil, fmt.Errorf("%w: layer %d has no linear %s", ErrShape, l.Index, names[0])
+			return fmt.Errorf("%w: layer %d has no linear %s", ErrShape, l.Index, names[0])
 		}
-		if a.inputs[names[0]], err = NewTensor(ctx, c.D, x.Batch, x.Seq, lin.In); err != nil {
-			return nil, err
+		t, err := NewTensor(ctx, a.c.D, x.Batch, x.Seq, lin.In)
+		if err != nil {
+			return err
 		}
+		a.inputs[names[0]] = t
 	}
 	// The chunks come in sequence order: each group's input is appended where the last ended.
 	keep := func(ctx context.Context, linears []string, in *Tensor) error {
@@ -126,24 +139,124 @@ func (a *awqArith) capture(ctx context.Context, l *transformer.Layer, x *transfo
 		filled[linears[0]] += n
 		return nil
 	}
-	if err := g.forward(ctx, xd, a.y, stages{attention: true, mlp: true}, keep); err != nil {
-		return nil, err
+	if err := a.g.forward(ctx, x, out, stages{attention: true, mlp: true}, keep); err != nil {
+		return err
 	}
 	for name, t := range a.inputs {
 		if filled[name] != 4*t.Rows()*t.Dim {
-			return nil, fmt.Errorf("%w: captured %d of %d input bytes of %s", ErrShape, filled[name], 4*t.Rows()*t.Dim, name)
+			return fmt.Errorf("%w: captured %d of %d input bytes of %s", ErrShape, filled[name], 4*t.Rows()*t.Dim, name)
 		}
 	}
-	if !outputs {
-		return nil, nil
+	return nil
+}
+
+var _ quantize.AWQStager = (*Compute)(nil)
+
+// StageAWQ implements quantize.AWQStager: x goes to the device once, and each layer's
+// full-precision outputs, which its capture computes anyway, stay there as the next layer's
+// inputs. The stage holds the device until Close.
+func (c *Compute) StageAWQ(ctx context.Context, l *transformer.Layer, x *transformer.Tensor) (quantize.AWQStage, error) {
+	if l.Config() == nil || l.Q == nil || x == nil || x.Rows() == 0 || x.Dim != l.Q.In {
+		return nil, fmt.Errorf("%w: an AWQ stage needs a Llama-layout layer and a shard of its hidden size", ErrShape)
 	}
-	return a.y.Download(ctx)
+	release, err := acquire(ctx, c.D)
+	if err != nil {
+		return nil, err
+	}
+	free, _, err := c.D.MemInfo(ctx)
+	if err == nil && exceeds(4*int64(x.Rows())*int64(x.Dim)+awqNeedBytes(l, x.Batch, x.Seq), free) {
+		err = fmt.Errorf("%w: AWQ on %d×%d tokens kept on %s", quantize.ErrStageMemory, x.Batch, x.Seq, c.D.Name())
+	}
+	var xd *Tensor
+	if err == nil {
+		xd, err = UploadTensor(ctx, c.D, x)
+	}
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return &awqStage{c: c, release: release, x: xd}, nil
+}
+
+// awqStage is a quantize.AWQStage on one device: x holds the activations entering the next
+// layer.
+type awqStage struct {
+	c       *Compute
+	release func()
+	x       *Tensor
+}
+
+// Layer implements quantize.AWQStage: Compute.AWQLayer's capture on the staged activations,
+// whose buffer then serves as y0; the outputs go to a tensor of their own that becomes the
+// stage's activations on release.
+func (s *awqStage) Layer(ctx context.Context, l *transformer.Layer, next bool) (*awq.Layer, func(), error) {
+	x := s.x
+	if x == nil {
+		return nil, nil, fmt.Errorf("%w: the AWQ stage holds no activations", ErrShape)
+	}
+	if l.Config() == nil || l.Q == nil || x.Dim != l.Q.In {
+		return nil, nil, fmt.Errorf("%w: layer %d does not take the stage's %d features", ErrShape, l.Index, x.Dim)
+	}
+	al, _, _, err := quantize.CPU{}.AWQLayer(ctx, l, nil, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := s.c
+	if err := checkAWQMemory(ctx, c.D, l, x.Batch, x.Seq); err != nil {
+		return nil, nil, err
+	}
+	// The activations are a's from here: y0 once the capture has read them.
+	s.x = nil
+	a := &awqArith{c: c, held: true, groups: al.Groups, inputs: map[string]*Tensor{}, y0: x}
+	var out *Tensor
+	fail := func(err error) (*awq.Layer, func(), error) {
+		if out != a.y {
+			out.Free()
+		}
+		a.close()
+		return nil, nil, fmt.Errorf("layer %d: %w", l.Index, err)
+	}
+	if a.g, err = UploadLayer(ctx, c.D, l.Config(), l); err != nil {
+		return fail(err)
+	}
+	if err := c.Options.use(ctx, a.g); err != nil {
+		return fail(err)
+	}
+	if a.y, err = NewTensor(ctx, c.D, x.Batch, x.Seq, x.Dim); err != nil {
+		return fail(err)
+	}
+	out = a.y
+	if next {
+		if out, err = NewTensor(ctx, c.D, x.Batch, x.Seq, x.Dim); err != nil {
+			return fail(err)
+		}
+	}
+	if err := a.run(ctx, l, x, out); err != nil {
+		return fail(err)
+	}
+	al.Tokens, al.Arithmetic = x.Rows(), a
+	return al, func() {
+		a.close()
+		if next {
+			s.x = out
+		}
+	}, nil
+}
+
+// Close implements quantize.AWQStage.
+func (s *awqStage) Close() {
+	s.x.Free()
+	s.x = nil
+	if s.release != nil {
+		s.release()
+		s.release = nil
+	}
 }
 
 // checkAWQMemory fails with one line wrapping ErrMemory when an AWQ task on batch×seq tokens
 // of l would not fit in d's free memory: the weights, the shard and the outputs (reused for
 // the compared modules' outputs), every group's captured input, one chunk's intermediates,
-// a group's candidate weights and the rope tables.
+// a group's candidate weights, gramLosses' matrices and the rope tables.
 func checkAWQMemory(ctx context.Context, d *cuda.Device, l *transformer.Layer, batch, seq int) error {
 	free, _, err := d.MemInfo(ctx)
 	if err != nil {
@@ -172,10 +285,16 @@ func awqNeedBytes(l *transformer.Layer, batch, seq int) int64 {
 	tokens, hid := int64(batch)*int64(seq), int64(l.Q.In)
 	act := 4 * tokens * (2*hid + hid + int64(l.O.In) + hid + int64(l.Down.In))
 	ws := chunkBytes(int64(l.Q.In), int64(l.Q.Out), int64(l.K.Out), int64(l.Gate.Out), layerHeads(l), batch, seq)
-	// Options.AWQHalf's rounded copies of a chunk's input and of a weight
+	// Options.AWQHalf's rounded copies of a chunk's input, of the weights and of a group's
+	// candidate weights
 	rows := int64(min(batch, max(1, chunkRows/seq)) * seq)
-	half := 2 * (rows*int64(max(l.Q.In, l.Down.In)) + cand/4)
-	return weights + cand + act + ws + half + 4*int64(seq)*hid
+	half := 2*rows*int64(max(l.Q.In, l.Down.In)) + (weights+cand)/2
+	// gramLosses' G, W − Ŵ and (W − Ŵ)·G for o_proj or down_proj
+	gram := int64(0)
+	for _, lin := range []*transformer.Linear{l.O, l.Down} {
+		gram = max(gram, 4*(int64(lin.In)*int64(lin.In)+2*int64(len(lin.Weight))))
+	}
+	return weights + cand + act + ws + half + gram + 4*int64(seq)*hid
 }
 
 // AbsSums implements awq.Arithmetic: libs/awq's sumAbs on the device (same order, same bits).
@@ -264,33 +383,53 @@ func (a *awqArith) Losses(ctx context.Context, group int, cands [][]float32, cfg
 		return nil, 0, err
 	}
 	first := a.groups[group].Linears[0]
-	if a.c.Options.AWQHalf {
-		a.g.half = true
-		defer func() { a.g.half = false }()
-	}
-	if err := a.inspect(ctx, first, in, a.y0); err != nil {
+	module, err := a.module(first)
+	if err != nil {
 		return nil, 0, err
 	}
 	maxInt, eps := awq.QuantizerConstants(cfg.Bits)
-	n := int64(a.y0.Rows()) * int64(a.y0.Dim)
-	for c := range cands {
-		if err := ctx.Err(); err != nil {
-			return nil, 0, err
-		}
+	quant := func(c int) error {
 		s := scales.Ptr().Add(4 * c * cols)
 		for i, lin := range lins {
 			warps := lin.out * (cols / gs)
 			if err := k.scaledQuant.Launch(ctx, cuda.Dim3{X: min((warps+7)/8, 8192)}, cuda.Dim3{X: threads}, 0,
 				qw[i], lin.w, s, int32(lin.out), int32(cols), int32(gs), maxInt, eps); err != nil {
-				return nil, 0, err
+				return err
 			}
 		}
-		if err := a.withWeights(lins, qw, func() error { return a.inspect(ctx, first, in, a.y) }); err != nil {
+		return nil
+	}
+	n := int64(in.Rows()) * int64(a.g.q.in)
+	if module != nil && (len(lins) != 1 || lins[0] != module || module.out != a.g.q.in) {
+		return nil, 0, fmt.Errorf("%w: group %d is not its module %s alone", ErrShape, group, module.name)
+	}
+	if module != nil {
+		if err := a.gramLosses(ctx, module, in, quant, qw[0], len(cands), part); err != nil {
 			return nil, 0, err
 		}
-		if err := k.sqDiffSum.Launch(ctx, cuda.Dim3{X: lossBlocks}, cuda.Dim3{X: sqThreads}, 0,
-			part.Ptr().Add(8*c*lossBlocks), a.y0.Ptr(), a.y.Ptr(), n); err != nil {
+	} else {
+		if a.c.Options.AWQHalf {
+			a.g.half = true
+			defer func() { a.g.half = false; a.g.dropHalves() }()
+		}
+		if err := a.inspect(ctx, first, in, a.y0); err != nil {
 			return nil, 0, err
+		}
+		for c := range cands {
+			if err := ctx.Err(); err != nil {
+				return nil, 0, err
+			}
+			if err := quant(c); err != nil {
+				return nil, 0, err
+			}
+			a.g.dropHalves(qw...) // the last candidate's
+			if err := a.withWeights(lins, qw, func() error { return a.inspect(ctx, first, in, a.y) }); err != nil {
+				return nil, 0, err
+			}
+			if err := k.sqDiffSum.Launch(ctx, cuda.Dim3{X: lossBlocks}, cuda.Dim3{X: sqThreads}, 0,
+				part.Ptr().Add(8*c*lossBlocks), a.y0.Ptr(), a.y.Ptr(), n); err != nil {
+				return nil, 0, err
+			}
 		}
 	}
 	parts := make([]float64, len(cands)*lossBlocks)
@@ -304,6 +443,66 @@ func (a *awqArith) Losses(ctx context.Context, group int, cands [][]float32, cfg
 		}
 	}
 	return sums, n, nil
+}
+
+// gramLosses is Losses for a group whose compared module is its one linear lin (o_proj,
+// down_proj): with G = Σₜ xₜxₜᵀ over the input's tokens, once, each candidate's loss
+// Σₜ‖(W − Ŵ)xₜ‖² is Σᵣ dᵣ·(dᵣG), d = W − Ŵ: a rows×cols×cols product per candidate instead of
+// a tokens×rows×cols one (the bias cancels). quant(c) writes candidate c's Ŵ into qw; the
+// losses are added to part as sqDiffSum's are. The products run with the layer's forward
+// arithmetic (TF32 under Options.TF32), whose inputs keep as many significant bits as the
+// half-precision grid's.
+func (a *awqArith) gramLosses(ctx context.Context, lin *linear, in *Tensor, quant func(c int) error, qw *cuda.Buffer, cands int, part *cuda.Buffer) error {
+	d, k, g := a.c.D, a.g.k, a.g
+	rows, cols := lin.out, lin.in
+	var bufs []*cuda.Buffer
+	defer func() {
+		for _, b := range bufs {
+			b.Free()
+		}
+	}()
+	alloc := func(n int) (*cuda.Buffer, error) {
+		b, err := cuda.Alloc[float32](ctx, d, n)
+		if err == nil {
+			bufs = append(bufs, b)
+		}
+		return b, err
+	}
+	gm, err := alloc(cols * cols)
+	if err != nil {
+		return err
+	}
+	dm, err := alloc(rows * cols)
+	if err != nil {
+		return err
+	}
+	pm, err := alloc(rows * cols)
+	if err != nil {
+		return err
+	}
+	if err := g.gemm.Gemm(ctx, true, false, cols, cols, in.Rows(), 1, in.Ptr(), cols, in.Ptr(), cols, 0, gm.Ptr(), cols); err != nil {
+		return err
+	}
+	n := rows * cols
+	for c := range cands {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := quant(c); err != nil {
+			return err
+		}
+		if err := k.elementwise(ctx, k.sub, n, dm, lin.w, qw, int64(n)); err != nil {
+			return err
+		}
+		if err := g.gemm.Gemm(ctx, false, false, rows, cols, cols, 1, dm.Ptr(), cols, gm.Ptr(), cols, 0, pm.Ptr(), cols); err != nil {
+			return err
+		}
+		if err := k.dotSum.Launch(ctx, cuda.Dim3{X: lossBlocks}, cuda.Dim3{X: sqThreads}, 0,
+			part.Ptr().Add(8*c*lossBlocks), pm, dm, int64(n)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // groupSize is the columns per quantization group of a linear of cols inputs (cfg with its
@@ -329,28 +528,18 @@ func (a *awqArith) withWeights(lins []*linear, ws []*cuda.Buffer, f func() error
 	return f()
 }
 
-// inspect runs the module the scale search compares for the group starting with first on its
-// input in (all tokens) into y (tokens × the module's outputs), as quantize's awqShardLayer
-// does on the CPU: the attention block (with o_proj) for q/k/v, the MLP for gate/up, the
-// linear itself for o and down.
+// inspect runs the block the scale search compares for the group starting with first on its
+// input in (all tokens) into y (tokens × hidden), as quantize's awqShardLayer does on the CPU:
+// the attention block (with o_proj) for q/k/v, the MLP for gate/up (a group whose module is a
+// single linear takes gramLosses instead).
 func (a *awqArith) inspect(ctx context.Context, first string, in, y *Tensor) error {
 	g := a.g
-	var lin *linear
-	switch first {
-	case transformer.OutputInputs[0]:
-		lin = g.o
-	case transformer.DownInputs[0]:
-		lin = g.down
-	case transformer.AttentionInputs[0], transformer.MLPInputs[0]:
-	default:
-		return fmt.Errorf("%w: no AWQ module for the group of %s", ErrShape, first)
+	if first != transformer.AttentionInputs[0] && first != transformer.MLPInputs[0] {
+		return fmt.Errorf("%w: no AWQ block for the group of %s", ErrShape, first)
 	}
 	hid := g.q.in
-	if y.Dim != hid || y.Rows() != in.Rows() || (lin != nil && lin.out != hid) {
+	if y.Dim != hid || y.Rows() != in.Rows() {
 		return fmt.Errorf("%w: AWQ module output %d×%d for %d tokens", ErrShape, y.Rows(), y.Dim, in.Rows())
-	}
-	if lin != nil {
-		return g.apply(ctx, lin, y.Ptr(), in.Ptr(), in.Rows())
 	}
 	return g.chunks(ctx, in, func(ws *workspace, lo, hi int) error {
 		xi, yi := in.Sequences(lo, hi), y.Sequences(lo, hi)
@@ -372,6 +561,20 @@ func (a *awqArith) inspect(ctx context.Context, first string, in, y *Tensor) err
 		}
 		return cuda.Copy(ctx, yi.buf, yi.off, ws.a, 0, 4*rows*hid)
 	})
+}
+
+// module returns the linear that is the compared module of the group starting with first
+// (o_proj, down_proj), nil for a block (q/k/v: the attention; gate/up: the MLP).
+func (a *awqArith) module(first string) (*linear, error) {
+	switch first {
+	case transformer.OutputInputs[0]:
+		return a.g.o, nil
+	case transformer.DownInputs[0]:
+		return a.g.down, nil
+	case transformer.AttentionInputs[0], transformer.MLPInputs[0]:
+		return nil, nil
+	}
+	return nil, fmt.Errorf("%w: no AWQ module for the group of %s", ErrShape, first)
 }
 
 // Gram implements awq.Arithmetic: the sampled tokens of the linear's input gathered (divided

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,11 +16,13 @@ import (
 	"quantfleet.dev/libs/transformer"
 )
 
-// BenchmarkAWQLayer times AWQ's steps (capture, statistics, scale-grid losses per group, clipping
-// statistics, the clipping search and the layer's result) on layer 0 of the Llama checkpoint at
+// BenchmarkAWQLayer times AWQ's steps as `quantize` runs them (the inputs staged on the device,
+// then the capture, statistics, scale-grid losses per group, clipping statistics, the clipping
+// search and the layer's result) on layer 0 of the Llama checkpoint at
 // $QUANTFLEET_AWQ_BENCH_MODEL (bench-gpu.sh's synthetic Llama-3-8B) with 128×2048 N(0, 1)
 // inputs, with the projections in TF32 and the scale grid's in half precision, in TF32 only,
-// and in float32 (Options): where a layer's seconds go.
+// and in float32 (Options): where a layer's seconds go. QUANTFLEET_AWQ_BENCH_OPTIONS=half,tf32
+// picks some of them.
 //
 //	QUANTFLEET_AWQ_BENCH_MODEL=/tmp/qfm llamacuda.test -test.run '^$' -test.bench AWQLayer -test.benchtime 1x
 func BenchmarkAWQLayer(b *testing.B) {
@@ -42,6 +46,9 @@ func BenchmarkAWQLayer(b *testing.B) {
 			name string
 			opt  Options
 		}{{"half", Options{TF32: true, AWQHalf: true}}, {"tf32", Options{TF32: true}}, {"fp32", Options{}}} {
+			if only := os.Getenv("QUANTFLEET_AWQ_BENCH_OPTIONS"); only != "" && !slices.Contains(strings.Split(only, ","), o.name) {
+				continue
+			}
 			c := &Compute{D: d, Options: o.opt}
 			l, err := m.Layer(0)
 			if err != nil {
@@ -61,6 +68,7 @@ func BenchmarkAWQLayer(b *testing.B) {
 				fmt.Printf("%s %-28s %7.2fs\n", o.name, name, el.Seconds()) // now, not at the end: a run cut short still tells
 			}
 			var (
+				st      quantize.AWQStage
 				al      *awq.Layer
 				release func()
 				stats   *awq.Stats
@@ -68,8 +76,13 @@ func BenchmarkAWQLayer(b *testing.B) {
 				scales  []*awq.Scales
 				clip    *awq.ClipStats
 			)
+			step("stage inputs (once a job)", func() (err error) {
+				st, err = c.StageAWQ(ctx, l, x)
+				return err
+			})
+			total = 0 // a job's, not a layer's
 			step("upload, capture, outputs", func() (err error) {
-				al, _, release, err = c.AWQLayer(ctx, l, x, true)
+				al, release, err = st.Layer(ctx, l, true)
 				if err == nil {
 					al.Arithmetic = timedLosses{al.Arithmetic, d, o.name}
 				}
@@ -91,17 +104,12 @@ func BenchmarkAWQLayer(b *testing.B) {
 				clip, err = awq.CollectClipStats(al, sh, scales, cfg)
 				return err
 			})
-			release()
-			var w *awq.Layer
-			step("weights again", func() (err error) {
-				w, _, release, err = c.AWQLayer(ctx, l, nil, false)
-				return err
-			})
 			step("clipping search, result (l)", func() error {
-				_, err := awq.FinishLayer(ctx, w, scales, clip, cfg)
+				_, err := awq.FinishLayer(ctx, al, scales, clip, cfg)
 				return err
 			})
 			release()
+			st.Close()
 			l.Release()
 			fmt.Printf("%s %-28s %7.2fs\n", o.name, "layer", total.Seconds())
 		}

@@ -32,6 +32,24 @@ type Compute struct {
 	Options Options
 }
 
+var _ quantize.Warmer = (*Compute)(nil)
+
+// Warm implements quantize.Warmer: the kernels compiled (NVRTC) and loaded, the cuBLAS handles
+// created, so that the first layer does not pay for them.
+func (c *Compute) Warm(ctx context.Context) error {
+	if _, err := loadKernels(ctx, c.D); err != nil {
+		return err
+	}
+	if err := gptqcuda.Warm(ctx, c.D); err != nil {
+		return err
+	}
+	if c.Options.TF32 {
+		_, err := c.D.BLASTF32(ctx)
+		return err
+	}
+	return nil
+}
+
 // Supports implements quantize.LayoutSupporter: the GPU runs Llama-layout layers; the sharded
 // pipeline computes the others' Hessians and forwards on the CPU.
 func (c *Compute) Supports(cfg *transformer.Config) error { return Supports(cfg) }

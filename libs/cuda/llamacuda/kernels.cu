@@ -334,16 +334,9 @@ extern "C" __global__ void awq_scaled_quant(float *dst, const float *w, const fl
 
 #define SQ_THREADS 256
 
-// sq_diff_sum: part[blockIdx.x] += Σ (a[i] − b[i])² over the block's share of i < n, in
-// float64. The grid size must be the same for every call that adds into part (the sum's
-// order depends on it only, so the result is deterministic); blocks of SQ_THREADS.
-extern "C" __global__ void sq_diff_sum(double *part, const float *a, const float *b, long long n) {
+// add_block_sum adds the sum of the block's threads' s (warps in order) to part[blockIdx.x].
+__device__ void add_block_sum(double *part, double s) {
 	__shared__ double ps[SQ_THREADS / 32];
-	double s = 0;
-	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-		double d = (double)a[i] - (double)b[i];
-		s += d * d;
-	}
 	s = warp_sum_d(s);
 	if ((threadIdx.x & 31) == 0) ps[threadIdx.x >> 5] = s;
 	__syncthreads();
@@ -352,6 +345,33 @@ extern "C" __global__ void sq_diff_sum(double *part, const float *a, const float
 		for (int i = 0; i < (int)(blockDim.x >> 5); i++) t += ps[i];
 		part[blockIdx.x] += t;
 	}
+}
+
+// sq_diff_sum: part[blockIdx.x] += Σ (a[i] − b[i])² over the block's share of i < n, in
+// float64. The grid size must be the same for every call that adds into part (the sum's
+// order depends on it only, so the result is deterministic); blocks of SQ_THREADS.
+extern "C" __global__ void sq_diff_sum(double *part, const float *a, const float *b, long long n) {
+	double s = 0;
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+		double d = (double)a[i] - (double)b[i];
+		s += d * d;
+	}
+	add_block_sum(part, s);
+}
+
+// sub: y = a − b.
+extern "C" __global__ void sub(float *y, const float *a, const float *b, long long n) {
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+		y[i] = a[i] - b[i];
+}
+
+// dot_sum: part[blockIdx.x] += Σ a[i]·b[i] over the block's share of i < n, in float64, on
+// sq_diff_sum's grid (same rules).
+extern "C" __global__ void dot_sum(double *part, const float *a, const float *b, long long n) {
+	double s = 0;
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+		s += (double)a[i] * (double)b[i];
+	add_block_sum(part, s);
 }
 
 // gather_rows: out[i] = x[first + i·step] (rows of cols values), divided elementwise by s
@@ -390,17 +410,26 @@ __device__ float block_min(float v, float *red) {
 
 #define CLIP_MAX_GS 256
 
+#define CLIP_BATCH 16
+
 // awq_clip_search: libs/awq's searchClipGram for row blockIdx.x and column group blockIdx.y
 // of w (rows×cols), with Gt the transposed float32 Gram matrices (groups × gs × gs, thread j
 // reading its row of G as column j of Gt: coalesced, the same values) of n sampled tokens:
 // for each bound m = f16(max|w|·(1 − i/clipGrid)), i < shrinks, the error dᵀ·G·d / n of
 // d = Q(clamp(w, ±m)) − w, each row of G·d summed in column order and dᵀ·(G·d) in row order in
 // float64 as the CPU does; the least error's bound (the first on ties) goes to
-// best[row·groups + group]. Blocks of gs threads (gs a multiple of 32, ≤ CLIP_MAX_GS).
+// best[row·groups + group]. The bounds go CLIP_BATCH at a time: G is read once per batch, each
+// thread keeps a sum per bound, and the errors' sums run one bound per thread; every sum keeps
+// the CPU's order, so the bits are the CPU's. Blocks of gs threads (gs a multiple of 32,
+// ≤ CLIP_MAX_GS).
 extern "C" __global__ void awq_clip_search(float *best, const float *w, const float *Gt, int cols, int gs, int shrinks,
                                            int clipGrid, float maxInt, float eps, double n) {
 	__shared__ float red[CLIP_MAX_GS / 32];
-	__shared__ double dsh[CLIP_MAX_GS], psh[CLIP_MAX_GS];
+	// dsh[b][k]: bound b's d, then d·(G·d); the odd row stride keeps the error sums' reads
+	// (one bound per thread) on distinct banks.
+	__shared__ double dsh[CLIP_BATCH][CLIP_MAX_GS + 1];
+	__shared__ double err[CLIP_BATCH];
+	__shared__ float bound[CLIP_BATCH];
 	int j = threadIdx.x, g = blockIdx.y, ng = cols / gs;
 	long long r = blockIdx.x;
 	float wj = f16r(w[r * cols + (idx_t)g * gs + j]);
@@ -408,28 +437,49 @@ extern "C" __global__ void awq_clip_search(float *best, const float *w, const fl
 	const float *Gj = Gt + (idx_t)g * gs * gs + j;
 	double minErr = 1e9;
 	float bestM = maxAbs;
-	for (int i = 0; i < shrinks; i++) {
-		float m = f16r(maxAbs * (float)(1.0 - (double)i / (double)clipGrid));
-		float c = fminf(fmaxf(wj, -m), m);
-		float mx = block_max(c, red), mn = block_min(c, red);
-		float scale, zero;
-		awq_params(mx, mn, maxInt, eps, &scale, &zero);
-		double d = (double)awq_fake(c, scale, zero, maxInt) - (double)wj;
-		dsh[j] = d;
-		__syncthreads();
-		double s = 0;
-		if (d != 0) {
-			for (int k = 0; k < gs; k++) s += (double)Gj[(idx_t)k * gs] * dsh[k];
+	for (int i0 = 0; i0 < shrinks; i0 += CLIP_BATCH) {
+		int nb = min(CLIP_BATCH, shrinks - i0);
+		double d[CLIP_BATCH], s[CLIP_BATCH];
+#pragma unroll
+		for (int b = 0; b < CLIP_BATCH; b++) {
+			d[b] = 0;
+			s[b] = 0;
+			if (b < nb) {
+				float m = f16r(maxAbs * (float)(1.0 - (double)(i0 + b) / (double)clipGrid));
+				float c = fminf(fmaxf(wj, -m), m);
+				float mx = block_max(c, red), mn = block_min(c, red);
+				float scale, zero;
+				awq_params(mx, mn, maxInt, eps, &scale, &zero);
+				d[b] = (double)awq_fake(c, scale, zero, maxInt) - (double)wj;
+				dsh[b][j] = d[b];
+				if (j == 0) bound[b] = m;
+			}
 		}
-		psh[j] = d * s;
+		__syncthreads();
+		for (int k = 0; k < gs; k++) {
+			double gk = (double)Gj[(idx_t)k * gs];
+#pragma unroll
+			for (int b = 0; b < CLIP_BATCH; b++)
+				if (b < nb) s[b] += gk * dsh[b][k];
+		}
+		__syncthreads();
+		// A zero d adds a zero (the CPU skips it): the sum is the same.
+#pragma unroll
+		for (int b = 0; b < CLIP_BATCH; b++)
+			if (b < nb) dsh[b][j] = d[b] * s[b];
+		__syncthreads();
+		if (j < nb) {
+			double e = 0;
+			for (int k = 0; k < gs; k++) e += dsh[j][k];
+			err[j] = e / n;
+		}
 		__syncthreads();
 		if (j == 0) {
-			double e = 0;
-			for (int k = 0; k < gs; k++) e += psh[k];
-			e /= n;
-			if (e < minErr) {
-				minErr = e;
-				bestM = m;
+			for (int b = 0; b < nb; b++) {
+				if (err[b] < minErr) {
+					minErr = err[b];
+					bestM = bound[b];
+				}
 			}
 		}
 		__syncthreads();

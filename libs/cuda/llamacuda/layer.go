@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 
 	"quantfleet.dev/libs/cuda"
 	"quantfleet.dev/libs/fault"
@@ -112,10 +113,12 @@ type Layer struct {
 	window           int
 
 	gemm *cuda.BLAS // the projections' cuBLAS handle: k.blas, or the TF32 one (UseTF32)
-	// half runs the projections with half-precision inputs (weights and activations rounded
-	// into hx, hw) on the tensor cores, float32 sums: the AWQ grid's Options.AWQHalf.
+	// half runs the projections with half-precision inputs (activations rounded into hx,
+	// weights into halves: one copy per weight buffer, made on first use) on the tensor cores,
+	// float32 sums: the AWQ grid's Options.AWQHalf.
 	half     bool
-	hx, hw   *cuda.Buffer
+	hx       *cuda.Buffer
+	halves   map[*cuda.Buffer]*cuda.Buffer
 	ropeSeq  int
 	cos, sin *cuda.Buffer
 	ropeHalf int
@@ -250,8 +253,8 @@ func (l *Layer) Close() {
 	l.cos.Free()
 	l.sin.Free()
 	l.hx.Free()
-	l.hw.Free()
-	l.cos, l.sin, l.hx, l.hw = nil, nil, nil, nil
+	l.dropHalves()
+	l.cos, l.sin, l.hx = nil, nil, nil
 }
 
 // workspace holds one chunk's intermediates: the forward pass's, and the attention's packed
@@ -374,25 +377,46 @@ func (l *Layer) apply(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int)
 // applyHalf is apply's product with x and W rounded to half precision.
 func (l *Layer) applyHalf(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int) error {
 	k := l.k
-	for _, p := range []struct {
-		buf **cuda.Buffer
-		src cuda.Ptr
-		n   int
-	}{{&l.hx, x, rows * lin.in}, {&l.hw, lin.w.Ptr(), lin.out * lin.in}} {
-		if *p.buf == nil || (*p.buf).Size() < 2*p.n {
-			(*p.buf).Free()
-			*p.buf = nil
-			b, err := cuda.Alloc[uint16](ctx, l.d, p.n)
-			if err != nil {
-				return err
-			}
-			*p.buf = b
-		}
-		if err := k.elementwise(ctx, k.toHalf, p.n, *p.buf, p.src, int64(p.n)); err != nil {
+	n := rows * lin.in
+	if l.hx == nil || l.hx.Size() < 2*n {
+		l.hx.Free()
+		l.hx = nil
+		b, err := cuda.Alloc[uint16](ctx, l.d, n)
+		if err != nil {
 			return err
 		}
+		l.hx = b
 	}
-	return k.blas.GemmHalf(ctx, false, true, rows, lin.out, lin.in, 1, l.hx.Ptr(), lin.in, l.hw.Ptr(), lin.in, 0, y, lin.out)
+	if err := k.elementwise(ctx, k.toHalf, n, l.hx, x, int64(n)); err != nil {
+		return err
+	}
+	hw := l.halves[lin.w]
+	if hw == nil {
+		var err error
+		if hw, err = cuda.Alloc[uint16](ctx, l.d, lin.out*lin.in); err != nil {
+			return err
+		}
+		if err := k.elementwise(ctx, k.toHalf, lin.out*lin.in, hw, lin.w, int64(lin.out*lin.in)); err != nil {
+			hw.Free()
+			return err
+		}
+		if l.halves == nil {
+			l.halves = map[*cuda.Buffer]*cuda.Buffer{}
+		}
+		l.halves[lin.w] = hw
+	}
+	return k.blas.GemmHalf(ctx, false, true, rows, lin.out, lin.in, 1, l.hx.Ptr(), lin.in, hw.Ptr(), lin.in, 0, y, lin.out)
+}
+
+// dropHalves frees the half-precision copies of the weight buffers ws (all without ws): their
+// values changed or half mode ends.
+func (l *Layer) dropHalves(ws ...*cuda.Buffer) {
+	for w, h := range l.halves {
+		if len(ws) == 0 || slices.Contains(ws, w) {
+			h.Free()
+			delete(l.halves, w)
+		}
+	}
 }
 
 func (l *Layer) norm(ctx context.Context, n norm, y, x cuda.Ptr, rows, cols int) error {
