@@ -11,17 +11,20 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/x448/float16"
 )
 
 // TestGPUKernelsMatchHost checks, without a GPU, that the AWQ kernels of the GPU's Arithmetic
 // (libs/cuda/llamacuda/kernels.cu: awq_scaled_quant, awq_clip_search, abs_sum_cols,
-// sq_diff_sum, gather_rows) compute what this package's host arithmetic computes: the source is
+// sq_diff_sum, gather_rows, dot_sum, to_half, silu_mul_half) compute what this package's host arithmetic computes: the source is
 // compiled by the host's C++ compiler under a CUDA emulation (testdata/cudaemu.cpp: one thread
 // per CUDA thread, barriers for __syncthreads and warp shuffles) and run on random layers,
 // group sizes 32 to 256, 3, 4 and 8 bits, half-precision ties and subnormals. Expected: the
 // scaled pseudo-quantized weights (scaledQuant), the clipping bounds on the same Gram matrices
-// (searchClipGram), the channel sums (sumAbs) and the sampled tokens (sampleTokens) bit for bit;
-// the squared-error partials' total within 1e-12 of the sequential sum. Skipped without g++ or
+// (searchClipGram), the channel sums (sumAbs), the sampled tokens (sampleTokens) and the half
+// conversion (x448/float16) bit for bit; the squared-error and dot-product partials' totals
+// within 1e-12 of the sequential sums; silu·up of halves within one half ulp. Skipped without g++ or
 // with -short.
 func TestGPUKernelsMatchHost(t *testing.T) {
 	if testing.Short() {
@@ -150,6 +153,33 @@ func emulateKernels(t *testing.T, dir string, rows, cols, tokens, first, step in
 	if rel := math.Abs(got-want) / want; !(rel <= 1e-12) {
 		t.Errorf("sq_diff_sum: %v, sequential sum %v (rel %.2e)", got, want, rel)
 	}
+
+	nn := min(tokens, rows) * cols
+	var dot, mag float64
+	for i := range nn {
+		dot += float64(x[i]) * float64(w[i])
+		mag += math.Abs(float64(x[i]) * float64(w[i]))
+	}
+	parts = readLE[float64](t, filepath.Join(dir, "dot.out"), 3)
+	if got := (parts[0] + parts[1] + parts[2]) / 2; !(math.Abs(got-dot) <= 1e-12*mag) {
+		t.Errorf("dot_sum: %v, sequential sum %v (Σ|x·w| %v)", got, dot, mag)
+	}
+	half := readLE[uint16](t, filepath.Join(dir, "half.out"), rows*cols)
+	for i, v := range w {
+		if want := float16.Fromfloat32(v).Bits(); half[i] != want {
+			t.Fatalf("to_half(%g) = %#04x, want %#04x", v, half[i], want)
+		}
+	}
+	// silu·up of half values rounded to half: within one half ulp (expf and Go's exp may
+	// differ in the last float32 bit).
+	silu := readLE[uint16](t, filepath.Join(dir, "silu.out"), nn)
+	for i := range nn {
+		g, u := float16.Fromfloat32(x[i]).Float32(), float16.Fromfloat32(w[i]).Float32()
+		want := float16.Fromfloat32(g / (1 + float32(math.Exp(float64(-g)))) * u).Bits()
+		if d := int(silu[i]) - int(want); d < -1 || d > 1 {
+			t.Fatalf("silu_mul_half(%g, %g) = %#04x, want %#04x", g, u, silu[i], want)
+		}
+	}
 }
 
 func writeLE[T float32 | float64](t *testing.T, path string, v []T) {
@@ -164,7 +194,7 @@ func writeLE[T float32 | float64](t *testing.T, path string, v []T) {
 	}
 }
 
-func readLE[T float32 | float64](t *testing.T, path string, n int) []T {
+func readLE[T uint16 | float32 | float64](t *testing.T, path string, n int) []T {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

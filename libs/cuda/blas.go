@@ -178,9 +178,20 @@ func (b *BLAS) GemmStridedBatched(ctx context.Context, transA, transB bool, m, n
 // GemmHalf is Gemm with A and B in IEEE half precision (uint16 bit patterns) on the tensor
 // cores, the products summed in float32 into the float32 C.
 func (b *BLAS) GemmHalf(ctx context.Context, transA, transB bool, m, n, k int, alpha float32, a Ptr, lda int, bm Ptr, ldb int, beta float32, c Ptr, ldc int) error {
+	return b.gemmHalf(ctx, transA, transB, m, n, k, alpha, a, lda, bm, ldb, beta, c, ldc, cudaR32F)
+}
+
+// GemmHalfOut is GemmHalf with C in half precision too: the float32 sums rounded to half, as
+// a half-precision forward pass (PyTorch's fp16 matmul) produces them.
+func (b *BLAS) GemmHalfOut(ctx context.Context, transA, transB bool, m, n, k int, alpha float32, a Ptr, lda int, bm Ptr, ldb int, beta float32, c Ptr, ldc int) error {
+	return b.gemmHalf(ctx, transA, transB, m, n, k, alpha, a, lda, bm, ldb, beta, c, ldc, cudaR16F)
+}
+
+// gemmHalf is cublasGemmEx with half A and B, float32 sums and C of type ctype.
+func (b *BLAS) gemmHalf(ctx context.Context, transA, transB bool, m, n, k int, alpha float32, a Ptr, lda int, bm Ptr, ldb int, beta float32, c Ptr, ldc int, ctype int32) error {
 	return b.call(ctx, "cublasGemmEx", m == 0 || n == 0, []int{m, n, k, lda, ldb, ldc}, func() int32 {
 		r := blas.gemmEx(b.h, op(transB), op(transA), int32(n), int32(m), int32(k), &alpha, uint64(bm), cudaR16F, int32(ldb),
-			uint64(a), cudaR16F, int32(lda), &beta, uint64(c), cudaR32F, int32(ldc), cublasCompute32F, cublasGemmDefault)
+			uint64(a), cudaR16F, int32(lda), &beta, uint64(c), ctype, int32(ldc), cublasCompute32F, cublasGemmDefault)
 		runtime.KeepAlive(&alpha)
 		runtime.KeepAlive(&beta)
 		return r

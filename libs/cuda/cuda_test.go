@@ -407,6 +407,28 @@ func TestGemmHalf(t *testing.T) {
 	if worst > 1e-5 {
 		t.Errorf("error %.3g relative to Σ|a·b|", worst)
 	}
+
+	// GemmHalfOut: the same sums rounded to half, within one half ulp (its kernel may sum in
+	// another order) of the float32 product's rounding.
+	dh, err := Alloc[uint16](ctx, d, m*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dh.Free()
+	if err := b.GemmHalfOut(ctx, false, true, m, n, k, 1, da.Ptr(), k, db.Ptr(), k, 0, dh.Ptr(), n); err != nil {
+		t.Fatal(err)
+	}
+	hbits := make([]uint16, m*n)
+	if err := Download(ctx, hbits, dh, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range hbits {
+		want := float16.Fromfloat32(got[i])
+		if d := int(h) - int(want.Bits()); d < -1 || d > 1 {
+			t.Fatalf("GemmHalfOut element %d: %v (bits %#04x), the float32 product rounds to %v (%#04x)",
+				i, float16.Frombits(h).Float32(), h, want.Float32(), want.Bits())
+		}
+	}
 }
 
 // TestGemmTF32: the TF32 handle's products are TF32's (error relative to Σ|a·b| well

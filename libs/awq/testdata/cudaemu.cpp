@@ -129,5 +129,15 @@ int main() {
 	launch({2}, {256}, [&] { gather_rows(g2.data(), x.data(), nullptr, gn, cols, first, step); });
 	wr("gather.out", g1);
 	wr("gather-unscaled.out", g2);
+	// gramLosses' dot_sum, as sq_diff_sum; the half grid's to_half and silu_mul_half.
+	std::vector<double> dot(3, 0.0);
+	for (int i = 0; i < 2; i++) launch({3}, {256}, [&] { dot_sum(dot.data(), x.data(), w.data(), n); });
+	wr("dot.out", dot);
+	std::vector<unsigned short> hw((size_t)rows * cols), hx(n);
+	launch({2}, {256}, [&] { to_half(hw.data(), w.data(), (long long)hw.size()); });
+	wr("half.out", hw);
+	launch({2}, {256}, [&] { to_half(hx.data(), x.data(), n); });
+	launch({2}, {256}, [&] { silu_mul_half(hx.data(), hw.data(), n); });
+	wr("silu.out", hx);
 	return 0;
 }

@@ -551,7 +551,9 @@ func (a *awqArith) inspect(ctx context.Context, first string, in, y *Tensor) err
 			if err := g.attend(ctx, ws, xi.Batch, xi.Seq, func([]string, *Tensor) error { return nil }); err != nil {
 				return err
 			}
-		} else {
+		} else if done, err := g.mlpHalf(ctx, ws, rows); err != nil {
+			return err
+		} else if !done {
 			if err := g.mlpHidden(ctx, ws, rows); err != nil {
 				return err
 			}

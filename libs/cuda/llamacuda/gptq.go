@@ -39,10 +39,13 @@ type Options struct {
 	// 1e-3 relative (the references run their layers in bf16, coarser still). Hessian sums,
 	// solves, norms and softmax stay IEEE float32.
 	TF32 bool
-	// AWQHalf runs the projections of the modules that AWQ's scale grid compares (the original
+	// AWQHalf runs the projections of the blocks that AWQ's scale grid compares (the original
 	// and every candidate) with half-precision inputs on the tensor cores, float32 sums, as
 	// llm-awq runs its search in fp16: the candidates' weights are half values already, the
-	// activations are rounded to half.
+	// activations are rounded to half; the MLP's gate and up products and its hidden
+	// silu(gate)·up are halves, as in an fp16 forward. (A group compared through its one
+	// linear, o_proj or down_proj, sums its losses from a Gram matrix with the TF32 option's
+	// products instead.)
 	AWQHalf bool
 }
 

@@ -267,17 +267,37 @@ __device__ float f16r(float x) {
 	return (float)(rint((double)x * 16777216.0) / 16777216.0);
 }
 
-// to_half: dst = the IEEE half bit patterns of src rounded to nearest (ties to even), values
-// beyond ±65504 saturated (the AWQ grid's half-precision products, Options.AWQHalf).
+// half_bits: the IEEE half bit pattern of x rounded to nearest (ties to even), values beyond
+// ±65504 saturated.
+__device__ unsigned short half_bits(float x) {
+	float h = f16r(fminf(fmaxf(x, -65504.0f), 65504.0f));
+	unsigned b = __float_as_uint(h), sign = (b >> 16) & 0x8000u;
+	float a = fabsf(h);
+	if (a < 6.103515625e-05f) // subnormal or zero: a multiple of 2^-24
+		return (unsigned short)(sign | (unsigned)(a * 16777216.0f));
+	return (unsigned short)(sign | ((((b >> 23) & 0xffu) - 112u) << 10) | ((b >> 13) & 0x3ffu));
+}
+
+// half_value: the value of the IEEE half bit pattern h.
+__device__ float half_value(unsigned short h) {
+	unsigned sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+	if (e == 31) return __uint_as_float(sign | 0x7f800000u | (m << 13)); // Inf or NaN
+	if (e == 0) return copysignf((float)m / 16777216.0f, __uint_as_float(sign | 0x3f800000u));
+	return __uint_as_float(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+// to_half: dst = half_bits(src) (the AWQ grid's half-precision products, Options.AWQHalf).
 extern "C" __global__ void to_half(unsigned short *dst, const float *src, long long n) {
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+		dst[i] = half_bits(src[i]);
+}
+
+// silu_mul_half: g = half(silu(g)·u) on half bit patterns: the MLP's hidden in the AWQ half
+// grid, from gate and up products that cuBLAS rounded to half (as fp16 forwards have them).
+extern "C" __global__ void silu_mul_half(unsigned short *g, const unsigned short *u, long long n) {
 	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-		float h = f16r(fminf(fmaxf(src[i], -65504.0f), 65504.0f));
-		unsigned b = __float_as_uint(h), sign = (b >> 16) & 0x8000u;
-		float a = fabsf(h);
-		if (a < 6.103515625e-05f) // subnormal or zero: a multiple of 2^-24
-			dst[i] = (unsigned short)(sign | (unsigned)(a * 16777216.0f));
-		else
-			dst[i] = (unsigned short)(sign | ((((b >> 23) & 0xffu) - 112u) << 10) | ((b >> 13) & 0x3ffu));
+		float x = half_value(g[i]);
+		g[i] = half_bits(x / (1.0f + expf(-x)) * half_value(u[i]));
 	}
 }
 

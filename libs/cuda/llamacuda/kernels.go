@@ -21,7 +21,7 @@ type kernels struct {
 	attnPack, attnSoftmax                                    *cuda.Function
 	// AWQ (awq.go)
 	absSumCols, scaledQuant, sqDiffSum, gatherRows, clipSearch, toHalf *cuda.Function
-	sub, dotSum                                                        *cuda.Function
+	sub, dotSum, siluMulHalf                                           *cuda.Function
 }
 
 // Launch shapes; attnQ and attnK match AQ and AK in kernels.cu.
@@ -51,7 +51,7 @@ func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
 		"attn_pack": &k.attnPack, "attn_softmax": &k.attnSoftmax,
 		"abs_sum_cols": &k.absSumCols, "awq_scaled_quant": &k.scaledQuant, "sq_diff_sum": &k.sqDiffSum,
 		"gather_rows": &k.gatherRows, "awq_clip_search": &k.clipSearch, "to_half": &k.toHalf,
-		"sub": &k.sub, "dot_sum": &k.dotSum,
+		"sub": &k.sub, "dot_sum": &k.dotSum, "silu_mul_half": &k.siluMulHalf,
 	} {
 		if *f, err = m.Function(name); err != nil {
 			return nil, err

@@ -376,36 +376,90 @@ func (l *Layer) apply(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int)
 
 // applyHalf is apply's product with x and W rounded to half precision.
 func (l *Layer) applyHalf(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int) error {
-	k := l.k
-	n := rows * lin.in
+	hx, err := l.halfInput(ctx, x, rows*lin.in)
+	if err != nil {
+		return err
+	}
+	hw, err := l.halfWeight(ctx, lin)
+	if err != nil {
+		return err
+	}
+	return l.k.blas.GemmHalf(ctx, false, true, rows, lin.out, lin.in, 1, hx, lin.in, hw, lin.in, 0, y, lin.out)
+}
+
+// halfInput rounds the n values at x to half precision into l.hx.
+func (l *Layer) halfInput(ctx context.Context, x cuda.Ptr, n int) (cuda.Ptr, error) {
 	if l.hx == nil || l.hx.Size() < 2*n {
 		l.hx.Free()
 		l.hx = nil
 		b, err := cuda.Alloc[uint16](ctx, l.d, n)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		l.hx = b
 	}
-	if err := k.elementwise(ctx, k.toHalf, n, l.hx, x, int64(n)); err != nil {
-		return err
+	return l.hx.Ptr(), l.k.elementwise(ctx, l.k.toHalf, n, l.hx, x, int64(n))
+}
+
+// halfWeight returns lin's weight rounded to half precision: l.halves' copy of its buffer,
+// made on first use.
+func (l *Layer) halfWeight(ctx context.Context, lin *linear) (cuda.Ptr, error) {
+	if hw := l.halves[lin.w]; hw != nil {
+		return hw.Ptr(), nil
 	}
-	hw := l.halves[lin.w]
-	if hw == nil {
-		var err error
-		if hw, err = cuda.Alloc[uint16](ctx, l.d, lin.out*lin.in); err != nil {
-			return err
-		}
-		if err := k.elementwise(ctx, k.toHalf, lin.out*lin.in, hw, lin.w, int64(lin.out*lin.in)); err != nil {
-			hw.Free()
-			return err
-		}
-		if l.halves == nil {
-			l.halves = map[*cuda.Buffer]*cuda.Buffer{}
-		}
-		l.halves[lin.w] = hw
+	n := lin.out * lin.in
+	hw, err := cuda.Alloc[uint16](ctx, l.d, n)
+	if err != nil {
+		return 0, err
 	}
-	return k.blas.GemmHalf(ctx, false, true, rows, lin.out, lin.in, 1, l.hx.Ptr(), lin.in, hw.Ptr(), lin.in, 0, y, lin.out)
+	if err := l.k.elementwise(ctx, l.k.toHalf, n, hw, lin.w, int64(n)); err != nil {
+		hw.Free()
+		return 0, err
+	}
+	if l.halves == nil {
+		l.halves = map[*cuda.Buffer]*cuda.Buffer{}
+	}
+	l.halves[lin.w] = hw
+	return hw.Ptr(), nil
+}
+
+// mlpHalf is the MLP on ws.n (rows) into ws.a in half mode, as a half-precision forward pass
+// computes it: the gate and up products rounded to half (in ws.g's and ws.u's memory),
+// silu(gate)·up rounded to half, the down product from those halves (float32 out). False,
+// with nothing done, outside half mode or when a linear of the MLP has a bias (mlpHidden and
+// apply then).
+func (l *Layer) mlpHalf(ctx context.Context, ws *workspace, rows int) (bool, error) {
+	if !l.half || l.gate.b != nil || l.up.b != nil || l.down.b != nil {
+		return false, nil
+	}
+	k, hid, inter := l.k, l.gate.in, l.gate.out
+	hx, err := l.halfInput(ctx, ws.n.Ptr(), rows*hid)
+	if err != nil {
+		return true, err
+	}
+	for _, p := range []struct {
+		lin *linear
+		out *cuda.Buffer
+	}{{l.gate, ws.g}, {l.up, ws.u}} {
+		hw, err := l.halfWeight(ctx, p.lin)
+		if err != nil {
+			return true, err
+		}
+		if err := k.blas.GemmHalfOut(ctx, false, true, rows, inter, hid, 1, hx, hid, hw, hid, 0, p.out.Ptr(), inter); err != nil {
+			return true, fmt.Errorf("%s: %w", p.lin.name, err)
+		}
+	}
+	if err := k.elementwise(ctx, k.siluMulHalf, rows*inter, ws.g, ws.u, int64(rows*inter)); err != nil {
+		return true, err
+	}
+	hw, err := l.halfWeight(ctx, l.down)
+	if err != nil {
+		return true, err
+	}
+	if err := k.blas.GemmHalf(ctx, false, true, rows, hid, inter, 1, ws.g.Ptr(), inter, hw, inter, 0, ws.a.Ptr(), hid); err != nil {
+		return true, fmt.Errorf("%s: %w", l.down.name, err)
+	}
+	return true, nil
 }
 
 // dropHalves frees the half-precision copies of the weight buffers ws (all without ws): their
