@@ -194,8 +194,9 @@ extern "C" __global__ void attn_pack(float *dst, const float *src, long long row
 // attn_softmax: row ρ of the scores s (rows of seq keys; query position i = (ρ/r) % seq)
 // becomes softmax over its visible keys lo ≤ j ≤ i (lo = i−window+1 with a window, else 0),
 // as transformer's softmaxRow: max, e^(x−max) summed in float32, times 1/sum; every other key
-// is set to 0 (the scores GEMM may not have written it). One warp per row.
-extern "C" __global__ void attn_softmax(float *s, long long rows, int seq, int r, int window) {
+// up to the end of i's query block of qb positions (what the p·v GEMM reads) is set to 0 (the
+// scores GEMM may not have written it). One warp per row.
+extern "C" __global__ void attn_softmax(float *s, long long rows, int seq, int r, int window, int qb) {
 	int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
 	for (long long row = (long long)blockIdx.x * warps + (threadIdx.x >> 5); row < rows; row += (long long)gridDim.x * warps) {
 		float *x = s + row * seq;
@@ -211,7 +212,8 @@ extern "C" __global__ void attn_softmax(float *s, long long rows, int seq, int r
 			sum += e;
 		}
 		float inv = 1.0f / warp_sum(sum);
-		for (int j = lane; j < seq; j += 32) x[j] = (j >= lo && j <= i) ? x[j] * inv : 0.0f;
+		int end = min(seq, (i / qb + 1) * qb);
+		for (int j = lane; j < end; j += 32) x[j] = (j >= lo && j <= i) ? x[j] * inv : 0.0f;
 	}
 }
 

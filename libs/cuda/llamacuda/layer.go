@@ -673,7 +673,7 @@ func (l *Layer) attendKernel(ctx context.Context, ws *workspace, batch, seq int,
 // last position (skipping most of the causal mask's zeros).
 var attnScoreFloats = 1 << 28
 
-const attnQueryBlocks = 4
+const attnQueryBlocks = 8
 
 // attendGemm computes the attention of ws.q, ws.k, ws.v into ws.ctx as the CPU's attend does,
 // with the projections' cuBLAS handle (IEEE float32, or TF32 after UseTF32): per sequence and
@@ -722,7 +722,7 @@ func (l *Layer) attendGemm(ctx context.Context, ws *workspace, batch, seq int, s
 			}
 		}
 		g, b := flat(n * pairScores / seq * 32)
-		if err := k.attnSoftmax.Launch(ctx, g, b, 0, sc, int64(n*seq*r), int32(seq), int32(r), int32(l.window)); err != nil {
+		if err := k.attnSoftmax.Launch(ctx, g, b, 0, sc, int64(n*seq*r), int32(seq), int32(r), int32(l.window), int32(qb)); err != nil {
 			return false, err
 		}
 		// p·v into the packed queries' place.
