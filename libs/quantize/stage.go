@@ -253,6 +253,7 @@ func runAWQInPlace(ctx context.Context, env *ShardEnv, del func(key string) erro
 		case errors.Is(err, ErrStageMemory):
 			st = nil
 		case err != nil:
+			l0.Release()
 			return err
 		default:
 			defer st.Close()
