@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"quantfleet.dev/libs/cuda"
+	"quantfleet.dev/libs/cuda/llamacuda"
+	"quantfleet.dev/libs/device"
 	"quantfleet.dev/libs/sharedtest"
 )
 
@@ -209,4 +211,38 @@ func checkSame(t *testing.T, what, a, b string) {
 		}
 	}
 	t.Logf("PASS %s: byte-identical (%d files)", what, len(ea))
+}
+
+// TestRecordGPUArithmetic: on a GPU, a result's metadata names the arithmetic that computed its
+// calibrated layers — gpu_tf32 for GPTQ and AWQ with TF32 forwards, gpu_awq_half for AWQ with
+// the half-precision grid — and nothing for round-to-nearest, GGUF (no method) or the CPU.
+func TestRecordGPUArithmetic(t *testing.T) {
+	gpu := &device.Device{GPU: &cuda.Device{}} // what record reads of a GPU; no card needed
+	all, none := llamacuda.DefaultOptions(), llamacuda.Options{}
+	for _, tc := range []struct {
+		dev        *device.Device
+		method     string
+		opts       llamacuda.Options
+		tf32, half bool
+	}{
+		{gpu, "gptq", all, true, false},
+		{gpu, "awq", all, true, true},
+		{gpu, "awq", llamacuda.Options{AWQHalf: true}, false, true},
+		{gpu, "awq", none, false, false},
+		{gpu, "rtn", all, false, false},
+		{gpu, "", all, false, false},
+		{&device.Device{}, "awq", all, false, false},
+	} {
+		meta := map[string]any{}
+		if tc.method != "" {
+			meta["method"] = tc.method
+		}
+		f := &deviceFlag{dev: tc.dev, gpu: tc.opts}
+		meta = f.record(meta)
+		_, tf32 := meta["gpu_tf32"]
+		_, half := meta["gpu_awq_half"]
+		if tf32 != tc.tf32 || half != tc.half || meta["device"] != tc.dev.Name() {
+			t.Errorf("method %q, %+v on %s: metadata %v, want gpu_tf32 %v, gpu_awq_half %v", tc.method, tc.opts, tc.dev.Name(), meta, tc.tf32, tc.half)
+		}
+	}
 }
