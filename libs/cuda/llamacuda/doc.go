@@ -22,7 +22,11 @@
 // `worker --device cuda` run calibrated GPTQ and AWQ layers with it; RTN stays on the CPU.
 // AWQ's pseudo-quantizer (awq_scaled_quant, awq_clip_search in kernels.cu) rounds exactly as
 // libs/awq's half-precision quantizer does, so the candidates' weights and, on the same Gram
-// matrices, the clipping bounds are the CPU's bit for bit.
+// matrices, the clipping bounds are the CPU's bit for bit. A group compared through its one
+// linear (o_proj, down_proj) sums its scale-grid losses from the input's Gram matrix. Compute
+// also stages a one-shard AWQ job's activations on the device from layer to layer
+// (quantize.AWQStager), as OpenStages does for GPTQ, and compiles its kernels ahead (Warm,
+// quantize.Warmer).
 //
 // Evaluate is quantize.Evaluate on the GPU (`eval --device cuda`): the whole forward pass,
 // final norm, lm_head and log-softmax NLL on the device, each decoder layer uploaded once per
