@@ -261,12 +261,8 @@ func TestKernel(t *testing.T) {
 // TestGemm compares every transpose combination with a float64 product. The error bound is
 // float32's: with TF32 (10-bit mantissa) it would be about 1e-3 relative.
 func TestGemm(t *testing.T) {
-	d := openGPU(t)
+	d, b := openBLAS(t)
 	ctx := context.Background()
-	b, err := d.BLAS(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Logf("cuBLAS %d", b.Version())
 	rng := rand.New(rand.NewPCG(1, 2))
 	const m, n, k = 70, 90, 1030
@@ -319,12 +315,8 @@ func TestGemm(t *testing.T) {
 // transposed B shared by all triples, stride 0) with float32's error, and rows past m of a
 // strided C are left alone.
 func TestGemmStridedBatched(t *testing.T) {
-	d := openGPU(t)
+	d, b := openBLAS(t)
 	ctx := context.Background()
-	b, err := d.BLAS(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	const m, n, k, count = 33, 20, 70, 3
 	const sa, sc = m*k + 5, (m + 2) * n // padded strides: the extra rows of C must stay untouched
@@ -359,12 +351,8 @@ func TestGemmStridedBatched(t *testing.T) {
 // summation's (the products of two halves are exact in float32; the tensor cores' sums may
 // truncate rather than round, hence a bound of 1e-5 rather than IEEE's 2e-6).
 func TestGemmHalf(t *testing.T) {
-	d := openGPU(t)
+	d, b := openBLAS(t)
 	ctx := context.Background()
-	b, err := d.BLAS(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rng := rand.New(rand.NewPCG(5, 6))
 	const m, n, k = 40, 24, 300
 	half := func(v []float32) ([]float32, []uint16) {
@@ -377,23 +365,9 @@ func TestGemmHalf(t *testing.T) {
 	}
 	a, ab := half(randMat(rng, m*k))
 	bb, bbits := half(randMat(rng, n*k))
-	da, err := Alloc[uint16](ctx, d, len(ab))
-	if err != nil {
-		t.Fatal(err)
-	}
+	da, db, dc := upload(t, d, ab), upload(t, d, bbits), upload(t, d, make([]float32, m*n))
 	defer da.Free()
-	db, err := Alloc[uint16](ctx, d, len(bbits))
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer db.Free()
-	if err := Upload(ctx, da, 0, ab); err != nil {
-		t.Fatal(err)
-	}
-	if err := Upload(ctx, db, 0, bbits); err != nil {
-		t.Fatal(err)
-	}
-	dc := upload(t, d, make([]float32, m*n))
 	defer dc.Free()
 	if err := b.GemmHalf(ctx, false, true, m, n, k, 1, da.Ptr(), k, db.Ptr(), k, 0, dc.Ptr(), n); err != nil {
 		t.Fatal(err)
@@ -410,10 +384,7 @@ func TestGemmHalf(t *testing.T) {
 
 	// GemmHalfOut: the same sums rounded to half, within one half ulp (its kernel may sum in
 	// another order) of the float32 product's rounding.
-	dh, err := Alloc[uint16](ctx, d, m*n)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dh := upload(t, d, make([]uint16, m*n))
 	defer dh.Free()
 	if err := b.GemmHalfOut(ctx, false, true, m, n, k, 1, da.Ptr(), k, db.Ptr(), k, 0, dh.Ptr(), n); err != nil {
 		t.Fatal(err)
@@ -474,12 +445,8 @@ func TestGemmTF32(t *testing.T) {
 }
 
 func TestSyrk(t *testing.T) {
-	d := openGPU(t)
+	d, b := openBLAS(t)
 	ctx := context.Background()
-	b, err := d.BLAS(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	const n, k = 77, 500
 	a := randMat(rng, k*n)
@@ -539,9 +506,20 @@ func randMat(rng *rand.Rand, n int) []float32 {
 	return m
 }
 
-func upload(t testing.TB, d *Device, v []float32) *Buffer {
+// openBLAS is openGPU and its IEEE cuBLAS handle.
+func openBLAS(t *testing.T) (*Device, *BLAS) {
 	t.Helper()
-	b, err := Alloc[float32](context.Background(), d, len(v))
+	d := openGPU(t)
+	b, err := d.BLAS(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, b
+}
+
+func upload[T Elem](t testing.TB, d *Device, v []T) *Buffer {
+	t.Helper()
+	b, err := Alloc[T](context.Background(), d, len(v))
 	if err != nil {
 		t.Fatal(err)
 	}

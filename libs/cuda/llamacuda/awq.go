@@ -404,33 +404,12 @@ func (a *awqArith) Losses(ctx context.Context, group int, cands [][]float32, cfg
 		return nil, 0, fmt.Errorf("%w: group %d is not its module %s alone", ErrShape, group, module.name)
 	}
 	if module != nil {
-		if err := a.gramLosses(ctx, module, in, quant, qw[0], len(cands), part); err != nil {
-			return nil, 0, err
-		}
+		err = a.gramLosses(ctx, module, in, quant, qw[0], len(cands), part)
 	} else {
-		if a.c.Options.AWQHalf {
-			a.g.half = true
-			defer func() { a.g.half = false; a.g.dropHalves() }()
-		}
-		if err := a.inspect(ctx, first, in, a.y0); err != nil {
-			return nil, 0, err
-		}
-		for c := range cands {
-			if err := ctx.Err(); err != nil {
-				return nil, 0, err
-			}
-			if err := quant(c); err != nil {
-				return nil, 0, err
-			}
-			a.g.dropHalves(qw...) // the last candidate's
-			if err := a.withWeights(lins, qw, func() error { return a.inspect(ctx, first, in, a.y) }); err != nil {
-				return nil, 0, err
-			}
-			if err := k.sqDiffSum.Launch(ctx, cuda.Dim3{X: lossBlocks}, cuda.Dim3{X: sqThreads}, 0,
-				part.Ptr().Add(8*c*lossBlocks), a.y0.Ptr(), a.y.Ptr(), n); err != nil {
-				return nil, 0, err
-			}
-		}
+		err = a.blockLosses(ctx, first, lins, in, quant, qw, len(cands), part)
+	}
+	if err != nil {
+		return nil, 0, err
 	}
 	parts := make([]float64, len(cands)*lossBlocks)
 	if err := cuda.Download(ctx, parts, part, 0); err != nil {
@@ -443,6 +422,38 @@ func (a *awqArith) Losses(ctx context.Context, group int, cands [][]float32, cfg
 		}
 	}
 	return sums, n, nil
+}
+
+// blockLosses is Losses for a group compared through a block (the attention for q/k/v, the
+// MLP for gate/up): the block run on the whole input into y0 with the original weights and, per
+// candidate c, with lins' weights replaced by quant(c)'s qw into y, its squared differences
+// added to part; in half precision under Options.AWQHalf.
+func (a *awqArith) blockLosses(ctx context.Context, first string, lins []*linear, in *Tensor, quant func(c int) error, qw []*cuda.Buffer, cands int, part *cuda.Buffer) error {
+	if a.c.Options.AWQHalf {
+		a.g.half = true
+		defer func() { a.g.half = false; a.g.dropHalves() }()
+	}
+	if err := a.inspect(ctx, first, in, a.y0); err != nil {
+		return err
+	}
+	n := int64(a.y0.Rows()) * int64(a.y0.Dim)
+	for c := range cands {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := quant(c); err != nil {
+			return err
+		}
+		a.g.dropHalves(qw...) // the last candidate's
+		if err := a.withWeights(lins, qw, func() error { return a.inspect(ctx, first, in, a.y) }); err != nil {
+			return err
+		}
+		if err := a.g.k.sqDiffSum.Launch(ctx, cuda.Dim3{X: lossBlocks}, cuda.Dim3{X: sqThreads}, 0,
+			part.Ptr().Add(8*c*lossBlocks), a.y0.Ptr(), a.y.Ptr(), n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // gramLosses is Losses for a group whose compared module is its one linear lin (o_proj,
@@ -544,22 +555,15 @@ func (a *awqArith) inspect(ctx context.Context, first string, in, y *Tensor) err
 	return g.chunks(ctx, in, func(ws *workspace, lo, hi int) error {
 		xi, yi := in.Sequences(lo, hi), y.Sequences(lo, hi)
 		rows := xi.Rows()
-		if err := cuda.Copy(ctx, ws.n, 0, xi.buf, xi.off, 4*rows*xi.Dim); err != nil {
-			return err
-		}
 		if first == transformer.AttentionInputs[0] {
+			if err := cuda.Copy(ctx, ws.n, 0, xi.buf, xi.off, 4*rows*xi.Dim); err != nil {
+				return err
+			}
 			if err := g.attend(ctx, ws, xi.Batch, xi.Seq, func([]string, *Tensor) error { return nil }); err != nil {
 				return err
 			}
-		} else if done, err := g.mlpHalf(ctx, ws, rows); err != nil {
+		} else if err := g.mlpOut(ctx, ws, xi, rows); err != nil {
 			return err
-		} else if !done {
-			if err := g.mlpHidden(ctx, ws, rows); err != nil {
-				return err
-			}
-			if err := g.apply(ctx, g.down, ws.a.Ptr(), ws.g.Ptr(), rows); err != nil {
-				return err
-			}
 		}
 		return cuda.Copy(ctx, yi.buf, yi.off, ws.a, 0, 4*rows*hid)
 	})

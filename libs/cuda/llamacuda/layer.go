@@ -359,9 +359,22 @@ func (l *Layer) UseTF32(ctx context.Context) error {
 
 // apply computes y = x·Wᵀ + b for rows rows.
 func (l *Layer) apply(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int) error {
+	var hx cuda.Ptr
+	if l.half {
+		var err error
+		if hx, err = l.halfInput(ctx, x, rows*lin.in); err != nil {
+			return err
+		}
+	}
+	return l.applyFrom(ctx, lin, y, x, hx, rows)
+}
+
+// applyFrom is apply with x already rounded to half at hx in half mode (linears that read one
+// input round it once).
+func (l *Layer) applyFrom(ctx context.Context, lin *linear, y, x, hx cuda.Ptr, rows int) error {
 	var err error
 	if l.half {
-		err = l.applyHalf(ctx, lin, y, x, rows)
+		err = l.halfProduct(ctx, lin, y, hx, rows, false)
 	} else {
 		err = l.gemm.Gemm(ctx, false, true, rows, lin.out, lin.in, 1, x, lin.in, lin.w.Ptr(), lin.in, 0, y, lin.out)
 	}
@@ -374,17 +387,18 @@ func (l *Layer) apply(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int)
 	return nil
 }
 
-// applyHalf is apply's product with x and W rounded to half precision.
-func (l *Layer) applyHalf(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int) error {
-	hx, err := l.halfInput(ctx, x, rows*lin.in)
-	if err != nil {
-		return err
-	}
+// halfProduct is y = hx·Wᵀ for rows half-precision rows hx and lin's weight rounded to half,
+// float32 sums, y in half precision when halfOut (else float32); no bias.
+func (l *Layer) halfProduct(ctx context.Context, lin *linear, y, hx cuda.Ptr, rows int, halfOut bool) error {
 	hw, err := l.halfWeight(ctx, lin)
 	if err != nil {
 		return err
 	}
-	return l.k.blas.GemmHalf(ctx, false, true, rows, lin.out, lin.in, 1, hx, lin.in, hw, lin.in, 0, y, lin.out)
+	gemm := l.k.blas.GemmHalf
+	if halfOut {
+		gemm = l.k.blas.GemmHalfOut
+	}
+	return gemm(ctx, false, true, rows, lin.out, lin.in, 1, hx, lin.in, hw, lin.in, 0, y, lin.out)
 }
 
 // halfInput rounds the n values at x to half precision into l.hx.
@@ -423,17 +437,32 @@ func (l *Layer) halfWeight(ctx context.Context, lin *linear) (cuda.Ptr, error) {
 	return hw.Ptr(), nil
 }
 
-// mlpHalf is the MLP on ws.n (rows) into ws.a in half mode, as a half-precision forward pass
+// mlpOut is the MLP (without its residual) of x's rows into ws.a: mlpHalf in half mode, else
+// mlpHidden on a copy of x in ws.n and the down projection.
+func (l *Layer) mlpOut(ctx context.Context, ws *workspace, x *Tensor, rows int) error {
+	if done, err := l.mlpHalf(ctx, ws, x.Ptr(), rows); done || err != nil {
+		return err
+	}
+	if err := cuda.Copy(ctx, ws.n, 0, x.buf, x.off, 4*rows*x.Dim); err != nil {
+		return err
+	}
+	if err := l.mlpHidden(ctx, ws, rows); err != nil {
+		return err
+	}
+	return l.apply(ctx, l.down, ws.a.Ptr(), ws.g.Ptr(), rows)
+}
+
+// mlpHalf is the MLP on x (rows) into ws.a in half mode, as a half-precision forward pass
 // computes it: the gate and up products rounded to half (in ws.g's and ws.u's memory),
 // silu(gate)·up rounded to half, the down product from those halves (float32 out). False,
 // with nothing done, outside half mode or when a linear of the MLP has a bias (mlpHidden and
 // apply then).
-func (l *Layer) mlpHalf(ctx context.Context, ws *workspace, rows int) (bool, error) {
+func (l *Layer) mlpHalf(ctx context.Context, ws *workspace, x cuda.Ptr, rows int) (bool, error) {
 	if !l.half || l.gate.b != nil || l.up.b != nil || l.down.b != nil {
 		return false, nil
 	}
-	k, hid, inter := l.k, l.gate.in, l.gate.out
-	hx, err := l.halfInput(ctx, ws.n.Ptr(), rows*hid)
+	k, inter := l.k, l.gate.out
+	hx, err := l.halfInput(ctx, x, rows*l.gate.in)
 	if err != nil {
 		return true, err
 	}
@@ -441,22 +470,14 @@ func (l *Layer) mlpHalf(ctx context.Context, ws *workspace, rows int) (bool, err
 		lin *linear
 		out *cuda.Buffer
 	}{{l.gate, ws.g}, {l.up, ws.u}} {
-		hw, err := l.halfWeight(ctx, p.lin)
-		if err != nil {
-			return true, err
-		}
-		if err := k.blas.GemmHalfOut(ctx, false, true, rows, inter, hid, 1, hx, hid, hw, hid, 0, p.out.Ptr(), inter); err != nil {
+		if err := l.halfProduct(ctx, p.lin, p.out.Ptr(), hx, rows, true); err != nil {
 			return true, fmt.Errorf("%s: %w", p.lin.name, err)
 		}
 	}
 	if err := k.elementwise(ctx, k.siluMulHalf, rows*inter, ws.g, ws.u, int64(rows*inter)); err != nil {
 		return true, err
 	}
-	hw, err := l.halfWeight(ctx, l.down)
-	if err != nil {
-		return true, err
-	}
-	if err := k.blas.GemmHalf(ctx, false, true, rows, hid, inter, 1, ws.g.Ptr(), inter, hw, inter, 0, ws.a.Ptr(), hid); err != nil {
+	if err := l.halfProduct(ctx, l.down, ws.a.Ptr(), ws.g.Ptr(), rows, false); err != nil {
 		return true, fmt.Errorf("%s: %w", l.down.name, err)
 	}
 	return true, nil
@@ -617,11 +638,18 @@ func (l *Layer) attend(ctx context.Context, ws *workspace, batch, seq int, call 
 	if err := call(transformer.AttentionInputs, view(ws.n, l.q.in)); err != nil {
 		return err
 	}
+	var hx cuda.Ptr // q, k and v read one input: rounded to half once in half mode
+	if l.half {
+		var err error
+		if hx, err = l.halfInput(ctx, ws.n.Ptr(), rows*l.q.in); err != nil {
+			return err
+		}
+	}
 	for _, p := range []struct {
 		lin *linear
 		y   *cuda.Buffer
 	}{{l.q, ws.q}, {l.kp, ws.k}, {l.v, ws.v}} {
-		if err := l.apply(ctx, p.lin, p.y.Ptr(), ws.n.Ptr(), rows); err != nil {
+		if err := l.applyFrom(ctx, p.lin, p.y.Ptr(), ws.n.Ptr(), hx, rows); err != nil {
 			return err
 		}
 	}
