@@ -27,6 +27,129 @@ import (
 // within 1e-12 of the sequential sums; silu·up of halves within one half ulp. Skipped without g++ or
 // with -short.
 func TestGPUKernelsMatchHost(t *testing.T) {
+	dir := buildEmulator(t)
+	for _, tc := range []struct {
+		rows, cols, gs, tokens, bits, first, step int
+		scale                                     float64 // of the weights
+		clip                                      Config  // MaxShrink and ClipGrid (0: defaults, 10 bounds)
+	}{
+		{8, 256, 128, 40, 4, 1, 3, 0.05, Config{}},
+		{9, 192, 64, 33, 4, 0, 2, 1, Config{}},
+		{5, 64, 32, 20, 3, 2, 5, 1e-4, Config{}},
+		{2, 512, 256, 10, 8, 0, 1, 0.02, Config{}},
+		{4, 128, 128, 12, 4, 0, 4, 2e-6, Config{}},                             // subnormal halves
+		{6, 256, 128, 30, 4, 0, 2, 0.05, Config{MaxShrink: 0.8, ClipGrid: 25}}, // 20 bounds: two of the kernel's batches
+	} {
+		cfg := Config{Bits: tc.bits, GroupSize: tc.gs, MaxShrink: tc.clip.MaxShrink, ClipGrid: tc.clip.ClipGrid}
+		t.Run(fmt.Sprintf("%dx%d_g%d_%dbit_%dbounds", tc.rows, tc.cols, tc.gs, tc.bits, ClipShrinks(mustDefaults(t, cfg))), func(t *testing.T) {
+			emulateKernels(t, dir, tc.rows, tc.cols, tc.tokens, tc.first, tc.step, tc.scale, cfg)
+		})
+	}
+}
+
+// TestGPUFlashAttentionMatchesHost checks, without a GPU, the AWQ half grid's attention
+// (kernels.cu flash_attention: tensor-core mma fragments, the online softmax, the causal mask,
+// grouped-query heads, a sliding window, ragged tiles) under the CUDA emulation, its mma
+// emulated as PTX lays the fragments out, against attention in float64 on the same half q, k
+// and v. The kernel rounds the probabilities to half for p·v (relative error ≤ 2⁻¹¹ each), so
+// each output is within 1e-3·max|v| of the exact value.
+func TestGPUFlashAttentionMatchesHost(t *testing.T) {
+	dir := buildEmulator(t)
+	for _, tc := range []struct{ batch, seq, heads, kv, hd, window int }{
+		{2, 100, 4, 2, 64, 0},  // two query blocks, a ragged last key tile
+		{1, 130, 2, 1, 128, 0}, // the largest head, three tiles
+		{1, 90, 4, 4, 32, 20},  // a window that starts inside a tile
+		{3, 37, 2, 1, 16, 0},   // one ragged block
+	} {
+		t.Run(fmt.Sprintf("b%d_s%d_h%d_kv%d_d%d_w%d", tc.batch, tc.seq, tc.heads, tc.kv, tc.hd, tc.window), func(t *testing.T) {
+			emulateFlash(t, dir, tc.batch, tc.seq, tc.heads, tc.kv, tc.hd, tc.window)
+		})
+	}
+}
+
+func emulateFlash(t *testing.T, dir string, batch, seq, heads, kv, hd, window int) {
+	rng := rand.New(rand.NewPCG(uint64(seq), uint64(hd)))
+	rows := batch * seq
+	halves := func(n int, sd float64) ([]uint16, []float64) {
+		h, f := make([]uint16, n), make([]float64, n)
+		for i := range h {
+			v := float16.Fromfloat32(float32(rng.NormFloat64() * sd))
+			h[i], f[i] = v.Bits(), float64(v.Float32())
+		}
+		return h, f
+	}
+	qh, q := halves(rows*heads*hd, 1.5)
+	kh, k := halves(rows*kv*hd, 1.5)
+	vh, v := halves(rows*kv*hd, 1)
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	params := fmt.Sprintf("%d %d %d %d %d %d %s\n", batch, seq, heads, kv, hd, window, strconv.FormatFloat(float64(scale), 'x', -1, 32))
+	if err := os.WriteFile(filepath.Join(dir, "attn.txt"), []byte(params), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, h := range map[string][]uint16{"q.bin": qh, "k.bin": kh, "v.bin": vh} {
+		writeLE(t, filepath.Join(dir, name), h)
+	}
+	run := exec.Command("./cudaemu", "attention")
+	run.Dir = dir
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("emulated flash_attention: %v\n%s", err, out)
+	}
+	got := readLE[float32](t, filepath.Join(dir, "attn.out"), rows*heads*hd)
+	var vmax float64
+	for _, x := range v {
+		vmax = max(vmax, math.Abs(x))
+	}
+	bad, worst := 0, 0.0
+	p := make([]float64, seq)
+	for b := range batch {
+		for h := range heads {
+			g := h / (heads / kv)
+			for i := range seq {
+				lo := 0
+				if window > 0 {
+					lo = max(0, i-window+1)
+				}
+				m := math.Inf(-1)
+				for j := lo; j <= i; j++ {
+					var s float64
+					for d := range hd {
+						s += q[((b*seq+i)*heads+h)*hd+d] * k[((b*seq+j)*kv+g)*hd+d]
+					}
+					p[j] = s * float64(scale)
+					m = max(m, p[j])
+				}
+				var l float64
+				for j := lo; j <= i; j++ {
+					p[j] = math.Exp(p[j] - m)
+					l += p[j]
+				}
+				for d := range hd {
+					var o float64
+					for j := lo; j <= i; j++ {
+						o += p[j] * v[((b*seq+j)*kv+g)*hd+d]
+					}
+					e := math.Abs(float64(got[((b*seq+i)*heads+h)*hd+d]) - o/l)
+					worst = max(worst, e)
+					if !(e <= 1e-3*vmax) {
+						if bad < 3 {
+							t.Errorf("sequence %d head %d query %d [%d] = %v, want %v", b, h, i, d, got[((b*seq+i)*heads+h)*hd+d], o/l)
+						}
+						bad++
+					}
+				}
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d outputs beyond 1e-3·max|v| (%g)", bad, rows*heads*hd, vmax)
+	}
+	t.Logf("max |Δ| %.2e (max|v| %.2f)", worst, vmax)
+}
+
+// buildEmulator compiles kernels.cu with testdata/cudaemu.cpp into dir/cudaemu (skipping
+// the test with -short or without g++) and returns dir.
+func buildEmulator(t *testing.T) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("compiles the CUDA kernels for the host (seconds)")
 	}
@@ -61,23 +184,7 @@ func TestGPUKernelsMatchHost(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("compiling kernels.cu for the host: %v\n%s", err, out)
 	}
-	for _, tc := range []struct {
-		rows, cols, gs, tokens, bits, first, step int
-		scale                                     float64 // of the weights
-		clip                                      Config  // MaxShrink and ClipGrid (0: defaults, 10 bounds)
-	}{
-		{8, 256, 128, 40, 4, 1, 3, 0.05, Config{}},
-		{9, 192, 64, 33, 4, 0, 2, 1, Config{}},
-		{5, 64, 32, 20, 3, 2, 5, 1e-4, Config{}},
-		{2, 512, 256, 10, 8, 0, 1, 0.02, Config{}},
-		{4, 128, 128, 12, 4, 0, 4, 2e-6, Config{}},                             // subnormal halves
-		{6, 256, 128, 30, 4, 0, 2, 0.05, Config{MaxShrink: 0.8, ClipGrid: 25}}, // 20 bounds: two of the kernel's batches
-	} {
-		cfg := Config{Bits: tc.bits, GroupSize: tc.gs, MaxShrink: tc.clip.MaxShrink, ClipGrid: tc.clip.ClipGrid}
-		t.Run(fmt.Sprintf("%dx%d_g%d_%dbit_%dbounds", tc.rows, tc.cols, tc.gs, tc.bits, ClipShrinks(mustDefaults(t, cfg))), func(t *testing.T) {
-			emulateKernels(t, dir, tc.rows, tc.cols, tc.tokens, tc.first, tc.step, tc.scale, cfg)
-		})
-	}
+	return dir
 }
 
 func mustDefaults(t *testing.T, c Config) Config {
@@ -182,7 +289,7 @@ func emulateKernels(t *testing.T, dir string, rows, cols, tokens, first, step in
 	}
 }
 
-func writeLE[T float32 | float64](t *testing.T, path string, v []T) {
+func writeLE[T uint16 | float32 | float64](t *testing.T, path string, v []T) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {

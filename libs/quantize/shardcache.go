@@ -72,6 +72,24 @@ func (c *ShardCache) Put(ctx context.Context, key string, b []byte) error {
 	return nil
 }
 
+// Take is Get and Delete in one, without Get's copy of what memory holds: the caller owns the
+// bytes returned.
+func (c *ShardCache) Take(ctx context.Context, key string) ([]byte, error) {
+	c.mu.Lock()
+	var b []byte
+	if i := c.find(key); i >= 0 {
+		b = c.lru[i].b
+	}
+	c.mu.Unlock()
+	if b == nil {
+		var err error
+		if b, err = c.Dir.Get(ctx, key); err != nil {
+			return nil, err
+		}
+	}
+	return b, c.Delete(key)
+}
+
 // Delete removes an object from memory and from the directory.
 func (c *ShardCache) Delete(key string) error {
 	c.mu.Lock()

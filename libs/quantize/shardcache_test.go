@@ -3,6 +3,8 @@ package quantize
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -66,6 +68,20 @@ func TestShardCache(t *testing.T) {
 	}
 	get("big", bytes.Repeat([]byte("z"), 11))
 	get("c", []byte("cccc"))
+
+	// Take: from memory and from the directory, the object gone from both afterwards.
+	for key, want := range map[string][]byte{"c": []byte("cccc"), "big": bytes.Repeat([]byte("z"), 11)} {
+		b, err := c.Take(ctx, key)
+		if err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("Take(%s) = %q, %v; want %q", key, b, err, want)
+		}
+		if _, err := c.Get(ctx, key); err == nil || onDisk(key) {
+			t.Fatalf("%s still readable after Take (on disk %v)", key, onDisk(key))
+		}
+	}
+	if _, err := c.Take(ctx, "c"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Take of a taken object: %v, want fs.ErrNotExist", err)
+	}
 }
 
 // BenchmarkActivations encodes and decodes one shard of 8 × 2048 tokens of a 4096-wide model

@@ -480,15 +480,31 @@ func (p *ShardPlan) valid(t ShardTask) bool {
 }
 
 func getActivations(ctx context.Context, st ShardStore, layer, shard int) (*transformer.Tensor, error) {
-	b, err := st.Get(ctx, ActivationsKey(layer, shard))
-	if err != nil {
-		return nil, fmt.Errorf("activations entering layer %d, shard %d: %w", layer, shard, err)
+	return readActivations(ctx, st.Get, layer, shard)
+}
+
+// takeActivations is getActivations, then del of its key; from a ShardCache without the copy
+// its Get makes (a shard of an 8B model is gigabytes).
+func takeActivations(ctx context.Context, st ShardStore, del func(key string) error, layer, shard int) (*transformer.Tensor, error) {
+	if c, ok := st.(*ShardCache); ok {
+		return readActivations(ctx, c.Take, layer, shard)
 	}
-	x, err := UnmarshalActivations(b)
-	if err != nil {
-		return nil, fmt.Errorf("activations entering layer %d, shard %d: %w", layer, shard, err)
+	x, err := getActivations(ctx, st, layer, shard)
+	if err == nil {
+		err = del(ActivationsKey(layer, shard))
 	}
-	return x, nil
+	return x, err
+}
+
+func readActivations(ctx context.Context, get func(context.Context, string) ([]byte, error), layer, shard int) (*transformer.Tensor, error) {
+	b, err := get(ctx, ActivationsKey(layer, shard))
+	if err == nil {
+		var x *transformer.Tensor
+		if x, err = UnmarshalActivations(b); err == nil {
+			return x, nil
+		}
+	}
+	return nil, fmt.Errorf("activations entering layer %d, shard %d: %w", layer, shard, err)
 }
 
 func putLayerResult(ctx context.Context, st ShardStore, key string, r *LayerResult) error {

@@ -236,14 +236,12 @@ func runLayerStages(ctx context.Context, env *ShardEnv, sess StageSession, l *tr
 // tasks, a third of the forward passes. Only each layer's result goes to the store.
 func runAWQInPlace(ctx context.Context, env *ShardEnv, del func(key string) error, done func(t ShardTask)) error {
 	p := env.Plan
-	x, err := getActivations(ctx, env.Store, 0, 0)
+	next := preload(env, nil) // layer 0's weights load while its inputs are read
+	x, err := takeActivations(ctx, env.Store, del, 0, 0)
 	if err != nil {
 		return err
 	}
-	if err := del(ActivationsKey(0, 0)); err != nil {
-		return err
-	}
-	l0, err := env.Layer(0)
+	l0, err := next()
 	if err != nil {
 		return err
 	}
@@ -273,11 +271,12 @@ func runAWQInPlace(ctx context.Context, env *ShardEnv, del func(key string) erro
 		return err
 	}
 	defer func() { _ = wait() }() // after an error: so that nothing runs on
-	next := preload(env, l0)
 	for L := range p.Layers {
-		l, err := next()
-		if err != nil {
-			return err
+		l := l0
+		if L > 0 {
+			if l, err = next(); err != nil {
+				return err
+			}
 		}
 		last := L+1 == p.Layers
 		var (

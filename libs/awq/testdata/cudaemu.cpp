@@ -3,7 +3,9 @@
 // C++ compiler, each CUDA thread a std::thread, one block at a time; warp shuffles and
 // __syncthreads are barriers. x86-64 without -march has no FMA, as the kernels' --fmad=false.
 // It runs the AWQ kernels on the inputs the test writes (*.bin, params.txt) and writes
-// their outputs (*.out) for the test to compare with package awq's arithmetic.
+// their outputs (*.out) for the test to compare with package awq's arithmetic; with the
+// argument "attention", the half-precision grid's flash_attention (attn.txt). The tensor cores'
+// mma16816 is emulated through the warp's slots, like the shuffles.
 #include <barrier>
 #include <cmath>
 #include <cstdio>
@@ -49,6 +51,29 @@ using std::fabs;
 using std::log;
 using std::rint;
 using std::sqrt;
+// mma16816 as PTX's mma.m16n8k16 (row.col, f32 += f16·f16): the warp's fragments gathered
+// through slots, each lane's four sums in float over k in order.
+inline float half_value(unsigned short h);
+static unsigned mmaA[1024][4], mmaB[1024][2];
+static void mma16816(float *d, const unsigned *a, const unsigned *b) {
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5, base = w << 5;
+	memcpy(mmaA[threadIdx.x], a, sizeof mmaA[0]);
+	memcpy(mmaB[threadIdx.x], b, sizeof mmaB[0]);
+	warpBars[w]->arrive_and_wait();
+	auto half = [](unsigned reg, int hi) { return half_value((unsigned short)(hi ? reg >> 16 : reg)); };
+	// A[r][c] lies in lane (r%8)·4 + (c%8)/2, register (r≥8) + 2(c≥8), half c%2; B[k][n] in
+	// lane n·4 + (k%8)/2, register k≥8, half k%2.
+	auto A = [&](int r, int c) { return half(mmaA[base + (r % 8) * 4 + (c % 8) / 2][(r >= 8) + 2 * (c >= 8)], c & 1); };
+	auto B = [&](int k, int n) { return half(mmaB[base + n * 4 + (k % 8) / 2][k >= 8], k & 1); };
+	int g = lane >> 2, t = lane & 3;
+	for (int i = 0; i < 4; i++) {
+		int r = g + 8 * (i >= 2), n = 2 * t + (i & 1);
+		float acc = d[i];
+		for (int k = 0; k < 16; k++) acc += A(r, k) * B(k, n);
+		d[i] = acc;
+	}
+	warpBars[w]->arrive_and_wait();
+}
 #include "kernels.cu"
 
 // launch runs f as grid × block threads (block.x a multiple of 32, ≤ 1024), block by block.
@@ -92,7 +117,29 @@ template <typename T> static void wr(const char *p, const std::vector<T> &v) {
 	fclose(f);
 }
 
-int main() {
+// attention: flash_attention on attn.txt's shape (batch seq heads kvHeads hd window scale) and
+// the half bit patterns in q.bin, k.bin, v.bin; the output to attn.out.
+static int attention() {
+	FILE *pf = fopen("attn.txt", "r");
+	int batch, seq, heads, kv, hd, window;
+	float scale;
+	if (!pf || fscanf(pf, "%d %d %d %d %d %d %a", &batch, &seq, &heads, &kv, &hd, &window, &scale) != 7) {
+		fprintf(stderr, "bad attn.txt\n");
+		return 1;
+	}
+	size_t rows = (size_t)batch * seq;
+	auto q = rd<unsigned short>("q.bin", rows * heads * hd);
+	auto k = rd<unsigned short>("k.bin", rows * kv * hd);
+	auto v = rd<unsigned short>("v.bin", rows * kv * hd);
+	std::vector<float> out(rows * heads * hd);
+	launch({(unsigned)((seq + FQ - 1) / FQ), (unsigned)(batch * heads)}, {128},
+	       [&] { flash_attention(out.data(), q.data(), k.data(), v.data(), seq, heads, kv, hd, window, scale); });
+	wr("attn.out", out);
+	return 0;
+}
+
+int main(int argc, char **argv) {
+	if (argc > 1 && !strcmp(argv[1], "attention")) return attention();
 	FILE *pf = fopen("params.txt", "r");
 	int rows, cols, gs, tokens, shrinks, clipGrid, nS, first, step;
 	float maxInt, eps;

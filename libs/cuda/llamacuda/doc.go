@@ -23,7 +23,10 @@
 // AWQ's pseudo-quantizer (awq_scaled_quant, awq_clip_search in kernels.cu) rounds exactly as
 // libs/awq's half-precision quantizer does, so the candidates' weights and, on the same Gram
 // matrices, the clipping bounds are the CPU's bit for bit. A group compared through its one
-// linear (o_proj, down_proj) sums its scale-grid losses from the input's Gram matrix. Compute
+// linear (o_proj, down_proj) sums its scale-grid losses from the input's Gram matrix. Under
+// Options.AWQHalf the grid runs as llm-awq's fp16 forward does: half-precision products, the
+// MLP's intermediates in half, and the attention by flash_attention (tensor-core mma on half
+// q, k, v, an online softmax in float32, no scores in memory). Compute
 // also stages a one-shard AWQ job's activations on the device from layer to layer
 // (quantize.AWQStager), as OpenStages does for GPTQ, and compiles its kernels ahead (Warm,
 // quantize.Warmer).

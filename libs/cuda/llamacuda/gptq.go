@@ -43,9 +43,10 @@ type Options struct {
 	// and every candidate) with half-precision inputs on the tensor cores, float32 sums, as
 	// llm-awq runs its search in fp16: the candidates' weights are half values already, the
 	// activations are rounded to half; the MLP's gate and up products and its hidden
-	// silu(gate)·up are halves, as in an fp16 forward. (A group compared through its one
-	// linear, o_proj or down_proj, sums its losses from a Gram matrix with the TF32 option's
-	// products instead.)
+	// silu(gate)·up are halves, as in an fp16 forward; the attention is flash_attention on
+	// half q, k and v (compute capability 8.0 and later; heads of a multiple of 16 up to
+	// 128). (A group compared through its one linear, o_proj or down_proj, sums its losses
+	// from a Gram matrix with the TF32 option's products instead.)
 	AWQHalf bool
 }
 

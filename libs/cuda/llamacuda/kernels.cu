@@ -303,6 +303,171 @@ extern "C" __global__ void silu_mul_half(unsigned short *g, const unsigned short
 	}
 }
 
+// half2_bits: half_bits(lo) | half_bits(hi) << 16 for finite |lo|, |hi| ≤ 65504, in one
+// instruction where the device has it (the same rounding: to nearest, ties to even).
+__device__ unsigned half2_bits(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	unsigned r;
+	asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+	return r;
+#else
+	return half_bits(lo) | (unsigned)half_bits(hi) << 16;
+#endif
+}
+
+#ifdef __CUDA_ARCH__
+// mma16816: d += a·b on the tensor cores, a a 16×16 half tile (row major), b 16×8 (column
+// major), d float32, each spread over the warp as PTX's mma.m16n8k16 lays it out: lane
+// (g, t) = (lane/4, lane%4) holds a[g][2t..2t+1], a[g+8][2t..], a[g][2t+8..], a[g+8][2t+8..]
+// (two halves a register, the lower column in the low bits), b[2t..2t+1][g] and b[2t+8..][g],
+// and d[g][2t..2t+1], d[g+8][2t..2t+1]. A warp-wide operation: every lane calls it.
+__device__ void mma16816(float *d, const unsigned *a, const unsigned *b) {
+#if __CUDA_ARCH__ >= 800
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+	             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+	             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+	__trap(); // the Go side launches flash_attention on compute capability 8.0 and later only
+#endif
+}
+#endif
+
+#define FQ 64                // queries per flash_attention block: 4 warps of 16
+#define FK 64                // keys per tile
+#define FMAXD 128            // head_dim ≤ FMAXD, a multiple of 16
+#define FKS (FMAXD + 8)      // halves per row of the K and V tiles (rows 4 banks apart)
+
+// flash_attention: the attention of the AWQ grid's half-precision mode (Options.AWQHalf), as
+// llm-awq's fp16 forward computes it: q, k and v in half, the scores q·k accumulated in float32
+// on the tensor cores and scaled, an online softmax in float32 (no scores in memory), the
+// probabilities rounded to half for p·v, float32 accumulators; causal, grouped-query, window as
+// in attention. q, k, v: half bit patterns in the plain layouts (rows × heads·hd, rows ×
+// kvHeads·hd); out: float32 rows × heads·hd. Grid: x = query blocks of FQ, y = batch·heads;
+// 128 threads, warp w the block's queries 16w..16w+15.
+extern "C" __global__ void flash_attention(float *out, const unsigned short *q, const unsigned short *k,
+                                           const unsigned short *v, int seq, int heads, int kvHeads, int hd, int window, float scale) {
+	__shared__ unsigned short Ks[FK * FKS], Vs[FK * FKS];
+	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
+	int b = blockIdx.y / heads, h = blockIdx.y % heads, g = h / (heads / kvHeads);
+	int q0 = blockIdx.x * FQ, qd = heads * hd, kd = kvHeads * hd, ks = hd / 16;
+	idx_t base = (idx_t)b * seq;
+	int r0 = q0 + warp * 16 + gid, r1 = r0 + 8; // this lane's two query rows
+	// q's A fragments for every 16 columns of the head (rows past the sequence: zeros).
+	unsigned qa[FMAXD / 16][4];
+#pragma unroll
+	for (int t = 0; t < FMAXD / 16; t++) {
+		int c = h * hd + 16 * t + 2 * tig;
+		const unsigned *p0 = (const unsigned *)(q + (base + r0) * qd + c), *p1 = (const unsigned *)(q + (base + r1) * qd + c);
+		bool in0 = t < ks && r0 < seq, in1 = t < ks && r1 < seq;
+		qa[t][0] = in0 ? p0[0] : 0u;
+		qa[t][1] = in1 ? p1[0] : 0u;
+		qa[t][2] = in0 ? p0[4] : 0u;
+		qa[t][3] = in1 ? p1[4] : 0u;
+	}
+	float o[FMAXD / 8][4];
+#pragma unroll
+	for (int n = 0; n < FMAXD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+	float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
+	int qLast = min(seq, q0 + FQ) - 1;
+	int kFirst = window > 0 ? max(0, q0 - window + 1) : 0;
+	int lo0 = window > 0 ? r0 - window + 1 : 0, lo1 = window > 0 ? r1 - window + 1 : 0;
+	for (int k0 = kFirst; k0 <= qLast; k0 += FK) {
+		__syncthreads(); // the previous tile is consumed
+		for (int e = threadIdx.x; e < FK * (hd / 2); e += blockDim.x) {
+			int j = e / (hd / 2), c = 2 * (e % (hd / 2));
+			bool in = k0 + j <= qLast;
+			idx_t src = (base + k0 + j) * kd + (idx_t)g * hd + c;
+			*(unsigned *)(Ks + j * FKS + c) = in ? *(const unsigned *)(k + src) : 0u;
+			*(unsigned *)(Vs + j * FKS + c) = in ? *(const unsigned *)(v + src) : 0u;
+		}
+		__syncthreads();
+		// s = q·kᵀ for the warp's 16 queries × FK keys: n-tile n holds keys k0+8n..k0+8n+7.
+		float s[FK / 8][4];
+#pragma unroll
+		for (int n = 0; n < FK / 8; n++) {
+			s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+			const unsigned short *kr = Ks + (8 * n + gid) * FKS + 2 * tig;
+#pragma unroll
+			for (int t = 0; t < FMAXD / 16; t++)
+				if (t < ks) {
+					unsigned bb[2] = {*(const unsigned *)(kr + 16 * t), *(const unsigned *)(kr + 16 * t + 8)};
+					mma16816(s[n], qa[t], bb);
+				}
+		}
+		// Masked, scaled; the rows' maxima over the quad of lanes that shares them.
+		float mx0 = NEG_INF, mx1 = NEG_INF;
+#pragma unroll
+		for (int n = 0; n < FK / 8; n++)
+#pragma unroll
+			for (int e = 0; e < 2; e++) {
+				int j = k0 + 8 * n + 2 * tig + e;
+				s[n][e] = (j <= r0 && j >= lo0) ? s[n][e] * scale : NEG_INF;
+				s[n][2 + e] = (j <= r1 && j >= lo1) ? s[n][2 + e] * scale : NEG_INF;
+				mx0 = fmaxf(mx0, s[n][e]);
+				mx1 = fmaxf(mx1, s[n][2 + e]);
+			}
+		mx0 = fmaxf(mx0, __shfl_xor_sync(FULL, mx0, 1));
+		mx0 = fmaxf(mx0, __shfl_xor_sync(FULL, mx0, 2));
+		mx1 = fmaxf(mx1, __shfl_xor_sync(FULL, mx1, 1));
+		mx1 = fmaxf(mx1, __shfl_xor_sync(FULL, mx1, 2));
+		float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+		// No visible key yet (a window's first tiles): nothing to rescale, nothing to add.
+		float c0 = n0 == NEG_INF ? 1.0f : expf(m0 - n0), c1 = n1 == NEG_INF ? 1.0f : expf(m1 - n1);
+		m0 = n0;
+		m1 = n1;
+		float p0 = 0.0f, p1 = 0.0f;
+#pragma unroll
+		for (int n = 0; n < FK / 8; n++)
+#pragma unroll
+			for (int e = 0; e < 2; e++) {
+				s[n][e] = s[n][e] == NEG_INF ? 0.0f : expf(s[n][e] - n0);
+				s[n][2 + e] = s[n][2 + e] == NEG_INF ? 0.0f : expf(s[n][2 + e] - n1);
+				p0 += s[n][e];
+				p1 += s[n][2 + e];
+			}
+		l0 = l0 * c0 + p0; // this lane's columns only: the quad's sums are added at the end
+		l1 = l1 * c1 + p1;
+#pragma unroll
+		for (int n = 0; n < FMAXD / 8; n++) {
+			o[n][0] *= c0;
+			o[n][1] *= c0;
+			o[n][2] *= c1;
+			o[n][3] *= c1;
+		}
+		// o += p·v: 16 keys a step; the score tiles 2kk and 2kk+1 are p's A fragment as they lie.
+#pragma unroll
+		for (int kk = 0; kk < FK / 16; kk++) {
+			unsigned pa[4] = {half2_bits(s[2 * kk][0], s[2 * kk][1]), half2_bits(s[2 * kk][2], s[2 * kk][3]),
+			                  half2_bits(s[2 * kk + 1][0], s[2 * kk + 1][1]), half2_bits(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+			for (int n = 0; n < FMAXD / 8; n++)
+				if (n < hd / 8) {
+					// v[key][d] with key = 16kk+2t, +1, +8, +9 and d = 8n+g: one half each
+					const unsigned short *vr = Vs + (16 * kk + 2 * tig) * FKS + 8 * n + gid;
+					unsigned bb[2] = {vr[0] | (unsigned)vr[FKS] << 16, vr[8 * FKS] | (unsigned)vr[9 * FKS] << 16};
+					mma16816(o[n], pa, bb);
+				}
+		}
+	}
+	l0 += __shfl_xor_sync(FULL, l0, 1);
+	l0 += __shfl_xor_sync(FULL, l0, 2);
+	l1 += __shfl_xor_sync(FULL, l1, 1);
+	l1 += __shfl_xor_sync(FULL, l1, 2);
+	float i0 = 1.0f / l0, i1 = 1.0f / l1;
+#pragma unroll
+	for (int n = 0; n < FMAXD / 8; n++) {
+		int c = h * hd + 8 * n + 2 * tig;
+		if (n < hd / 8 && r0 < seq) {
+			out[(base + r0) * qd + c] = o[n][0] * i0;
+			out[(base + r0) * qd + c + 1] = o[n][1] * i0;
+		}
+		if (n < hd / 8 && r1 < seq) {
+			out[(base + r1) * qd + c] = o[n][2] * i1;
+			out[(base + r1) * qd + c + 1] = o[n][3] * i1;
+		}
+	}
+}
+
 // awq_params: libs/awq's quantizer.params of a group whose max and min are mx and mn.
 __device__ void awq_params(float mx, float mn, float maxInt, float eps, float *scale, float *zero) {
 	float s = f16r(fmaxf(f16r(mx - mn), eps) / maxInt);

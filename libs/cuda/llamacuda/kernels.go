@@ -21,7 +21,7 @@ type kernels struct {
 	attnPack, attnSoftmax                                    *cuda.Function
 	// AWQ (awq.go)
 	absSumCols, scaledQuant, sqDiffSum, gatherRows, clipSearch, toHalf *cuda.Function
-	sub, dotSum, siluMulHalf                                           *cuda.Function
+	sub, dotSum, siluMulHalf, flashAttention                           *cuda.Function
 }
 
 // Launch shapes; attnQ and attnK match AQ and AK in kernels.cu.
@@ -33,6 +33,9 @@ const (
 	clipMaxGS  = 256 // CLIP_MAX_GS in kernels.cu
 	maxHeadDim = 256
 	maxBlocks  = 65535
+	// flash_attention's queries per block and largest head (FQ and FMAXD in kernels.cu)
+	flashQ          = 64
+	flashMaxHeadDim = 128
 )
 
 func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
@@ -51,7 +54,7 @@ func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
 		"attn_pack": &k.attnPack, "attn_softmax": &k.attnSoftmax,
 		"abs_sum_cols": &k.absSumCols, "awq_scaled_quant": &k.scaledQuant, "sq_diff_sum": &k.sqDiffSum,
 		"gather_rows": &k.gatherRows, "awq_clip_search": &k.clipSearch, "to_half": &k.toHalf,
-		"sub": &k.sub, "dot_sum": &k.dotSum, "silu_mul_half": &k.siluMulHalf,
+		"sub": &k.sub, "dot_sum": &k.dotSum, "silu_mul_half": &k.siluMulHalf, "flash_attention": &k.flashAttention,
 	} {
 		if *f, err = m.Function(name); err != nil {
 			return nil, err

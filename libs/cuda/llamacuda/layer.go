@@ -675,9 +675,15 @@ func (l *Layer) attend(ctx context.Context, ws *workspace, batch, seq int, call 
 		}
 	}
 	scale := float32(1 / math.Sqrt(float64(hd)))
-	ok, err := l.attendGemm(ctx, ws, batch, seq, scale)
-	if err == nil && !ok {
-		err = l.attendKernel(ctx, ws, batch, seq, scale)
+	var err error
+	if l.half && l.flashFits() {
+		err = l.attendFlash(ctx, ws, batch, seq, scale)
+	} else {
+		var ok bool
+		ok, err = l.attendGemm(ctx, ws, batch, seq, scale)
+		if err == nil && !ok {
+			err = l.attendKernel(ctx, ws, batch, seq, scale)
+		}
 	}
 	if err != nil {
 		return err
@@ -694,6 +700,30 @@ func (l *Layer) attendKernel(ctx context.Context, ws *workspace, batch, seq int,
 	c := l.cfg
 	return l.k.attention.Launch(ctx, cuda.Dim3{X: (seq + attnQ - 1) / attnQ, Y: batch * c.NumHeads}, cuda.Dim3{X: 32 * attnQ},
 		attnShared(c.HeadDim), ws.ctx, ws.q, ws.k, ws.v, int32(seq), int32(c.NumHeads), int32(c.NumKVHeads), int32(c.HeadDim), int32(l.window), scale)
+}
+
+// flashFits reports whether flash_attention takes this layer: heads of a multiple of 16 up to
+// flashMaxHeadDim values, and the tensor cores' half-precision mma (compute capability 8.0).
+func (l *Layer) flashFits() bool {
+	major, _ := l.d.ComputeCapability()
+	return l.cfg.HeadDim%16 == 0 && l.cfg.HeadDim <= flashMaxHeadDim && major >= 8
+}
+
+// attendFlash computes the attention of ws.q, ws.k, ws.v into ws.ctx in half precision, as
+// llm-awq's fp16 forward (the AWQ grid's half mode): q, k and v rounded to half into the
+// packed buffers' memory, then flash_attention (tensor cores, no scores in memory).
+func (l *Layer) attendFlash(ctx context.Context, ws *workspace, batch, seq int, scale float32) error {
+	c, k, rows := l.cfg, l.k, batch*seq
+	for _, p := range []struct {
+		dst, src *cuda.Buffer
+		cols     int
+	}{{ws.qp, ws.q, l.q.out}, {ws.kp, ws.k, l.kp.out}, {ws.vp, ws.v, l.v.out}} {
+		if err := k.elementwise(ctx, k.toHalf, rows*p.cols, p.dst, p.src, int64(rows*p.cols)); err != nil {
+			return err
+		}
+	}
+	return k.flashAttention.Launch(ctx, cuda.Dim3{X: (seq + flashQ - 1) / flashQ, Y: batch * c.NumHeads}, cuda.Dim3{X: 128}, 0,
+		ws.ctx, ws.qp, ws.kp, ws.vp, int32(seq), int32(c.NumHeads), int32(c.NumKVHeads), int32(c.HeadDim), int32(l.window), scale)
 }
 
 // attnScoreFloats bounds the attention scores computed at once (1 GiB; a variable for the

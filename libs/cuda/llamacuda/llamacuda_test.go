@@ -300,8 +300,92 @@ func TestAttentionPaths(t *testing.T) {
 	}
 }
 
+// TestFlashAttention: the half grid's flash_attention on random q, k and v equals the float32
+// GEMM path's attention within 5e-3·max|v| (q, k, v and the probabilities rounded to half),
+// with grouped-query heads of 64 and 128, a sliding window and sequences that end inside a
+// tile. (The kernel's fragments and masks against float64: libs/awq's emulated
+// TestGPUFlashAttentionMatchesHost.)
+func TestFlashAttention(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name       string
+		cfg        map[string]any
+		batch, seq int
+	}{
+		{"gqa-64", map[string]any{"architectures": []string{"LlamaForCausalLM"}, "hidden_size": 256, "num_attention_heads": 4,
+			"num_key_value_heads": 2, "head_dim": 64, "max_position_embeddings": 256}, 3, 200},
+		{"gqa-128", map[string]any{"architectures": []string{"LlamaForCausalLM"}, "hidden_size": 512, "num_attention_heads": 4,
+			"num_key_value_heads": 1, "head_dim": 128, "max_position_embeddings": 256}, 2, 130},
+		{"window", map[string]any{"architectures": []string{"MistralForCausalLM"}, "sliding_window": 37, "max_position_embeddings": 128}, 2, 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := syntheticModel(t, tc.cfg)
+			l, err := m.Layer(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, err := UploadLayer(ctx, d, m.Config, l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			if !g.flashFits() {
+				t.Skipf("flash_attention does not take %d-wide heads on compute capability %v", m.Config.HeadDim, d)
+			}
+			ws, err := g.workspace(ctx, tc.batch*tc.seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(5, uint64(tc.seq)))
+			var vmax float64
+			for _, buf := range []*cuda.Buffer{ws.q, ws.k, ws.v} {
+				v := make([]float32, buf.Size()/4)
+				for i := range v {
+					v[i] = float32(rng.NormFloat64())
+					if buf == ws.v {
+						vmax = max(vmax, math.Abs(float64(v[i])))
+					}
+				}
+				if err := cuda.Upload(ctx, buf, 0, v); err != nil {
+					t.Fatal(err)
+				}
+			}
+			scale := float32(1 / math.Sqrt(float64(m.Config.HeadDim)))
+			out := func(run func() error) []float32 {
+				if err := run(); err != nil {
+					t.Fatal(err)
+				}
+				o := make([]float32, tc.batch*tc.seq*g.o.in)
+				if err := cuda.Download(ctx, o, ws.ctx, 0); err != nil {
+					t.Fatal(err)
+				}
+				return o
+			}
+			want := out(func() error {
+				ok, err := g.attendGemm(ctx, ws, tc.batch, tc.seq, scale)
+				if err == nil && !ok {
+					err = fmt.Errorf("the GEMM path refused %d×%d", tc.batch, tc.seq)
+				}
+				return err
+			})
+			got := out(func() error { return g.attendFlash(ctx, ws, tc.batch, tc.seq, scale) })
+			var worst float64
+			for i := range want {
+				worst = max(worst, math.Abs(float64(got[i])-float64(want[i])))
+			}
+			if !(worst <= 5e-3*vmax) {
+				t.Errorf("FAIL flash vs float32 attention: max |Δ| %.3g > 5e-3·max|v| (%.3g)", worst, vmax)
+			} else {
+				t.Logf("PASS flash vs float32 attention: max |Δ| %.2e (max|v| %.2f)", worst, vmax)
+			}
+		})
+	}
+}
+
 // BenchmarkAttention times the attention of a Llama-3-8B-shaped layer (32 query heads, 8 kv
-// heads of 128) on 8 sequences of 2048 tokens: the batched-GEMM path and the kernel.
+// heads of 128) on 8 sequences of 2048 tokens: the batched-GEMM path, the kernel and the half
+// grid's flash_attention (its conversion of q, k and v to half included).
 func BenchmarkAttention(b *testing.B) {
 	d := openGPU(b)
 	ctx := context.Background()
@@ -350,6 +434,7 @@ func BenchmarkAttention(b *testing.B) {
 			return err
 		}},
 		{"kernel", func() error { return g.attendKernel(ctx, ws, batch, seq, scale) }},
+		{"flash", func() error { return g.attendFlash(ctx, ws, batch, seq, scale) }},
 	} {
 		b.Run(p.name, func(b *testing.B) {
 			if err := p.run(); err != nil { // warm-up, scratch allocation
