@@ -21,8 +21,9 @@ import (
 // search and the layer's result) on layer 0 of the Llama checkpoint at
 // $QUANTFLEET_AWQ_BENCH_MODEL (bench-gpu.sh's synthetic Llama-3-8B) with 128×2048 N(0, 1)
 // inputs, with the projections in TF32 and the scale grid's in half precision, in TF32 only,
-// and in float32 (Options): where a layer's seconds go. QUANTFLEET_AWQ_BENCH_OPTIONS=half,tf32
-// picks some of them.
+// and in float32 (Options): where a layer's seconds go (the clipping search on the device and
+// the host's quantization apart: quantize runs the latter beside the next layer's capture).
+// QUANTFLEET_AWQ_BENCH_OPTIONS=half,tf32 picks some of them.
 //
 //	QUANTFLEET_AWQ_BENCH_MODEL=/tmp/qfm llamacuda.test -test.run '^$' -test.bench AWQLayer -test.benchtime 1x
 func BenchmarkAWQLayer(b *testing.B) {
@@ -104,8 +105,13 @@ func BenchmarkAWQLayer(b *testing.B) {
 				clip, err = awq.CollectClipStats(al, sh, scales, cfg)
 				return err
 			})
-			step("clipping search, result (l)", func() error {
-				_, err := awq.FinishLayer(ctx, al, scales, clip, cfg)
+			var clipped *awq.Clipped
+			step("clipping search (l, device)", func() (err error) {
+				clipped, err = awq.ClipLayer(ctx, al, scales, clip, cfg)
+				return err
+			})
+			step("quantize (l, host)", func() error {
+				_, err := clipped.Quantize(ctx)
 				return err
 			})
 			release()
