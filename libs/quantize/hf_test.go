@@ -697,7 +697,9 @@ func TestValidateCheckpoint(t *testing.T) {
 	}
 	defer m.Close()
 	cfg := LayerConfig{Method: hfquant.GPTQ, RTN: true, GPTQ: gptq.Config{Bits: 4, GroupSize: 128}}
-	write := func(layers int, rest bool) string {
+	// write writes layers 0..layers-1 (those in inf with an infinite scale in their first
+	// linear) and, with rest, every other source tensor.
+	write := func(layers int, rest bool, inf ...int) string {
 		dir := t.TempDir()
 		w, err := hfquant.Create(dir, CheckpointOptions(cfg, src))
 		if err != nil {
@@ -712,6 +714,9 @@ func TestValidateCheckpoint(t *testing.T) {
 			}
 			for _, n := range r.Names() {
 				replaced[n] = true
+			}
+			if slices.Contains(inf, i) {
+				r.Linears[0].Scales[0] = float32(math.Inf(1))
 			}
 			if i < layers {
 				if err := WriteLayer(w, r); err != nil {
@@ -731,17 +736,21 @@ func TestValidateCheckpoint(t *testing.T) {
 	}
 	n := m.Config.NumLayers
 	for _, tc := range []struct {
-		name string
-		dir  string
-		want error
+		name  string
+		dir   string
+		want  error
+		names string // the tensor the error names
 	}{
-		{"complete", write(n, true), nil},
-		{"a layer missing", write(n-1, true), ErrInvalidOutput},
-		{"embeddings missing", write(n, false), ErrInvalidOutput},
-		{"not quantized", src, ErrInvalidOutput},
+		{"complete", write(n, true), nil, ""},
+		{"a layer missing", write(n-1, true), ErrInvalidOutput, ""},
+		{"embeddings missing", write(n, false), ErrInvalidOutput, ""},
+		{"not quantized", src, ErrInvalidOutput, ""},
+		// Read back concurrently, the first bad tensor in the source's order is the one named.
+		{"infinite scales in layers 1 and 4", write(n, true, 4, 1), ErrInvalidOutput, "model.layers.1."},
 	} {
-		if err := ValidateCheckpoint(tc.dir, st, nil); !errors.Is(err, tc.want) {
-			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		err := ValidateCheckpoint(tc.dir, st, nil)
+		if !errors.Is(err, tc.want) || (tc.names != "" && !strings.Contains(err.Error(), tc.names)) {
+			t.Errorf("%s: %v, want %v naming %q", tc.name, err, tc.want, tc.names)
 		}
 	}
 }

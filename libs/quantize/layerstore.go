@@ -2,14 +2,19 @@ package quantize
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/gob"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 
+	"golang.org/x/sync/semaphore"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/progress"
 	"quantfleet.dev/libs/safetensors"
@@ -91,20 +96,58 @@ func ValidateCheckpointTensors(dir string, src []safetensors.Tensor, rep progres
 	if n := len(c.Names()); n != len(src) {
 		return fmt.Errorf("%w: %d tensors, the source has %d", ErrInvalidOutput, n, len(src))
 	}
-	for i, t := range src {
-		data, shape, err := c.Float32(t.Name)
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
-		}
-		if !slices.Equal(shape, t.Shape) {
-			return fmt.Errorf("%w: %s has shape %v, the source %v", ErrInvalidOutput, t.Name, shape, t.Shape)
-		}
-		for j, v := range data {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return fmt.Errorf("%w: %s element %d is %v", ErrInvalidOutput, t.Name, j, v)
+	// Tensors are read back by up to GOMAXPROCS goroutines, at most validateBytes of float32
+	// values (or the largest tensor) at once; the error returned is the first tensor's in the
+	// source's order, as one after another would find it.
+	var most int64
+	for _, t := range src {
+		most = max(most, 4*t.NumElements())
+	}
+	sem := semaphore.NewWeighted(max(most, validateBytes))
+	errs := make([]error, len(src))
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for range min(runtime.GOMAXPROCS(0), len(src)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < len(src); i = int(next.Add(1)) - 1 {
+				w := 4 * src[i].NumElements()
+				_ = sem.Acquire(context.Background(), w) // fails only with its context
+				errs[i] = checkTensor(c, src[i])
+				sem.Release(w)
+				rep.Add(src[i].Name, 1)
 			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
 		}
-		rep.Update(t.Name, int64(i+1))
+	}
+	return nil
+}
+
+// validateBytes bounds the float32 values that ValidateCheckpointTensors holds at once.
+const validateBytes = 2 << 30
+
+// checkTensor reads t back from c: its shape, and finite values (quantized linears
+// dequantized).
+func checkTensor(c *hfquant.Checkpoint, t safetensors.Tensor) error {
+	data, shape, err := c.Float32(t.Name)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidOutput, err)
+	}
+	if !slices.Equal(shape, t.Shape) {
+		return fmt.Errorf("%w: %s has shape %v, the source %v", ErrInvalidOutput, t.Name, shape, t.Shape)
+	}
+	for j, v := range data {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("%w: %s element %d is %v", ErrInvalidOutput, t.Name, j, v)
+		}
 	}
 	return nil
 }
