@@ -176,26 +176,24 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	}
 	rep.Start("quantize", int64(len(tasks)), progress.Unit("tasks"))
 	ran := 0
-	err = RunStages(ctx, env, store.Delete, func(t ShardTask) {
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	asm := assemble(runCtx, store, store.Delete, plan, tasks, b, cancel)
+	err = RunStages(runCtx, env, store.Delete, func(t ShardTask) {
 		// The bar counts tasks (a layer is many: Hessian partials, solves, forwards); the item says
 		// how many whole layers are complete, as the fleet's "layer x/y".
 		ran++
 		layers.TaskDone(t.Layer)
+		asm.taskDone(t.Layer)
 		ld, nl := layers.Complete()
 		rep.Update(fmt.Sprintf("layer %d/%d, %s", ld, nl, t.ID()), int64(ran))
 	})
+	if aerr := asm.wait(); aerr != nil {
+		err = aerr // the writer's error, not the cancellation it caused
+	}
 	if err != nil {
 		rep.Error(err)
 		return nil, err
-	}
-	for i := range n {
-		r, err := ShardedLayerResult(ctx, store, plan, i)
-		if err == nil {
-			err = b.AddLayer(r)
-		}
-		if err != nil {
-			return nil, err
-		}
 	}
 	if err := b.Finish(ctx, st.Tensors(), func(t safetensors.Tensor) ([]byte, error) { return st.ReadRaw(t.Name) }); err != nil {
 		return nil, err

@@ -746,16 +746,29 @@ func WriteShardInputs(ctx context.Context, st ShardStore, p *ShardPlan, m *trans
 	return keys, nil
 }
 
+// layerResultKeys are the objects ShardedLayerResult reads for layer L.
+func layerResultKeys(p *ShardPlan, layer int) []string {
+	if !p.Staged() {
+		return []string{ShardTask{Op: OpLayer, Layer: layer}.Key()}
+	}
+	keys := make([]string, len(p.Stage.Groups))
+	for g := range keys {
+		keys[g] = ShardTask{Op: OpSolve, Layer: layer, Group: g}.Key()
+	}
+	return keys
+}
+
 // ShardedLayerResult gathers layer L's result from its tasks' objects: the whole-layer task's,
 // or the solved groups' in stage order (linears q, k, v, o, gate, up, down as QuantizeLayer
 // orders them).
 func ShardedLayerResult(ctx context.Context, st ShardStore, p *ShardPlan, layer int) (*LayerResult, error) {
+	keys := layerResultKeys(p, layer)
 	if !p.Staged() {
-		return getLayerResult(ctx, st, ShardTask{Op: OpLayer, Layer: layer}.Key())
+		return getLayerResult(ctx, st, keys[0])
 	}
 	res := &LayerResult{Index: layer}
-	for g := range p.Stage.Groups {
-		r, err := getLayerResult(ctx, st, ShardTask{Op: OpSolve, Layer: layer, Group: g}.Key())
+	for g, key := range keys {
+		r, err := getLayerResult(ctx, st, key)
 		if err != nil {
 			return nil, err
 		}
