@@ -89,11 +89,7 @@ func emulateFlash(t *testing.T, dir string, batch, seq, heads, kv, hd, window in
 	for name, h := range map[string][]uint16{"q.bin": qh, "k.bin": kh, "v.bin": vh} {
 		writeLE(t, filepath.Join(dir, name), h)
 	}
-	run := exec.Command("./cudaemu", "attention")
-	run.Dir = dir
-	if out, err := run.CombinedOutput(); err != nil {
-		t.Fatalf("emulated flash_attention: %v\n%s", err, out)
-	}
+	runEmulator(t, dir, "attention")
 	got := readLE[float32](t, filepath.Join(dir, "attn.out"), rows*heads*hd)
 	var vmax float64
 	for _, x := range v {
@@ -187,6 +183,16 @@ func buildEmulator(t *testing.T) string {
 	return dir
 }
 
+// runEmulator runs buildEmulator's program in dir with args.
+func runEmulator(t *testing.T, dir string, args ...string) {
+	t.Helper()
+	run := exec.Command("./cudaemu", args...)
+	run.Dir = dir
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("emulated kernels %v: %v\n%s", args, err, out)
+	}
+}
+
 func mustDefaults(t *testing.T, c Config) Config {
 	t.Helper()
 	c, err := c.withDefaults()
@@ -232,11 +238,7 @@ func emulateKernels(t *testing.T, dir string, rows, cols, tokens, first, step in
 	for name, v := range map[string][]float32{"w.bin": w, "s.bin": s, "x.bin": x, "g.bin": G} {
 		writeLE(t, filepath.Join(dir, name), v)
 	}
-	run := exec.Command("./cudaemu")
-	run.Dir = dir
-	if out, err := run.CombinedOutput(); err != nil {
-		t.Fatalf("emulated kernels: %v\n%s", err, out)
-	}
+	runEmulator(t, dir)
 
 	q := newQuantizer(bits)
 	scaled := make([]float32, rows*cols)

@@ -57,6 +57,9 @@ func (a *assembly) taskDone(layer int) {
 	}
 }
 
+// complete is the number of layers whose tasks are all done (layers end in order here).
+func (a *assembly) complete() int { return a.next }
+
 // wait returns, once every layer handed over is written, the first error.
 func (a *assembly) wait() error {
 	close(a.ready)

@@ -13,7 +13,6 @@ import (
 	"quantfleet.dev/libs/gptq"
 	"quantfleet.dev/libs/hfquant"
 	"quantfleet.dev/libs/safetensors"
-	"quantfleet.dev/libs/transformer"
 )
 
 // TestAssembly: layers handed over as their tasks end (here in reverse, so layer 0 comes last
@@ -21,17 +20,7 @@ import (
 // another gives, byte for byte, and their results leave the store; a result missing from the
 // store fails wait with its error and cancels the job's context with it.
 func TestAssembly(t *testing.T) {
-	src := filepath.Join(shared(t), "models", "tiny-llama")
-	st, err := safetensors.OpenModel(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	m, err := transformer.Load(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	src, st, m := openTinyLlama(t)
 	ctx := context.Background()
 	cfg := LayerConfig{Method: hfquant.GPTQ, RTN: true, GPTQ: gptq.Config{Bits: 4, GroupSize: 128}}
 	n := m.Config.NumLayers

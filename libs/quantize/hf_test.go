@@ -684,18 +684,26 @@ func TestQuantizeLayerDeterministic(t *testing.T) {
 	}
 }
 
-func TestValidateCheckpoint(t *testing.T) {
+// openTinyLlama opens tiny-llama's checkpoint as stored and as a model (closed at the test's
+// end) and returns its directory with them.
+func openTinyLlama(t *testing.T) (string, *safetensors.Model, *transformer.Model) {
+	t.Helper()
 	src := filepath.Join(shared(t), "models", "tiny-llama")
 	st, err := safetensors.OpenModel(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	m, err := transformer.Load(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(func() { m.Close() })
+	return src, st, m
+}
+
+func TestValidateCheckpoint(t *testing.T) {
+	src, st, m := openTinyLlama(t)
 	cfg := LayerConfig{Method: hfquant.GPTQ, RTN: true, GPTQ: gptq.Config{Bits: 4, GroupSize: 128}}
 	// write writes layers 0..layers-1 (those in inf with an infinite scale in their first
 	// linear) and, with rest, every other source tensor.

@@ -166,11 +166,6 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 
 	env := &ShardEnv{Plan: plan, Store: store, Layer: m.Layer}
 	tasks := plan.Tasks()
-	layerOf := make([]int, len(tasks))
-	for i, t := range tasks {
-		layerOf[i] = t.Layer
-	}
-	layers := progress.NewLayers(layerOf)
 	if err := warmed(); err != nil {
 		return nil, err
 	}
@@ -183,10 +178,8 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 		// The bar counts tasks (a layer is many: Hessian partials, solves, forwards); the item says
 		// how many whole layers are complete, as the fleet's "layer x/y".
 		ran++
-		layers.TaskDone(t.Layer)
 		asm.taskDone(t.Layer)
-		ld, nl := layers.Complete()
-		rep.Update(fmt.Sprintf("layer %d/%d, %s", ld, nl, t.ID()), int64(ran))
+		rep.Update(fmt.Sprintf("layer %d/%d, %s", asm.complete(), plan.Layers, t.ID()), int64(ran))
 	})
 	if aerr := asm.wait(); aerr != nil {
 		err = aerr // the writer's error, not the cancellation it caused

@@ -483,11 +483,17 @@ func getActivations(ctx context.Context, st ShardStore, layer, shard int) (*tran
 	return readActivations(ctx, st.Get, layer, shard)
 }
 
-// takeActivations is getActivations, then del of its key; from a ShardCache without the copy
-// its Get makes (a shard of an 8B model is gigabytes).
+// A taker is a ShardStore that hands an object over and forgets it, without the copy its Get
+// makes (ShardCache).
+type taker interface {
+	Take(ctx context.Context, key string) ([]byte, error)
+}
+
+// takeActivations is getActivations, then del of its key; from a taker in one step (a shard of
+// an 8B model is gigabytes).
 func takeActivations(ctx context.Context, st ShardStore, del func(key string) error, layer, shard int) (*transformer.Tensor, error) {
-	if c, ok := st.(*ShardCache); ok {
-		return readActivations(ctx, c.Take, layer, shard)
+	if tk, ok := st.(taker); ok {
+		return readActivations(ctx, tk.Take, layer, shard)
 	}
 	x, err := getActivations(ctx, st, layer, shard)
 	if err == nil {

@@ -400,10 +400,10 @@ func (a *awqArith) Losses(ctx context.Context, group int, cands [][]float32, cfg
 		return nil
 	}
 	n := int64(in.Rows()) * int64(a.g.q.in)
-	if module != nil && (len(lins) != 1 || lins[0] != module || module.out != a.g.q.in) {
-		return nil, 0, fmt.Errorf("%w: group %d is not its module %s alone", ErrShape, group, module.name)
-	}
 	if module != nil {
+		if len(lins) != 1 || lins[0] != module || module.out != a.g.q.in {
+			return nil, 0, fmt.Errorf("%w: group %d is not its module %s alone", ErrShape, group, module.name)
+		}
 		err = a.gramLosses(ctx, module, in, quant, qw[0], len(cands), part)
 	} else {
 		err = a.blockLosses(ctx, first, lins, in, quant, qw, len(cands), part)
@@ -444,7 +444,7 @@ func (a *awqArith) blockLosses(ctx context.Context, first string, lins []*linear
 		if err := quant(c); err != nil {
 			return err
 		}
-		a.g.dropHalves(qw...) // the last candidate's
+		a.g.staleHalves(qw...) // the last candidate's
 		if err := a.withWeights(lins, qw, func() error { return a.inspect(ctx, first, in, a.y) }); err != nil {
 			return err
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
 
 	"quantfleet.dev/libs/cuda"
 	"quantfleet.dev/libs/fault"
@@ -118,7 +117,7 @@ type Layer struct {
 	// float32 sums: the AWQ grid's Options.AWQHalf.
 	half     bool
 	hx       *cuda.Buffer
-	halves   map[*cuda.Buffer]*cuda.Buffer
+	halves   map[*cuda.Buffer]*halfCopy
 	ropeSeq  int
 	cos, sin *cuda.Buffer
 	ropeHalf int
@@ -359,12 +358,9 @@ func (l *Layer) UseTF32(ctx context.Context) error {
 
 // apply computes y = x·Wᵀ + b for rows rows.
 func (l *Layer) apply(ctx context.Context, lin *linear, y, x cuda.Ptr, rows int) error {
-	var hx cuda.Ptr
-	if l.half {
-		var err error
-		if hx, err = l.halfInput(ctx, x, rows*lin.in); err != nil {
-			return err
-		}
+	hx, err := l.halfInput(ctx, x, rows*lin.in)
+	if err != nil {
+		return err
 	}
 	return l.applyFrom(ctx, lin, y, x, hx, rows)
 }
@@ -401,8 +397,12 @@ func (l *Layer) halfProduct(ctx context.Context, lin *linear, y, hx cuda.Ptr, ro
 	return gemm(ctx, false, true, rows, lin.out, lin.in, 1, hx, lin.in, hw, lin.in, 0, y, lin.out)
 }
 
-// halfInput rounds the n values at x to half precision into l.hx.
+// halfInput rounds the n values at x to half precision into l.hx in half mode (else it
+// does nothing and returns 0).
 func (l *Layer) halfInput(ctx context.Context, x cuda.Ptr, n int) (cuda.Ptr, error) {
+	if !l.half {
+		return 0, nil
+	}
 	if l.hx == nil || l.hx.Size() < 2*n {
 		l.hx.Free()
 		l.hx = nil
@@ -415,26 +415,36 @@ func (l *Layer) halfInput(ctx context.Context, x cuda.Ptr, n int) (cuda.Ptr, err
 	return l.hx.Ptr(), l.k.elementwise(ctx, l.k.toHalf, n, l.hx, x, int64(n))
 }
 
+// halfCopy is a weight buffer's values rounded to half precision; stale when they changed
+// since (staleHalves).
+type halfCopy struct {
+	b     *cuda.Buffer
+	stale bool
+}
+
 // halfWeight returns lin's weight rounded to half precision: l.halves' copy of its buffer,
-// made on first use.
+// made on first use and rounded again after staleHalves.
 func (l *Layer) halfWeight(ctx context.Context, lin *linear) (cuda.Ptr, error) {
-	if hw := l.halves[lin.w]; hw != nil {
-		return hw.Ptr(), nil
+	h := l.halves[lin.w]
+	if h == nil {
+		b, err := cuda.Alloc[uint16](ctx, l.d, lin.out*lin.in)
+		if err != nil {
+			return 0, err
+		}
+		if l.halves == nil {
+			l.halves = map[*cuda.Buffer]*halfCopy{}
+		}
+		h = &halfCopy{b: b, stale: true}
+		l.halves[lin.w] = h
 	}
-	n := lin.out * lin.in
-	hw, err := cuda.Alloc[uint16](ctx, l.d, n)
-	if err != nil {
-		return 0, err
+	if h.stale {
+		n := lin.out * lin.in
+		if err := l.k.elementwise(ctx, l.k.toHalf, n, h.b, lin.w, int64(n)); err != nil {
+			return 0, err
+		}
+		h.stale = false
 	}
-	if err := l.k.elementwise(ctx, l.k.toHalf, n, hw, lin.w, int64(n)); err != nil {
-		hw.Free()
-		return 0, err
-	}
-	if l.halves == nil {
-		l.halves = map[*cuda.Buffer]*cuda.Buffer{}
-	}
-	l.halves[lin.w] = hw
-	return hw.Ptr(), nil
+	return h.b.Ptr(), nil
 }
 
 // mlpOut is the MLP (without its residual) of x's rows into ws.a: mlpHalf in half mode, else
@@ -483,15 +493,23 @@ func (l *Layer) mlpHalf(ctx context.Context, ws *workspace, x cuda.Ptr, rows int
 	return true, nil
 }
 
-// dropHalves frees the half-precision copies of the weight buffers ws (all without ws): their
-// values changed or half mode ends.
-func (l *Layer) dropHalves(ws ...*cuda.Buffer) {
-	for w, h := range l.halves {
-		if len(ws) == 0 || slices.Contains(ws, w) {
-			h.Free()
-			delete(l.halves, w)
+// staleHalves marks the half-precision copies of the weight buffers ws out of date (their
+// values changed): the next use rounds them again, in the same memory (no free, which would
+// wait for the device, per candidate of the AWQ grid).
+func (l *Layer) staleHalves(ws ...*cuda.Buffer) {
+	for _, w := range ws {
+		if h := l.halves[w]; h != nil {
+			h.stale = true
 		}
 	}
+}
+
+// dropHalves frees every half-precision copy of a weight (half mode ends).
+func (l *Layer) dropHalves() {
+	for _, h := range l.halves {
+		h.b.Free()
+	}
+	l.halves = nil
 }
 
 func (l *Layer) norm(ctx context.Context, n norm, y, x cuda.Ptr, rows, cols int) error {
@@ -638,12 +656,9 @@ func (l *Layer) attend(ctx context.Context, ws *workspace, batch, seq int, call 
 	if err := call(transformer.AttentionInputs, view(ws.n, l.q.in)); err != nil {
 		return err
 	}
-	var hx cuda.Ptr // q, k and v read one input: rounded to half once in half mode
-	if l.half {
-		var err error
-		if hx, err = l.halfInput(ctx, ws.n.Ptr(), rows*l.q.in); err != nil {
-			return err
-		}
+	hx, err := l.halfInput(ctx, ws.n.Ptr(), rows*l.q.in) // q, k and v read one input: rounded once
+	if err != nil {
+		return err
 	}
 	for _, p := range []struct {
 		lin *linear
@@ -675,7 +690,6 @@ func (l *Layer) attend(ctx context.Context, ws *workspace, batch, seq int, call 
 		}
 	}
 	scale := float32(1 / math.Sqrt(float64(hd)))
-	var err error
 	if l.half && l.flashFits() {
 		err = l.attendFlash(ctx, ws, batch, seq, scale)
 	} else {

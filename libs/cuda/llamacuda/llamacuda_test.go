@@ -321,35 +321,10 @@ func TestFlashAttention(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := syntheticModel(t, tc.cfg)
-			l, err := m.Layer(0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			g, err := UploadLayer(ctx, d, m.Config, l)
-			if err != nil {
-				t.Fatal(err)
-			}
+			g, ws, vmax := randomAttention(t, d, m, tc.batch, tc.seq, rand.New(rand.NewPCG(5, uint64(tc.seq))))
 			defer g.Close()
 			if !g.flashFits() {
 				t.Skipf("flash_attention does not take %d-wide heads on compute capability %v", m.Config.HeadDim, d)
-			}
-			ws, err := g.workspace(ctx, tc.batch*tc.seq)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rng := rand.New(rand.NewPCG(5, uint64(tc.seq)))
-			var vmax float64
-			for _, buf := range []*cuda.Buffer{ws.q, ws.k, ws.v} {
-				v := make([]float32, buf.Size()/4)
-				for i := range v {
-					v[i] = float32(rng.NormFloat64())
-					if buf == ws.v {
-						vmax = max(vmax, math.Abs(float64(v[i])))
-					}
-				}
-				if err := cuda.Upload(ctx, buf, 0, v); err != nil {
-					t.Fatal(err)
-				}
 			}
 			scale := float32(1 / math.Sqrt(float64(m.Config.HeadDim)))
 			out := func(run func() error) []float32 {
@@ -383,6 +358,41 @@ func TestFlashAttention(t *testing.T) {
 	}
 }
 
+// randomAttention uploads layer 0 of m and fills a workspace of batch×seq rows with N(0, 1)
+// q, k and v; it returns the layer (to Close), the workspace and max |v|.
+func randomAttention(tb testing.TB, d *cuda.Device, m *transformer.Model, batch, seq int, rng *rand.Rand) (*Layer, *workspace, float64) {
+	tb.Helper()
+	ctx := context.Background()
+	l, err := m.Layer(0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g, err := UploadLayer(ctx, d, m.Config, l)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ws, err := g.workspace(ctx, batch*seq)
+	if err != nil {
+		g.Close()
+		tb.Fatal(err)
+	}
+	var vmax float64
+	for _, buf := range []*cuda.Buffer{ws.q, ws.k, ws.v} {
+		v := make([]float32, buf.Size()/4)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+			if buf == ws.v {
+				vmax = max(vmax, math.Abs(float64(v[i])))
+			}
+		}
+		if err := cuda.Upload(ctx, buf, 0, v); err != nil {
+			g.Close()
+			tb.Fatal(err)
+		}
+	}
+	return g, ws, vmax
+}
+
 // BenchmarkAttention times the attention of a Llama-3-8B-shaped layer (32 query heads, 8 kv
 // heads of 128) on 8 sequences of 2048 tokens: the batched-GEMM path, the kernel and the half
 // grid's flash_attention (its conversion of q, k and v to half included).
@@ -392,33 +402,9 @@ func BenchmarkAttention(b *testing.B) {
 	m := syntheticModel(b, map[string]any{"architectures": []string{"LlamaForCausalLM"}, "hidden_size": 4096,
 		"intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
 		"max_position_embeddings": 2048})
-	l, err := m.Layer(0)
-	if err != nil {
-		b.Fatal(err)
-	}
 	const batch, seq = 8, 2048
-	g, err := UploadLayer(ctx, d, m.Config, l)
-	if err != nil {
-		b.Fatal(err)
-	}
+	g, ws, _ := randomAttention(b, d, m, batch, seq, rand.New(rand.NewPCG(1, 2)))
 	defer g.Close()
-	ws, err := g.workspace(ctx, batch*seq)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := g.rope(ctx, seq); err != nil {
-		b.Fatal(err)
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	for _, buf := range []*cuda.Buffer{ws.q, ws.k, ws.v} {
-		v := make([]float32, buf.Size()/4)
-		for i := range v {
-			v[i] = float32(rng.NormFloat64())
-		}
-		if err := cuda.Upload(ctx, buf, 0, v); err != nil {
-			b.Fatal(err)
-		}
-	}
 	scale := float32(1 / math.Sqrt(128))
 	// causal: QKᵀ and PV over the visible keys, 2 flops a multiply-add
 	flops := float64(batch) * 32 * float64(seq) * float64(seq+1) / 2 * 128 * 4
