@@ -23,7 +23,8 @@ import (
 // inputs, with the projections in TF32 and the scale grid's in half precision, in TF32 only,
 // and in float32 (Options): where a layer's seconds go (the clipping search on the device and
 // the host's quantization apart: quantize runs the latter beside the next layer's capture).
-// QUANTFLEET_AWQ_BENCH_OPTIONS=half,tf32 picks some of them.
+// QUANTFLEET_AWQ_BENCH_OPTIONS=half,tf32 picks some of them. With -test.benchtime 2x the first
+// iteration shows the device's cold costs (first allocations, libraries' lazy loading) beside warm ones.
 //
 //	QUANTFLEET_AWQ_BENCH_MODEL=/tmp/qfm llamacuda.test -test.run '^$' -test.bench AWQLayer -test.benchtime 1x
 func BenchmarkAWQLayer(b *testing.B) {
@@ -51,10 +52,12 @@ func BenchmarkAWQLayer(b *testing.B) {
 				continue
 			}
 			c := &Compute{D: d, Options: o.opt}
+			t0 := time.Now()
 			l, err := m.Layer(0)
 			if err != nil {
 				b.Fatal(err)
 			}
+			fmt.Printf("%s %-28s %7.2fs\n", o.name, "load weights (host)", time.Since(t0).Seconds())
 			var total time.Duration
 			step := func(name string, f func() error) {
 				t0 := time.Now()
