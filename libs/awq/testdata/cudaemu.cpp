@@ -5,7 +5,7 @@
 // It runs the AWQ kernels on the inputs the test writes (*.bin, params.txt) and writes
 // their outputs (*.out) for the test to compare with package awq's arithmetic; with the
 // argument "attention", the half-precision grid's flash_attention (attn.txt). The tensor cores'
-// mma16816 is emulated through the warp's slots, like the shuffles.
+// mma16816 and ldmatrix's ldsm4 are emulated through the warp's slots, like the shuffles.
 #include <barrier>
 #include <cmath>
 #include <cstdio>
@@ -71,6 +71,21 @@ static void mma16816(float *d, const unsigned *a, const unsigned *b) {
 		float acc = d[i];
 		for (int k = 0; k < 16; k++) acc += A(r, k) * B(k, n);
 		d[i] = acc;
+	}
+	warpBars[w]->arrive_and_wait();
+}
+// ldsm4 as PTX's ldmatrix.x4: the lanes' row addresses gathered through slots.
+static const unsigned short *ldsmRow[1024];
+static void ldsm4(unsigned *r, const unsigned short *row, bool trans) {
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5, base = w << 5;
+	ldsmRow[threadIdx.x] = row;
+	warpBars[w]->arrive_and_wait();
+	// Matrix i's row ρ is lane 8i+ρ's address; lane ℓ gets (ℓ/4, 2(ℓ%4)+e), or (2(ℓ%4)+e, ℓ/4).
+	for (int i = 0; i < 4; i++) {
+		unsigned short e[2];
+		for (int h = 0; h < 2; h++)
+			e[h] = trans ? ldsmRow[base + 8 * i + 2 * (lane & 3) + h][lane >> 2] : ldsmRow[base + 8 * i + (lane >> 2)][2 * (lane & 3) + h];
+		r[i] = e[0] | (unsigned)e[1] << 16;
 	}
 	warpBars[w]->arrive_and_wait();
 }

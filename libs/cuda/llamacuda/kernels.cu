@@ -330,7 +330,30 @@ __device__ void mma16816(float *d, const unsigned *a, const unsigned *b) {
 	__trap(); // the Go side launches flash_attention on compute capability 8.0 and later only
 #endif
 }
+
+// ldsm4: PTX's ldmatrix.x4 (.trans when trans): lane ℓ gives the shared address of row ℓ%8 of
+// 8×8 half matrix ℓ/8 (16 bytes, 16-byte aligned); register i gets matrix i's mma fragment,
+// elements (ℓ/4, 2(ℓ%4)..2(ℓ%4)+1), or (2(ℓ%4)..2(ℓ%4)+1, ℓ/4) transposed. Warp-wide.
+__device__ void ldsm4(unsigned *r, const unsigned short *row, bool trans) {
+#if __CUDA_ARCH__ >= 800
+	unsigned a;
+	asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(row));
+	if (trans)
+		asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+		             : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+	else
+		asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+		             : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#else
+	__trap(); // as mma16816
 #endif
+}
+#endif
+
+// q16: 16 bytes, for flash_attention's tile loads.
+struct __attribute__((aligned(16))) q16 {
+	unsigned x, y, z, w;
+};
 
 #define FQ 64                // queries per flash_attention block: 4 warps of 16
 #define FK 64                // keys per tile
@@ -346,7 +369,7 @@ __device__ void mma16816(float *d, const unsigned *a, const unsigned *b) {
 // 128 threads, warp w the block's queries 16w..16w+15.
 extern "C" __global__ void flash_attention(float *out, const unsigned short *q, const unsigned short *k,
                                            const unsigned short *v, int seq, int heads, int kvHeads, int hd, int window, float scale) {
-	__shared__ unsigned short Ks[FK * FKS], Vs[FK * FKS];
+	__shared__ __attribute__((aligned(16))) unsigned short Ks[FK * FKS], Vs[FK * FKS];
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
 	int b = blockIdx.y / heads, h = blockIdx.y % heads, g = h / (heads / kvHeads);
 	int q0 = blockIdx.x * FQ, qd = heads * hd, kd = kvHeads * hd, ks = hd / 16;
@@ -372,26 +395,46 @@ extern "C" __global__ void flash_attention(float *out, const unsigned short *q, 
 	int kFirst = window > 0 ? max(0, q0 - window + 1) : 0;
 	int lo0 = window > 0 ? r0 - window + 1 : 0, lo1 = window > 0 ? r1 - window + 1 : 0;
 	for (int k0 = kFirst; k0 <= qLast; k0 += FK) {
+		// The tile's rows in 16-byte pieces, every load issued before the first store (a loop of
+		// load-then-store waits for each load: the shared stores might alias k and v).
+		const int per = FK * FMAXD / 8 / 128; // pieces per thread at the largest head
+		int cpr = hd / 8;                     // pieces per row
+		q16 kt[per], vt[per];
+#pragma unroll
+		for (int i = 0; i < per; i++) {
+			int e = threadIdx.x + 128 * i, j = e / cpr;
+			bool in = e < FK * cpr && k0 + j <= qLast;
+			idx_t src = (base + k0 + j) * kd + (idx_t)g * hd + 8 * (e % cpr);
+			q16 z = {0u, 0u, 0u, 0u};
+			kt[i] = in ? *(const q16 *)(k + src) : z;
+			vt[i] = in ? *(const q16 *)(v + src) : z;
+		}
 		__syncthreads(); // the previous tile is consumed
-		for (int e = threadIdx.x; e < FK * (hd / 2); e += blockDim.x) {
-			int j = e / (hd / 2), c = 2 * (e % (hd / 2));
-			bool in = k0 + j <= qLast;
-			idx_t src = (base + k0 + j) * kd + (idx_t)g * hd + c;
-			*(unsigned *)(Ks + j * FKS + c) = in ? *(const unsigned *)(k + src) : 0u;
-			*(unsigned *)(Vs + j * FKS + c) = in ? *(const unsigned *)(v + src) : 0u;
+#pragma unroll
+		for (int i = 0; i < per; i++) {
+			int e = threadIdx.x + 128 * i, j = e / cpr;
+			if (e < FK * cpr) {
+				*(q16 *)(Ks + j * FKS + 8 * (e % cpr)) = kt[i];
+				*(q16 *)(Vs + j * FKS + 8 * (e % cpr)) = vt[i];
+			}
 		}
 		__syncthreads();
 		// s = q·kᵀ for the warp's 16 queries × FK keys: n-tile n holds keys k0+8n..k0+8n+7.
+		// kᵀ's B fragments of n-tiles n and n+1 at once: matrices k[8n..][16t..], k[8n..][16t+8..],
+		// k[8n+8..][16t..], k[8n+8..][16t+8..] (lane ℓ: row ℓ%8 of matrix ℓ/8).
 		float s[FK / 8][4];
 #pragma unroll
-		for (int n = 0; n < FK / 8; n++) {
-			s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-			const unsigned short *kr = Ks + (8 * n + gid) * FKS + 2 * tig;
+		for (int n = 0; n < FK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+		for (int n = 0; n < FK / 8; n += 2) {
+			const unsigned short *kr = Ks + (8 * n + 8 * (lane >> 4) + (lane & 7)) * FKS + 8 * ((lane >> 3) & 1);
 #pragma unroll
 			for (int t = 0; t < FMAXD / 16; t++)
 				if (t < ks) {
-					unsigned bb[2] = {*(const unsigned *)(kr + 16 * t), *(const unsigned *)(kr + 16 * t + 8)};
+					unsigned bb[4];
+					ldsm4(bb, kr + 16 * t, false);
 					mma16816(s[n], qa[t], bb);
+					mma16816(s[n + 1], qa[t], bb + 2);
 				}
 		}
 		// Masked, scaled; the rows' maxima over the quad of lanes that shares them.
@@ -439,13 +482,16 @@ extern "C" __global__ void flash_attention(float *out, const unsigned short *q, 
 		for (int kk = 0; kk < FK / 16; kk++) {
 			unsigned pa[4] = {half2_bits(s[2 * kk][0], s[2 * kk][1]), half2_bits(s[2 * kk][2], s[2 * kk][3]),
 			                  half2_bits(s[2 * kk + 1][0], s[2 * kk + 1][1]), half2_bits(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+			// v's B fragments of n-tiles n and n+1, transposed from v[16kk..][8n..], v[16kk+8..][8n..],
+			// v[16kk..][8n+8..], v[16kk+8..][8n+8..].
+			const unsigned short *vr = Vs + (16 * kk + 8 * ((lane >> 3) & 1) + (lane & 7)) * FKS + 8 * (lane >> 4);
 #pragma unroll
-			for (int n = 0; n < FMAXD / 8; n++)
+			for (int n = 0; n < FMAXD / 8; n += 2)
 				if (n < hd / 8) {
-					// v[key][d] with key = 16kk+2t, +1, +8, +9 and d = 8n+g: one half each
-					const unsigned short *vr = Vs + (16 * kk + 2 * tig) * FKS + 8 * n + gid;
-					unsigned bb[2] = {vr[0] | (unsigned)vr[FKS] << 16, vr[8 * FKS] | (unsigned)vr[9 * FKS] << 16};
+					unsigned bb[4];
+					ldsm4(bb, vr + 8 * n, true);
 					mma16816(o[n], pa, bb);
+					mma16816(o[n + 1], pa, bb + 2);
 				}
 		}
 	}
