@@ -126,9 +126,14 @@ func ApplyClip(l *Linear, maxVal []float32, groupSize int) error {
 		return fmt.Errorf("%w: %d clip values for %s (%d×%d, group %d)", ErrShape, len(maxVal), l.Name, l.Rows, l.Cols, groupSize)
 	}
 	parallel(l.Rows, func(lo, hi int) {
-		for i := lo * l.Cols; i < hi*l.Cols; i++ {
-			m := maxVal[i/groupSize] // row-major rows×groups matches the weight's row-major order
-			l.Weight[i] = min(max(l.Weight[i], -m), m)
+		// Row-major rows×groups matches the weight's row-major order: group g of the weight's
+		// groups of columns, in order, takes maxVal[g].
+		for g := lo * l.Cols / groupSize; g < hi*l.Cols/groupSize; g++ {
+			m := maxVal[g]
+			grp := l.Weight[g*groupSize : (g+1)*groupSize]
+			for i, v := range grp {
+				grp[i] = min(max(v, -m), m)
+			}
 		}
 	})
 	return nil

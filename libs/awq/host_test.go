@@ -1,9 +1,13 @@
 package awq
 
 import (
+	"errors"
+	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -81,4 +85,26 @@ func BenchmarkHostSteps(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestQuantizeNonFinite: a NaN or infinite weight fails Quantize with ErrNonFinite naming the
+// first one in row-major order, whichever goroutine finds it.
+func TestQuantizeNonFinite(t *testing.T) {
+	const rows, cols = 64, 256
+	for _, tc := range []struct {
+		bad  map[int]float32
+		want string
+	}{
+		{map[int]float32{2*cols + 5: float32(math.NaN())}, "weight [2][5] = NaN"},
+		{map[int]float32{60*cols + 1: float32(math.Inf(-1)), 40 * cols: float32(math.Inf(1))}, "weight [40][0] = +Inf"},
+	} {
+		w, _ := hostInputs(rows, cols)
+		for i, v := range tc.bad {
+			w[i] = v
+		}
+		_, err := Quantize(w, rows, cols, Config{Bits: 4, GroupSize: 128})
+		if !errors.Is(err, ErrNonFinite) || !strings.Contains(fmt.Sprint(err), tc.want) {
+			t.Errorf("Quantize = %v, want ErrNonFinite naming %q", err, tc.want)
+		}
+	}
 }

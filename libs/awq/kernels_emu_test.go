@@ -56,18 +56,22 @@ func TestGPUKernelsMatchHost(t *testing.T) {
 func TestGPUFlashAttentionMatchesHost(t *testing.T) {
 	dir := buildEmulator(t)
 	for _, tc := range []struct{ batch, seq, heads, kv, hd, window int }{
-		{2, 100, 4, 2, 64, 0},  // two query blocks, a ragged last key tile
-		{1, 130, 2, 1, 128, 0}, // the largest head, three tiles
-		{1, 90, 4, 4, 32, 20},  // a window that starts inside a tile
-		{3, 37, 2, 1, 16, 0},   // one ragged block
+		{2, 100, 4, 2, 64, 0},   // two query blocks, a ragged last key tile
+		{1, 130, 2, 1, 128, 0},  // the largest head, three tiles
+		{1, 90, 4, 4, 32, 20},   // a window that starts inside a tile
+		{3, 37, 2, 1, 16, 0},    // one ragged block
+		{1, 300, 2, 1, 64, 150}, // tiles inside the window, across its edge and the diagonal
+		{1, 200, 2, 1, 32, 127}, // a tile whose last key is one past a warp's first query
 	} {
-		t.Run(fmt.Sprintf("b%d_s%d_h%d_kv%d_d%d_w%d", tc.batch, tc.seq, tc.heads, tc.kv, tc.hd, tc.window), func(t *testing.T) {
-			emulateFlash(t, dir, tc.batch, tc.seq, tc.heads, tc.kv, tc.hd, tc.window)
-		})
+		for _, kernel := range []string{"attention", "attention_pf"} {
+			t.Run(fmt.Sprintf("%s_b%d_s%d_h%d_kv%d_d%d_w%d", kernel, tc.batch, tc.seq, tc.heads, tc.kv, tc.hd, tc.window), func(t *testing.T) {
+				emulateFlash(t, dir, kernel, tc.batch, tc.seq, tc.heads, tc.kv, tc.hd, tc.window)
+			})
+		}
 	}
 }
 
-func emulateFlash(t *testing.T, dir string, batch, seq, heads, kv, hd, window int) {
+func emulateFlash(t *testing.T, dir, kernel string, batch, seq, heads, kv, hd, window int) {
 	rng := rand.New(rand.NewPCG(uint64(seq), uint64(hd)))
 	rows := batch * seq
 	halves := func(n int, sd float64) ([]uint16, []float64) {
@@ -89,7 +93,7 @@ func emulateFlash(t *testing.T, dir string, batch, seq, heads, kv, hd, window in
 	for name, h := range map[string][]uint16{"q.bin": qh, "k.bin": kh, "v.bin": vh} {
 		writeLE(t, filepath.Join(dir, name), h)
 	}
-	runEmulator(t, dir, "attention")
+	runEmulator(t, dir, kernel)
 	got := readLE[float32](t, filepath.Join(dir, "attn.out"), rows*heads*hd)
 	var vmax float64
 	for _, x := range v {

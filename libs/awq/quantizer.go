@@ -3,6 +3,7 @@ package awq
 import (
 	"fmt"
 	"math"
+	"sync"
 )
 
 // Result is a quantized weight: W[r][c] ≈ Scales[g][r]·(QWeight[r][c] − Zeros[g][r]) with
@@ -129,10 +130,23 @@ func checkWeight(w []float32, rows, cols int) error {
 	if rows <= 0 || cols <= 0 || len(w) != rows*cols {
 		return fmt.Errorf("%w: %d weights for %d×%d", ErrShape, len(w), rows, cols)
 	}
-	for i, v := range w {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("%w: weight [%d][%d] = %v", ErrNonFinite, i/cols, i%cols, v)
+	// On every core: a GPU worker's host runs this on a whole layer between two device steps.
+	var (
+		mu  sync.Mutex
+		bad = len(w)
+	)
+	parallel(rows, func(lo, hi int) {
+		for i, v := range w[lo*cols : hi*cols] {
+			if math.Float32bits(v)&0x7f800000 == 0x7f800000 { // NaN or ±Inf
+				mu.Lock()
+				bad = min(bad, lo*cols+i)
+				mu.Unlock()
+				return
+			}
 		}
+	})
+	if bad < len(w) {
+		return fmt.Errorf("%w: weight [%d][%d] = %v", ErrNonFinite, bad/cols, bad%cols, w[bad])
 	}
 	return nil
 }

@@ -32,6 +32,7 @@ var cu struct {
 	launchKernel       func(f uintptr, gx, gy, gz, bx, by, bz, shared uint32, stream uintptr, params unsafe.Pointer, extra unsafe.Pointer) cuResult
 	getErrorName       func(r cuResult, name **byte) cuResult
 	funcSetAttribute   func(f uintptr, attr int32, v int32) cuResult
+	funcGetAttribute   func(v *int32, attr int32, f uintptr) cuResult
 }
 
 func driverSymbols() map[string]any {
@@ -60,6 +61,7 @@ func driverSymbols() map[string]any {
 		"cuLaunchKernel":               &cu.launchKernel,
 		"cuGetErrorName":               &cu.getErrorName,
 		"cuFuncSetAttribute":           &cu.funcSetAttribute,
+		"cuFuncGetAttribute":           &cu.funcGetAttribute,
 	}
 }
 

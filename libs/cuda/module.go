@@ -341,6 +341,28 @@ func (f *Function) Launch(ctx context.Context, grid, block Dim3, shared int, arg
 	return nil
 }
 
+// Name returns the kernel's name.
+func (f *Function) Name() string { return f.name }
+
+// Resources returns the registers per thread and the local memory per thread (bytes: spilled
+// registers and arrays the compiler did not keep in registers) of the compiled kernel.
+func (f *Function) Resources() (registers, local int, err error) {
+	leave, err := f.d.enter()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer leave()
+	const attrNumRegs, attrLocalBytes = 4, 3 // CU_FUNC_ATTRIBUTE_NUM_REGS, _LOCAL_SIZE_BYTES
+	var r, l int32
+	if err := cuErr("cuFuncGetAttribute", cu.funcGetAttribute(&r, attrNumRegs, f.h)); err != nil {
+		return 0, 0, err
+	}
+	if err := cuErr("cuFuncGetAttribute", cu.funcGetAttribute(&l, attrLocalBytes, f.h)); err != nil {
+		return 0, 0, err
+	}
+	return int(r), int(l), nil
+}
+
 // SetMaxDynamicShared allows launches with up to bytes of dynamic shared memory (above the
 // default 48 KiB limit).
 func (f *Function) SetMaxDynamicShared(bytes int) error {

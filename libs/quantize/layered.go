@@ -121,6 +121,9 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	// The device's start-up (a GPU's kernels) overlaps the calibration inputs' preparation.
 	warmed := warm(ctx, cfg.Calibrated())
 	defer warmed()
+	// So does the loading of layer 0's weights.
+	layer, releaseLayer := loadAhead(m.Layer, 0)
+	defer releaseLayer()
 
 	// The sharded pipeline's tasks, in order, in this process: the fleet runs the same tasks on
 	// the same shards, so both write the same bytes. Intermediates (one shard's activations, the
@@ -164,7 +167,7 @@ func layered(ctx context.Context, req Request, cfg LayerConfig, level string, fo
 	}
 	defer b.Abort()
 
-	env := &ShardEnv{Plan: plan, Store: store, Layer: m.Layer}
+	env := &ShardEnv{Plan: plan, Store: store, Layer: layer}
 	tasks := plan.Tasks()
 	if err := warmed(); err != nil {
 		return nil, err

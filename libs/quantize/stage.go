@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"quantfleet.dev/libs/awq"
 	"quantfleet.dev/libs/gptq"
@@ -180,6 +181,47 @@ func preload(env *ShardEnv, l0 *transformer.Layer) func() (*transformer.Layer, e
 		}
 		return ld.l, ld.err
 	}
+}
+
+// loadAhead starts loading layer index with load now, for the first call of the returned get
+// that asks for it; every other call loads on the spot. release frees the layer if no call
+// took it. quantize loads layer 0 this way while the calibration inputs are prepared.
+func loadAhead(load func(int) (*transformer.Layer, error), index int) (get func(int) (*transformer.Layer, error), release func()) {
+	type loaded struct {
+		l   *transformer.Layer
+		err error
+	}
+	ch := make(chan loaded, 1)
+	go func() {
+		l, err := load(index)
+		ch <- loaded{l, err}
+	}()
+	var (
+		mu      sync.Mutex
+		pending = true
+	)
+	take := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		p := pending
+		pending = false
+		return p
+	}
+	get = func(L int) (*transformer.Layer, error) {
+		if L != index || !take() {
+			return load(L)
+		}
+		ld := <-ch
+		return ld.l, ld.err
+	}
+	release = func() {
+		if take() {
+			if ld := <-ch; ld.l != nil {
+				ld.l.Release()
+			}
+		}
+	}
+	return get, release
 }
 
 // runLayerStages is layer l's tasks on the session: each group's Hessian and solve, then the

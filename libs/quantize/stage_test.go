@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"sync"
 	"testing"
 
 	"quantfleet.dev/libs/gptq"
@@ -179,5 +180,45 @@ func TestAWQInPlaceMatchesTasks(t *testing.T) {
 	}
 	if _, err := inPlace.Get(ctx, ActivationsKey(1, 0)); err == nil {
 		t.Error("the in-place path stored layer 1's inputs")
+	}
+}
+
+// TestLoadAhead: the layer loaded ahead goes to the first call that asks for it, once; every
+// other call loads anew; release frees it only when no call took it.
+func TestLoadAhead(t *testing.T) {
+	var mu sync.Mutex
+	loads := map[int]int{}
+	load := func(L int) (*transformer.Layer, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		loads[L]++
+		return &transformer.Layer{Index: L, Q: &transformer.Linear{Name: "q"}}, nil
+	}
+	get, release := loadAhead(load, 0)
+	first, err := get(0)
+	if err != nil || first.Index != 0 {
+		t.Fatalf("get(0) = %v, %v", first, err)
+	}
+	for _, L := range []int{1, 0} {
+		if l, err := get(L); err != nil || l.Index != L || l == first {
+			t.Errorf("get(%d) = %v, %v: want a layer loaded anew", L, l, err)
+		}
+	}
+	release()
+	if first.Q == nil {
+		t.Error("release freed the layer a call took")
+	}
+	if loads[0] != 2 || loads[1] != 1 {
+		t.Errorf("loads %v, want layer 0 twice (ahead and anew) and layer 1 once", loads)
+	}
+
+	var ahead *transformer.Layer
+	_, release = loadAhead(func(L int) (*transformer.Layer, error) {
+		ahead = &transformer.Layer{Index: L, Q: &transformer.Linear{Name: "q"}}
+		return ahead, nil
+	}, 0)
+	release()
+	if ahead == nil || ahead.Q != nil {
+		t.Error("release did not free the layer no call took")
 	}
 }

@@ -362,19 +362,26 @@ struct __attribute__((aligned(16))) q16 {
 
 // flash_attention: the attention of the AWQ grid's half-precision mode (Options.AWQHalf), as
 // llm-awq's fp16 forward computes it: q, k and v in half, the scores q·k accumulated in float32
-// on the tensor cores and scaled, an online softmax in float32 (no scores in memory), the
-// probabilities rounded to half for p·v, float32 accumulators; causal, grouped-query, window as
-// in attention. q, k, v: half bit patterns in the plain layouts (rows × heads·hd, rows ×
-// kvHeads·hd); out: float32 rows × heads·hd. Grid: x = query blocks of FQ, y = batch·heads;
-// 128 threads, warp w the block's queries 16w..16w+15.
-extern "C" __global__ void flash_attention(float *out, const unsigned short *q, const unsigned short *k,
-                                           const unsigned short *v, int seq, int heads, int kvHeads, int hd, int window, float scale) {
+// on the tensor cores, an online softmax in float32 (no scores in memory), the probabilities
+// rounded to half for p·v, float32 accumulators; causal, grouped-query, window as in attention.
+// q, k, v: half bit patterns in the plain layouts (rows × heads·hd, rows × kvHeads·hd); out:
+// float32 rows × heads·hd. Grid: x = query blocks of FQ, y = batch·heads; 128 threads, warp w
+// the block's queries 16w..16w+15.
+//
+// The softmax works in base 2 on the raw scores: exp(scale·(s − m)) = 2^(s·c − m·c) with
+// c = scale·log2(e), one fused multiply-add and one exp2 a score. Only tiles that cross the
+// diagonal or the window's edge for some row of the warp are masked. With PF, the next tile's
+// keys and values are loaded into registers while the tensor cores work on this one.
+template <bool PF>
+__device__ void flash_body(float *out, const unsigned short *q, const unsigned short *k, const unsigned short *v,
+                           int seq, int heads, int kvHeads, int hd, int window, float scale) {
 	__shared__ __attribute__((aligned(16))) unsigned short Ks[FK * FKS], Vs[FK * FKS];
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
 	int b = blockIdx.y / heads, h = blockIdx.y % heads, g = h / (heads / kvHeads);
 	int q0 = blockIdx.x * FQ, qd = heads * hd, kd = kvHeads * hd, ks = hd / 16;
 	idx_t base = (idx_t)b * seq;
-	int r0 = q0 + warp * 16 + gid, r1 = r0 + 8; // this lane's two query rows
+	int w0 = q0 + warp * 16, r0 = w0 + gid, r1 = r0 + 8; // the warp's first row; this lane's two
+	const float c2 = scale * 1.4426950408889634f;        // scale·log2(e)
 	// q's A fragments for every 16 columns of the head (rows past the sequence: zeros).
 	unsigned qa[FMAXD / 16][4];
 #pragma unroll
@@ -390,16 +397,16 @@ extern "C" __global__ void flash_attention(float *out, const unsigned short *q, 
 	float o[FMAXD / 8][4];
 #pragma unroll
 	for (int n = 0; n < FMAXD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-	float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
+	float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f; // row maxima of the raw scores, sums
 	int qLast = min(seq, q0 + FQ) - 1;
 	int kFirst = window > 0 ? max(0, q0 - window + 1) : 0;
 	int lo0 = window > 0 ? r0 - window + 1 : 0, lo1 = window > 0 ? r1 - window + 1 : 0;
-	for (int k0 = kFirst; k0 <= qLast; k0 += FK) {
-		// The tile's rows in 16-byte pieces, every load issued before the first store (a loop of
-		// load-then-store waits for each load: the shared stores might alias k and v).
-		const int per = FK * FMAXD / 8 / 128; // pieces per thread at the largest head
-		int cpr = hd / 8;                     // pieces per row
-		q16 kt[per], vt[per];
+	// The tile's rows in 16-byte pieces, every load issued before the first store (a loop of
+	// load-then-store waits for each load: the shared stores might alias k and v).
+	const int per = FK * FMAXD / 8 / 128; // pieces per thread at the largest head
+	int cpr = hd / 8;                     // pieces per row
+	q16 kt[per], vt[per];
+	auto load = [&](int k0) {
 #pragma unroll
 		for (int i = 0; i < per; i++) {
 			int e = threadIdx.x + 128 * i, j = e / cpr;
@@ -409,6 +416,10 @@ extern "C" __global__ void flash_attention(float *out, const unsigned short *q, 
 			kt[i] = in ? *(const q16 *)(k + src) : z;
 			vt[i] = in ? *(const q16 *)(v + src) : z;
 		}
+	};
+	if (PF) load(kFirst);
+	for (int k0 = kFirst; k0 <= qLast; k0 += FK) {
+		if (!PF) load(k0);
 		__syncthreads(); // the previous tile is consumed
 #pragma unroll
 		for (int i = 0; i < per; i++) {
@@ -419,6 +430,7 @@ extern "C" __global__ void flash_attention(float *out, const unsigned short *q, 
 			}
 		}
 		__syncthreads();
+		if (PF && k0 + FK <= qLast) load(k0 + FK);
 		// s = q·kᵀ for the warp's 16 queries × FK keys: n-tile n holds keys k0+8n..k0+8n+7.
 		// kᵀ's B fragments of n-tiles n and n+1 at once: matrices k[8n..][16t..], k[8n..][16t+8..],
 		// k[8n+8..][16t..], k[8n+8..][16t+8..] (lane ℓ: row ℓ%8 of matrix ℓ/8).
@@ -437,45 +449,52 @@ extern "C" __global__ void flash_attention(float *out, const unsigned short *q, 
 					mma16816(s[n + 1], qa[t], bb + 2);
 				}
 		}
-		// Masked, scaled; the rows' maxima over the quad of lanes that shares them.
-		float mx0 = NEG_INF, mx1 = NEG_INF;
+		// Masked where some row of the warp does not see some key of the tile (warp-uniform);
+		// the rows' maxima over the quad of lanes that shares them.
+		if (k0 + FK - 1 > w0 || (window > 0 && k0 < w0 + 15 - window + 1)) {
 #pragma unroll
-		for (int n = 0; n < FK / 8; n++)
+			for (int n = 0; n < FK / 8; n++)
 #pragma unroll
-			for (int e = 0; e < 2; e++) {
-				int j = k0 + 8 * n + 2 * tig + e;
-				s[n][e] = (j <= r0 && j >= lo0) ? s[n][e] * scale : NEG_INF;
-				s[n][2 + e] = (j <= r1 && j >= lo1) ? s[n][2 + e] * scale : NEG_INF;
-				mx0 = fmaxf(mx0, s[n][e]);
-				mx1 = fmaxf(mx1, s[n][2 + e]);
-			}
+				for (int e = 0; e < 2; e++) {
+					int j = k0 + 8 * n + 2 * tig + e;
+					if (!(j <= r0 && j >= lo0)) s[n][e] = NEG_INF;
+					if (!(j <= r1 && j >= lo1)) s[n][2 + e] = NEG_INF;
+				}
+		}
+		float mx0 = m0, mx1 = m1;
+#pragma unroll
+		for (int n = 0; n < FK / 8; n++) {
+			mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+			mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+		}
 		mx0 = fmaxf(mx0, __shfl_xor_sync(FULL, mx0, 1));
 		mx0 = fmaxf(mx0, __shfl_xor_sync(FULL, mx0, 2));
 		mx1 = fmaxf(mx1, __shfl_xor_sync(FULL, mx1, 1));
 		mx1 = fmaxf(mx1, __shfl_xor_sync(FULL, mx1, 2));
-		float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-		// No visible key yet (a window's first tiles): nothing to rescale, nothing to add.
-		float c0 = n0 == NEG_INF ? 1.0f : expf(m0 - n0), c1 = n1 == NEG_INF ? 1.0f : expf(m1 - n1);
-		m0 = n0;
-		m1 = n1;
+		// A row without a visible key yet (a window's first tiles) keeps o = l = 0: any finite
+		// offset does, and masked scores give 2^−∞ = 0.
+		float b0 = mx0 == NEG_INF ? 0.0f : mx0 * c2, b1 = mx1 == NEG_INF ? 0.0f : mx1 * c2;
+		float a0 = exp2f(m0 * c2 - b0), a1 = exp2f(m1 * c2 - b1); // 0 while m = −∞
+		m0 = mx0;
+		m1 = mx1;
 		float p0 = 0.0f, p1 = 0.0f;
 #pragma unroll
 		for (int n = 0; n < FK / 8; n++)
 #pragma unroll
 			for (int e = 0; e < 2; e++) {
-				s[n][e] = s[n][e] == NEG_INF ? 0.0f : expf(s[n][e] - n0);
-				s[n][2 + e] = s[n][2 + e] == NEG_INF ? 0.0f : expf(s[n][2 + e] - n1);
+				s[n][e] = exp2f(fmaf(s[n][e], c2, -b0));
+				s[n][2 + e] = exp2f(fmaf(s[n][2 + e], c2, -b1));
 				p0 += s[n][e];
 				p1 += s[n][2 + e];
 			}
-		l0 = l0 * c0 + p0; // this lane's columns only: the quad's sums are added at the end
-		l1 = l1 * c1 + p1;
+		l0 = l0 * a0 + p0; // this lane's columns only: the quad's sums are added at the end
+		l1 = l1 * a1 + p1;
 #pragma unroll
 		for (int n = 0; n < FMAXD / 8; n++) {
-			o[n][0] *= c0;
-			o[n][1] *= c0;
-			o[n][2] *= c1;
-			o[n][3] *= c1;
+			o[n][0] *= a0;
+			o[n][1] *= a0;
+			o[n][2] *= a1;
+			o[n][3] *= a1;
 		}
 		// o += p·v: 16 keys a step; the score tiles 2kk and 2kk+1 are p's A fragment as they lie.
 #pragma unroll
@@ -512,6 +531,17 @@ extern "C" __global__ void flash_attention(float *out, const unsigned short *q, 
 			out[(base + r1) * qd + c + 1] = o[n][3] * i1;
 		}
 	}
+}
+
+extern "C" __global__ void flash_attention(float *out, const unsigned short *q, const unsigned short *k,
+                                           const unsigned short *v, int seq, int heads, int kvHeads, int hd, int window, float scale) {
+	flash_body<false>(out, q, k, v, seq, heads, kvHeads, hd, window, scale);
+}
+
+// flash_attention_pf: flash_attention with the next tile loaded while this one is computed.
+extern "C" __global__ void flash_attention_pf(float *out, const unsigned short *q, const unsigned short *k,
+                                              const unsigned short *v, int seq, int heads, int kvHeads, int hd, int window, float scale) {
+	flash_body<true>(out, q, k, v, seq, heads, kvHeads, hd, window, scale);
 }
 
 // awq_params: libs/awq's quantizer.params of a group whose max and min are mx and mn.

@@ -318,6 +318,7 @@ func TestFlashAttention(t *testing.T) {
 		{"gqa-128", map[string]any{"architectures": []string{"LlamaForCausalLM"}, "hidden_size": 512, "num_attention_heads": 4,
 			"num_key_value_heads": 1, "head_dim": 128, "max_position_embeddings": 256}, 2, 130},
 		{"window", map[string]any{"architectures": []string{"MistralForCausalLM"}, "sliding_window": 37, "max_position_embeddings": 128}, 2, 100},
+		{"window-long", map[string]any{"architectures": []string{"MistralForCausalLM"}, "sliding_window": 150, "max_position_embeddings": 512}, 1, 300},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := syntheticModel(t, tc.cfg)
@@ -344,15 +345,19 @@ func TestFlashAttention(t *testing.T) {
 				}
 				return err
 			})
-			got := out(func() error { return g.attendFlash(ctx, ws, tc.batch, tc.seq, scale) })
-			var worst float64
-			for i := range want {
-				worst = max(worst, math.Abs(float64(got[i])-float64(want[i])))
-			}
-			if !(worst <= 5e-3*vmax) {
-				t.Errorf("FAIL flash vs float32 attention: max |Δ| %.3g > 5e-3·max|v| (%.3g)", worst, vmax)
-			} else {
-				t.Logf("PASS flash vs float32 attention: max |Δ| %.2e (max|v| %.2f)", worst, vmax)
+			defer func(k string) { flashKernel = k }(flashKernel)
+			for _, kernel := range []string{"flash_attention", "flash_attention_pf"} {
+				flashKernel = kernel
+				got := out(func() error { return g.attendFlash(ctx, ws, tc.batch, tc.seq, scale) })
+				var worst float64
+				for i := range want {
+					worst = max(worst, math.Abs(float64(got[i])-float64(want[i])))
+				}
+				if !(worst <= 5e-3*vmax) {
+					t.Errorf("FAIL %s vs float32 attention: max |Δ| %.3g > 5e-3·max|v| (%.3g)", kernel, worst, vmax)
+				} else {
+					t.Logf("PASS %s vs float32 attention: max |Δ| %.2e (max|v| %.2f)", kernel, worst, vmax)
+				}
 			}
 		})
 	}
@@ -406,6 +411,13 @@ func BenchmarkAttention(b *testing.B) {
 	g, ws, _ := randomAttention(b, d, m, batch, seq, rand.New(rand.NewPCG(1, 2)))
 	defer g.Close()
 	scale := float32(1 / math.Sqrt(128))
+	for _, f := range []*cuda.Function{g.k.flashAttention, g.k.flashAttentionPF} {
+		regs, local, err := f.Resources()
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Printf("%s: %d registers, %d bytes of local memory a thread\n", f.Name(), regs, local)
+	}
 	// causal: QKᵀ and PV over the visible keys, 2 flops a multiply-add
 	flops := float64(batch) * 32 * float64(seq) * float64(seq+1) / 2 * 128 * 4
 	for _, p := range []struct {
@@ -421,6 +433,11 @@ func BenchmarkAttention(b *testing.B) {
 		}},
 		{"kernel", func() error { return g.attendKernel(ctx, ws, batch, seq, scale) }},
 		{"flash", func() error { return g.attendFlash(ctx, ws, batch, seq, scale) }},
+		{"flash_pf", func() error {
+			defer func(k string) { flashKernel = k }(flashKernel)
+			flashKernel = "flash_attention_pf"
+			return g.attendFlash(ctx, ws, batch, seq, scale)
+		}},
 	} {
 		b.Run(p.name, func(b *testing.B) {
 			if err := p.run(); err != nil { // warm-up, scratch allocation
