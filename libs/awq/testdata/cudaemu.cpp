@@ -45,7 +45,6 @@ template <typename T> T __shfl_xor_sync(unsigned, T v, int o) {
 	return r;
 }
 using std::exp;
-using std::exp2;
 using std::max;
 using std::min;
 using std::fabs;
@@ -133,9 +132,9 @@ template <typename T> static void wr(const char *p, const std::vector<T> &v) {
 	fclose(f);
 }
 
-// attention: flash_attention (flash_attention_pf with prefetch) on attn.txt's shape (batch seq heads
-// kvHeads hd window scale) and the half bit patterns in q.bin, k.bin, v.bin; the output to attn.out.
-static int attention(bool prefetch) {
+// attention: flash_attention on attn.txt's shape (batch seq heads kvHeads hd window scale) and
+// the half bit patterns in q.bin, k.bin, v.bin; the output to attn.out.
+static int attention() {
 	FILE *pf = fopen("attn.txt", "r");
 	int batch, seq, heads, kv, hd, window;
 	float scale;
@@ -149,14 +148,13 @@ static int attention(bool prefetch) {
 	auto v = rd<unsigned short>("v.bin", rows * kv * hd);
 	std::vector<float> out(rows * heads * hd);
 	launch({(unsigned)((seq + FQ - 1) / FQ), (unsigned)(batch * heads)}, {128},
-	       [&] { (prefetch ? flash_attention_pf : flash_attention)(out.data(), q.data(), k.data(), v.data(), seq, heads, kv, hd, window, scale); });
+	       [&] { flash_attention(out.data(), q.data(), k.data(), v.data(), seq, heads, kv, hd, window, scale); });
 	wr("attn.out", out);
 	return 0;
 }
 
 int main(int argc, char **argv) {
-	if (argc > 1 && !strcmp(argv[1], "attention")) return attention(false);
-	if (argc > 1 && !strcmp(argv[1], "attention_pf")) return attention(true);
+	if (argc > 1 && !strcmp(argv[1], "attention")) return attention();
 	FILE *pf = fopen("params.txt", "r");
 	int rows, cols, gs, tokens, shrinks, clipGrid, nS, first, step;
 	float maxInt, eps;

@@ -32,10 +32,6 @@ func BenchmarkAWQLayer(b *testing.B) {
 	if dir == "" {
 		b.Skip("set QUANTFLEET_AWQ_BENCH_MODEL to a Llama checkpoint")
 	}
-	if k := os.Getenv("QUANTFLEET_AWQ_BENCH_FLASH"); k != "" { // a flash attention variant (flashKernel)
-		defer func(k string) { flashKernel = k }(flashKernel)
-		flashKernel = k
-	}
 	d := openGPU(b)
 	ctx := context.Background()
 	m, err := transformer.Load(dir)

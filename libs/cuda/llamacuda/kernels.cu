@@ -370,11 +370,11 @@ struct __attribute__((aligned(16))) q16 {
 //
 // The softmax works in base 2 on the raw scores: exp(scale·(s − m)) = 2^(s·c − m·c) with
 // c = scale·log2(e), one fused multiply-add and one exp2 a score. Only tiles that cross the
-// diagonal or the window's edge for some row of the warp are masked. With PF, the next tile's
-// keys and values are loaded into registers while the tensor cores work on this one.
-template <bool PF>
-__device__ void flash_body(float *out, const unsigned short *q, const unsigned short *k, const unsigned short *v,
-                           int seq, int heads, int kvHeads, int hd, int window, float scale) {
+// diagonal or the window's edge for some row of the warp are masked. (Loading the next tile into
+// registers while computing this one took it from 237 to 255 registers with spills, and was 7 %
+// slower on an H100.)
+extern "C" __global__ void flash_attention(float *out, const unsigned short *q, const unsigned short *k,
+                                           const unsigned short *v, int seq, int heads, int kvHeads, int hd, int window, float scale) {
 	__shared__ __attribute__((aligned(16))) unsigned short Ks[FK * FKS], Vs[FK * FKS];
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
 	int b = blockIdx.y / heads, h = blockIdx.y % heads, g = h / (heads / kvHeads);
@@ -401,12 +401,12 @@ __device__ void flash_body(float *out, const unsigned short *q, const unsigned s
 	int qLast = min(seq, q0 + FQ) - 1;
 	int kFirst = window > 0 ? max(0, q0 - window + 1) : 0;
 	int lo0 = window > 0 ? r0 - window + 1 : 0, lo1 = window > 0 ? r1 - window + 1 : 0;
-	// The tile's rows in 16-byte pieces, every load issued before the first store (a loop of
-	// load-then-store waits for each load: the shared stores might alias k and v).
-	const int per = FK * FMAXD / 8 / 128; // pieces per thread at the largest head
-	int cpr = hd / 8;                     // pieces per row
-	q16 kt[per], vt[per];
-	auto load = [&](int k0) {
+	for (int k0 = kFirst; k0 <= qLast; k0 += FK) {
+		// The tile's rows in 16-byte pieces, every load issued before the first store (a loop of
+		// load-then-store waits for each load: the shared stores might alias k and v).
+		const int per = FK * FMAXD / 8 / 128; // pieces per thread at the largest head
+		int cpr = hd / 8;                     // pieces per row
+		q16 kt[per], vt[per];
 #pragma unroll
 		for (int i = 0; i < per; i++) {
 			int e = threadIdx.x + 128 * i, j = e / cpr;
@@ -416,10 +416,6 @@ __device__ void flash_body(float *out, const unsigned short *q, const unsigned s
 			kt[i] = in ? *(const q16 *)(k + src) : z;
 			vt[i] = in ? *(const q16 *)(v + src) : z;
 		}
-	};
-	if (PF) load(kFirst);
-	for (int k0 = kFirst; k0 <= qLast; k0 += FK) {
-		if (!PF) load(k0);
 		__syncthreads(); // the previous tile is consumed
 #pragma unroll
 		for (int i = 0; i < per; i++) {
@@ -430,7 +426,6 @@ __device__ void flash_body(float *out, const unsigned short *q, const unsigned s
 			}
 		}
 		__syncthreads();
-		if (PF && k0 + FK <= qLast) load(k0 + FK);
 		// s = q·kᵀ for the warp's 16 queries × FK keys: n-tile n holds keys k0+8n..k0+8n+7.
 		// kᵀ's B fragments of n-tiles n and n+1 at once: matrices k[8n..][16t..], k[8n..][16t+8..],
 		// k[8n+8..][16t..], k[8n+8..][16t+8..] (lane ℓ: row ℓ%8 of matrix ℓ/8).
@@ -531,17 +526,6 @@ __device__ void flash_body(float *out, const unsigned short *q, const unsigned s
 			out[(base + r1) * qd + c + 1] = o[n][3] * i1;
 		}
 	}
-}
-
-extern "C" __global__ void flash_attention(float *out, const unsigned short *q, const unsigned short *k,
-                                           const unsigned short *v, int seq, int heads, int kvHeads, int hd, int window, float scale) {
-	flash_body<false>(out, q, k, v, seq, heads, kvHeads, hd, window, scale);
-}
-
-// flash_attention_pf: flash_attention with the next tile loaded while this one is computed.
-extern "C" __global__ void flash_attention_pf(float *out, const unsigned short *q, const unsigned short *k,
-                                              const unsigned short *v, int seq, int heads, int kvHeads, int hd, int window, float scale) {
-	flash_body<true>(out, q, k, v, seq, heads, kvHeads, hd, window, scale);
 }
 
 // awq_params: libs/awq's quantizer.params of a group whose max and min are mx and mn.

@@ -21,7 +21,7 @@ type kernels struct {
 	attnPack, attnSoftmax                                    *cuda.Function
 	// AWQ (awq.go)
 	absSumCols, scaledQuant, sqDiffSum, gatherRows, clipSearch, toHalf *cuda.Function
-	sub, dotSum, siluMulHalf, flashAttention, flashAttentionPF         *cuda.Function
+	sub, dotSum, siluMulHalf, flashAttention                           *cuda.Function
 }
 
 // Launch shapes; attnQ and attnK match AQ and AK in kernels.cu.
@@ -37,11 +37,6 @@ const (
 	flashQ          = 64
 	flashMaxHeadDim = 128
 )
-
-// flashKernel is the flash attention variant the half grid runs: flash_attention, or
-// flash_attention_pf, which loads the next key/value tile while computing this one (set with
-// -ldflags -X to compare them in bench-gpu.sh; BenchmarkAttention times both).
-var flashKernel = "flash_attention"
 
 func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
 	m, err := d.Module(ctx, "llama_kernels.cu", kernelSource, kernelOptions...)
@@ -60,7 +55,6 @@ func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
 		"abs_sum_cols": &k.absSumCols, "awq_scaled_quant": &k.scaledQuant, "sq_diff_sum": &k.sqDiffSum,
 		"gather_rows": &k.gatherRows, "awq_clip_search": &k.clipSearch, "to_half": &k.toHalf,
 		"sub": &k.sub, "dot_sum": &k.dotSum, "silu_mul_half": &k.siluMulHalf, "flash_attention": &k.flashAttention,
-		"flash_attention_pf": &k.flashAttentionPF,
 	} {
 		if *f, err = m.Function(name); err != nil {
 			return nil, err

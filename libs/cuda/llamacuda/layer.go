@@ -736,11 +736,7 @@ func (l *Layer) attendFlash(ctx context.Context, ws *workspace, batch, seq int, 
 			return err
 		}
 	}
-	f := k.flashAttention
-	if flashKernel == "flash_attention_pf" {
-		f = k.flashAttentionPF
-	}
-	return f.Launch(ctx, cuda.Dim3{X: (seq + flashQ - 1) / flashQ, Y: batch * c.NumHeads}, cuda.Dim3{X: 128}, 0,
+	return k.flashAttention.Launch(ctx, cuda.Dim3{X: (seq + flashQ - 1) / flashQ, Y: batch * c.NumHeads}, cuda.Dim3{X: 128}, 0,
 		ws.ctx, ws.qp, ws.kp, ws.vp, int32(seq), int32(c.NumHeads), int32(c.NumKVHeads), int32(c.HeadDim), int32(l.window), scale)
 }
 

@@ -345,19 +345,15 @@ func TestFlashAttention(t *testing.T) {
 				}
 				return err
 			})
-			defer func(k string) { flashKernel = k }(flashKernel)
-			for _, kernel := range []string{"flash_attention", "flash_attention_pf"} {
-				flashKernel = kernel
-				got := out(func() error { return g.attendFlash(ctx, ws, tc.batch, tc.seq, scale) })
-				var worst float64
-				for i := range want {
-					worst = max(worst, math.Abs(float64(got[i])-float64(want[i])))
-				}
-				if !(worst <= 5e-3*vmax) {
-					t.Errorf("FAIL %s vs float32 attention: max |Δ| %.3g > 5e-3·max|v| (%.3g)", kernel, worst, vmax)
-				} else {
-					t.Logf("PASS %s vs float32 attention: max |Δ| %.2e (max|v| %.2f)", kernel, worst, vmax)
-				}
+			got := out(func() error { return g.attendFlash(ctx, ws, tc.batch, tc.seq, scale) })
+			var worst float64
+			for i := range want {
+				worst = max(worst, math.Abs(float64(got[i])-float64(want[i])))
+			}
+			if !(worst <= 5e-3*vmax) {
+				t.Errorf("FAIL flash vs float32 attention: max |Δ| %.3g > 5e-3·max|v| (%.3g)", worst, vmax)
+			} else {
+				t.Logf("PASS flash vs float32 attention: max |Δ| %.2e (max|v| %.2f)", worst, vmax)
 			}
 		})
 	}
@@ -411,13 +407,11 @@ func BenchmarkAttention(b *testing.B) {
 	g, ws, _ := randomAttention(b, d, m, batch, seq, rand.New(rand.NewPCG(1, 2)))
 	defer g.Close()
 	scale := float32(1 / math.Sqrt(128))
-	for _, f := range []*cuda.Function{g.k.flashAttention, g.k.flashAttentionPF} {
-		regs, local, err := f.Resources()
-		if err != nil {
-			b.Fatal(err)
-		}
-		fmt.Printf("%s: %d registers, %d bytes of local memory a thread\n", f.Name(), regs, local)
+	regs, local, err := g.k.flashAttention.Resources()
+	if err != nil {
+		b.Fatal(err)
 	}
+	fmt.Printf("flash_attention: %d registers, %d bytes of local memory a thread\n", regs, local)
 	// causal: QKᵀ and PV over the visible keys, 2 flops a multiply-add
 	flops := float64(batch) * 32 * float64(seq) * float64(seq+1) / 2 * 128 * 4
 	for _, p := range []struct {
@@ -433,11 +427,6 @@ func BenchmarkAttention(b *testing.B) {
 		}},
 		{"kernel", func() error { return g.attendKernel(ctx, ws, batch, seq, scale) }},
 		{"flash", func() error { return g.attendFlash(ctx, ws, batch, seq, scale) }},
-		{"flash_pf", func() error {
-			defer func(k string) { flashKernel = k }(flashKernel)
-			flashKernel = "flash_attention_pf"
-			return g.attendFlash(ctx, ws, batch, seq, scale)
-		}},
 	} {
 		b.Run(p.name, func(b *testing.B) {
 			if err := p.run(); err != nil { // warm-up, scratch allocation
