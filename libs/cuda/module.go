@@ -341,9 +341,6 @@ func (f *Function) Launch(ctx context.Context, grid, block Dim3, shared int, arg
 	return nil
 }
 
-// Name returns the kernel's name.
-func (f *Function) Name() string { return f.name }
-
 // Resources returns the registers per thread and the local memory per thread (bytes: spilled
 // registers and arrays the compiler did not keep in registers) of the compiled kernel.
 func (f *Function) Resources() (registers, local int, err error) {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"sync/atomic"
 
 	"quantfleet.dev/libs/awq"
 	"quantfleet.dev/libs/gptq"
@@ -196,17 +196,8 @@ func loadAhead(load func(int) (*transformer.Layer, error), index int) (get func(
 		l, err := load(index)
 		ch <- loaded{l, err}
 	}()
-	var (
-		mu      sync.Mutex
-		pending = true
-	)
-	take := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		p := pending
-		pending = false
-		return p
-	}
+	var taken atomic.Bool
+	take := func() bool { return !taken.Swap(true) }
 	get = func(L int) (*transformer.Layer, error) {
 		if L != index || !take() {
 			return load(L)
