@@ -145,7 +145,7 @@ func checkTensor(c *hfquant.Checkpoint, t safetensors.Tensor) error {
 		return fmt.Errorf("%w: %s has shape %v, the source %v", ErrInvalidOutput, t.Name, shape, t.Shape)
 	}
 	for j, v := range data {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+		if math.Float32bits(v)&0x7f800000 == 0x7f800000 { // NaN or ±Inf
 			return fmt.Errorf("%w: %s element %d is %v", ErrInvalidOutput, t.Name, j, v)
 		}
 	}

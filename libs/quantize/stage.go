@@ -150,34 +150,38 @@ func RunStages(ctx context.Context, env *ShardEnv, del func(key string) error, d
 	return nil
 }
 
+// loadedLayer is a layer loaded in the background (loadAsync), or the error loading it.
+type loadedLayer struct {
+	l   *transformer.Layer
+	err error
+}
+
+// loadAsync starts load(L) and returns where its result will be.
+func loadAsync(load func(int) (*transformer.Layer, error), L int) chan loadedLayer {
+	ch := make(chan loadedLayer, 1)
+	go func() {
+		l, err := load(L)
+		ch <- loadedLayer{l, err}
+	}()
+	return ch
+}
+
 // preload returns the decoder layers one after the other, each loaded (and converted to
 // float32) while the caller works on the one before; l0, when not nil, is layer 0, loaded
 // already.
 func preload(env *ShardEnv, l0 *transformer.Layer) func() (*transformer.Layer, error) {
-	type loaded struct {
-		l   *transformer.Layer
-		err error
-	}
-	load := func(L int) chan loaded {
-		ch := make(chan loaded, 1)
-		go func() {
-			l, err := env.Layer(L)
-			ch <- loaded{l, err}
-		}()
-		return ch
-	}
-	var ch chan loaded
+	var ch chan loadedLayer
 	if l0 != nil {
-		ch = make(chan loaded, 1)
-		ch <- loaded{l: l0}
+		ch = make(chan loadedLayer, 1)
+		ch <- loadedLayer{l: l0}
 	} else {
-		ch = load(0)
+		ch = loadAsync(env.Layer, 0)
 	}
 	L := 0
 	return func() (*transformer.Layer, error) {
 		ld := <-ch
 		if L++; ld.err == nil && L < env.Plan.Layers {
-			ch = load(L)
+			ch = loadAsync(env.Layer, L)
 		}
 		return ld.l, ld.err
 	}
@@ -187,15 +191,7 @@ func preload(env *ShardEnv, l0 *transformer.Layer) func() (*transformer.Layer, e
 // that asks for it; every other call loads on the spot. release frees the layer if no call
 // took it. quantize loads layer 0 this way while the calibration inputs are prepared.
 func loadAhead(load func(int) (*transformer.Layer, error), index int) (get func(int) (*transformer.Layer, error), release func()) {
-	type loaded struct {
-		l   *transformer.Layer
-		err error
-	}
-	ch := make(chan loaded, 1)
-	go func() {
-		l, err := load(index)
-		ch <- loaded{l, err}
-	}()
+	ch := loadAsync(load, index)
 	var taken atomic.Bool
 	take := func() bool { return !taken.Swap(true) }
 	get = func(L int) (*transformer.Layer, error) {
