@@ -7,6 +7,22 @@ import "math"
 // operands followed by f16 is exactly the half-precision operation, because float32 keeps
 // more than twice the 11 significant bits (this is how PyTorch evaluates fp16 tensors).
 func f16(x float32) float32 {
+	if h, ok := halfNormal(x); ok {
+		return h
+	}
+	return f16Other(x)
+}
+
+// halfNormal is f16(x) where that is a few integer operations, small enough to inline into the
+// quantizer's loops over every weight: |x| in [2^-14, 2^15), where rounding to nearest (ties to
+// even) cannot leave the normal half range. ok is false elsewhere.
+func halfNormal(x float32) (h float32, ok bool) {
+	b := math.Float32bits(x)
+	return math.Float32frombits((b + 0x0fff + b>>13&1) &^ 0x1fff), b>>23&0xff-113 < 29
+}
+
+// f16Other is f16 outside [2^-14, 2^15).
+func f16Other(x float32) float32 {
 	b := math.Float32bits(x)
 	exp := int(b>>23&0xff) - 127
 	switch {

@@ -65,7 +65,11 @@ func Quantize(w []float32, rows, cols int, cfg Config) (*Result, error) {
 		for r := lo; r < hi; r++ {
 			for g := 0; g < ng; g++ {
 				for i, v := range w[r*cols+g*gs : r*cols+(g+1)*gs] {
-					buf[i] = f16(v)
+					h, ok := halfNormal(v)
+					if !ok {
+						h = f16Other(v)
+					}
+					buf[i] = h
 				}
 				s, z := q.params(buf)
 				res.Scales[g*rows+r] = s
@@ -106,7 +110,11 @@ func (q quantizer) params(w []float32) (scale, zero float32) {
 
 // code returns clamp(round(w/scale) + zero, 0, maxInt) in half precision.
 func (q quantizer) code(w, scale, zero float32) float32 {
-	return min(max(roundEven(f16(w/scale))+zero, 0), q.maxInt)
+	h, ok := halfNormal(w / scale)
+	if !ok {
+		h = f16Other(w / scale)
+	}
+	return min(max(roundEven(h)+zero, 0), q.maxInt)
 }
 
 // fake returns the dequantized half value (code − zero)·scale.
