@@ -183,6 +183,47 @@ func TestMemory(t *testing.T) {
 	}
 }
 
+// TestUploadStaged: an upload large enough to go through the page-locked staging buffers
+// (several chunks, the last one ragged, at an offset) arrives intact, also twice in a row (the
+// buffers reused) and after a kernel that writes the same buffer (the copy ordered after it).
+func TestUploadStaged(t *testing.T) {
+	d := openGPU(t)
+	ctx := context.Background()
+	n := 2*stagingBytes/4*3/2 + 12345 // 3½ chunks of float32
+	src := make([]float32, n)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range src {
+		src[i] = rng.Float32()
+	}
+	b, err := Alloc[float32](ctx, d, n+7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Free()
+	got := make([]float32, n)
+	for round := range 2 {
+		if round == 1 {
+			for i := range src {
+				src[i] = -src[i]
+			}
+			if err := b.Zero(ctx, 0, 4*(n+7)); err != nil { // queued before the upload
+				t.Fatal(err)
+			}
+		}
+		if err := Upload(ctx, b, 7, src); err != nil {
+			t.Fatal(err)
+		}
+		if err := Download(ctx, got, b, 7); err != nil {
+			t.Fatal(err)
+		}
+		for i := range got {
+			if got[i] != src[i] {
+				t.Fatalf("round %d: element %d of %d is %v, want %v", round, i, n, got[i], src[i])
+			}
+		}
+	}
+}
+
 const testKernels = `
 extern "C" __global__ void axpy(float *y, const float *x, float a, int n) {
 	int i = blockIdx.x * blockDim.x + threadIdx.x;

@@ -26,6 +26,8 @@ type Device struct {
 	blas     *BLAS
 	blasTF32 *BLAS
 	closed   bool
+
+	staging staging
 }
 
 // Count returns the number of CUDA devices, or an error wrapping ErrUnavailable if the
@@ -177,6 +179,7 @@ func (d *Device) Close() error {
 		keep(cuErr("cuModuleUnload", cu.moduleUnload(m.h)))
 		delete(d.modules, k)
 	}
+	keep(d.staging.free())
 	keep(cuErr("cuDevicePrimaryCtxRelease", cu.primaryCtxRelease(d.dev)))
 	d.closed = true
 	return first
@@ -285,7 +288,12 @@ func Upload[T Elem](ctx context.Context, dst *Buffer, off int, src []T) error {
 		return err
 	}
 	defer leave()
-	err = cuErr("cuMemcpyHtoD", cu.memcpyHtoD(uint64(dst.ptr.Add(off*es)), unsafe.Pointer(&src[0]), uint64(len(src)*es)))
+	n := len(src) * es
+	if n >= 2*stagingBytes {
+		err = dst.d.staging.upload(uint64(dst.ptr.Add(off*es)), unsafe.Slice((*byte)(unsafe.Pointer(&src[0])), n))
+	} else {
+		err = cuErr("cuMemcpyHtoD", cu.memcpyHtoD(uint64(dst.ptr.Add(off*es)), unsafe.Pointer(&src[0]), uint64(n)))
+	}
 	runtime.KeepAlive(src)
 	return err
 }

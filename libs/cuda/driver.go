@@ -23,6 +23,9 @@ var cu struct {
 	memAlloc           func(p *uint64, bytes uint64) cuResult
 	memFree            func(p uint64) cuResult
 	memcpyHtoD         func(dst uint64, src unsafe.Pointer, bytes uint64) cuResult
+	memcpyHtoDAsync    func(dst uint64, src unsafe.Pointer, bytes uint64, stream uintptr) cuResult
+	memHostAlloc       func(p *unsafe.Pointer, bytes uint64, flags uint32) cuResult
+	memFreeHost        func(p unsafe.Pointer) cuResult
 	memcpyDtoH         func(dst unsafe.Pointer, src uint64, bytes uint64) cuResult
 	memcpyDtoD         func(dst, src uint64, bytes uint64) cuResult
 	memsetD8           func(dst uint64, v uint8, n uint64) cuResult
@@ -52,6 +55,9 @@ func driverSymbols() map[string]any {
 		"cuMemAlloc_v2":                &cu.memAlloc,
 		"cuMemFree_v2":                 &cu.memFree,
 		"cuMemcpyHtoD_v2":              &cu.memcpyHtoD,
+		"cuMemcpyHtoDAsync_v2":         &cu.memcpyHtoDAsync,
+		"cuMemHostAlloc":               &cu.memHostAlloc,
+		"cuMemFreeHost":                &cu.memFreeHost,
 		"cuMemcpyDtoH_v2":              &cu.memcpyDtoH,
 		"cuMemcpyDtoD_v2":              &cu.memcpyDtoD,
 		"cuMemsetD8_v2":                &cu.memsetD8,

@@ -4,8 +4,10 @@
 // __syncthreads are barriers. x86-64 without -march has no FMA, as the kernels' --fmad=false.
 // It runs the AWQ kernels on the inputs the test writes (*.bin, params.txt) and writes
 // their outputs (*.out) for the test to compare with package awq's arithmetic; with the
-// argument "attention", the half-precision grid's flash_attention (attn.txt). The tensor cores'
-// mma16816 and ldmatrix's ldsm4 are emulated through the warp's slots, like the shuffles.
+// argument "attention", the half-precision grid's flash_attention (attn.txt; flash_attention_128
+// for heads of 128). The tensor cores'
+// mma16816 and ldmatrix's ldsm4 are emulated through the warp's slots, like the shuffles;
+// cp.async's copies land as late or as early as the device may land them (CUDAEMU_ASYNC).
 #include <barrier>
 #include <cmath>
 #include <cstdio>
@@ -89,6 +91,39 @@ static void ldsm4(unsigned *r, const unsigned short *row, bool trans) {
 	}
 	warpBars[w]->arrive_and_wait();
 }
+// cp.async: each thread's 16-byte copies wait in groups and land at cp_async_wait_prior (the
+// latest a device may land them), or at once with CUDAEMU_ASYNC=eager (the earliest): a kernel
+// correct under both waits and synchronizes where it must.
+struct asyncCopy {
+	void *dst;
+	const void *src;
+	bool in;
+	void land() const {
+		if (in)
+			memcpy(dst, src, 16);
+		else
+			memset(dst, 0, 16);
+	}
+};
+static bool asyncEager = getenv("CUDAEMU_ASYNC") && !strcmp(getenv("CUDAEMU_ASYNC"), "eager");
+thread_local std::vector<asyncCopy> asyncOpen;
+thread_local std::vector<std::vector<asyncCopy>> asyncGroups;
+static void cp_async16(void *dst, const void *src, bool in) {
+	if (asyncEager)
+		asyncCopy{dst, src, in}.land();
+	else
+		asyncOpen.push_back({dst, src, in});
+}
+static void cp_async_commit() {
+	asyncGroups.push_back(std::move(asyncOpen));
+	asyncOpen.clear();
+}
+static void cp_async_wait_prior() {
+	while (asyncGroups.size() > 1) {
+		for (auto &c : asyncGroups.front()) c.land();
+		asyncGroups.erase(asyncGroups.begin());
+	}
+}
 #include "kernels.cu"
 
 // launch runs f as grid × block threads (block.x a multiple of 32, ≤ 1024), block by block.
@@ -147,8 +182,9 @@ static int attention() {
 	auto k = rd<unsigned short>("k.bin", rows * kv * hd);
 	auto v = rd<unsigned short>("v.bin", rows * kv * hd);
 	std::vector<float> out(rows * heads * hd);
+	auto flash = hd == 128 ? flash_attention_128 : flash_attention; // as the Go side picks
 	launch({(unsigned)((seq + FQ - 1) / FQ), (unsigned)(batch * heads)}, {128},
-	       [&] { flash_attention(out.data(), q.data(), k.data(), v.data(), seq, heads, kv, hd, window, scale); });
+	       [&] { flash(out.data(), q.data(), k.data(), v.data(), seq, heads, kv, hd, window, scale); });
 	wr("attn.out", out);
 	return 0;
 }

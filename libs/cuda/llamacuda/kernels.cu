@@ -348,6 +348,32 @@ __device__ void ldsm4(unsigned *r, const unsigned short *row, bool trans) {
 	__trap(); // as mma16816
 #endif
 }
+
+// cp_async16: PTX's cp.async of 16 bytes from global src to shared dst, asynchronous until a
+// cp_async_wait_prior of a later commit; zeros instead when !in (src is then not read).
+__device__ void cp_async16(void *dst, const void *src, bool in) {
+#if __CUDA_ARCH__ >= 800
+	unsigned a;
+	asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(dst));
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(a), "l"(src), "r"(in ? 16 : 0));
+#else
+	__trap(); // as mma16816
+#endif
+}
+
+// cp_async_commit closes this thread's group of cp_async16 copies issued since the last one.
+__device__ void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+	asm volatile("cp.async.commit_group;");
+#endif
+}
+
+// cp_async_wait_prior waits for this thread's committed groups but the last one.
+__device__ void cp_async_wait_prior() {
+#if __CUDA_ARCH__ >= 800
+	asm volatile("cp.async.wait_group 1;" ::: "memory");
+#endif
+}
 #endif
 
 // q16: 16 bytes, for flash_attention's tile loads.
@@ -355,10 +381,12 @@ struct __attribute__((aligned(16))) q16 {
 	unsigned x, y, z, w;
 };
 
-#define FQ 64                // queries per flash_attention block: 4 warps of 16
+#define FM 2                 // 16-row m-tiles per warp
+#define FQ (64 * FM)         // queries per flash_attention block: 4 warps of 16·FM
 #define FK 64                // keys per tile
 #define FMAXD 128            // head_dim ≤ FMAXD, a multiple of 16
-#define FKS (FMAXD + 8)      // halves per row of the K and V tiles (rows 4 banks apart)
+#define FKS (FMAXD + 8)      // halves per row of the q, K and V tiles (rows 4 banks apart)
+#define FTILE (FK * FKS)     // halves per K or V tile
 
 // flash_attention: the attention of the AWQ grid's half-precision mode (Options.AWQHalf), as
 // llm-awq's fp16 forward computes it: q, k and v in half, the scores q·k accumulated in float32
@@ -366,166 +394,215 @@ struct __attribute__((aligned(16))) q16 {
 // rounded to half for p·v, float32 accumulators; causal, grouped-query, window as in attention.
 // q, k, v: half bit patterns in the plain layouts (rows × heads·hd, rows × kvHeads·hd); out:
 // float32 rows × heads·hd. Grid: x = query blocks of FQ, y = batch·heads; 128 threads, warp w
-// the block's queries 16w..16w+15.
+// the block's queries 16·FM·w.. in FM m-tiles of 16 rows (each K and V fragment read from
+// shared memory serves FM tiles' products).
 //
 // The softmax works in base 2 on the raw scores: exp(scale·(s − m)) = 2^(s·c − m·c) with
 // c = scale·log2(e), one fused multiply-add and one exp2 a score. Only tiles that cross the
-// diagonal or the window's edge for some row of the warp are masked. (Loading the next tile into
-// registers while computing this one took it from 237 to 255 registers with spills, and was 7 %
-// slower on an H100.)
-extern "C" __global__ void flash_attention(float *out, const unsigned short *q, const unsigned short *k,
-                                           const unsigned short *v, int seq, int heads, int kvHeads, int hd, int window, float scale) {
-	__shared__ __attribute__((aligned(16))) unsigned short Ks[FK * FKS], Vs[FK * FKS];
+// diagonal or the window's edge for some row of the warp are masked; a warp skips the tiles
+// none of its rows sees.
+//
+// Dynamic shared memory (FQ·FKS + 4·FTILE halves): the block's q rows, then two stages of a K
+// and a V tile: the next tile's copies (cp.async) are in flight while this one is computed,
+// and no tile passes through registers.
+//
+// flash_attention_128 is the same for heads of 128 known when compiled (HD): no run-time
+// bounds or divisions inside the unrolled loops, which made it 1.5x faster on an H100
+// (BenchmarkAttention: 1.57 ms against 2.43 ms).
+template <int HD>
+__device__ void flash_body(float *out, const unsigned short *q, const unsigned short *k, const unsigned short *v, int seq,
+                           int heads, int kvHeads, int hdArg, int window, float scale) {
+	const int hd = HD > 0 ? HD : hdArg;
+	extern __shared__ float smem[];
+	unsigned short *Qs = (unsigned short *)smem, *tiles = Qs + FQ * FKS; // stage st: K at 2·st·FTILE, V after it
 	int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gid = lane >> 2, tig = lane & 3;
 	int b = blockIdx.y / heads, h = blockIdx.y % heads, g = h / (heads / kvHeads);
-	int q0 = blockIdx.x * FQ, qd = heads * hd, kd = kvHeads * hd, ks = hd / 16;
+	int q0 = blockIdx.x * FQ, qd = heads * hd, kd = kvHeads * hd, ks = hd / 16, cpr = hd / 8; // 16-byte pieces a row
 	idx_t base = (idx_t)b * seq;
-	int w0 = q0 + warp * 16, r0 = w0 + gid, r1 = r0 + 8; // the warp's first row; this lane's two
-	const float c2 = scale * 1.4426950408889634f;        // scale·log2(e)
-	// q's A fragments for every 16 columns of the head (rows past the sequence: zeros).
-	unsigned qa[FMAXD / 16][4];
-#pragma unroll
-	for (int t = 0; t < FMAXD / 16; t++) {
-		int c = h * hd + 16 * t + 2 * tig;
-		const unsigned *p0 = (const unsigned *)(q + (base + r0) * qd + c), *p1 = (const unsigned *)(q + (base + r1) * qd + c);
-		bool in0 = t < ks && r0 < seq, in1 = t < ks && r1 < seq;
-		qa[t][0] = in0 ? p0[0] : 0u;
-		qa[t][1] = in1 ? p1[0] : 0u;
-		qa[t][2] = in0 ? p0[4] : 0u;
-		qa[t][3] = in1 ? p1[4] : 0u;
-	}
-	float o[FMAXD / 8][4];
-#pragma unroll
-	for (int n = 0; n < FMAXD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-	float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f; // row maxima of the raw scores, sums
+	int w0 = q0 + warp * 16 * FM, wLast = w0 + 16 * FM - 1; // the warp's rows; m-tile i's lane rows w0+16i+gid, +8
+	const float c2 = scale * 1.4426950408889634f;           // scale·log2(e)
 	int qLast = min(seq, q0 + FQ) - 1;
 	int kFirst = window > 0 ? max(0, q0 - window + 1) : 0;
-	int lo0 = window > 0 ? r0 - window + 1 : 0, lo1 = window > 0 ? r1 - window + 1 : 0;
-	for (int k0 = kFirst; k0 <= qLast; k0 += FK) {
-		// The tile's rows in 16-byte pieces, every load issued before the first store (a loop of
-		// load-then-store waits for each load: the shared stores might alias k and v).
-		const int per = FK * FMAXD / 8 / 128; // pieces per thread at the largest head
-		int cpr = hd / 8;                     // pieces per row
-		q16 kt[per], vt[per];
-#pragma unroll
-		for (int i = 0; i < per; i++) {
-			int e = threadIdx.x + 128 * i, j = e / cpr;
-			bool in = e < FK * cpr && k0 + j <= qLast;
-			idx_t src = (base + k0 + j) * kd + (idx_t)g * hd + 8 * (e % cpr);
-			q16 z = {0u, 0u, 0u, 0u};
-			kt[i] = in ? *(const q16 *)(k + src) : z;
-			vt[i] = in ? *(const q16 *)(v + src) : z;
+	// The block's q rows (past the sequence: zeros) go with the first tile's copies.
+	for (int e = threadIdx.x; e < FQ * cpr; e += 128) {
+		int j = e / cpr;
+		bool in = q0 + j < seq;
+		idx_t src = in ? (base + q0 + j) * qd + (idx_t)h * hd + 8 * (e % cpr) : 0;
+		cp_async16(Qs + j * FKS + 8 * (e % cpr), q + src, in);
+	}
+	// load issues the copies of the tile of keys k0.. into stage st and commits them; keys past
+	// the block's last query are zeros (masked, and v's zeros keep 0·v finite).
+	auto load = [&](int st, int k0) {
+		unsigned short *Kd = tiles + 2 * st * FTILE, *Vd = Kd + FTILE;
+		for (int e = threadIdx.x; e < FK * cpr; e += 128) {
+			int j = e / cpr;
+			bool in = k0 + j <= qLast;
+			idx_t src = in ? (base + k0 + j) * kd + (idx_t)g * hd + 8 * (e % cpr) : 0;
+			cp_async16(Kd + j * FKS + 8 * (e % cpr), k + src, in);
+			cp_async16(Vd + j * FKS + 8 * (e % cpr), v + src, in);
 		}
-		__syncthreads(); // the previous tile is consumed
+		cp_async_commit();
+	};
+	load(0, kFirst);
+	float o[FM][FMAXD / 8][4], m[FM][2], l[FM][2]; // per m-tile: row maxima of the raw scores, sums
 #pragma unroll
-		for (int i = 0; i < per; i++) {
-			int e = threadIdx.x + 128 * i, j = e / cpr;
-			if (e < FK * cpr) {
-				*(q16 *)(Ks + j * FKS + 8 * (e % cpr)) = kt[i];
-				*(q16 *)(Vs + j * FKS + 8 * (e % cpr)) = vt[i];
-			}
-		}
-		__syncthreads();
-		// s = q·kᵀ for the warp's 16 queries × FK keys: n-tile n holds keys k0+8n..k0+8n+7.
-		// kᵀ's B fragments of n-tiles n and n+1 at once: matrices k[8n..][16t..], k[8n..][16t+8..],
-		// k[8n+8..][16t..], k[8n+8..][16t+8..] (lane ℓ: row ℓ%8 of matrix ℓ/8).
-		float s[FK / 8][4];
+	for (int i = 0; i < FM; i++) {
 #pragma unroll
-		for (int n = 0; n < FK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+		for (int n = 0; n < FMAXD / 8; n++) o[i][n][0] = o[i][n][1] = o[i][n][2] = o[i][n][3] = 0.0f;
+		m[i][0] = m[i][1] = NEG_INF;
+		l[i][0] = l[i][1] = 0.0f;
+	}
+	for (int k0 = kFirst, st = 0; k0 <= qLast; k0 += FK, st ^= 1) {
+		if (k0 + FK <= qLast)
+			load(st ^ 1, k0 + FK); // the stage the previous tile used: every warp is done with it
+		else
+			cp_async_commit(); // an empty group: the wait below leaves one group in flight either way
+		cp_async_wait_prior(); // this thread's copies of this tile (and of q) have landed
+		__syncthreads();       // and every thread's
+		// The warp's rows see some key of the tile (warp-uniform; else it only keeps the barriers).
+		if (k0 <= wLast && (window == 0 || k0 + FK - 1 >= w0 - window + 1)) {
+			const unsigned short *Ks = tiles + 2 * st * FTILE, *Vs = Ks + FTILE;
+			// s = q·kᵀ, m-tile i's 16 queries × FK keys in s[i]: n-tile n holds keys k0+8n..k0+8n+7.
+			float s[FM][FK / 8][4];
 #pragma unroll
-		for (int n = 0; n < FK / 8; n += 2) {
-			const unsigned short *kr = Ks + (8 * n + 8 * (lane >> 4) + (lane & 7)) * FKS + 8 * ((lane >> 3) & 1);
+			for (int i = 0; i < FM; i++)
+#pragma unroll
+				for (int n = 0; n < FK / 8; n++) s[i][n][0] = s[i][n][1] = s[i][n][2] = s[i][n][3] = 0.0f;
 #pragma unroll
 			for (int t = 0; t < FMAXD / 16; t++)
 				if (t < ks) {
-					unsigned bb[4];
-					ldsm4(bb, kr + 16 * t, false);
-					mma16816(s[n], qa[t], bb);
-					mma16816(s[n + 1], qa[t], bb + 2);
+					// q's A fragments of columns 16t..16t+15: matrices (rows 0-7, 8-15) × (columns 0-7, 8-15).
+					unsigned qa[FM][4];
+#pragma unroll
+					for (int i = 0; i < FM; i++)
+						ldsm4(qa[i], Qs + (w0 - q0 + 16 * i + (lane & 7) + 8 * ((lane >> 3) & 1)) * FKS + 16 * t + 8 * (lane >> 4), false);
+					// kᵀ's B fragments of n-tiles n and n+1 at once: matrices k[8n..][16t..],
+					// k[8n..][16t+8..], k[8n+8..][16t..], k[8n+8..][16t+8..].
+#pragma unroll
+					for (int n = 0; n < FK / 8; n += 2) {
+						unsigned bb[4];
+						ldsm4(bb, Ks + (8 * n + 8 * (lane >> 4) + (lane & 7)) * FKS + 8 * ((lane >> 3) & 1) + 16 * t, false);
+#pragma unroll
+						for (int i = 0; i < FM; i++) {
+							mma16816(s[i][n], qa[i], bb);
+							mma16816(s[i][n + 1], qa[i], bb + 2);
+						}
+					}
 				}
-		}
-		// Masked where some row of the warp does not see some key of the tile (warp-uniform);
-		// the rows' maxima over the quad of lanes that shares them.
-		if (k0 + FK - 1 > w0 || (window > 0 && k0 < w0 + 15 - window + 1)) {
+			bool mask = k0 + FK - 1 > w0 || (window > 0 && k0 < wLast - window + 1);
 #pragma unroll
-			for (int n = 0; n < FK / 8; n++)
+			for (int i = 0; i < FM; i++) {
+				int r0 = w0 + 16 * i + gid, r1 = r0 + 8;
+				if (mask) {
+					int lo0 = window > 0 ? r0 - window + 1 : 0, lo1 = window > 0 ? r1 - window + 1 : 0;
 #pragma unroll
-				for (int e = 0; e < 2; e++) {
-					int j = k0 + 8 * n + 2 * tig + e;
-					if (!(j <= r0 && j >= lo0)) s[n][e] = NEG_INF;
-					if (!(j <= r1 && j >= lo1)) s[n][2 + e] = NEG_INF;
+					for (int n = 0; n < FK / 8; n++)
+#pragma unroll
+						for (int e = 0; e < 2; e++) {
+							int j = k0 + 8 * n + 2 * tig + e;
+							if (!(j <= r0 && j >= lo0)) s[i][n][e] = NEG_INF;
+							if (!(j <= r1 && j >= lo1)) s[i][n][2 + e] = NEG_INF;
+						}
 				}
-		}
-		float mx0 = m0, mx1 = m1;
+				// The rows' maxima over the quad of lanes that shares them.
+				float mx0 = m[i][0], mx1 = m[i][1];
 #pragma unroll
-		for (int n = 0; n < FK / 8; n++) {
-			mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
-			mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
-		}
-		mx0 = fmaxf(mx0, __shfl_xor_sync(FULL, mx0, 1));
-		mx0 = fmaxf(mx0, __shfl_xor_sync(FULL, mx0, 2));
-		mx1 = fmaxf(mx1, __shfl_xor_sync(FULL, mx1, 1));
-		mx1 = fmaxf(mx1, __shfl_xor_sync(FULL, mx1, 2));
-		// A row without a visible key yet (a window's first tiles) keeps o = l = 0: any finite
-		// offset does, and masked scores give 2^−∞ = 0.
-		float b0 = mx0 == NEG_INF ? 0.0f : mx0 * c2, b1 = mx1 == NEG_INF ? 0.0f : mx1 * c2;
-		float a0 = exp2f(m0 * c2 - b0), a1 = exp2f(m1 * c2 - b1); // 0 while m = −∞
-		m0 = mx0;
-		m1 = mx1;
-		float p0 = 0.0f, p1 = 0.0f;
+				for (int n = 0; n < FK / 8; n++) {
+					mx0 = fmaxf(mx0, fmaxf(s[i][n][0], s[i][n][1]));
+					mx1 = fmaxf(mx1, fmaxf(s[i][n][2], s[i][n][3]));
+				}
+				mx0 = fmaxf(mx0, __shfl_xor_sync(FULL, mx0, 1));
+				mx0 = fmaxf(mx0, __shfl_xor_sync(FULL, mx0, 2));
+				mx1 = fmaxf(mx1, __shfl_xor_sync(FULL, mx1, 1));
+				mx1 = fmaxf(mx1, __shfl_xor_sync(FULL, mx1, 2));
+				// A row without a visible key yet (a window's first tiles, a row past the diagonal)
+				// keeps o = l = 0: any finite offset does, and masked scores give 2^−∞ = 0.
+				float b0 = mx0 == NEG_INF ? 0.0f : mx0 * c2, b1 = mx1 == NEG_INF ? 0.0f : mx1 * c2;
+				float a0 = exp2f(m[i][0] * c2 - b0), a1 = exp2f(m[i][1] * c2 - b1); // 0 while m = −∞
+				m[i][0] = mx0;
+				m[i][1] = mx1;
+				float p0 = 0.0f, p1 = 0.0f;
 #pragma unroll
-		for (int n = 0; n < FK / 8; n++)
+				for (int n = 0; n < FK / 8; n++)
 #pragma unroll
-			for (int e = 0; e < 2; e++) {
-				s[n][e] = exp2f(fmaf(s[n][e], c2, -b0));
-				s[n][2 + e] = exp2f(fmaf(s[n][2 + e], c2, -b1));
-				p0 += s[n][e];
-				p1 += s[n][2 + e];
+					for (int e = 0; e < 2; e++) {
+						s[i][n][e] = exp2f(fmaf(s[i][n][e], c2, -b0));
+						s[i][n][2 + e] = exp2f(fmaf(s[i][n][2 + e], c2, -b1));
+						p0 += s[i][n][e];
+						p1 += s[i][n][2 + e];
+					}
+				l[i][0] = l[i][0] * a0 + p0; // this lane's columns only: the quad's sums are added at the end
+				l[i][1] = l[i][1] * a1 + p1;
+#pragma unroll
+				for (int n = 0; n < FMAXD / 8; n++) {
+					o[i][n][0] *= a0;
+					o[i][n][1] *= a0;
+					o[i][n][2] *= a1;
+					o[i][n][3] *= a1;
+				}
 			}
-		l0 = l0 * a0 + p0; // this lane's columns only: the quad's sums are added at the end
-		l1 = l1 * a1 + p1;
+			// o += p·v: 16 keys a step; score tiles 2kk and 2kk+1 are p's A fragment as they lie.
+#pragma unroll
+			for (int kk = 0; kk < FK / 16; kk++) {
+				unsigned pa[FM][4];
+#pragma unroll
+				for (int i = 0; i < FM; i++) {
+					pa[i][0] = half2_bits(s[i][2 * kk][0], s[i][2 * kk][1]);
+					pa[i][1] = half2_bits(s[i][2 * kk][2], s[i][2 * kk][3]);
+					pa[i][2] = half2_bits(s[i][2 * kk + 1][0], s[i][2 * kk + 1][1]);
+					pa[i][3] = half2_bits(s[i][2 * kk + 1][2], s[i][2 * kk + 1][3]);
+				}
+				// v's B fragments of n-tiles n and n+1, transposed from v[16kk..][8n..],
+				// v[16kk+8..][8n..], v[16kk..][8n+8..], v[16kk+8..][8n+8..].
+				const unsigned short *vr = Vs + (16 * kk + 8 * ((lane >> 3) & 1) + (lane & 7)) * FKS + 8 * (lane >> 4);
+#pragma unroll
+				for (int n = 0; n < FMAXD / 8; n += 2)
+					if (n < hd / 8) {
+						unsigned bb[4];
+						ldsm4(bb, vr + 8 * n, true);
+#pragma unroll
+						for (int i = 0; i < FM; i++) {
+							mma16816(o[i][n], pa[i], bb);
+							mma16816(o[i][n + 1], pa[i], bb + 2);
+						}
+					}
+			}
+		}
+		__syncthreads(); // every warp is done with stage st before the next turn's copies reuse it
+	}
+#pragma unroll
+	for (int i = 0; i < FM; i++) {
+		int r0 = w0 + 16 * i + gid, r1 = r0 + 8;
+		float l0 = l[i][0], l1 = l[i][1];
+		l0 += __shfl_xor_sync(FULL, l0, 1);
+		l0 += __shfl_xor_sync(FULL, l0, 2);
+		l1 += __shfl_xor_sync(FULL, l1, 1);
+		l1 += __shfl_xor_sync(FULL, l1, 2);
+		float i0 = 1.0f / l0, i1 = 1.0f / l1;
 #pragma unroll
 		for (int n = 0; n < FMAXD / 8; n++) {
-			o[n][0] *= a0;
-			o[n][1] *= a0;
-			o[n][2] *= a1;
-			o[n][3] *= a1;
-		}
-		// o += p·v: 16 keys a step; the score tiles 2kk and 2kk+1 are p's A fragment as they lie.
-#pragma unroll
-		for (int kk = 0; kk < FK / 16; kk++) {
-			unsigned pa[4] = {half2_bits(s[2 * kk][0], s[2 * kk][1]), half2_bits(s[2 * kk][2], s[2 * kk][3]),
-			                  half2_bits(s[2 * kk + 1][0], s[2 * kk + 1][1]), half2_bits(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-			// v's B fragments of n-tiles n and n+1, transposed from v[16kk..][8n..], v[16kk+8..][8n..],
-			// v[16kk..][8n+8..], v[16kk+8..][8n+8..].
-			const unsigned short *vr = Vs + (16 * kk + 8 * ((lane >> 3) & 1) + (lane & 7)) * FKS + 8 * (lane >> 4);
-#pragma unroll
-			for (int n = 0; n < FMAXD / 8; n += 2)
-				if (n < hd / 8) {
-					unsigned bb[4];
-					ldsm4(bb, vr + 8 * n, true);
-					mma16816(o[n], pa, bb);
-					mma16816(o[n + 1], pa, bb + 2);
-				}
+			int c = h * hd + 8 * n + 2 * tig;
+			if (n < hd / 8 && r0 < seq) {
+				out[(base + r0) * qd + c] = o[i][n][0] * i0;
+				out[(base + r0) * qd + c + 1] = o[i][n][1] * i0;
+			}
+			if (n < hd / 8 && r1 < seq) {
+				out[(base + r1) * qd + c] = o[i][n][2] * i1;
+				out[(base + r1) * qd + c + 1] = o[i][n][3] * i1;
+			}
 		}
 	}
-	l0 += __shfl_xor_sync(FULL, l0, 1);
-	l0 += __shfl_xor_sync(FULL, l0, 2);
-	l1 += __shfl_xor_sync(FULL, l1, 1);
-	l1 += __shfl_xor_sync(FULL, l1, 2);
-	float i0 = 1.0f / l0, i1 = 1.0f / l1;
-#pragma unroll
-	for (int n = 0; n < FMAXD / 8; n++) {
-		int c = h * hd + 8 * n + 2 * tig;
-		if (n < hd / 8 && r0 < seq) {
-			out[(base + r0) * qd + c] = o[n][0] * i0;
-			out[(base + r0) * qd + c + 1] = o[n][1] * i0;
-		}
-		if (n < hd / 8 && r1 < seq) {
-			out[(base + r1) * qd + c] = o[n][2] * i1;
-			out[(base + r1) * qd + c + 1] = o[n][3] * i1;
-		}
-	}
+}
+
+extern "C" __global__ void flash_attention(float *out, const unsigned short *q, const unsigned short *k,
+                                           const unsigned short *v, int seq, int heads, int kvHeads, int hd, int window, float scale) {
+	flash_body<0>(out, q, k, v, seq, heads, kvHeads, hd, window, scale);
+}
+
+extern "C" __global__ void flash_attention_128(float *out, const unsigned short *q, const unsigned short *k,
+                                               const unsigned short *v, int seq, int heads, int kvHeads, int hd, int window,
+                                               float scale) {
+	flash_body<128>(out, q, k, v, seq, heads, kvHeads, hd, window, scale);
 }
 
 // awq_params: libs/awq's quantizer.params of a group whose max and min are mx and mn.

@@ -21,7 +21,7 @@ type kernels struct {
 	attnPack, attnSoftmax                                    *cuda.Function
 	// AWQ (awq.go)
 	absSumCols, scaledQuant, sqDiffSum, gatherRows, clipSearch, toHalf *cuda.Function
-	sub, dotSum, siluMulHalf, flashAttention                           *cuda.Function
+	sub, dotSum, siluMulHalf, flashAttention, flashAttention128        *cuda.Function
 }
 
 // Launch shapes; attnQ and attnK match AQ and AK in kernels.cu.
@@ -34,8 +34,11 @@ const (
 	maxHeadDim = 256
 	maxBlocks  = 65535
 	// flash_attention's queries per block and largest head (FQ and FMAXD in kernels.cu)
-	flashQ          = 64
+	flashQ          = 128
 	flashMaxHeadDim = 128
+	// flash_attention's dynamic shared memory: the block's q rows and two stages of a K and a V
+	// tile of FK = 64 keys, rows of FKS = FMAXD + 8 halves.
+	flashShared = (flashQ + 2*2*64) * (flashMaxHeadDim + 8) * 2
 )
 
 func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
@@ -55,6 +58,7 @@ func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
 		"abs_sum_cols": &k.absSumCols, "awq_scaled_quant": &k.scaledQuant, "sq_diff_sum": &k.sqDiffSum,
 		"gather_rows": &k.gatherRows, "awq_clip_search": &k.clipSearch, "to_half": &k.toHalf,
 		"sub": &k.sub, "dot_sum": &k.dotSum, "silu_mul_half": &k.siluMulHalf, "flash_attention": &k.flashAttention,
+		"flash_attention_128": &k.flashAttention128,
 	} {
 		if *f, err = m.Function(name); err != nil {
 			return nil, err
@@ -63,6 +67,11 @@ func loadKernels(ctx context.Context, d *cuda.Device) (*kernels, error) {
 	// The attention tiles of a 256-wide head need more than the default 48 KiB.
 	if err := k.attention.SetMaxDynamicShared(attnShared(maxHeadDim)); err != nil {
 		return nil, err
+	}
+	for _, f := range []*cuda.Function{k.flashAttention, k.flashAttention128} {
+		if err := f.SetMaxDynamicShared(flashShared); err != nil {
+			return nil, err
+		}
 	}
 	return k, nil
 }

@@ -736,7 +736,11 @@ func (l *Layer) attendFlash(ctx context.Context, ws *workspace, batch, seq int, 
 			return err
 		}
 	}
-	return k.flashAttention.Launch(ctx, cuda.Dim3{X: (seq + flashQ - 1) / flashQ, Y: batch * c.NumHeads}, cuda.Dim3{X: 128}, 0,
+	f := k.flashAttention
+	if c.HeadDim == 128 {
+		f = k.flashAttention128
+	}
+	return f.Launch(ctx, cuda.Dim3{X: (seq + flashQ - 1) / flashQ, Y: batch * c.NumHeads}, cuda.Dim3{X: 128}, flashShared,
 		ws.ctx, ws.qp, ws.kp, ws.vp, int32(seq), int32(c.NumHeads), int32(c.NumKVHeads), int32(c.HeadDim), int32(l.window), scale)
 }
 

@@ -407,11 +407,11 @@ func BenchmarkAttention(b *testing.B) {
 	g, ws, _ := randomAttention(b, d, m, batch, seq, rand.New(rand.NewPCG(1, 2)))
 	defer g.Close()
 	scale := float32(1 / math.Sqrt(128))
-	regs, local, err := g.k.flashAttention.Resources()
+	regs, local, err := g.k.flashAttention128.Resources()
 	if err != nil {
 		b.Fatal(err)
 	}
-	fmt.Printf("flash_attention: %d registers, %d bytes of local memory a thread\n", regs, local)
+	fmt.Printf("flash_attention_128: %d registers, %d bytes of local memory a thread\n", regs, local)
 	// causal: QKᵀ and PV over the visible keys, 2 flops a multiply-add
 	flops := float64(batch) * 32 * float64(seq) * float64(seq+1) / 2 * 128 * 4
 	for _, p := range []struct {
