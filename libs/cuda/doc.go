@@ -34,11 +34,13 @@
 // Open gives a Device (name, compute capability, free/total memory) with its primary context;
 // every call makes that context current on a locked OS thread, so any goroutine may use it.
 // All work goes to the legacy default stream, in issue order. Buffers are device memory with
-// typed Upload/Download. Device.Module compiles CUDA C++ source with NVRTC to a CUBIN for the
-// device's architecture (PTX when NVRTC does not know it) once per process, cached by source
-// hash, options and compute capability, and loads it once per device; Function.Launch starts a
-// kernel. Device.BLAS is a cuBLAS handle with row-major SGEMM and SSYRK in IEEE float32 (TF32
-// off, as the GPTQ reference requires).
+// typed Upload/Download; uploads of 64 MiB and more go through two page-locked buffers of the
+// device (staging.go), two to three times the driver's pageable copy rate. Device.Module
+// compiles CUDA C++ source with NVRTC to a CUBIN for the device's architecture (PTX when
+// NVRTC does not know it) once per process, cached by source hash, options and compute
+// capability, and loads it once per device; Function.Launch starts a kernel. Device.BLAS is a
+// cuBLAS handle with row-major SGEMM and SSYRK in IEEE float32 (TF32 off, as the GPTQ
+// reference requires).
 //
 // Package gptqcuda (libs/cuda/gptqcuda) runs the GPTQ core on this backend, package llamacuda
 // (libs/cuda/llamacuda) the decoder layers, GPTQ layer quantization, the sharded pipeline's
