@@ -5,9 +5,9 @@
 // It runs the AWQ kernels on the inputs the test writes (*.bin, params.txt) and writes
 // their outputs (*.out) for the test to compare with package awq's arithmetic; with the
 // argument "attention", the half-precision grid's flash_attention (attn.txt; flash_attention_128
-// for heads of 128). The tensor cores'
-// mma16816 and ldmatrix's ldsm4 are emulated through the warp's slots, like the shuffles;
-// cp.async's copies land as late or as early as the device may land them (CUDAEMU_ASYNC).
+// for heads of 128). The tensor cores' mma16816 and ldmatrix's ldsm4 are emulated through the
+// warp's slots, like the shuffles; cp.async's copies land as late or as early as the device may
+// land them (CUDAEMU_ASYNC).
 #include <barrier>
 #include <cmath>
 #include <cstdio>

@@ -376,11 +376,6 @@ __device__ void cp_async_wait_prior() {
 }
 #endif
 
-// q16: 16 bytes, for flash_attention's tile loads.
-struct __attribute__((aligned(16))) q16 {
-	unsigned x, y, z, w;
-};
-
 #define FM 2                 // 16-row m-tiles per warp
 #define FQ (64 * FM)         // queries per flash_attention block: 4 warps of 16·FM
 #define FK 64                // keys per tile
