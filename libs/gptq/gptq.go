@@ -171,7 +171,7 @@ func checkWeight(w []float32, rows, cols int) error {
 		return fmt.Errorf("%w: %d weights for %d×%d", ErrShape, len(w), rows, cols)
 	}
 	for i, v := range w {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+		if math.Float32bits(v)&0x7f800000 == 0x7f800000 { // NaN or ±Inf, without a float64 conversion
 			return fmt.Errorf("%w: weight [%d][%d] = %v", ErrNonFinite, i/cols, i%cols, v)
 		}
 	}

@@ -517,6 +517,10 @@ func TestBadInput(t *testing.T) {
 			_, err := RTN([]float32{1, float32(math.NaN()), 0, 0}, 1, 4, Config{Bits: 4, GroupSize: -1})
 			return err
 		}},
+		{"inf", ErrNonFinite, func() error {
+			_, err := RTN([]float32{1, 0, 0, float32(math.Inf(-1))}, 1, 4, Config{Bits: 4, GroupSize: -1})
+			return err
+		}},
 		{"add shape", ErrShape, func() error { return h.Add(make([]float32, 5), 1, 1) }},
 	}
 	for _, tc := range tests {
