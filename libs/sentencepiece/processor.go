@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"quantfleet.dev/libs/fault"
+	"quantfleet.dev/libs/pqueue"
 )
 
 // ErrUnsupportedModel is returned by NewProcessor for model types it cannot segment with.
@@ -182,7 +183,7 @@ func (p *Processor) EncodeNormalized(text string, dst []int) []int {
 	syms[len(syms)-1].next = -1
 
 	var revMerge map[string][2]string
-	ag := minHeap[symbolPair]{items: make([]symbolPair, 0, len(syms)), less: pairBefore}
+	ag := pqueue.New(pairBefore, len(syms))
 	addPair := func(left, right int) {
 		if left < 0 || right < 0 || syms[left].freeze || syms[right].freeze {
 			return
@@ -192,7 +193,7 @@ func (p *Processor) EncodeNormalized(text string, dst []int) []int {
 		if !ok {
 			return
 		}
-		ag.push(symbolPair{left: left, right: right, score: p.m.Pieces[id].Score, size: len(piece)})
+		ag.Push(symbolPair{left: left, right: right, score: p.m.Pieces[id].Score, size: len(piece)})
 		if p.m.Pieces[id].Type == Unused {
 			if revMerge == nil {
 				revMerge = make(map[string][2]string)
@@ -204,7 +205,7 @@ func (p *Processor) EncodeNormalized(text string, dst []int) []int {
 		addPair(i-1, i)
 	}
 	for ag.Len() > 0 {
-		top := ag.pop()
+		top := ag.Pop()
 		l, r := &syms[top.left], &syms[top.right]
 		if l.start == l.end || r.start == r.end || (l.end-l.start)+(r.end-r.start) != top.size {
 			continue // stale entry
@@ -312,50 +313,4 @@ func pieceToByte(s string) (byte, bool) {
 		return 0, false
 	}
 	return byte(v), true
-}
-
-// minHeap is a binary heap ordered by less, without container/heap's interface boxing (the merge
-// loops push and pop once per merge, so this is the hot path).
-type minHeap[T any] struct {
-	items []T
-	less  func(a, b T) bool
-}
-
-func (h *minHeap[T]) Len() int { return len(h.items) }
-
-func (h *minHeap[T]) push(x T) {
-	h.items = append(h.items, x)
-	i := len(h.items) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h.less(h.items[i], h.items[p]) {
-			break
-		}
-		h.items[i], h.items[p] = h.items[p], h.items[i]
-		i = p
-	}
-}
-
-func (h *minHeap[T]) pop() T {
-	top := h.items[0]
-	n := len(h.items) - 1
-	h.items[0] = h.items[n]
-	h.items = h.items[:n]
-	i := 0
-	for {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		m := l
-		if r := l + 1; r < n && h.less(h.items[r], h.items[l]) {
-			m = r
-		}
-		if !h.less(h.items[m], h.items[i]) {
-			break
-		}
-		h.items[i], h.items[m] = h.items[m], h.items[i]
-		i = m
-	}
-	return top
 }

@@ -11,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
+
+	"quantfleet.dev/libs/pqueue"
 )
 
 // hfTokenizer is a Hugging Face tokenizers pipeline for BPE models: added-token splitting, normalizer,
@@ -155,16 +157,16 @@ func newHF(f *hfFile) (*hfTokenizer, error) {
 	t.rawMatch = newAddedMatcher(raw)
 	t.normMatch = newAddedMatcher(normd)
 
-	if err := t.buildNormalizer(f.Normalizer); err != nil {
+	if err := eachComponent([]json.RawMessage{f.Normalizer}, t.addNormalizer); err != nil {
 		return nil, fmt.Errorf("normalizer: %w", err)
 	}
-	if err := t.buildPreTokenizer(f.PreTokenizer); err != nil {
+	if err := eachComponent([]json.RawMessage{f.PreTokenizer}, t.addPreTokenizer); err != nil {
 		return nil, fmt.Errorf("pre_tokenizer: %w", err)
 	}
-	if err := t.buildPostProcessor(f.PostProcessor); err != nil {
+	if err := eachComponent([]json.RawMessage{f.PostProcessor}, t.addPostProcessor); err != nil {
 		return nil, fmt.Errorf("post_processor: %w", err)
 	}
-	if err := t.buildDecoder(f.Decoder); err != nil {
+	if err := eachComponent([]json.RawMessage{f.Decoder}, t.addDecoder); err != nil {
 		return nil, fmt.Errorf("decoder: %w", err)
 	}
 	return t, nil
@@ -317,14 +319,14 @@ func (t *hfTokenizer) bpe(w string, dst []int) []int {
 	}
 	syms[len(syms)-1].next = -1
 
-	q := minHeap[mergeItem]{items: make([]mergeItem, 0, len(syms)), less: mergeBefore}
+	q := pqueue.New(mergeBefore, len(syms))
 	for i := 0; i+1 < len(syms); i++ {
 		if m, ok := t.merges[[2]int{syms[i].id, syms[i+1].id}]; ok {
-			q.push(mergeItem{pos: i, rank: m.rank, id: m.id})
+			q.Push(mergeItem{pos: i, rank: m.rank, id: m.id})
 		}
 	}
 	for q.Len() > 0 {
-		top := q.pop()
+		top := q.Pop()
 		cur := &syms[top.pos]
 		if cur.gone || cur.next < 0 {
 			continue
@@ -341,12 +343,12 @@ func (t *hfTokenizer) bpe(w string, dst []int) []int {
 		}
 		if cur.prev >= 0 {
 			if m, ok := t.merges[[2]int{syms[cur.prev].id, cur.id}]; ok {
-				q.push(mergeItem{pos: cur.prev, rank: m.rank, id: m.id})
+				q.Push(mergeItem{pos: cur.prev, rank: m.rank, id: m.id})
 			}
 		}
 		if cur.next >= 0 {
 			if m, ok := t.merges[[2]int{cur.id, syms[cur.next].id}]; ok {
-				q.push(mergeItem{pos: top.pos, rank: m.rank, id: m.id})
+				q.Push(mergeItem{pos: top.pos, rank: m.rank, id: m.id})
 			}
 		}
 	}
@@ -364,52 +366,6 @@ func mergeBefore(a, b mergeItem) bool {
 		return a.rank < b.rank
 	}
 	return a.pos < b.pos
-}
-
-// minHeap is a binary heap ordered by less, without container/heap's interface boxing (the merge
-// loops push and pop once per merge, so this is the hot path).
-type minHeap[T any] struct {
-	items []T
-	less  func(a, b T) bool
-}
-
-func (h *minHeap[T]) Len() int { return len(h.items) }
-
-func (h *minHeap[T]) push(x T) {
-	h.items = append(h.items, x)
-	i := len(h.items) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h.less(h.items[i], h.items[p]) {
-			break
-		}
-		h.items[i], h.items[p] = h.items[p], h.items[i]
-		i = p
-	}
-}
-
-func (h *minHeap[T]) pop() T {
-	top := h.items[0]
-	n := len(h.items) - 1
-	h.items[0] = h.items[n]
-	h.items = h.items[:n]
-	i := 0
-	for {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		m := l
-		if r := l + 1; r < n && h.less(h.items[r], h.items[l]) {
-			m = r
-		}
-		if !h.less(h.items[m], h.items[i]) {
-			break
-		}
-		h.items[i], h.items[m] = h.items[m], h.items[i]
-		i = m
-	}
-	return top
 }
 
 // Decode maps ids to their tokens and runs the decoder chain (special tokens are kept, as
@@ -511,27 +467,11 @@ func startsWithWord(s string) bool {
 
 type normalizeFunc func(string) string
 
-func (t *hfTokenizer) buildNormalizer(raw json.RawMessage) error {
-	c, ok, err := component(raw)
-	if err != nil || !ok {
-		return err
-	}
-	return t.addNormalizer(c)
-}
-
 func (t *hfTokenizer) addNormalizer(c *hfComponent) error {
 	switch c.Type {
 	case "Sequence":
-		for _, r := range c.Normalizers {
-			sub, ok, err := component(r)
-			if err != nil {
-				return err
-			}
-			if ok {
-				if err := t.addNormalizer(sub); err != nil {
-					return err
-				}
-			}
+		if err := eachComponent(c.Normalizers, t.addNormalizer); err != nil {
+			return err
 		}
 	case "NFC":
 		t.normalizers = append(t.normalizers, norm.NFC.String)
@@ -600,27 +540,11 @@ func (t *hfTokenizer) addNormalizer(c *hfComponent) error {
 
 type preTokenizer func([]segment) []segment
 
-func (t *hfTokenizer) buildPreTokenizer(raw json.RawMessage) error {
-	c, ok, err := component(raw)
-	if err != nil || !ok {
-		return err
-	}
-	return t.addPreTokenizer(c)
-}
-
 func (t *hfTokenizer) addPreTokenizer(c *hfComponent) error {
 	switch c.Type {
 	case "Sequence":
-		for _, r := range c.PreTokenizers {
-			sub, ok, err := component(r)
-			if err != nil {
-				return err
-			}
-			if ok {
-				if err := t.addPreTokenizer(sub); err != nil {
-					return err
-				}
-			}
+		if err := eachComponent(c.PreTokenizers, t.addPreTokenizer); err != nil {
+			return err
 		}
 	case "Split":
 		if c.Pattern == nil {
@@ -862,27 +786,11 @@ func byteLevelDecode(tok string) ([]byte, bool) {
 
 // ---- post-processor ----
 
-func (t *hfTokenizer) buildPostProcessor(raw json.RawMessage) error {
-	c, ok, err := component(raw)
-	if err != nil || !ok {
-		return err
-	}
-	return t.addPostProcessor(c)
-}
-
 func (t *hfTokenizer) addPostProcessor(c *hfComponent) error {
 	switch c.Type {
 	case "Sequence":
-		for _, r := range c.Processors {
-			sub, ok, err := component(r)
-			if err != nil {
-				return err
-			}
-			if ok {
-				if err := t.addPostProcessor(sub); err != nil {
-					return err
-				}
-			}
+		if err := eachComponent(c.Processors, t.addPostProcessor); err != nil {
+			return err
 		}
 	case "ByteLevel":
 	case "TemplateProcessing":
@@ -935,27 +843,11 @@ func tokenPairID(p []json.RawMessage) (int, error) {
 
 type decodeFunc func([]string) []string
 
-func (t *hfTokenizer) buildDecoder(raw json.RawMessage) error {
-	c, ok, err := component(raw)
-	if err != nil || !ok {
-		return err
-	}
-	return t.addDecoder(c)
-}
-
 func (t *hfTokenizer) addDecoder(c *hfComponent) error {
 	switch c.Type {
 	case "Sequence":
-		for _, r := range c.Decoders {
-			sub, ok, err := component(r)
-			if err != nil {
-				return err
-			}
-			if ok {
-				if err := t.addDecoder(sub); err != nil {
-					return err
-				}
-			}
+		if err := eachComponent(c.Decoders, t.addDecoder); err != nil {
+			return err
 		}
 	case "Replace":
 		if c.Pattern == nil || c.Pattern.String == nil || c.Content == nil {

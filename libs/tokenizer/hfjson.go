@@ -132,6 +132,22 @@ func component(raw json.RawMessage) (*hfComponent, bool, error) {
 	return &c, true, nil
 }
 
+// eachComponent decodes each present component of raws and passes it to add, in order.
+func eachComponent(raws []json.RawMessage, add func(*hfComponent) error) error {
+	for _, raw := range raws {
+		c, ok, err := component(raw)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := add(c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // vocabMap decodes a BPE vocab object.
 func (m *hfModel) vocabMap() (map[string]int, error) {
 	var v map[string]int
