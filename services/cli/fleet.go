@@ -66,7 +66,7 @@ func parseWithJob(fs *flag.FlagSet, args []string) (string, error) {
 	var pos []string
 	rest := args
 	for {
-		if err := fs.Parse(rest); err != nil {
+		if err := fleet.ParseFlags(fs, rest); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return "", err
 			}

@@ -108,12 +108,15 @@ func TestFleetCommandsBadInput(t *testing.T) {
 		{"run with no such model", []string{"run", "--model", "./nope/nope", "--level", "Q4_K_M"}, 2, "no such directory"},
 		{"NATS unreachable", []string{"status", "j1", "--nats-url", "nats://127.0.0.1:1", "--nats-connect-timeout", "500ms"}, 1, "NATS server unreachable"},
 		{"dev-servers without keys", []string{"dev-servers", "--dir", filepath.Join(t.TempDir(), "x")}, 2, "AWS_ACCESS_KEY_ID"},
+		{"quantize with an unknown flag", []string{"quantize", "--model-name", "x"}, 2, "flag provided but not defined: -model-name"},
+		{"status with an unknown flag", []string{"status", "j1", "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{"quantize with a bad value", []string{"quantize", "--seqlen", "many"}, 2, `invalid value "many" for flag -seqlen`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			code, _, errs := runCLI(t, c.args...)
-			if code != c.code || !strings.Contains(errs, c.wantErr) {
-				t.Errorf("exit %d (want %d): %s", code, c.code, errs)
+			if code != c.code || !strings.Contains(errs, c.wantErr) || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+				t.Errorf("exit %d (want %d and one line): %s", code, c.code, errs)
 			}
 		})
 	}

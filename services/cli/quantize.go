@@ -9,14 +9,14 @@ import (
 	"os"
 	"strings"
 
-	"quantfleet.dev/libs/fault"
-
 	"go.uber.org/zap"
 
 	"quantfleet.dev/libs/domain"
+	"quantfleet.dev/libs/fault"
 	"quantfleet.dev/libs/hfmodel"
 	"quantfleet.dev/libs/hub"
 	"quantfleet.dev/libs/quantize"
+	"quantfleet.dev/services/fleet"
 )
 
 // quantizeFlags are the flags of `quantfleet quantize`.
@@ -62,7 +62,7 @@ func newFlagSet(name string, env Env) *flag.FlagSet {
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	if err := fleet.ParseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -108,11 +109,13 @@ func Main(name, defaultHTTP string, register func(fs *flag.FlagSet, sf *ServiceF
 	if register != nil {
 		register(fs, &sf)
 	}
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	fs.SetOutput(os.Stderr)
+	if err := ParseFlags(fs, os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
-		os.Exit(2) // the flag package has printed the error and the usage
+		fmt.Fprintf(os.Stderr, "%s: %v (run %s --help)\n", name, err, name)
+		os.Exit(2)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %q\n", name, fs.Args())
@@ -128,6 +131,26 @@ func Main(name, defaultHTTP string, register func(fs *flag.FlagSet, sf *ServiceF
 		defer svc.Close()
 		return run(ctx, svc, &sf)
 	}())
+}
+
+// ParseFlags parses args like fs.Parse, but a bad flag writes nothing (the caller reports the
+// error, one line) and --help prints the flags to fs's output and returns flag.ErrHelp.
+func ParseFlags(fs *flag.FlagSet, args []string) error {
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	if errors.Is(err, flag.ErrHelp) {
+		if usage != nil {
+			usage()
+		} else {
+			fmt.Fprintf(out, "Usage of %s:\n", fs.Name())
+			fs.PrintDefaults()
+		}
+	}
+	return err
 }
 
 // Exit prints err (one line) and exits 2 for bad input (fault.ErrBadInput, as the CLI), 1 for
