@@ -151,6 +151,17 @@ func newMinio(endpoint string, opts S3Options) (*minio.Client, error) {
 	return c, nil
 }
 
+// NewTransport returns an HTTP transport with minio-go's defaults (a pool of idle connections
+// per host, no transparent gzip decoding), for stores that share one pool through
+// S3Options.Transport and whose owner closes its idle connections when done.
+func NewTransport() *http.Transport {
+	t, err := minio.DefaultTransport(false) // fails only for secure=true with a bad SSL_CERT_FILE
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
 // Client returns the underlying minio-go client.
 func (s *S3) Client() *minio.Client { return s.client }
 

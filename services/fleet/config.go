@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"quantfleet.dev/libs/fault"
 	"regexp"
@@ -54,6 +55,11 @@ type Config struct {
 	S3SessionToken   string `json:"-"` // AWS_SESSION_TOKEN
 	// S3MaxRetries is how often one S3 request is tried on transient errors (default 10).
 	S3MaxRetries int
+	// S3Transport, when set, is the HTTP transport of every store opened from this Config (one
+	// connection pool). An in-process fleet closes its idle connections before it stops its
+	// embedded S3 server: that server's shutdown closes idle connections but waits up to 10 s
+	// for one that never carried a request (the transport sometimes dials one spare).
+	S3Transport http.RoundTripper `json:"-"`
 }
 
 // Register adds the connection flags to fs. Their defaults come from getenv (os.Getenv when nil):
@@ -228,7 +234,7 @@ func (c Config) S3Options(bucket string) (blob.S3Options, error) {
 		Endpoint: c.S3Endpoint, PublicEndpoint: c.S3PublicEndpoint, Bucket: bucket, Region: c.S3Region,
 		Insecure: c.S3Insecure, TLSSkipVerify: c.S3TLSSkipVerify,
 		AccessKey: c.S3AccessKey, SecretKey: c.S3SecretKey, SessionToken: c.S3SessionToken,
-		MaxRetries: c.S3MaxRetries,
+		MaxRetries: c.S3MaxRetries, Transport: c.S3Transport,
 	}, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -62,12 +63,13 @@ type Fleet struct {
 	// Dispatcher is the embedded dispatcher (nil with NoDispatcher).
 	Dispatcher *dispatcher.Dispatcher
 
-	ownDir string
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	conns  []*nats.Conn
-	errMu  sync.Mutex
-	errs   []error
+	ownDir    string
+	transport *http.Transport // every store's, see fleet.Config.S3Transport
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	conns     []*nats.Conn
+	errMu     sync.Mutex
+	errs      []error
 }
 
 // Start starts the servers and the components and returns once the dispatcher is ready.
@@ -102,8 +104,9 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	if f.S3, err = s3embed.Start(context.WithoutCancel(ctx), filepath.Join(dir, "s3")); err != nil {
 		return nil, err
 	}
+	f.transport = blob.NewTransport()
 	f.Config = fleet.Config{S3Endpoint: f.S3.Endpoint, S3Insecure: true, S3Bucket: fleet.DefaultBucket, S3Region: f.S3.Region,
-		S3AccessKey: f.S3.AccessKey, S3SecretKey: f.S3.SecretKey, NATSURL: f.NATS.ClientURL()}
+		S3AccessKey: f.S3.AccessKey, S3SecretKey: f.S3.SecretKey, NATSURL: f.NATS.ClientURL(), S3Transport: f.transport}
 	store, err := f.Config.OpenStore("")
 	if err != nil {
 		return nil, err
@@ -189,6 +192,9 @@ func (f *Fleet) Close() error {
 		nc.Close()
 	}
 	var err error
+	if f.transport != nil {
+		f.transport.CloseIdleConnections()
+	}
 	if f.S3 != nil {
 		err = f.S3.Close()
 	}
