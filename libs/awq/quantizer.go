@@ -20,9 +20,6 @@ type Result struct {
 	Zeros  []uint8
 }
 
-// Groups returns the number of groups per row.
-func (r *Result) Groups() int { return r.Cols / r.GroupSize }
-
 // Dequantize returns scale·(code − zero) as the AWQ loaders reconstruct the weight
 // (rows×cols row-major float32; exact, since the scales are half-precision values).
 func (r *Result) Dequantize() []float32 {

@@ -47,15 +47,6 @@ var archs = map[string]*archSpec{
 	"Qwen3MoeForCausalLM":            qwen3MoeArch,
 }
 
-// ArchName returns llama.cpp's architecture name for a Hugging Face architecture.
-func ArchName(hfArch string) (string, error) {
-	a, err := lookupArch(hfArch)
-	if err != nil {
-		return "", err
-	}
-	return a.gguf, nil
-}
-
 func lookupArch(hfArch string) (*archSpec, error) {
 	a, ok := archs[hfArch]
 	if !ok {

@@ -196,20 +196,6 @@ func (h *Header) Layout() error {
 	return nil
 }
 
-// DataSize returns the size of the data section: every tensor padded to the alignment.
-func (h *Header) DataSize() (uint64, error) {
-	align, err := h.Alignment()
-	if err != nil {
-		return 0, err
-	}
-	var off uint64
-	for _, t := range h.Tensors {
-		n := t.Size()
-		off += n + padding(n, align)
-	}
-	return off, nil
-}
-
 // Validate checks that the header can be written and read back: non-empty unique keys,
 // supported value types, a valid alignment, unique tensor names shorter than 64 bytes,
 // 1..4 dims, ne[0] a multiple of the block size, and offsets as Layout sets them.

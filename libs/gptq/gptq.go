@@ -291,9 +291,6 @@ func Prepare(h *Hessian, cfg Config) (*Factor, error) {
 	return f, nil
 }
 
-// Damp returns the damp_percent used (larger than configured if Cholesky failed).
-func (f *Factor) Damp() float64 { return f.damp }
-
 // Quantize runs GPTQ on w (rows×cols, row-major float32; not modified) with the Hessian h of
 // the layer's calibration inputs (not modified). It is Prepare followed by Factor.Quantize.
 func Quantize(w []float32, rows, cols int, h *Hessian, cfg Config) (*Result, error) {

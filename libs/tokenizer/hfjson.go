@@ -185,13 +185,3 @@ func (m *hfModel) mergePairs() ([][2]string, error) {
 	}
 	return out, nil
 }
-
-// mergesAreLists reports whether model.merges uses the [a, b] list format.
-func (m *hfModel) mergesAreLists() bool {
-	s := strings.TrimLeft(string(m.Merges), " \t\r\n")
-	if !strings.HasPrefix(s, "[") {
-		return false
-	}
-	s = strings.TrimLeft(s[1:], " \t\r\n")
-	return strings.HasPrefix(s, "[")
-}

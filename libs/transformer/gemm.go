@@ -45,12 +45,6 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	gemm(activeKernel, runtime.GOMAXPROCS(0), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
-// gemmSerial is Gemm on the calling goroutine only; callers that already run in parallel
-// (attention over heads) use it.
-func gemmSerial(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	gemm(activeKernel, 1, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-}
-
 func checkMatrix(name string, s []float32, rows, cols, ld int) {
 	if rows == 0 || cols == 0 {
 		return

@@ -28,9 +28,6 @@ func CheckpointKey(job string) string { return JobPrefix(job) + "checkpoint.json
 // OutputPrefix holds a job's result.
 func OutputPrefix(job string) string { return "outputs/" + job + "/" }
 
-// OutputKey is the job's result file.
-func OutputKey(job, name string) string { return OutputPrefix(job) + name }
-
 // S3URL formats an object's location as s3://bucket/key.
 func S3URL(bucket, key string) string { return "s3://" + bucket + "/" + key }
 

@@ -230,9 +230,6 @@ func (c *cholInv) run(ctx context.Context, o, n int) error {
 // Damp returns the damp_percent used (larger than configured if the factorization failed).
 func (f *Factor) Damp() float64 { return f.damp }
 
-// Cols returns the number of input features.
-func (f *Factor) Cols() int { return f.n }
-
 // Close frees the factor's device memory.
 func (f *Factor) Close() {
 	f.u.Free()

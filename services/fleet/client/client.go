@@ -378,9 +378,6 @@ func (c *Client) URL(ctx context.Context, id string, expiry time.Duration) (stri
 	return u, time.Now().Add(expiry).UTC(), nil
 }
 
-// IsNotFound reports an unknown job.
-func IsNotFound(err error) bool { return errors.Is(err, queue.ErrJobNotFound) }
-
 // downloadDir writes a checkpoint directory result into dir/name (name: the output's own name
 // unless set), checking every file's SHA-256 against the assembler's; the directory appears
 // complete or not at all.

@@ -13,7 +13,6 @@ import (
 
 	"quantfleet.dev/libs/blob"
 	"quantfleet.dev/libs/domain"
-	"quantfleet.dev/libs/quantize"
 	pb "quantfleet.dev/proto/quantfleet/v1"
 	"quantfleet.dev/services/fleet"
 	"quantfleet.dev/services/fleet/kinds"
@@ -76,10 +75,6 @@ func (d *Dispatcher) plan(ctx context.Context, id string, req *fleet.JobRequest,
 		log.Warn("recording the source model failed", zap.Error(err))
 	}
 	return p, kind, sum, nil
-}
-
-func defaultOutputName(model, level string) string {
-	return quantize.DefaultOutputName(model, level, domain.FormatGGUF)
 }
 
 // Checkpoint is the stored checkpoint object: the seed's record (LayerStates keyed by task, LayerIndex
