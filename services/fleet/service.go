@@ -109,7 +109,6 @@ func Main(name, defaultHTTP string, register func(fs *flag.FlagSet, sf *ServiceF
 	if register != nil {
 		register(fs, &sf)
 	}
-	fs.SetOutput(os.Stderr)
 	if err := ParseFlags(fs, os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -136,15 +135,13 @@ func Main(name, defaultHTTP string, register func(fs *flag.FlagSet, sf *ServiceF
 // ParseFlags parses args like fs.Parse, but a bad flag writes nothing (the caller reports the
 // error, one line) and --help prints the flags to fs's output and returns flag.ErrHelp.
 func ParseFlags(fs *flag.FlagSet, args []string) error {
-	out, usage := fs.Output(), fs.Usage
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
+	out := fs.Output()
+	fs.SetOutput(io.Discard) // the flag package prints the error and the usage here
 	err := fs.Parse(args)
 	fs.SetOutput(out)
-	fs.Usage = usage
 	if errors.Is(err, flag.ErrHelp) {
-		if usage != nil {
-			usage()
+		if fs.Usage != nil {
+			fs.Usage()
 		} else {
 			fmt.Fprintf(out, "Usage of %s:\n", fs.Name())
 			fs.PrintDefaults()
