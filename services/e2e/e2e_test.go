@@ -274,6 +274,36 @@ func TestFleet(t *testing.T) {
 	c.checkSecrets()
 }
 
+// TestServiceBadFlags runs each service binary with a wrong flag: one line on stderr naming it,
+// exit 2, before anything starts (no server is needed to get there).
+func TestServiceBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		service string
+		args    []string
+		want    string
+	}{
+		{"dispatcher", []string{"--bogus"}, "flag provided but not defined: -bogus"},
+		{"worker", []string{"--concurrency", "x"}, `invalid value "x" for flag -concurrency`},
+		{"worker", []string{"--pool"}, "flag needs an argument: -pool"},
+		{"assembler", []string{"--bogus", "1"}, "flag provided but not defined: -bogus"},
+	} {
+		t.Run(tc.service+" "+strings.Join(tc.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			cmd := exec.Command(filepath.Join(bin, tc.service), tc.args...)
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := -1
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			lines := strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")
+			if code != 2 || len(lines) != 1 || !strings.HasPrefix(lines[0], tc.service+": ") || !strings.Contains(lines[0], tc.want) || stdout.Len() != 0 {
+				t.Errorf("exit %d (%v), stdout %q, stderr %q: want exit 2 and one line with %q", code, err, stdout.String(), stderr.String(), tc.want)
+			}
+		})
+	}
+}
+
 // TestBadInput covers wrong requests and faults: unknown models, an invalid level, malformed task
 // messages, NATS unreachable at submit, and object storage unreachable for the dispatcher.
 func TestBadInput(t *testing.T) {
