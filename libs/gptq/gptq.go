@@ -18,9 +18,6 @@ import (
 	"sync"
 
 	"github.com/x448/float16"
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas64"
-	"gonum.org/v1/gonum/lapack/lapack64"
 
 	"quantfleet.dev/libs/fault"
 )
@@ -487,17 +484,12 @@ func permuteSym(h []float64, n int, perm []int) []float64 {
 	return out
 }
 
-// float32Order is the Hessian order from which invCholUpper factors in float32 with the
-// runtime's matrix product (like the reference on the GPU) instead of in float64 with
-// LAPACK routines, which are too slow for large layers (minutes at order 8192).
-var float32Order = 2048
-
 // invCholUpper returns, as float32, the upper triangular U with UᵀU = (H + λ·mean(diag H)·I)⁻¹,
 // the factor the reference gets from cholesky(cholesky_inverse(cholesky(H)), upper=True).
 // With J the exchange matrix and JHJ = M·Mᵀ (lower Cholesky factor M), H = (JMJ)(JMJ)ᵀ with
 // JMJ upper triangular, so U = (JMJ)⁻¹ = J·M⁻¹·J: one factorization and one triangular
-// inverse instead of two factorizations and a full inverse. Orders below float32Order are
-// computed in float64.
+// inverse instead of two factorizations and a full inverse, in float32 products like the
+// reference's (cholInv32; the GPU runs the same recursion, package gptqcuda).
 // λ starts at damp and grows by step while the factorization fails; the λ used is returned.
 func invCholUpper(H []float64, n int, damp, step float64) ([]float32, float64, error) {
 	var mean float64
@@ -505,57 +497,36 @@ func invCholUpper(H []float64, n int, damp, step float64) ([]float32, float64, e
 		mean += H[i*n+i]
 	}
 	mean /= float64(n)
+	a, l, x := make([]float32, n*n), make([]float32, n*n), make([]float32, n*n)
 	for k := 0; ; k++ {
 		lambda := damp + float64(k)*step
 		if lambda >= 1 {
 			return nil, 0, fmt.Errorf("%w (damp raised to %.2f)", ErrNotPositiveDefinite, damp+float64(k-1)*step)
 		}
-		var minv func(i, j int) float32 // M⁻¹[i][j]
-		if n < float32Order {
-			a := make([]float64, n*n)
-			for i := 0; i < n; i++ {
-				for j := 0; j <= i; j++ {
-					a[i*n+j] = H[(n-1-i)*n+(n-1-j)]
-				}
-				a[i*n+i] += lambda * mean
+		for i := 0; i < n; i++ {
+			for j := 0; j < i; j++ {
+				a[i*n+j] = float32(H[(n-1-i)*n+(n-1-j)])
 			}
-			if _, ok := lapack64.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: n, Data: a, Stride: n}); !ok {
-				continue
-			}
-			if ok := lapack64.Trtri(blas64.Triangular{Uplo: blas.Lower, Diag: blas.NonUnit, N: n, Data: a, Stride: n}); !ok {
-				continue
-			}
-			minv = func(i, j int) float32 { return float32(a[i*n+j]) }
-		} else {
-			a := make([]float32, n*n)
-			for i := 0; i < n; i++ {
-				for j := 0; j <= i; j++ {
-					a[i*n+j] = float32(H[(n-1-i)*n+(n-1-j)])
-				}
-				a[i*n+i] = float32(H[(n-1-i)*n+(n-1-i)] + lambda*mean)
-			}
-			l, x := make([]float32, n*n), make([]float32, n*n)
-			if !cholInv32(a, l, x, n, n) {
-				continue
-			}
-			finite := true
-			for _, v := range x {
-				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-					finite = false
-					break
-				}
-			}
-			if !finite {
-				continue
-			}
-			minv = func(i, j int) float32 { return x[i*n+j] }
+			a[i*n+i] = float32(H[(n-1-i)*n+(n-1-i)] + lambda*mean)
+		}
+		if !cholInv32(a, l, x, n, n) || !allFinite(x) {
+			continue
 		}
 		u := make([]float32, n*n)
 		for i := 0; i < n; i++ {
 			for j := i; j < n; j++ {
-				u[i*n+j] = minv(n-1-i, n-1-j)
+				u[i*n+j] = x[(n-1-i)*n+(n-1-j)]
 			}
 		}
 		return u, lambda, nil
 	}
+}
+
+func allFinite(x []float32) bool {
+	for _, v := range x {
+		if math.Float32bits(v)&0x7f800000 == 0x7f800000 {
+			return false
+		}
+	}
+	return true
 }

@@ -10,6 +10,9 @@ import (
 	"testing"
 
 	"github.com/x448/float16"
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas64"
+	"gonum.org/v1/gonum/lapack/lapack64"
 	"gonum.org/v1/gonum/mat"
 )
 
@@ -663,28 +666,53 @@ func BenchmarkInvChol(b *testing.B) {
 	}
 }
 
-// TestFloat32Factor checks the float32 recursive factorization used for large layers against
-// the float64 LAPACK path, and that it detects an indefinite matrix.
+// invCholUpper64 is invCholUpper in float64 with LAPACK (no damping steps): the accuracy
+// reference of the float32 recursion.
+func invCholUpper64(t *testing.T, H []float64, n int, damp float64) []float64 {
+	var mean float64
+	for i := range n {
+		mean += H[i*n+i]
+	}
+	mean /= float64(n)
+	a := make([]float64, n*n) // JHJ, lower triangle
+	for i := range n {
+		for j := 0; j <= i; j++ {
+			a[i*n+j] = H[(n-1-i)*n+(n-1-j)]
+		}
+		a[i*n+i] += damp * mean
+	}
+	if _, ok := lapack64.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: n, Data: a, Stride: n}); !ok {
+		t.Fatal("float64 Cholesky failed")
+	}
+	if ok := lapack64.Trtri(blas64.Triangular{Uplo: blas.Lower, Diag: blas.NonUnit, N: n, Data: a, Stride: n}); !ok {
+		t.Fatal("float64 triangular inverse failed")
+	}
+	u := make([]float64, n*n)
+	for i := range n {
+		for j := i; j < n; j++ {
+			u[i*n+j] = a[(n-1-i)*n+(n-1-j)]
+		}
+	}
+	return u
+}
+
+// TestFloat32Factor checks the float32 recursive factorization against float64 LAPACK, and
+// that it detects an indefinite matrix.
 func TestFloat32Factor(t *testing.T) {
 	const n = 700 // several recursion levels above the 128 leaves
 	l := randomLayer(13, 1, n, 2*n)
 	h := hessianOf(t, l.x, l.tokens, n)
 	H, _ := h.Matrix()
-	want, _, err := invCholUpper(H, n, 0.01, 0.01)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func(o int) { float32Order = o }(float32Order)
-	float32Order = 1
+	want := invCholUpper64(t, H, n, 0.01)
 	got, damp, err := invCholUpper(H, n, 0.01, 0.01)
 	if err != nil || damp != 0.01 {
 		t.Fatal(err, damp)
 	}
 	var num, den float64
 	for i := range want {
-		d := float64(got[i] - want[i])
+		d := float64(got[i]) - want[i]
 		num += d * d
-		den += float64(want[i]) * float64(want[i])
+		den += want[i] * want[i]
 		if i%n < i/n && got[i] != 0 {
 			t.Fatalf("U[%d][%d] = %v below the diagonal", i/n, i%n, got[i])
 		}
@@ -694,20 +722,28 @@ func TestFloat32Factor(t *testing.T) {
 		t.Fatalf("float32 factor differs from float64 by %g", math.Sqrt(num/den))
 	}
 	// The quantization on top agrees nearly everywhere.
+	cfg, _ := Config{Bits: 4, GroupSize: 128}.withDefaults()
+	f32, err := Prepare(h, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f64 := *f32
+	f64.u = make([]float32, n*n)
+	for i, v := range want {
+		f64.u[i] = float32(v)
+	}
 	w := randomLayer(14, 64, n, 1).w
-	float32Order = 1 << 30
-	f64, _ := Quantize(w, 64, n, h, Config{Bits: 4, GroupSize: 128})
-	float32Order = 1
-	f32, _ := Quantize(w, 64, n, h, Config{Bits: 4, GroupSize: 128})
+	q32, _ := f32.Quantize(w, 64, n)
+	q64, _ := f64.Quantize(w, 64, n)
 	diff := 0
-	for i := range f64.QWeight {
-		if f64.QWeight[i] != f32.QWeight[i] {
+	for i := range q64.QWeight {
+		if q64.QWeight[i] != q32.QWeight[i] {
 			diff++
 		}
 	}
-	t.Logf("%d of %d codes differ", diff, len(f64.QWeight))
-	if diff > len(f64.QWeight)/100 {
-		t.Fatalf("%d of %d codes differ", diff, len(f64.QWeight))
+	t.Logf("%d of %d codes differ", diff, len(q64.QWeight))
+	if diff > len(q64.QWeight)/100 {
+		t.Fatalf("%d of %d codes differ", diff, len(q64.QWeight))
 	}
 	bad := make([]float64, 300*300)
 	for i := range 300 {
