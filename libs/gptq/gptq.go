@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 
@@ -168,7 +169,7 @@ func checkWeight(w []float32, rows, cols int) error {
 		return fmt.Errorf("%w: %d weights for %d×%d", ErrShape, len(w), rows, cols)
 	}
 	for i, v := range w {
-		if math.Float32bits(v)&0x7f800000 == 0x7f800000 { // NaN or ±Inf, without a float64 conversion
+		if nonFinite(v) {
 			return fmt.Errorf("%w: weight [%d][%d] = %v", ErrNonFinite, i/cols, i%cols, v)
 		}
 	}
@@ -509,7 +510,7 @@ func invCholUpper(H []float64, n int, damp, step float64) ([]float32, float64, e
 			}
 			a[i*n+i] = float32(H[(n-1-i)*n+(n-1-i)] + lambda*mean)
 		}
-		if !cholInv32(a, l, x, n, n) || !allFinite(x) {
+		if !cholInv32(a, l, x, n, n) || slices.ContainsFunc(x, nonFinite) {
 			continue
 		}
 		u := make([]float32, n*n)
@@ -522,11 +523,5 @@ func invCholUpper(H []float64, n int, damp, step float64) ([]float32, float64, e
 	}
 }
 
-func allFinite(x []float32) bool {
-	for _, v := range x {
-		if math.Float32bits(v)&0x7f800000 == 0x7f800000 {
-			return false
-		}
-	}
-	return true
-}
+// nonFinite reports NaN or ±Inf, without a float64 conversion.
+func nonFinite(v float32) bool { return math.Float32bits(v)&0x7f800000 == 0x7f800000 }

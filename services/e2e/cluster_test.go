@@ -321,16 +321,23 @@ func (c *cluster) cli(args ...string) (code int, stdout, stderr string) {
 	cmd := exec.Command(filepath.Join(bin, "quantfleet"), args...)
 	cmd.Env = c.env
 	cmd.Dir = c.dir
+	code, stdout, stderr = runExit(c.t, cmd)
+	c.appendCLILog(args, stdout, stderr)
+	return code, stdout, stderr
+}
+
+// runExit runs cmd to its end and returns its exit status and output; a command that cannot
+// be run at all fails the test.
+func runExit(t *testing.T, cmd *exec.Cmd) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
-	code = 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
-	c.appendCLILog(args, out.String(), errb.String())
 	return code, out.String(), errb.String()
 }
 

@@ -288,17 +288,10 @@ func TestServiceBadFlags(t *testing.T) {
 		{"assembler", []string{"--bogus", "1"}, "flag provided but not defined: -bogus"},
 	} {
 		t.Run(tc.service+" "+strings.Join(tc.args, " "), func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			cmd := exec.Command(filepath.Join(bin, tc.service), tc.args...)
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
-			code := -1
-			if ee, ok := err.(*exec.ExitError); ok {
-				code = ee.ExitCode()
-			}
-			lines := strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")
-			if code != 2 || len(lines) != 1 || !strings.HasPrefix(lines[0], tc.service+": ") || !strings.Contains(lines[0], tc.want) || stdout.Len() != 0 {
-				t.Errorf("exit %d (%v), stdout %q, stderr %q: want exit 2 and one line with %q", code, err, stdout.String(), stderr.String(), tc.want)
+			code, stdout, stderr := runExit(t, exec.Command(filepath.Join(bin, tc.service), tc.args...))
+			lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+			if code != 2 || len(lines) != 1 || !strings.HasPrefix(lines[0], tc.service+": ") || !strings.Contains(lines[0], tc.want) || stdout != "" {
+				t.Errorf("exit %d, stdout %q, stderr %q: want exit 2 and one line with %q", code, stdout, stderr, tc.want)
 			}
 		})
 	}
